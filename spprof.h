@@ -1,0 +1,1937 @@
+/* spprof.h - in-process sampling profiler for native code (and, with spprof_python.h, CPython).
+   Version 0.1.0. MIT license at the end of this file.
+
+   In exactly one C or C++ file:            Everywhere else: just #include "spprof.h"
+       #define _GNU_SOURCE   (C only; before any #include)
+       #define SPPROF_IMPLEMENTATION
+       #include "spprof.h"
+
+   Usage:
+       spprof_config cfg = spprof_config_default();   // 10 ms, CPU time, every thread, depth 128
+       cfg.interval_ns = 1000000;                      // 1 kHz
+       if (spprof_start(&cfg) != SPPROF_OK) fprintf(stderr, "%s\n", spprof_last_error());
+       work();
+       spprof_stop();
+       spprof_write_speedscope("out.speedscope.json");   // open in https://www.speedscope.app
+       spprof_write_collapsed("out.collapsed", 0);       // flamegraph.pl / speedscope / inferno
+
+   Contents (search for the banner):   @api  @config  @impl  @atomics  @errors  @ring  @registry
+       @walk  @handler  @profile  @collector  @lifecycle  @symbolize  @writers  @license
+
+   What it does: one POSIX timer per thread (CLOCK_THREAD_CPUTIME of that thread, or CLOCK_MONOTONIC in
+   wall mode) sends a signal (SIGPROF by default) to exactly that thread; the handler walks the thread's
+   frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the ring into
+   a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded by a memory
+   limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope JSON or
+   collapsed stacks.
+
+   Does not do (yet): macOS / Windows samplers; DWARF / libunwind unwinding. Build the code you profile with
+   -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller
+   (the walk goes from it straight to its caller's caller). No file:line for native code;
+   C++ demangling; 32-bit targets. Threads whose stack is switched (ucontext/boost.context coroutines)
+   re-read /proc/self/maps whenever their stack pointer leaves the last known stack mapping.
+
+   Threads and signals:
+   - The signal handler stays installed after spprof_stop() so that a timer signal which was still pending
+     on a thread that blocks the signal cannot kill the process later; it ignores everything that is not
+     one of our live timers and forwards foreign signals to the handler that was there before.
+   - A thread that blocks the profiling signal is not sampled. The collector thread is never sampled.
+   - Functions marked [signal-safe] may be called from a signal handler; all others may not. Unless said
+     otherwise, API functions may be called from any thread.
+*/
+#ifndef SPPROF_H_INCLUDED
+#define SPPROF_H_INCLUDED
+
+#define SPPROF_VERSION_MAJOR 0
+#define SPPROF_VERSION_MINOR 1
+#define SPPROF_VERSION_PATCH 0
+#define SPPROF_VERSION_STRING "0.1.0"
+#define SPPROF_VERSION_NUMBER (SPPROF_VERSION_MAJOR * 10000 + SPPROF_VERSION_MINOR * 100 + SPPROF_VERSION_PATCH)
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* SPPROF_API: linkage of the API functions. Define SPPROF_STATIC (in the implementation file, before the
+   include) to make everything static to that file. */
+#ifndef SPPROF_API
+#  ifdef SPPROF_STATIC
+#    if defined(__GNUC__) || defined(__clang__)
+#      define SPPROF_API static __attribute__((unused))
+#    else
+#      define SPPROF_API static
+#    endif
+#  else
+#    define SPPROF_API extern
+#  endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== @api ============================================================================================ */
+
+typedef enum spprof_result {
+    SPPROF_OK = 0,
+    SPPROF_ERR_INVALID_CONFIG = 1,  /* a config field or argument is out of range; see spprof_last_error() */
+    SPPROF_ERR_ALREADY_STARTED = 2, /* spprof_start() while started */
+    SPPROF_ERR_NOT_STARTED = 3,     /* stop/pause/resume while stopped */
+    SPPROF_ERR_BAD_STATE = 4,       /* pause while paused, resume while running, clear while started */
+    SPPROF_ERR_SYSTEM = 5,          /* a system call failed; spprof_last_error() has errno's text */
+    SPPROF_ERR_NO_MEMORY = 6,
+    SPPROF_ERR_IO = 7,              /* an output file could not be written; the profile is kept */
+    SPPROF_ERR_UNSUPPORTED = 8      /* platform or build without this feature */
+} spprof_result;
+
+typedef enum spprof_mode {
+    SPPROF_MODE_CPU = 0,  /* interval measured on each thread's own CPU clock: idle threads are not sampled */
+    SPPROF_MODE_WALL = 1  /* interval measured on CLOCK_MONOTONIC: every thread, running or blocked */
+} spprof_mode;
+
+typedef enum spprof_state {
+    SPPROF_STATE_STOPPED = 0,
+    SPPROF_STATE_RUNNING = 1,
+    SPPROF_STATE_PAUSED = 2
+} spprof_state;
+
+/* One frame of a sample. Native frames: addr = program counter (leaf) or return address (callers; aux has
+   SPPROF_AUX_RETADDR). Other kinds (e.g. SPPROF_FRAME_PYTHON from spprof_python.h) define addr/aux. */
+typedef struct spprof_frame {
+    uint64_t addr;
+    uint32_t aux;
+    uint32_t kind;
+} spprof_frame;
+
+enum {
+    SPPROF_FRAME_NATIVE = 0,
+    SPPROF_FRAME_PYTHON = 1,
+    SPPROF_FRAME_USER = 16,     /* first kind free for users' own walkers */
+    SPPROF_AUX_RETADDR = 1      /* native: addr is a return address; symbolize addr-1 */
+};
+
+/* What a stack walker is given, inside the signal handler. */
+typedef struct spprof_walk_ctx {
+    const void *ucontext;  /* the interrupted thread's ucontext_t */
+    uintptr_t stack_lo;    /* the mapping that holds the interrupted stack pointer: [stack_lo, stack_hi) */
+    uintptr_t stack_hi;    /* 0 when unknown */
+    int tid;
+    void *user;            /* spprof_config.walker_user */
+} spprof_walk_ctx;
+
+/* A stack walker runs in the signal handler: it must be async-signal-safe. It writes at most max_frames
+   frames, leaf first, and returns how many, or -1 to drop the sample (counted as a walk error). */
+typedef int (*spprof_walk_fn)(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
+
+typedef struct spprof_symbol {
+    char name[256];
+    char file[256];  /* source file, or the shared object for native code */
+    int line;        /* 0 when unknown */
+} spprof_symbol;
+
+/* A resolver runs in a normal thread while a profile is written. Return 1 when it filled *out, 0 to fall
+   back to the native symbolizer. */
+typedef int (*spprof_resolve_fn)(const spprof_frame *frame, spprof_symbol *out, void *user);
+
+/* ==== @config ========================================================================================= */
+
+typedef struct spprof_config {
+    int64_t interval_ns;     /* sampling interval, 50 us .. 60 s                      (default 10 ms) */
+    spprof_mode mode;        /* SPPROF_MODE_CPU or SPPROF_MODE_WALL                   (default CPU) */
+    int signo;               /* signal used by the timers, 1 .. SIGRTMAX              (default SIGPROF) */
+    int max_depth;           /* frames kept per sample, 1 .. 1024                     (default 128) */
+    uint32_t ring_slots;     /* ring buffer capacity in samples, power of two 16..2^20 (default 4096) */
+    uint64_t memory_limit;   /* bytes the collected profile may use, 1 MiB .. 1 TiB  (default 100 MiB) */
+    int auto_threads;        /* 1: sample every thread of the process, found by scanning /proc/self/task;
+                                0: only threads that call spprof_thread_register()    (default 1) */
+    int scan_interval_ms;    /* how often new and exited threads are looked for, 1 .. 10000 (default 20) */
+    int drain_interval_ms;   /* how often the collector drains the ring, 1 .. 10000  (default 10) */
+    spprof_walk_fn walker;   /* NULL: spprof_walk_native() */
+    void *walker_user;
+    spprof_resolve_fn resolver; /* NULL: spprof_symbolize_native() only */
+    void *resolver_user;
+} spprof_config;
+
+typedef struct spprof_stats {
+    uint64_t samples_captured;      /* written to the ring buffer */
+    uint64_t samples_dropped;       /* ring buffer full (or contended past the retry bound) */
+    uint64_t samples_dropped_memory;/* memory_limit reached: sample not added to the profile */
+    uint64_t samples_stale;         /* timer signal for a thread slot that no longer matches the thread */
+    uint64_t samples_in_profile;    /* samples aggregated into the profile */
+    uint64_t timer_overruns;        /* expirations merged by the kernel (si_overrun + timer_getoverrun) */
+    uint64_t timer_create_failures; /* timer_create() failed even after retries (thread not sampled) */
+    uint64_t timer_create_retries;  /* EAGAIN retries */
+    uint64_t threads_registered;    /* threads that got a slot in the registry this session */
+    uint64_t threads_live;          /* threads in the registry now */
+    uint64_t threads_sampled;       /* threads with at least one sample in the profile */
+    uint64_t walk_errors;           /* walker returned -1 */
+    uint64_t walk_truncated;        /* stack deeper than max_depth */
+    uint64_t unique_stacks;
+    uint64_t unique_frames;
+    uint64_t profile_bytes;         /* memory used by the collected profile */
+    uint64_t signals_ignored;       /* our timer signals that arrived while stopped or paused */
+} spprof_stats;
+
+/* A run of identical consecutive samples of one thread, as given by spprof_foreach_sample(). */
+typedef struct spprof_sample_view {
+    int tid;                     /* OS thread id */
+    uint32_t thread_index;       /* index of the thread record (tids can be reused; this cannot) */
+    const char *thread_name;
+    uint64_t t_first_ns;         /* CLOCK_MONOTONIC of the first and last sample of the run */
+    uint64_t t_last_ns;
+    uint32_t count;              /* samples in the run */
+    uint32_t weight;             /* sampling intervals they stand for (count + timer overruns) */
+    const spprof_frame *frames;  /* leaf first */
+    int nframes;
+} spprof_sample_view;
+typedef int (*spprof_sample_fn)(const spprof_sample_view *sample, void *user); /* return non-zero to stop */
+
+SPPROF_API spprof_config spprof_config_default(void);
+SPPROF_API spprof_result spprof_start(const spprof_config *cfg);  /* NULL: defaults. Clears the last profile. */
+SPPROF_API spprof_result spprof_stop(void);    /* returns within ~100 ms; the profile stays readable */
+SPPROF_API spprof_result spprof_pause(void);   /* disarm timers; no sample is taken until resume */
+SPPROF_API spprof_result spprof_resume(void);
+SPPROF_API spprof_state spprof_get_state(void);  /* [signal-safe] */
+SPPROF_API int spprof_is_active(void);           /* [signal-safe] 1 while started (running or paused) */
+SPPROF_API spprof_result spprof_get_stats(spprof_stats *out);
+SPPROF_API spprof_result spprof_flush(void);    /* drain the ring buffer into the profile now */
+SPPROF_API spprof_result spprof_clear(void);    /* free the collected profile (only while stopped) */
+
+/* Explicit thread registration: needed only with auto_threads = 0 (or to get a thread sampled before the
+   next scan). Call on the thread itself. A registered thread is unregistered automatically at exit. */
+SPPROF_API spprof_result spprof_thread_register(void);
+SPPROF_API spprof_result spprof_thread_unregister(void);
+SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name); /* name used in the output */
+SPPROF_API int spprof_gettid(void);  /* [signal-safe] */
+
+SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user);
+SPPROF_API spprof_result spprof_write_speedscope(const char *path);
+enum { SPPROF_COLLAPSED_THREADS = 1 };  /* flag: first frame of every line is the thread's name */
+SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags);
+
+SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames); /* [signal-safe] */
+SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out); /* 1 if found */
+SPPROF_API int spprof_resolve(const spprof_frame *frame, spprof_symbol *out); /* resolver, then native */
+
+SPPROF_API const char *spprof_result_string(spprof_result r);
+SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last error message, or "" */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPPROF_H_INCLUDED */
+
+/* ==== @impl =========================================================================================== */
+#if defined(SPPROF_IMPLEMENTATION) && !defined(SPPROF_IMPLEMENTATION_INCLUDED)
+#define SPPROF_IMPLEMENTATION_INCLUDED
+
+#if !defined(__linux__)
+#  error "spprof.h: only the Linux sampler is implemented so far (macOS and Windows samplers are planned)."
+#endif
+#if !defined(__x86_64__) && !defined(__aarch64__)
+#  error "spprof.h: the native stack walker supports x86-64 and aarch64."
+#endif
+#ifndef _GNU_SOURCE
+#  define _GNU_SOURCE 1  /* effective only if no system header was included before this one */
+#endif
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#if !defined(__USE_GNU)
+#  error "spprof.h implementation needs _GNU_SOURCE: put '#define _GNU_SOURCE' before every #include in this file, or compile with -D_GNU_SOURCE"
+#endif
+
+/* Allocator: define all three or none (in the implementation file). Never called from the signal handler. */
+#if defined(SPPROF_MALLOC) || defined(SPPROF_REALLOC) || defined(SPPROF_FREE)
+#  if !defined(SPPROF_MALLOC) || !defined(SPPROF_REALLOC) || !defined(SPPROF_FREE)
+#    error "spprof.h: define all of SPPROF_MALLOC, SPPROF_REALLOC and SPPROF_FREE, or none of them"
+#  endif
+#else
+#  define SPPROF_MALLOC(sz) malloc(sz)
+#  define SPPROF_REALLOC(p, sz) realloc((p), (sz))
+#  define SPPROF_FREE(p) free(p)
+#endif
+
+/* Logging of warnings (never from the signal handler). Define SPPROF_LOG(msg) to redirect; the default
+   writes to stderr only when the environment variable SPPROF_DEBUG is set. */
+#ifndef SPPROF_LOG
+#  define SPPROF_LOG(msg) do { if (getenv("SPPROF_DEBUG")) fprintf(stderr, "spprof: %s\n", (msg)); } while (0)
+#endif
+
+/* Largest accepted max_depth; fixes the size of a ring slot's frame array together with max_depth. */
+#ifndef SPPROF_MAX_DEPTH_LIMIT
+#  define SPPROF_MAX_DEPTH_LIMIT 1024
+#endif
+/* Bound on compare-and-swap retries of a producer before a sample is dropped (keeps the handler bounded). */
+#ifndef SPPROF_RING_MAX_RETRIES
+#  define SPPROF_RING_MAX_RETRIES 64
+#endif
+/* Bound on bytes of /proc/self/maps the handler reads to find a thread's stack mapping. */
+#ifndef SPPROF_MAPS_READ_LIMIT
+#  define SPPROF_MAPS_READ_LIMIT (8u << 20)
+#endif
+
+#ifndef sigev_notify_thread_id
+#  define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+#if defined(__has_feature)
+#  if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#    define SPPROF__NO_SANITIZE __attribute__((no_sanitize("address", "thread")))
+#  endif
+#endif
+#if !defined(SPPROF__NO_SANITIZE) && (defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__))
+#  define SPPROF__NO_SANITIZE __attribute__((no_sanitize_address, no_sanitize_thread))
+#endif
+#ifndef SPPROF__NO_SANITIZE
+#  define SPPROF__NO_SANITIZE
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== @atomics ========================================================================================
+   GCC/Clang __atomic builtins: the same in C99 and C++, lock-free for these sizes on x86-64 and aarch64, and
+   therefore async-signal-safe. */
+#define SPPROF__LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define SPPROF__LOADR(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define SPPROF__STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define SPPROF__STORER(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define SPPROF__ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#define SPPROF__SUB(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
+#define SPPROF__CAS(p, expp, v) __atomic_compare_exchange_n((p), (expp), (v), 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
+
+static uint64_t spprof__now_ns(void) {  /* [signal-safe]: clock_gettime is async-signal-safe (vDSO) */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+SPPROF_API int spprof_gettid(void) { return (int)syscall(SYS_gettid); }
+
+static void spprof__sleep_ms(int ms) {
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+/* ==== @errors =========================================================================================
+   The last error message is per thread (never a plain global). */
+static __thread char spprof__errbuf[512];
+
+static spprof_result spprof__fail(spprof_result r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(spprof__errbuf, sizeof spprof__errbuf, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+SPPROF_API const char *spprof_last_error(void) { return spprof__errbuf; }
+
+SPPROF_API const char *spprof_result_string(spprof_result r) {
+    switch (r) {
+    case SPPROF_OK: return "ok";
+    case SPPROF_ERR_INVALID_CONFIG: return "invalid configuration or argument";
+    case SPPROF_ERR_ALREADY_STARTED: return "profiler already started";
+    case SPPROF_ERR_NOT_STARTED: return "profiler not started";
+    case SPPROF_ERR_BAD_STATE: return "operation not valid in the profiler's current state";
+    case SPPROF_ERR_SYSTEM: return "system call failed";
+    case SPPROF_ERR_NO_MEMORY: return "out of memory";
+    case SPPROF_ERR_IO: return "could not write output file";
+    case SPPROF_ERR_UNSUPPORTED: return "not supported on this platform or build";
+    }
+    return "unknown result";
+}
+
+/* ==== @ring ===========================================================================================
+   Bounded multi-producer ring (Vyukov's sequence-numbered cells). Producers are signal handlers on any
+   number of threads at once; the consumer is the collector (or spprof_flush), serialized by a mutex that the
+   handler never touches.
+   - Producer: read the enqueue position, CAS it forward if the cell's sequence says the cell is free; write
+     the sample in place; publish by storing sequence = pos + 1 (release). No locks, no allocation, and the
+     CAS loop is bounded by SPPROF_RING_MAX_RETRIES: a full ring or endless contention drops the sample.
+   - A handler cannot be interrupted by its own signal (the signal is blocked while the handler runs), so a
+     producer never waits on itself; producers never wait on anyone.
+   - Consumer: a cell whose sequence is pos + 1 is complete; after reading it, sequence = pos + slots frees it.
+     A producer that claimed a cell and has not published yet makes the consumer stop there until next time. */
+typedef struct spprof__sample_hdr {
+    uint64_t seq;       /* cell sequence (atomic) */
+    uint64_t ts;        /* CLOCK_MONOTONIC ns */
+    int32_t tid;
+    uint32_t rec;       /* thread record index in the profile */
+    int32_t nframes;    /* -1: walk failed, discard */
+    uint32_t flags;     /* SPPROF__SAMPLE_TRUNCATED */
+    uint32_t weight;    /* intervals this sample stands for: 1 + the timer's overrun count */
+    uint32_t reserved;
+} spprof__sample_hdr;
+#define SPPROF__SAMPLE_TRUNCATED 1u
+
+typedef struct spprof__ring {
+    unsigned char *cells;
+    size_t cell_size;   /* header + max_depth frames, multiple of 16 */
+    uint64_t mask;
+    char pad0[40];
+    uint64_t enq;       /* producers' position (atomic), on its own cache line */
+    char pad1[56];
+    uint64_t deq;       /* consumer's position */
+} spprof__ring;
+
+static spprof__sample_hdr *spprof__ring_cell(spprof__ring *r, uint64_t pos) {
+    return (spprof__sample_hdr *)(void *)(r->cells + (size_t)(pos & r->mask) * r->cell_size);
+}
+
+static int spprof__ring_init(spprof__ring *r, uint32_t slots, int max_depth) {
+    uint64_t i;
+    r->cell_size = (sizeof(spprof__sample_hdr) + (size_t)max_depth * sizeof(spprof_frame) + 15u) & ~(size_t)15u;
+    r->cells = (unsigned char *)SPPROF_MALLOC(r->cell_size * slots);
+    if (!r->cells) return 0;
+    r->mask = slots - 1u;
+    r->enq = r->deq = 0;
+    for (i = 0; i < slots; i++) spprof__ring_cell(r, i)->seq = i;
+    return 1;
+}
+
+static void spprof__ring_free(spprof__ring *r) { SPPROF_FREE(r->cells); r->cells = NULL; }
+
+/* [signal-safe] Claim a cell; returns NULL when full. Publish it with spprof__ring_publish. */
+static spprof__sample_hdr *spprof__ring_claim(spprof__ring *r, uint64_t *pos_out) {
+    uint64_t pos = SPPROF__LOADR(&r->enq);
+    int tries;
+    for (tries = 0; tries < SPPROF_RING_MAX_RETRIES; tries++) {
+        spprof__sample_hdr *c = spprof__ring_cell(r, pos);
+        uint64_t seq = SPPROF__LOAD(&c->seq);
+        int64_t dif = (int64_t)(seq - pos);
+        if (dif == 0) {
+            if (SPPROF__CAS(&r->enq, &pos, pos + 1)) { *pos_out = pos; return c; }
+            /* pos was reloaded by the failed CAS */
+        } else if (dif < 0) {
+            return NULL;  /* full: the consumer has not freed this cell yet */
+        } else {
+            pos = SPPROF__LOADR(&r->enq);
+        }
+    }
+    return NULL;
+}
+
+static void spprof__ring_publish(spprof__sample_hdr *c, uint64_t pos) { SPPROF__STORE(&c->seq, pos + 1); }
+
+static uint64_t spprof__ring_fill(spprof__ring *r) {  /* [signal-safe] approximate */
+    return SPPROF__LOADR(&r->enq) - SPPROF__LOADR(&r->deq);
+}
+
+/* ==== @registry =======================================================================================
+   One slot per sampled thread, in chunks of 256 that never move while the profiler runs; a directory of
+   chunk pointers that grows by copy-and-publish (old directories are kept until stop, so a handler that
+   loaded the old pointer still reads valid memory). No thread cap: chunks and directory grow as needed.
+   All mutation happens under reg_lock in normal threads; the handler only reads slots (atomically), and finds
+   its slot through the index carried in the timer's sigev_value. */
+#define SPPROF__CHUNK 256u
+#define SPPROF__COOKIE 0x5350u  /* "SP" in the top 16 bits of sival_ptr */
+
+typedef struct spprof__slot {
+    int32_t tid;           /* 0 = free */
+    uint32_t rec;          /* thread record for samples */
+    uintptr_t stack_lo;    /* mapping that held sp at the last sample (set by the handler) */
+    uintptr_t stack_hi;
+    timer_t timer;
+    int has_timer;
+    int timer_failed;      /* timer_create failed with EAGAIN (counted once) */
+    int explicit_reg;
+} spprof__slot;
+
+typedef struct spprof__dir {
+    uint32_t nchunks;
+    struct spprof__dir *older;  /* retired directories, freed at stop */
+    spprof__slot *chunks[1];    /* nchunks entries */
+} spprof__dir;
+
+/* Executable segments of loaded objects (sorted [lo, hi) pairs), published for the handler like the
+   directory: replaced by copy-and-publish, old copies freed at stop. Built from dl_iterate_phdr in normal
+   threads, refreshed when the loader's add/remove counters change. */
+typedef struct spprof__xranges {
+    uint32_t n;
+    struct spprof__xranges *older;
+    uint64_t adds, subs;
+    uintptr_t r[2];  /* 2 * n entries */
+} spprof__xranges;
+
+/* ==== @profile ======================================================================================
+   The aggregated profile: interned frames, interned stacks (sequences of frame ids, leaf first), and one
+   record per thread with a run-length timeline. Guarded by prof_lock; memory counted against memory_limit. */
+typedef struct spprof__run { uint32_t stack, count, weight, pad; uint64_t t_first, t_last; } spprof__run;
+
+typedef struct spprof__record {
+    int tid;
+    char name[64];
+    spprof__run *runs;
+    uint32_t nruns, cap;
+    uint64_t nsamples;
+} spprof__record;
+
+typedef struct spprof__stack { uint64_t hash; uint32_t off, n; } spprof__stack;
+
+typedef struct spprof__profile {
+    spprof_frame *frames; uint32_t nframes, frames_cap;
+    uint32_t *frame_hash; uint32_t frame_hash_cap;        /* open addressing: frame id + 1, 0 = empty */
+    spprof__stack *stacks; uint32_t nstacks, stacks_cap;
+    uint32_t *stack_hash; uint32_t stack_hash_cap;
+    uint32_t *stack_data; size_t stack_data_len, stack_data_cap;
+    spprof__record *recs; uint32_t nrecs, recs_cap;
+    uint64_t bytes;
+    uint64_t t_start, t_end;
+    int64_t interval_ns;
+} spprof__profile;
+
+/* ==== global state ==================================================================================== */
+typedef struct spprof__counters {  /* written from handlers with relaxed atomic adds */
+    uint64_t captured, dropped, stale, overruns, walk_errors, truncated, ignored, inflight;
+} spprof__counters;
+
+typedef struct spprof__state_t {
+    /* handler-visible */
+    int state;                     /* spprof_state (atomic) */
+    uint32_t gen;                  /* session generation, 16 bits used in the cookie */
+    spprof__dir *dir;              /* atomic pointer */
+    spprof__xranges *xr;           /* atomic pointer */
+    spprof__ring ring;
+    spprof_walk_fn walker;
+    void *walker_user;
+    int max_depth;
+    int wake_fd;                   /* eventfd that wakes the collector when the ring fills up */
+    int wake_pending;
+    spprof__counters c;
+    /* normal paths */
+    spprof_config cfg;
+    uint32_t nslots_used;          /* high-water mark of slot indices */
+    uint32_t *free_slots; uint32_t nfree, free_cap;
+    uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
+    int *explicit_tids; uint32_t nexplicit, explicit_cap;
+    pthread_t collector; int collector_running; int collector_tid; int collector_stop;
+    int handler_installed;
+    int installed_signo;
+    struct sigaction old_action;
+    spprof__profile prof;
+    spprof_resolve_fn resolver; void *resolver_user;
+} spprof__state_t;
+
+static spprof__state_t spprof__g;
+/* Lock order: api_lock, then reg_lock, then prof_lock. None of them is ever taken by the signal handler. */
+static pthread_mutex_t spprof__api_lock = PTHREAD_MUTEX_INITIALIZER;   /* start/stop/pause/resume/clear */
+static pthread_mutex_t spprof__reg_lock = PTHREAD_MUTEX_INITIALIZER;   /* thread registry */
+static pthread_mutex_t spprof__prof_lock = PTHREAD_MUTEX_INITIALIZER;  /* profile; the ring's consumer side */
+
+static pthread_key_t spprof__tls_key;
+static pthread_once_t spprof__tls_once = PTHREAD_ONCE_INIT;
+
+/* [signal-safe] the slot for a cookie-carried index, or NULL. */
+static spprof__slot *spprof__slot_at(uint32_t idx) {
+    spprof__dir *d = (spprof__dir *)SPPROF__LOAD(&spprof__g.dir);
+    if (!d || (idx / SPPROF__CHUNK) >= d->nchunks) return NULL;
+    return &d->chunks[idx / SPPROF__CHUNK][idx % SPPROF__CHUNK];
+}
+
+/* ==== @walk ============================================================================================
+   Frame-pointer walk. Every frame record is checked before it is read: inside [sp, stack_hi) of the mapping
+   that holds the interrupted stack pointer (that mapping is entirely readable, so no read can fault), aligned
+   to 8, strictly increasing (so the walk always terminates), and the depth is bounded by max_frames. */
+static void spprof__context_regs(const void *uc_, uintptr_t *pc, uintptr_t *sp, uintptr_t *fp) {
+    const ucontext_t *uc = (const ucontext_t *)uc_;
+#if defined(__x86_64__)
+    *pc = (uintptr_t)uc->uc_mcontext.gregs[16]; /* REG_RIP */
+    *sp = (uintptr_t)uc->uc_mcontext.gregs[15]; /* REG_RSP */
+    *fp = (uintptr_t)uc->uc_mcontext.gregs[10]; /* REG_RBP */
+#elif defined(__aarch64__)
+    *pc = (uintptr_t)uc->uc_mcontext.pc;
+    *sp = (uintptr_t)uc->uc_mcontext.sp;
+    *fp = (uintptr_t)uc->uc_mcontext.regs[29];
+#endif
+}
+
+/* [signal-safe] Is [a, a+len) inside one executable, readable segment of a loaded object? */
+static int spprof__in_exec(uintptr_t a, size_t len) {
+    const spprof__xranges *x = (const spprof__xranges *)SPPROF__LOAD(&spprof__g.xr);
+    uint32_t lo = 0, hi;
+    if (!x) return 0;
+    hi = x->n;
+    while (lo < hi) { uint32_t mid = (lo + hi) / 2; if (x->r[2 * mid] <= a) lo = mid + 1; else hi = mid; }
+    return lo > 0 && a + len <= x->r[2 * (lo - 1) + 1];
+}
+
+/* [signal-safe] Leaf fix-up (x86-64). A function that has not pushed a frame (a frameless leaf, which GCC
+   emits even with -fno-omit-frame-pointer, hand-written libc routines, or any function in its first or last
+   instruction) leaves rbp pointing at its caller's frame, so the plain walk would skip the caller. In that
+   state [sp] holds the return address. Accept [sp] as a return address only if the 5 or 6 bytes before it,
+   in an executable segment, are a call: a direct call (E8 rel32) whose target is at or below pc and within
+   1 MiB of it, or an indirect call through memory/register (FF /2). */
+SPPROF__NO_SANITIZE
+static int spprof__leaf_return(uintptr_t pc, uintptr_t cand) {
+#if defined(__x86_64__)
+    const unsigned char *c;
+    if (cand < 4096 || !spprof__in_exec(cand - 6, 6)) return 0;
+    c = (const unsigned char *)cand;
+    if (c[-5] == 0xE8) {
+        int32_t rel;
+        uintptr_t target;
+        memcpy(&rel, c - 4, 4);
+        target = cand + (uintptr_t)(intptr_t)rel;
+        return target <= pc && pc - target < (1u << 20);
+    }
+    if (c[-6] == 0xFF && (c[-5] & 0x38) == 0x10) return 1;      /* call *disp32(...) / *[rip+disp32] */
+    if (c[-3] == 0xFF && (c[-2] & 0x38) == 0x10 && (c[-2] & 0xC0) == 0x40) return 1; /* call *disp8(reg) */
+    if (c[-2] == 0xFF && (c[-1] & 0xF8) == 0xD0) return 1;      /* call *%reg */
+    return 0;
+#else
+    (void)pc; (void)cand;
+    return 0;
+#endif
+}
+
+SPPROF__NO_SANITIZE
+SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    uintptr_t pc, sp, fp, hi;
+    int n = 0;
+    if (!ctx || !ctx->ucontext || max_frames <= 0) return -1;
+    spprof__context_regs(ctx->ucontext, &pc, &sp, &fp);
+    frames[n].addr = pc; frames[n].aux = 0; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
+    hi = ctx->stack_hi;
+    if (!hi || sp < ctx->stack_lo || sp >= hi) return n;  /* unknown stack: the leaf is all we can vouch for */
+#if defined(__x86_64__)
+    if (n < max_frames && sp + sizeof(uintptr_t) <= hi && (sp & (sizeof(uintptr_t) - 1)) == 0) {
+        uintptr_t cand = ((const uintptr_t *)sp)[0];
+        int framed = fp >= sp && fp <= hi - 2 * sizeof(uintptr_t) && (fp & 7) == 0 && ((const uintptr_t *)fp)[1] == cand;
+        if (!framed && spprof__leaf_return(pc, cand)) {
+            frames[n].addr = cand; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
+        }
+    }
+#elif defined(__aarch64__)
+    {   /* a frameless leaf keeps its return address in lr (x30) */
+        uintptr_t lr = (uintptr_t)((const ucontext_t *)ctx->ucontext)->uc_mcontext.regs[30];
+        int framed = fp >= sp && fp <= hi - 2 * sizeof(uintptr_t) && (fp & 7) == 0 && ((const uintptr_t *)fp)[1] == lr;
+        if (n < max_frames && !framed && spprof__in_exec(lr - 4, 4)) {
+            frames[n].addr = lr; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
+        }
+    }
+#endif
+    while (n < max_frames) {
+        uintptr_t next, ret;
+        if (fp < sp || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)) != 0) break;
+        next = ((const uintptr_t *)fp)[0];
+        ret = ((const uintptr_t *)fp)[1];
+        if (ret < 4096) break;
+        frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
+        if (next <= fp) break;
+        sp = fp + 2 * sizeof(uintptr_t);
+        fp = next;
+    }
+    return n;
+}
+
+/* [signal-safe] Find the mapping that contains sp by parsing /proc/self/maps with open/read/close (all three
+   are async-signal-safe) into a stack buffer. The read is bounded by SPPROF_MAPS_READ_LIMIT. Runs once per
+   thread (and again only if the thread's stack pointer moves to another mapping). */
+static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi) {
+    char buf[512];
+    uintptr_t a = 0, b = 0;
+    size_t total = 0;
+    int st = 0, found = 0, fd;
+    do { fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC); } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return 0;
+    while (!found && total < SPPROF_MAPS_READ_LIMIT) {
+        ssize_t i, k = read(fd, buf, sizeof buf);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        total += (size_t)k;
+        for (i = 0; i < k && !found; i++) {
+            char ch = buf[i];
+            int v = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10 : -1;
+            if (st == 0) {
+                if (v >= 0) a = (a << 4) | (uintptr_t)v; else st = (ch == '-') ? 1 : 2;
+            } else if (st == 1) {
+                if (v >= 0) b = (b << 4) | (uintptr_t)v;
+                else { if (a <= sp && sp < b) { *lo = a; *hi = b; found = 1; } st = 2; }
+            } else if (ch == '\n') {
+                st = 0; a = b = 0;
+            }
+        }
+    }
+    close(fd);
+    return found;
+}
+
+/* ==== @handler ========================================================================================
+   Async-signal-safety: the handler calls only async-signal-safe functions (syscall(gettid), clock_gettime,
+   open/read/close once per thread, write on an eventfd), lock-free atomics, and the walker (which must be
+   signal-safe itself). It allocates nothing and takes no lock. errno is saved and restored. Every loop is
+   bounded (ring retries, walk depth, maps read size). Signals that are not ours (wrong si_code or cookie)
+   are passed to the previous handler. A signal from a timer of an earlier session (generation mismatch), or
+   one that reaches a thread other than the slot's owner (the slot was reused), is counted and ignored. */
+static void spprof__chain(int signo, siginfo_t *info, void *uc) {
+    struct sigaction *old = &spprof__g.old_action;
+    if (old->sa_flags & SA_SIGINFO) {
+        if (old->sa_sigaction) old->sa_sigaction(signo, info, uc);
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) {
+        old->sa_handler(signo);
+    }
+    /* SIG_DFL: a foreign SIGPROF would terminate the process; we ignore it instead. */
+}
+
+static void spprof__handler(int signo, siginfo_t *info, void *uc) {
+    int saved_errno = errno;
+    uint64_t cookie, pos;
+    spprof__slot *slot;
+    spprof__sample_hdr *cell;
+    spprof_walk_ctx ctx;
+    spprof_frame *frames;
+    uintptr_t pc, sp, fp, lo, hi;
+    int tid, n;
+
+    if (!info || info->si_code != SI_TIMER) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
+    cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+    if ((cookie >> 48) != SPPROF__COOKIE) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
+
+    /* inflight is raised before the state is read; stop() changes the state first and then waits for
+       inflight to reach zero, so a handler that saw RUNNING always finishes before stop frees anything. */
+    __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) != SPPROF_STATE_RUNNING ||
+        ((cookie >> 32) & 0xffffu) != (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
+        SPPROF__ADD(&spprof__g.c.ignored, 1);
+        goto out;
+    }
+    /* CPU-clock timers are checked at kernel ticks (HZ), so at short intervals one signal often stands for
+       several expirations: si_overrun says how many were merged, and the sample carries that weight. */
+    if (info->si_overrun > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)info->si_overrun);
+    slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
+    tid = spprof_gettid();
+    if (!slot || SPPROF__LOADR(&slot->tid) != tid) { SPPROF__ADD(&spprof__g.c.stale, 1); goto out; }
+
+    /* Stack bounds: the mapping holding sp, cached in the slot (only this thread writes its own slot's bounds). */
+    spprof__context_regs(uc, &pc, &sp, &fp);
+    (void)pc; (void)fp;
+    lo = SPPROF__LOADR(&slot->stack_lo);
+    hi = SPPROF__LOADR(&slot->stack_hi);
+    if (sp < lo || sp >= hi) {
+        if (spprof__find_mapping(sp, &lo, &hi)) { SPPROF__STORER(&slot->stack_lo, lo); SPPROF__STORER(&slot->stack_hi, hi); }
+        else { lo = hi = 0; }
+    }
+
+    cell = spprof__ring_claim(&spprof__g.ring, &pos);
+    if (!cell) { SPPROF__ADD(&spprof__g.c.dropped, 1); goto out; }
+    cell->ts = spprof__now_ns();
+    cell->tid = tid;
+    cell->rec = SPPROF__LOADR(&slot->rec);
+    cell->flags = 0;
+    cell->weight = 1u + (info->si_overrun > 0 ? (uint32_t)info->si_overrun : 0u);
+    frames = (spprof_frame *)(void *)(cell + 1);
+    ctx.ucontext = uc; ctx.stack_lo = lo; ctx.stack_hi = hi; ctx.tid = tid; ctx.user = spprof__g.walker_user;
+    /* A walk that fills every frame is counted as truncated (a stack of exactly max_depth frames too). */
+    n = spprof__g.walker(&ctx, frames, spprof__g.max_depth);
+    if (n < 0) { SPPROF__ADD(&spprof__g.c.walk_errors, 1); cell->nframes = -1; }
+    else {
+        cell->nframes = n;
+        if (n >= spprof__g.max_depth) { cell->flags |= SPPROF__SAMPLE_TRUNCATED; SPPROF__ADD(&spprof__g.c.truncated, 1); }
+        SPPROF__ADD(&spprof__g.c.captured, 1);
+    }
+    spprof__ring_publish(cell, pos);
+    /* Wake the collector early when the ring is half full (write() on an eventfd is async-signal-safe). */
+    if (spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2 && !SPPROF__LOADR(&spprof__g.wake_pending)) {
+        uint64_t one = 1;
+        SPPROF__STORER(&spprof__g.wake_pending, 1);
+        if (write(spprof__g.wake_fd, &one, sizeof one) < 0) { /* nothing to do */ }
+    }
+out:
+    __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+    errno = saved_errno;
+}
+
+/* ==== @collector ======================================================================================
+   Aggregation of raw samples into the profile (under prof_lock). */
+static uint64_t spprof__mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31; h *= 0xbf58476d1ce4e5b9ull; h ^= h >> 29;
+    return h;
+}
+
+/* Geometric growth of an array to hold `need` elements; returns the (possibly moved) array, or NULL with the
+   old array untouched. Growth is counted in *bytes. */
+static void *spprof__grow(void *ptr, size_t elem, uint32_t *cap, size_t need, uint64_t *bytes) {
+    size_t ncap;
+    void *q;
+    if (need <= *cap) return ptr;
+    ncap = *cap ? (size_t)*cap * 2 : 64;
+    while (ncap < need) ncap *= 2;
+    if (ncap > 0xffffffffu) return NULL;
+    q = SPPROF_REALLOC(ptr, ncap * elem);
+    if (!q) return NULL;
+    *bytes += (ncap - *cap) * elem;
+    *cap = (uint32_t)ncap;
+    return q;
+}
+
+/* Rebuild an open-addressing table of ids (id + 1 stored, 0 = empty) at capacity ncap (power of two). */
+static int spprof__rehash(uint32_t **tab, uint32_t *cap, uint32_t ncap, uint32_t count,
+                          uint64_t (*hash_of)(spprof__profile *, uint32_t), spprof__profile *p) {
+    uint32_t *t = (uint32_t *)SPPROF_MALLOC((size_t)ncap * sizeof(uint32_t));
+    uint32_t i;
+    if (!t) return 0;
+    memset(t, 0, (size_t)ncap * sizeof(uint32_t));
+    for (i = 0; i < count; i++) {
+        uint32_t h = (uint32_t)hash_of(p, i) & (ncap - 1);
+        while (t[h]) h = (h + 1) & (ncap - 1);
+        t[h] = i + 1;
+    }
+    p->bytes += ((uint64_t)ncap - *cap) * sizeof(uint32_t);
+    SPPROF_FREE(*tab);
+    *tab = t; *cap = ncap;
+    return 1;
+}
+
+static uint64_t spprof__frame_hash(const spprof_frame *f) {
+    return spprof__mix(spprof__mix(f->addr, f->aux), f->kind);
+}
+static uint64_t spprof__frame_hash_at(spprof__profile *p, uint32_t i) { return spprof__frame_hash(&p->frames[i]); }
+static uint64_t spprof__stack_hash_at(spprof__profile *p, uint32_t i) { return p->stacks[i].hash; }
+
+/* Returns the frame id, or UINT32_MAX when out of memory. */
+static uint32_t spprof__intern_frame(spprof__profile *p, const spprof_frame *f) {
+    uint64_t h = spprof__frame_hash(f);
+    uint32_t i;
+    if (p->nframes + 1 > p->frame_hash_cap / 2 &&
+        !spprof__rehash(&p->frame_hash, &p->frame_hash_cap, p->frame_hash_cap ? p->frame_hash_cap * 2 : 256,
+                        p->nframes, spprof__frame_hash_at, p))
+        return UINT32_MAX;
+    for (i = (uint32_t)h & (p->frame_hash_cap - 1);; i = (i + 1) & (p->frame_hash_cap - 1)) {
+        uint32_t id = p->frame_hash[i];
+        if (!id) break;
+        if (p->frames[id - 1].addr == f->addr && p->frames[id - 1].aux == f->aux && p->frames[id - 1].kind == f->kind)
+            return id - 1;
+    }
+    { spprof_frame *q = (spprof_frame *)spprof__grow(p->frames, sizeof *q, &p->frames_cap, p->nframes + 1, &p->bytes);
+      if (!q) return UINT32_MAX;
+      p->frames = q; }
+    p->frames[p->nframes] = *f;
+    p->frame_hash[i] = ++p->nframes;
+    return p->nframes - 1;
+}
+
+static uint32_t spprof__intern_stack(spprof__profile *p, const uint32_t *ids, uint32_t n) {
+    uint64_t h = 0x5350524f46ull;
+    uint32_t i, k;
+    for (k = 0; k < n; k++) h = spprof__mix(h, ids[k]);
+    if (p->nstacks + 1 > p->stack_hash_cap / 2 &&
+        !spprof__rehash(&p->stack_hash, &p->stack_hash_cap, p->stack_hash_cap ? p->stack_hash_cap * 2 : 256,
+                        p->nstacks, spprof__stack_hash_at, p))
+        return UINT32_MAX;
+    for (i = (uint32_t)h & (p->stack_hash_cap - 1);; i = (i + 1) & (p->stack_hash_cap - 1)) {
+        uint32_t id = p->stack_hash[i];
+        spprof__stack *s;
+        if (!id) break;
+        s = &p->stacks[id - 1];
+        if (s->hash == h && s->n == n && memcmp(p->stack_data + s->off, ids, n * sizeof(uint32_t)) == 0) return id - 1;
+    }
+    if (p->stack_data_len + n > p->stack_data_cap) {
+        size_t ncap = p->stack_data_cap ? p->stack_data_cap * 2 : 4096;
+        uint32_t *q;
+        while (ncap < p->stack_data_len + n) ncap *= 2;
+        q = (uint32_t *)SPPROF_REALLOC(p->stack_data, ncap * sizeof(uint32_t));
+        if (!q) return UINT32_MAX;
+        p->bytes += (ncap - p->stack_data_cap) * sizeof(uint32_t);
+        p->stack_data = q; p->stack_data_cap = ncap;
+    }
+    { spprof__stack *q = (spprof__stack *)spprof__grow(p->stacks, sizeof *q, &p->stacks_cap, p->nstacks + 1, &p->bytes);
+      if (!q) return UINT32_MAX;
+      p->stacks = q; }
+    memcpy(p->stack_data + p->stack_data_len, ids, n * sizeof(uint32_t));
+    p->stacks[p->nstacks].hash = h;
+    p->stacks[p->nstacks].off = (uint32_t)p->stack_data_len;
+    p->stacks[p->nstacks].n = n;
+    p->stack_data_len += n;
+    p->stack_hash[i] = ++p->nstacks;
+    return p->nstacks - 1;
+}
+
+static uint32_t spprof__new_record(int tid, const char *name) {  /* under prof_lock */
+    spprof__profile *p = &spprof__g.prof;
+    spprof__record *r;
+    r = (spprof__record *)spprof__grow(p->recs, sizeof *r, &p->recs_cap, p->nrecs + 1, &p->bytes);
+    if (!r) return UINT32_MAX;
+    p->recs = r;
+    r = &p->recs[p->nrecs];
+    memset(r, 0, sizeof *r);
+    r->tid = tid;
+    snprintf(r->name, sizeof r->name, "%s", name ? name : "");
+    return p->nrecs++;
+}
+
+static void spprof__add_sample(const spprof__sample_hdr *h) {  /* under prof_lock */
+    spprof__profile *p = &spprof__g.prof;
+    const spprof_frame *fr = (const spprof_frame *)(const void *)(h + 1);
+    uint32_t ids[SPPROF_MAX_DEPTH_LIMIT];
+    uint32_t k, sid;
+    spprof__record *r;
+    int n = h->nframes;
+    if (n < 0 || h->rec >= p->nrecs) return;
+    if (n > spprof__g.max_depth) n = spprof__g.max_depth;
+    r = &p->recs[h->rec];
+    if (p->bytes > spprof__g.cfg.memory_limit) goto nomem;
+    for (k = 0; k < (uint32_t)n; k++) {
+        ids[k] = spprof__intern_frame(p, &fr[k]);
+        if (ids[k] == UINT32_MAX) goto nomem;
+    }
+    sid = spprof__intern_stack(p, ids, (uint32_t)n);
+    if (sid == UINT32_MAX) goto nomem;
+    if (r->nruns && r->runs[r->nruns - 1].stack == sid && r->runs[r->nruns - 1].weight < UINT32_MAX - h->weight) {
+        r->runs[r->nruns - 1].count++;
+        r->runs[r->nruns - 1].weight += h->weight;
+        r->runs[r->nruns - 1].t_last = h->ts;
+    } else {
+        spprof__run *q = (spprof__run *)spprof__grow(r->runs, sizeof *q, &r->cap, r->nruns + 1, &p->bytes);
+        if (!q) goto nomem;
+        r->runs = q;
+        r->runs[r->nruns].stack = sid; r->runs[r->nruns].count = 1; r->runs[r->nruns].weight = h->weight;
+        r->runs[r->nruns].t_first = r->runs[r->nruns].t_last = h->ts;
+        r->nruns++;
+    }
+    r->nsamples++;
+    if (h->ts > p->t_end) p->t_end = h->ts;
+    return;
+nomem:
+    spprof__g.dropped_memory++;
+}
+
+static void spprof__drain(void) {  /* under prof_lock: the single consumer */
+    spprof__ring *r = &spprof__g.ring;
+    if (!r->cells) return;
+    for (;;) {
+        spprof__sample_hdr *c = spprof__ring_cell(r, r->deq);
+        if (SPPROF__LOAD(&c->seq) != r->deq + 1) break;  /* empty, or a producer still writing */
+        spprof__add_sample(c);
+        SPPROF__STORE(&c->seq, r->deq + r->mask + 1);
+        SPPROF__STORE(&r->deq, r->deq + 1);
+    }
+    SPPROF__STORER(&spprof__g.wake_pending, 0);
+}
+
+static void spprof__profile_free(spprof__profile *p) {
+    uint32_t i;
+    for (i = 0; i < p->nrecs; i++) SPPROF_FREE(p->recs[i].runs);
+    SPPROF_FREE(p->recs); SPPROF_FREE(p->frames); SPPROF_FREE(p->frame_hash);
+    SPPROF_FREE(p->stacks); SPPROF_FREE(p->stack_hash); SPPROF_FREE(p->stack_data);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- thread registry maintenance (under reg_lock) ---- */
+static void spprof__read_comm(int tid, char *out, size_t n) {
+    char path[64];
+    int fd;
+    ssize_t k;
+    snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
+    out[0] = 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    k = read(fd, out, n - 1);
+    close(fd);
+    if (k < 0) k = 0;
+    out[k] = 0;
+    if (k > 0 && out[k - 1] == '\n') out[k - 1] = 0;
+}
+
+static int spprof__arm(spprof__slot *s, int on) {
+    struct itimerspec its;
+    int64_t iv = spprof__g.cfg.interval_ns;
+    memset(&its, 0, sizeof its);
+    if (on) {
+        its.it_interval.tv_sec = (time_t)(iv / 1000000000);
+        its.it_interval.tv_nsec = (long)(iv % 1000000000);
+        its.it_value = its.it_interval;
+    }
+    return timer_settime(s->timer, 0, &its, NULL) == 0;
+}
+
+/* Creates (and, while running, arms) the slot's timer. EAGAIN (RLIMIT_SIGPENDING or kernel memory) is retried
+   `attempts` times; a thread left without a timer is retried once per scan and counted once. */
+static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
+    struct sigevent sev;
+    clockid_t clk;
+    int attempt, err = 0;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = spprof__g.cfg.signo;
+    sev.sigev_notify_thread_id = s->tid;
+    sev.sigev_value.sival_ptr =
+        (void *)(uintptr_t)(((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)(spprof__g.gen & 0xffffu) << 32) | idx);
+    /* The per-thread CPU clock of any thread of this process: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED),
+       the same encoding glibc's pthread_getcpuclockid uses (stable kernel ABI). */
+    clk = spprof__g.cfg.mode == SPPROF_MODE_WALL ? CLOCK_MONOTONIC : (clockid_t)((~(unsigned)s->tid << 3) | 6u);
+    for (attempt = 0; attempt < attempts; attempt++) {
+        if (timer_create(clk, &sev, &s->timer) == 0) {
+            s->has_timer = 1;
+            if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
+            return 1;
+        }
+        err = errno;
+        if (err != EAGAIN) break;  /* EINVAL: the thread exited meanwhile */
+        spprof__g.timer_retries++;
+        if (attempt + 1 < attempts) spprof__sleep_ms(1);
+    }
+    if (err == EAGAIN && !s->timer_failed) { s->timer_failed = 1; spprof__g.timer_failures++; }
+    return 0;
+}
+
+static void spprof__delete_timer(spprof__slot *s) {
+    if (!s->has_timer) return;
+    { int o = timer_getoverrun(s->timer); if (o > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)o); }
+    timer_delete(s->timer);
+    s->has_timer = 0;
+}
+
+static spprof__slot *spprof__slot_alloc(uint32_t *idx_out) {
+    spprof__dir *d = spprof__g.dir;
+    uint32_t idx;
+    if (spprof__g.nfree) idx = spprof__g.free_slots[--spprof__g.nfree];
+    else idx = spprof__g.nslots_used;
+    if (!d || idx / SPPROF__CHUNK >= d->nchunks) {
+        uint32_t n = d ? d->nchunks : 0, i;
+        spprof__dir *nd = (spprof__dir *)SPPROF_MALLOC(sizeof(spprof__dir) + (size_t)(n * 2 + 1) * sizeof(spprof__slot *));
+        spprof__slot *chunk = (spprof__slot *)SPPROF_MALLOC(SPPROF__CHUNK * sizeof(spprof__slot));
+        if (!nd || !chunk) { SPPROF_FREE(nd); SPPROF_FREE(chunk); return NULL; }
+        memset(chunk, 0, SPPROF__CHUNK * sizeof(spprof__slot));
+        for (i = 0; i < n; i++) nd->chunks[i] = d->chunks[i];
+        nd->chunks[n] = chunk;
+        nd->nchunks = n + 1;
+        nd->older = d;  /* retired, not freed: a handler may still be reading it */
+        SPPROF__STORE(&spprof__g.dir, nd);
+        d = nd;
+    }
+    if (idx == spprof__g.nslots_used) spprof__g.nslots_used++;
+    *idx_out = idx;
+    return &d->chunks[idx / SPPROF__CHUNK][idx % SPPROF__CHUNK];
+}
+
+static void spprof__thread_add(int tid, int explicit_reg) {  /* under reg_lock */
+    uint32_t idx, rec;
+    char name[64];
+    spprof__slot *s;
+    if (tid == spprof__g.collector_tid) return;
+    spprof__read_comm(tid, name, sizeof name);
+    pthread_mutex_lock(&spprof__prof_lock);
+    rec = spprof__new_record(tid, name);
+    pthread_mutex_unlock(&spprof__prof_lock);
+    if (rec == UINT32_MAX) return;
+    s = spprof__slot_alloc(&idx);
+    if (!s) return;
+    s->rec = rec;
+    s->stack_lo = s->stack_hi = 0;
+    s->explicit_reg = explicit_reg;
+    s->has_timer = 0;
+    s->timer_failed = 0;
+    SPPROF__STORE(&s->tid, tid);
+    spprof__g.threads_registered++;
+    spprof__create_timer(s, idx, 3);
+}
+
+static void spprof__thread_remove(spprof__slot *s, uint32_t idx) {  /* under reg_lock */
+    spprof__delete_timer(s);
+    SPPROF__STORE(&s->tid, 0);
+    if (spprof__g.nfree == spprof__g.free_cap) {
+        uint32_t nc = spprof__g.free_cap ? spprof__g.free_cap * 2 : 64;
+        uint32_t *q = (uint32_t *)SPPROF_REALLOC(spprof__g.free_slots, nc * sizeof(uint32_t));
+        if (!q) return;  /* the slot is just not reused */
+        spprof__g.free_slots = q; spprof__g.free_cap = nc;
+    }
+    spprof__g.free_slots[spprof__g.nfree++] = idx;
+}
+
+static int spprof__cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Bring the registry in line with the threads that should be sampled: every thread of the process (auto
+   mode) or the explicitly registered ones, minus those that exited. Also retries threads whose timer could
+   not be created before. */
+static void spprof__sync_threads(void) {  /* under reg_lock */
+    int *tids = NULL;
+    unsigned char *seen;
+    size_t n = 0, cap = 0, i;
+    uint32_t nslots;
+    spprof__dir *d;
+    if (spprof__g.cfg.auto_threads) {
+        DIR *dp = opendir("/proc/self/task");
+        struct dirent *de;
+        if (!dp) return;
+        while ((de = readdir(dp)) != NULL) {
+            int tid = atoi(de->d_name);
+            if (tid <= 0) continue;
+            if (n == cap) {
+                int *q = (int *)SPPROF_REALLOC(tids, (cap ? cap * 2 : 64) * sizeof(int));
+                if (!q) break;
+                tids = q; cap = cap ? cap * 2 : 64;
+            }
+            tids[n++] = tid;
+        }
+        closedir(dp);
+    } else {
+        tids = (int *)SPPROF_MALLOC((spprof__g.nexplicit + 1) * sizeof(int));
+        if (!tids) return;
+        for (i = 0; i < spprof__g.nexplicit; i++)  /* still alive? */
+            if (syscall(SYS_tgkill, getpid(), spprof__g.explicit_tids[i], 0) == 0) tids[n++] = spprof__g.explicit_tids[i];
+    }
+    qsort(tids, n, sizeof(int), spprof__cmp_int);
+    seen = (unsigned char *)SPPROF_MALLOC(n + 1);
+    if (!seen) { SPPROF_FREE(tids); return; }
+    memset(seen, 0, n + 1);
+    d = spprof__g.dir;
+    nslots = spprof__g.nslots_used;
+    for (i = 0; d && i < nslots; i++) {
+        spprof__slot *s = &d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+        int *hit;
+        if (!s->tid) continue;
+        hit = (int *)bsearch(&s->tid, tids, n, sizeof(int), spprof__cmp_int);
+        if (!hit) { spprof__thread_remove(s, i); continue; }  /* the thread exited */
+        seen[hit - tids] = 1;
+        if (!s->has_timer) spprof__create_timer(s, i, 1);  /* timer_create failed before: try again */
+    }
+    for (i = 0; i < n; i++) if (!seen[i]) spprof__thread_add(tids[i], 0);
+    SPPROF_FREE(seen);
+    SPPROF_FREE(tids);
+}
+
+static void spprof__registry_free(void) {  /* under reg_lock, after all timers are gone and no handler runs */
+    spprof__dir *d = spprof__g.dir, *older;
+    uint32_t i;
+    if (d) for (i = 0; i < d->nchunks; i++) SPPROF_FREE(d->chunks[i]);
+    while (d) { older = d->older; SPPROF_FREE(d); d = older; }
+    SPPROF__STORE(&spprof__g.dir, (spprof__dir *)NULL);
+    SPPROF_FREE(spprof__g.free_slots);
+    spprof__g.free_slots = NULL; spprof__g.nfree = spprof__g.free_cap = 0;
+    spprof__g.nslots_used = 0;
+}
+
+typedef struct spprof__xr_build { uintptr_t *r; uint32_t n, cap; uint64_t adds, subs; int oom; } spprof__xr_build;
+
+static int spprof__xr_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    spprof__xr_build *b = (spprof__xr_build *)data;
+    int i;
+    (void)size;
+    b->adds = info->dlpi_adds; b->subs = info->dlpi_subs;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || !(ph->p_flags & PF_R)) continue;
+        if (b->n == b->cap) {
+            uint32_t nc = b->cap ? b->cap * 2 : 64;
+            uintptr_t *q = (uintptr_t *)SPPROF_REALLOC(b->r, (size_t)nc * 2 * sizeof(uintptr_t));
+            if (!q) { b->oom = 1; return 1; }
+            b->r = q; b->cap = nc;
+        }
+        b->r[2 * b->n] = info->dlpi_addr + ph->p_vaddr;
+        b->r[2 * b->n + 1] = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+        b->n++;
+    }
+    return 0;
+}
+
+static int spprof__cmp_range(const void *a, const void *b) {
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Rebuild the executable-segment table when objects were loaded or unloaded since the last build. */
+static void spprof__refresh_xranges(void) {
+    spprof__xranges *old = spprof__g.xr, *x;
+    spprof__xr_build b;
+    memset(&b, 0, sizeof b);
+    dl_iterate_phdr(spprof__xr_cb, &b);
+    if (b.oom || (old && old->adds == b.adds && old->subs == b.subs)) { SPPROF_FREE(b.r); return; }
+    qsort(b.r, b.n, 2 * sizeof(uintptr_t), spprof__cmp_range);
+    x = (spprof__xranges *)SPPROF_MALLOC(sizeof(spprof__xranges) + (size_t)b.n * 2 * sizeof(uintptr_t));
+    if (!x) { SPPROF_FREE(b.r); return; }
+    x->n = b.n; x->older = old; x->adds = b.adds; x->subs = b.subs;
+    if (b.n) memcpy(x->r, b.r, (size_t)b.n * 2 * sizeof(uintptr_t));
+    SPPROF_FREE(b.r);
+    SPPROF__STORE(&spprof__g.xr, x);  /* old ones stay readable until stop */
+}
+
+static void spprof__xranges_free(void) {
+    spprof__xranges *x = spprof__g.xr, *older;
+    while (x) { older = x->older; SPPROF_FREE(x); x = older; }
+    SPPROF__STORE(&spprof__g.xr, (spprof__xranges *)NULL);
+}
+
+static void *spprof__collector_main(void *arg) {
+    uint64_t last_scan = 0;
+    sigset_t set;
+    (void)arg;
+    sigemptyset(&set);
+    sigaddset(&set, spprof__g.cfg.signo);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);  /* never sampled */
+    SPPROF__STORE(&spprof__g.collector_tid, spprof_gettid());
+    for (;;) {
+        struct pollfd pfd;
+        uint64_t now, junk;
+        pfd.fd = spprof__g.wake_fd; pfd.events = POLLIN; pfd.revents = 0;
+        poll(&pfd, 1, spprof__g.cfg.drain_interval_ms);
+        if (pfd.revents & POLLIN) { if (read(spprof__g.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
+        if (SPPROF__LOAD(&spprof__g.collector_stop)) break;
+        pthread_mutex_lock(&spprof__prof_lock);
+        spprof__drain();
+        pthread_mutex_unlock(&spprof__prof_lock);
+        now = spprof__now_ns();
+        if (now - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
+            pthread_mutex_lock(&spprof__reg_lock);
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) { spprof__sync_threads(); spprof__refresh_xranges(); }
+            pthread_mutex_unlock(&spprof__reg_lock);
+            last_scan = now;
+        }
+    }
+    return NULL;
+}
+
+/* ==== @lifecycle ====================================================================================== */
+SPPROF_API spprof_config spprof_config_default(void) {
+    spprof_config c;
+    memset(&c, 0, sizeof c);
+    c.interval_ns = 10000000;
+    c.mode = SPPROF_MODE_CPU;
+    c.signo = SIGPROF;
+    c.max_depth = 128;
+    c.ring_slots = 4096;
+    c.memory_limit = 100u << 20;
+    c.auto_threads = 1;
+    c.scan_interval_ms = 20;
+    c.drain_interval_ms = 10;
+    return c;
+}
+
+static spprof_result spprof__validate(const spprof_config *c) {
+    if (c->interval_ns < 50000 || c->interval_ns > 60000000000ll)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "interval_ns=%lld is out of range (50000 .. 60000000000 ns, i.e. 50 us .. 60 s)", (long long)c->interval_ns);
+    if (c->mode != SPPROF_MODE_CPU && c->mode != SPPROF_MODE_WALL)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "mode=%d is neither SPPROF_MODE_CPU (0) nor SPPROF_MODE_WALL (1)", (int)c->mode);
+    if (c->signo < 1 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "signo=%d is not a signal that can be caught", c->signo);
+    if (c->max_depth < 1 || c->max_depth > SPPROF_MAX_DEPTH_LIMIT)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "max_depth=%d is out of range (1 .. %d)", c->max_depth, SPPROF_MAX_DEPTH_LIMIT);
+    if (c->ring_slots < 16 || c->ring_slots > (1u << 20) || (c->ring_slots & (c->ring_slots - 1)) != 0)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "ring_slots=%u must be a power of two between 16 and 1048576", c->ring_slots);
+    if (c->memory_limit < (1u << 20) || c->memory_limit > (1ull << 40))
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "memory_limit=%llu is out of range (1 MiB .. 1 TiB)", (unsigned long long)c->memory_limit);
+    if (c->auto_threads != 0 && c->auto_threads != 1)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "auto_threads=%d must be 0 or 1", c->auto_threads);
+    if (c->scan_interval_ms < 1 || c->scan_interval_ms > 10000 || c->drain_interval_ms < 1 || c->drain_interval_ms > 10000)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "scan_interval_ms=%d / drain_interval_ms=%d out of range (1 .. 10000)", c->scan_interval_ms, c->drain_interval_ms);
+    return SPPROF_OK;
+}
+
+static spprof_result spprof__install_handler(int signo) {
+    struct sigaction sa;
+    if (spprof__g.handler_installed && spprof__g.installed_signo == signo) return SPPROF_OK;
+    if (spprof__g.handler_installed) {  /* another signal than last time: give the old one back */
+        sigaction(spprof__g.installed_signo, &spprof__g.old_action, NULL);
+        spprof__g.handler_installed = 0;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = spprof__handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(signo, &sa, &spprof__g.old_action) != 0)
+        return spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
+    spprof__g.handler_installed = 1;
+    spprof__g.installed_signo = signo;
+    return SPPROF_OK;
+}
+
+static void spprof__tls_destructor(void *v) {
+    (void)v;
+    spprof_thread_unregister();
+}
+static void spprof__tls_init(void) { pthread_key_create(&spprof__tls_key, spprof__tls_destructor); }
+
+static void spprof__stop_locked(void);
+
+SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
+    spprof_config cfg = cfg_in ? *cfg_in : spprof_config_default();
+    spprof_result r = spprof__validate(&cfg);
+    uint32_t i;
+    int err;
+    if (r != SPPROF_OK) return r;
+    pthread_mutex_lock(&spprof__api_lock);
+    if (SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED) {
+        pthread_mutex_unlock(&spprof__api_lock);
+        return spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof_start: the profiler is already started; call spprof_stop() first");
+    }
+    pthread_mutex_lock(&spprof__reg_lock);
+    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__profile_free(&spprof__g.prof);
+    spprof__g.cfg = cfg;
+    spprof__g.prof.interval_ns = cfg.interval_ns;
+    spprof__g.prof.t_start = spprof__g.prof.t_end = spprof__now_ns();
+    spprof__g.walker = cfg.walker ? cfg.walker : spprof_walk_native;
+    spprof__g.walker_user = cfg.walker_user;
+    spprof__g.resolver = cfg.resolver;
+    spprof__g.resolver_user = cfg.resolver_user;
+    spprof__g.max_depth = cfg.max_depth;
+    memset(&spprof__g.c, 0, sizeof spprof__g.c);
+    spprof__g.threads_registered = spprof__g.timer_failures = spprof__g.timer_retries = spprof__g.dropped_memory = 0;
+    spprof__g.collector_stop = 0;
+    spprof__g.collector_tid = 0;
+    spprof__g.wake_fd = -1;
+    r = SPPROF_OK;
+    if (!spprof__ring_init(&spprof__g.ring, cfg.ring_slots, cfg.max_depth))
+        r = spprof__fail(SPPROF_ERR_NO_MEMORY, "cannot allocate the ring buffer (%u slots)", cfg.ring_slots);
+    pthread_mutex_unlock(&spprof__prof_lock);
+    if (r == SPPROF_OK) {
+        spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+    }
+    if (r == SPPROF_OK) r = spprof__install_handler(cfg.signo);
+    if (r == SPPROF_OK) {
+        SPPROF__STORE(&spprof__g.gen, spprof__g.gen + 1);
+        SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_RUNNING);
+        err = pthread_create(&spprof__g.collector, NULL, spprof__collector_main, NULL);
+        if (err) r = spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the collector thread: %s", strerror(err));
+        else {
+            spprof__g.collector_running = 1;
+            for (i = 0; i < 1000 && !SPPROF__LOAD(&spprof__g.collector_tid); i++) spprof__sleep_ms(1);
+            spprof__refresh_xranges();
+            spprof__sync_threads();  /* every thread now (auto), or the registered ones */
+        }
+    }
+    pthread_mutex_unlock(&spprof__reg_lock);
+    if (r != SPPROF_OK) spprof__stop_locked();  /* never leave a half-started profiler */
+    pthread_mutex_unlock(&spprof__api_lock);
+    return r;
+}
+
+/* Stop: state first (handlers bail out), then delete every timer (collecting overruns), drain signals pending
+   on this thread with sigtimedwait, wait for handlers in flight, join the collector, drain the ring. */
+static void spprof__stop_locked(void) {
+    sigset_t set, old;
+    struct timespec zero = {0, 0};
+    uint32_t i;
+    int k;
+    SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
+    if (spprof__g.collector_running) {
+        uint64_t one = 1;
+        SPPROF__STORE(&spprof__g.collector_stop, 1);
+        if (write(spprof__g.wake_fd, &one, sizeof one) < 0) { /* poll times out anyway */ }
+        pthread_join(spprof__g.collector, NULL);
+        spprof__g.collector_running = 0;
+    }
+    sigemptyset(&set);
+    sigaddset(&set, spprof__g.cfg.signo ? spprof__g.cfg.signo : SIGPROF);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    pthread_mutex_lock(&spprof__reg_lock);
+    if (spprof__g.dir) {
+        for (i = 0; i < spprof__g.nslots_used; i++) {
+            spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+            if (s->tid) {  /* keep the latest thread name (threads often name themselves after creation) */
+                char name[64];
+                spprof__read_comm(s->tid, name, sizeof name);
+                pthread_mutex_lock(&spprof__prof_lock);
+                if (name[0] && s->rec < spprof__g.prof.nrecs && !spprof__g.prof.recs[s->rec].name[0])
+                    snprintf(spprof__g.prof.recs[s->rec].name, sizeof spprof__g.prof.recs[s->rec].name, "%s", name);
+                pthread_mutex_unlock(&spprof__prof_lock);
+            }
+            spprof__delete_timer(s);
+        }
+    }
+    for (k = 0; k < 4096 && sigtimedwait(&set, NULL, &zero) > 0; k++) {}
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* Handlers that saw RUNNING are at most a few microseconds from done; bounded wait. */
+    for (k = 0; k < 100000 && __atomic_load_n(&spprof__g.c.inflight, __ATOMIC_SEQ_CST) != 0; k++) sched_yield();
+    spprof__registry_free();
+    spprof__xranges_free();
+    pthread_mutex_unlock(&spprof__reg_lock);
+    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__drain();
+    spprof__ring_free(&spprof__g.ring);
+    spprof__g.prof.t_end = spprof__g.prof.t_end > spprof__g.prof.t_start ? spprof__g.prof.t_end : spprof__now_ns();
+    pthread_mutex_unlock(&spprof__prof_lock);
+    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+}
+
+SPPROF_API spprof_result spprof_stop(void) {
+    pthread_mutex_lock(&spprof__api_lock);
+    if (SPPROF__LOAD(&spprof__g.state) == SPPROF_STATE_STOPPED) {
+        pthread_mutex_unlock(&spprof__api_lock);
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_stop: the profiler is not started");
+    }
+    spprof__stop_locked();
+    pthread_mutex_unlock(&spprof__api_lock);
+    return SPPROF_OK;
+}
+
+static spprof_result spprof__set_armed(int pause) {
+    uint32_t i;
+    int st;
+    pthread_mutex_lock(&spprof__api_lock);
+    st = SPPROF__LOAD(&spprof__g.state);
+    if (st == SPPROF_STATE_STOPPED) {
+        pthread_mutex_unlock(&spprof__api_lock);
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_%s: the profiler is not started", pause ? "pause" : "resume");
+    }
+    if ((pause && st == SPPROF_STATE_PAUSED) || (!pause && st == SPPROF_STATE_RUNNING)) {
+        pthread_mutex_unlock(&spprof__api_lock);
+        return spprof__fail(SPPROF_ERR_BAD_STATE, "spprof_%s: the profiler is already %s", pause ? "pause" : "resume", pause ? "paused" : "running");
+    }
+    pthread_mutex_lock(&spprof__reg_lock);
+    /* Pausing: state first, so that a signal already queued is ignored; resuming: state first, then arm. */
+    SPPROF__STORE(&spprof__g.state, pause ? (int)SPPROF_STATE_PAUSED : (int)SPPROF_STATE_RUNNING);
+    for (i = 0; i < spprof__g.nslots_used; i++) {
+        spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+        if (s->tid && s->has_timer) spprof__arm(s, !pause);
+    }
+    pthread_mutex_unlock(&spprof__reg_lock);
+    pthread_mutex_unlock(&spprof__api_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_pause(void) { return spprof__set_armed(1); }
+SPPROF_API spprof_result spprof_resume(void) { return spprof__set_armed(0); }
+SPPROF_API spprof_state spprof_get_state(void) { return (spprof_state)SPPROF__LOAD(&spprof__g.state); }
+SPPROF_API int spprof_is_active(void) { return SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED; }
+
+SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
+    uint32_t i;
+    if (!o) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_get_stats: out is NULL");
+    memset(o, 0, sizeof *o);
+    o->samples_captured = SPPROF__LOADR(&spprof__g.c.captured);
+    o->samples_dropped = SPPROF__LOADR(&spprof__g.c.dropped);
+    o->samples_stale = SPPROF__LOADR(&spprof__g.c.stale);
+    o->timer_overruns = SPPROF__LOADR(&spprof__g.c.overruns);
+    o->walk_errors = SPPROF__LOADR(&spprof__g.c.walk_errors);
+    o->walk_truncated = SPPROF__LOADR(&spprof__g.c.truncated);
+    o->signals_ignored = SPPROF__LOADR(&spprof__g.c.ignored);
+    pthread_mutex_lock(&spprof__reg_lock);
+    o->timer_create_failures = spprof__g.timer_failures;
+    o->timer_create_retries = spprof__g.timer_retries;
+    o->threads_registered = spprof__g.threads_registered;
+    if (spprof__g.dir)
+        for (i = 0; i < spprof__g.nslots_used; i++)
+            if (spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].tid) o->threads_live++;
+    pthread_mutex_lock(&spprof__prof_lock);
+    o->samples_dropped_memory = spprof__g.dropped_memory;
+    for (i = 0; i < spprof__g.prof.nrecs; i++) {
+        o->samples_in_profile += spprof__g.prof.recs[i].nsamples;
+        if (spprof__g.prof.recs[i].nsamples) o->threads_sampled++;
+    }
+    o->unique_stacks = spprof__g.prof.nstacks;
+    o->unique_frames = spprof__g.prof.nframes;
+    o->profile_bytes = spprof__g.prof.bytes;
+    pthread_mutex_unlock(&spprof__prof_lock);
+    pthread_mutex_unlock(&spprof__reg_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_flush(void) {
+    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__drain();
+    pthread_mutex_unlock(&spprof__prof_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_clear(void) {
+    pthread_mutex_lock(&spprof__api_lock);
+    if (SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED) {
+        pthread_mutex_unlock(&spprof__api_lock);
+        return spprof__fail(SPPROF_ERR_BAD_STATE, "spprof_clear: stop the profiler first");
+    }
+    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__profile_free(&spprof__g.prof);
+    pthread_mutex_unlock(&spprof__prof_lock);
+    pthread_mutex_unlock(&spprof__api_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_thread_register(void) {
+    int tid = spprof_gettid();
+    uint32_t i;
+    pthread_once(&spprof__tls_once, spprof__tls_init);
+    pthread_mutex_lock(&spprof__reg_lock);
+    for (i = 0; i < spprof__g.nexplicit; i++) if (spprof__g.explicit_tids[i] == tid) break;
+    if (i == spprof__g.nexplicit) {
+        if (spprof__g.nexplicit == spprof__g.explicit_cap) {
+            uint32_t nc = spprof__g.explicit_cap ? spprof__g.explicit_cap * 2 : 16;
+            int *q = (int *)SPPROF_REALLOC(spprof__g.explicit_tids, nc * sizeof(int));
+            if (!q) { pthread_mutex_unlock(&spprof__reg_lock); return spprof__fail(SPPROF_ERR_NO_MEMORY, "spprof_thread_register: out of memory"); }
+            spprof__g.explicit_tids = q; spprof__g.explicit_cap = nc;
+        }
+        spprof__g.explicit_tids[spprof__g.nexplicit++] = tid;
+        pthread_setspecific(spprof__tls_key, (void *)1);  /* destructor unregisters at thread exit */
+    }
+    if (SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED) {  /* sample it now, not at the next scan */
+        int found = 0;
+        for (i = 0; spprof__g.dir && i < spprof__g.nslots_used && !found; i++)
+            found = spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].tid == tid;
+        if (!found) spprof__thread_add(tid, 1);
+    }
+    pthread_mutex_unlock(&spprof__reg_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_thread_unregister(void) {
+    int tid = spprof_gettid();
+    uint32_t i;
+    pthread_mutex_lock(&spprof__reg_lock);
+    for (i = 0; i < spprof__g.nexplicit; i++)
+        if (spprof__g.explicit_tids[i] == tid) { spprof__g.explicit_tids[i] = spprof__g.explicit_tids[--spprof__g.nexplicit]; break; }
+    if (spprof__g.dir)
+        for (i = 0; i < spprof__g.nslots_used; i++) {
+            spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+            if (s->tid == tid) { spprof__thread_remove(s, i); break; }
+        }
+    pthread_mutex_unlock(&spprof__reg_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name) {
+    uint32_t i;
+    int found = 0;
+    if (!name) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_thread_set_name: name is NULL");
+    pthread_mutex_lock(&spprof__prof_lock);
+    for (i = spprof__g.prof.nrecs; i-- > 0;)  /* newest record of that tid */
+        if (spprof__g.prof.recs[i].tid == tid) {
+            snprintf(spprof__g.prof.recs[i].name, sizeof spprof__g.prof.recs[i].name, "%s", name);
+            found = 1;
+            break;
+        }
+    pthread_mutex_unlock(&spprof__prof_lock);
+    return found ? SPPROF_OK : spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_thread_set_name: no thread %d in the profile", tid);
+}
+
+/* ==== @symbolize ======================================================================================
+   Off the hot path. Modules come from dl_iterate_phdr; each module's symbols from its ELF file (.symtab
+   when present, so static functions get names; else .dynsym), sorted by address; dladdr as a fallback;
+   "module+0xoffset" when nothing names the address. The cache is built on first use and dropped by
+   spprof__symbols_reset() after each writer (libraries may be loaded or unloaded in between). */
+typedef struct spprof__sym { uint64_t lo, hi; uint32_t name; } spprof__sym;
+typedef struct spprof__module {
+    uint64_t bias, lo, hi;
+    char path[256];
+    int loaded;
+    spprof__sym *syms; size_t nsyms;
+    char *names; size_t names_len;
+} spprof__module;
+
+static pthread_mutex_t spprof__sym_lock = PTHREAD_MUTEX_INITIALIZER;
+static spprof__module *spprof__mods;
+static size_t spprof__nmods;
+
+static int spprof__phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    size_t *cap = (size_t *)data;
+    spprof__module *m;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    int i;
+    (void)size;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD) continue;
+        if (info->dlpi_addr + ph->p_vaddr < lo) lo = info->dlpi_addr + ph->p_vaddr;
+        if (info->dlpi_addr + ph->p_vaddr + ph->p_memsz > hi) hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+    }
+    if (hi <= lo) return 0;
+    if (spprof__nmods == *cap) {
+        size_t nc = *cap ? *cap * 2 : 32;
+        spprof__module *q = (spprof__module *)SPPROF_REALLOC(spprof__mods, nc * sizeof(spprof__module));
+        if (!q) return 1;
+        spprof__mods = q; *cap = nc;
+    }
+    m = &spprof__mods[spprof__nmods++];
+    memset(m, 0, sizeof *m);
+    m->bias = info->dlpi_addr; m->lo = lo; m->hi = hi;
+    snprintf(m->path, sizeof m->path, "%s", (info->dlpi_name && info->dlpi_name[0]) ? info->dlpi_name : "/proc/self/exe");
+    return 0;
+}
+
+static int spprof__cmp_sym(const void *a, const void *b) {
+    const spprof__sym *x = (const spprof__sym *)a, *y = (const spprof__sym *)b;
+    return (x->lo > y->lo) - (x->lo < y->lo);
+}
+
+static void spprof__load_symbols(spprof__module *m) {
+    int fd;
+    struct stat st;
+    const unsigned char *base;
+    const ElfW(Ehdr) *eh;
+    const ElfW(Shdr) *sh;
+    int pass, i;
+    m->loaded = 1;
+    fd = open(m->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) { close(fd); return; }
+    base = (const unsigned char *)mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (base == (const unsigned char *)MAP_FAILED) return;
+    eh = (const ElfW(Ehdr) *)(const void *)base;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shoff == 0 ||
+        eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(ElfW(Shdr)) > (uint64_t)st.st_size) goto done;
+    sh = (const ElfW(Shdr) *)(const void *)(base + eh->e_shoff);
+    for (pass = 0; pass < 2 && m->nsyms == 0; pass++) {  /* .symtab first, then .dynsym */
+        uint32_t want = pass == 0 ? SHT_SYMTAB : SHT_DYNSYM;
+        for (i = 0; i < eh->e_shnum; i++) {
+            const ElfW(Shdr) *s = &sh[i], *strs;
+            const ElfW(Sym) *syms;
+            size_t n, k, cnt = 0, nl = 0;
+            if (s->sh_type != want || s->sh_link >= eh->e_shnum || s->sh_entsize != sizeof(ElfW(Sym))) continue;
+            strs = &sh[s->sh_link];
+            if (s->sh_offset + s->sh_size > (uint64_t)st.st_size || strs->sh_offset + strs->sh_size > (uint64_t)st.st_size) continue;
+            syms = (const ElfW(Sym) *)(const void *)(base + s->sh_offset);
+            n = s->sh_size / sizeof(ElfW(Sym));
+            for (k = 0; k < n; k++) if ((ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC || ELF64_ST_TYPE(syms[k].st_info) == STT_GNU_IFUNC) && syms[k].st_value && syms[k].st_name < strs->sh_size) cnt++;
+            if (!cnt) continue;
+            m->syms = (spprof__sym *)SPPROF_MALLOC(cnt * sizeof(spprof__sym));
+            m->names = (char *)SPPROF_MALLOC((size_t)strs->sh_size + 1);
+            if (!m->syms || !m->names) { SPPROF_FREE(m->syms); SPPROF_FREE(m->names); m->syms = NULL; m->names = NULL; goto done; }
+            memcpy(m->names, base + strs->sh_offset, (size_t)strs->sh_size);
+            m->names[strs->sh_size] = 0;
+            m->names_len = (size_t)strs->sh_size;
+            for (k = 0; k < n; k++) {
+                const ElfW(Sym) *y = &syms[k];
+                if (!((ELF64_ST_TYPE(y->st_info) == STT_FUNC || ELF64_ST_TYPE(y->st_info) == STT_GNU_IFUNC) && y->st_value && y->st_name < strs->sh_size)) continue;
+                m->syms[nl].lo = y->st_value + m->bias;
+                m->syms[nl].hi = y->st_value + m->bias + (y->st_size ? y->st_size : 1);
+                m->syms[nl].name = y->st_name;
+                nl++;
+            }
+            m->nsyms = nl;
+            qsort(m->syms, m->nsyms, sizeof(spprof__sym), spprof__cmp_sym);
+            break;
+        }
+    }
+done:
+    munmap((void *)(uintptr_t)base, (size_t)st.st_size);
+}
+
+static void spprof__symbols_reset(void) {
+    size_t i;
+    pthread_mutex_lock(&spprof__sym_lock);
+    for (i = 0; i < spprof__nmods; i++) { SPPROF_FREE(spprof__mods[i].syms); SPPROF_FREE(spprof__mods[i].names); }
+    SPPROF_FREE(spprof__mods);
+    spprof__mods = NULL; spprof__nmods = 0;
+    pthread_mutex_unlock(&spprof__sym_lock);
+}
+
+static const char *spprof__basename(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
+
+SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
+    uint64_t pc = (aux & SPPROF_AUX_RETADDR) ? addr - 1 : addr;
+    size_t i;
+    int found = 0;
+    Dl_info dli;
+    out->name[0] = 0; out->file[0] = 0; out->line = 0;
+    pthread_mutex_lock(&spprof__sym_lock);
+    if (!spprof__mods) { size_t cap = 0; dl_iterate_phdr(spprof__phdr_cb, &cap); }
+    for (i = 0; i < spprof__nmods; i++) {
+        spprof__module *m = &spprof__mods[i];
+        size_t lo = 0, hi;
+        if (pc < m->lo || pc >= m->hi) continue;
+        if (!m->loaded) spprof__load_symbols(m);
+        snprintf(out->file, sizeof out->file, "%s", m->path);
+        hi = m->nsyms;
+        while (lo < hi) { size_t mid = (lo + hi) / 2; if (m->syms[mid].lo <= pc) lo = mid + 1; else hi = mid; }
+        /* lo = first symbol above pc; walk back over enclosing candidates (sizes can overlap) */
+        while (lo > 0 && !found) {
+            const spprof__sym *s = &m->syms[--lo];
+            if (pc < s->hi && s->name < m->names_len) { snprintf(out->name, sizeof out->name, "%s", m->names + s->name); found = 1; }
+            if (pc - s->lo > (1u << 24)) break;
+        }
+        if (!found) snprintf(out->name, sizeof out->name, "%.200s+0x%llx", spprof__basename(m->path), (unsigned long long)(pc - m->bias));
+        break;
+    }
+    pthread_mutex_unlock(&spprof__sym_lock);
+    if (!found && dladdr((void *)(uintptr_t)pc, &dli) && dli.dli_sname) {
+        snprintf(out->name, sizeof out->name, "%s", dli.dli_sname);
+        if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
+        found = 1;
+    }
+    if (!out->name[0]) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+    return found;
+}
+
+SPPROF_API int spprof_resolve(const spprof_frame *f, spprof_symbol *out) {
+    if (spprof__g.resolver && spprof__g.resolver(f, out, spprof__g.resolver_user)) return 1;
+    if (f->kind == SPPROF_FRAME_NATIVE) return spprof_symbolize_native(f->addr, f->aux, out);
+    snprintf(out->name, sizeof out->name, "<kind %u frame 0x%llx>", f->kind, (unsigned long long)f->addr);
+    out->file[0] = 0; out->line = 0;
+    return 0;
+}
+
+/* ==== @writers ========================================================================================
+   Both writers hold prof_lock while they run (the collector waits), write to "<path>.tmp.<pid>" and rename
+   it over path only when everything was written, so a failed write never leaves a truncated file and never
+   loses the profile: it stays in memory and can be written again elsewhere. */
+SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) {
+    spprof__profile *p = &spprof__g.prof;
+    spprof_frame buf[SPPROF_MAX_DEPTH_LIMIT];
+    uint32_t i, k;
+    size_t j;
+    if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_foreach_sample: fn is NULL");
+    pthread_mutex_lock(&spprof__prof_lock);
+    for (i = 0; i < p->nrecs; i++) {
+        spprof__record *r = &p->recs[i];
+        for (j = 0; j < r->nruns; j++) {
+            spprof_sample_view v;
+            const spprof__stack *s = &p->stacks[r->runs[j].stack];
+            for (k = 0; k < s->n; k++) buf[k] = p->frames[p->stack_data[s->off + k]];
+            v.tid = r->tid; v.thread_index = i; v.thread_name = r->name;
+            v.t_first_ns = r->runs[j].t_first; v.t_last_ns = r->runs[j].t_last; v.count = r->runs[j].count; v.weight = r->runs[j].weight;
+            v.frames = buf; v.nframes = (int)s->n;
+            if (fn(&v, user)) { pthread_mutex_unlock(&spprof__prof_lock); return SPPROF_OK; }
+        }
+    }
+    pthread_mutex_unlock(&spprof__prof_lock);
+    return SPPROF_OK;
+}
+
+/* JSON string with escapes; bytes that are not valid UTF-8 become '?'. */
+static void spprof__json_str(FILE *f, const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    fputc('"', f);
+    while (*p) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') { fputc('\\', f); fputc(c, f); p++; }
+        else if (c < 0x20) { fprintf(f, "\\u%04x", c); p++; }
+        else if (c < 0x80) { fputc(c, f); p++; }
+        else {
+            int len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0, k;
+            for (k = 1; k < len; k++) if ((p[k] & 0xc0) != 0x80) { len = 0; break; }
+            if (len) { fwrite(p, 1, (size_t)len, f); p += len; } else { fputc('?', f); p++; }
+        }
+    }
+    fputc('"', f);
+}
+
+typedef struct spprof__out { FILE *f; char tmp[4096]; const char *path; } spprof__out;
+
+static spprof_result spprof__out_open(spprof__out *o, const char *path) {
+    if (!path || !path[0]) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "output path is empty");
+    o->path = path;
+    if ((size_t)snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%d", path, (int)getpid()) >= sizeof o->tmp)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "output path is too long");
+    o->f = fopen(o->tmp, "w");
+    if (!o->f) return spprof__fail(SPPROF_ERR_IO, "cannot write '%s': %s (the profile is kept in memory; write it elsewhere)", path, strerror(errno));
+    return SPPROF_OK;
+}
+
+static spprof_result spprof__out_close(spprof__out *o) {
+    int bad = ferror(o->f);
+    int err = errno;
+    if (fclose(o->f) != 0) { bad = 1; err = errno; }
+    if (!bad && rename(o->tmp, o->path) != 0) { bad = 1; err = errno; }
+    if (bad) {
+        unlink(o->tmp);
+        return spprof__fail(SPPROF_ERR_IO, "cannot write '%s': %s (the profile is kept in memory; write it elsewhere)", o->path, strerror(err));
+    }
+    return SPPROF_OK;
+}
+
+/* Resolve every interned frame once; map frames with the same name/file/line to one output frame.
+   Returns an array (nframes entries) of output indices and fills syms/nsyms with the distinct symbols. */
+static uint32_t *spprof__resolve_all(spprof__profile *p, spprof_symbol **syms_out, uint32_t *nsyms_out) {
+    uint32_t *map = (uint32_t *)SPPROF_MALLOC(((size_t)p->nframes + 1) * sizeof(uint32_t));
+    spprof_symbol *syms = (spprof_symbol *)SPPROF_MALLOC(((size_t)p->nframes + 1) * sizeof(spprof_symbol));
+    uint32_t *tab = NULL, cap = 16, i, nsyms = 0;
+    while (cap < p->nframes * 2 + 2) cap *= 2;
+    tab = (uint32_t *)SPPROF_MALLOC(cap * sizeof(uint32_t));
+    if (!map || !syms || !tab) { SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(tab); return NULL; }
+    memset(tab, 0, cap * sizeof(uint32_t));
+    for (i = 0; i < p->nframes; i++) {
+        spprof_symbol *s = &syms[nsyms];
+        uint64_t h = 1469598103934665603ull;
+        const char *c;
+        uint32_t slot;
+        spprof_resolve(&p->frames[i], s);
+        for (c = s->name; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        for (c = s->file; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        h = spprof__mix(h, (uint64_t)s->line);
+        for (slot = (uint32_t)h & (cap - 1);; slot = (slot + 1) & (cap - 1)) {
+            uint32_t id = tab[slot];
+            if (!id) { tab[slot] = ++nsyms; map[i] = nsyms - 1; break; }
+            if (syms[id - 1].line == s->line && !strcmp(syms[id - 1].name, s->name) && !strcmp(syms[id - 1].file, s->file)) { map[i] = id - 1; break; }
+        }
+    }
+    SPPROF_FREE(tab);
+    spprof__symbols_reset();
+    *syms_out = syms; *nsyms_out = nsyms;
+    return map;
+}
+
+SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
+    spprof__profile *p = &spprof__g.prof;
+    spprof__out o;
+    spprof_symbol *syms = NULL;
+    uint32_t nsyms = 0, *map, i, k;
+    size_t j;
+    int first = 1;
+    spprof_result r = spprof__out_open(&o, path);
+    if (r != SPPROF_OK) return r;
+    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__drain();
+    map = spprof__resolve_all(p, &syms, &nsyms);
+    if (!map) { pthread_mutex_unlock(&spprof__prof_lock); fclose(o.f); unlink(o.tmp); return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path); }
+    fprintf(o.f, "{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\"exporter\":\"spprof %s\",\"name\":\"spprof profile\",\"activeProfileIndex\":0,\"shared\":{\"frames\":[", SPPROF_VERSION_STRING);
+    for (i = 0; i < nsyms; i++) {
+        fprintf(o.f, "%s{\"name\":", i ? "," : "");
+        spprof__json_str(o.f, syms[i].name);
+        if (syms[i].file[0]) { fputs(",\"file\":", o.f); spprof__json_str(o.f, syms[i].file); }
+        if (syms[i].line > 0) fprintf(o.f, ",\"line\":%d", syms[i].line);
+        fputc('}', o.f);
+    }
+    fputs("]},\"profiles\":[", o.f);
+    for (i = 0; i < p->nrecs; i++) {
+        spprof__record *rec = &p->recs[i];
+        uint64_t start, total = 0;
+        char title[128];
+        if (!rec->nruns) continue;
+        start = rec->runs[0].t_first >= p->t_start ? rec->runs[0].t_first - p->t_start : 0;
+        snprintf(title, sizeof title, "%s (tid %d)", rec->name[0] ? rec->name : "thread", rec->tid);
+        fprintf(o.f, "%s{\"type\":\"sampled\",\"name\":", first ? "" : ",");
+        first = 0;
+        spprof__json_str(o.f, title);
+        fputs(",\"unit\":\"nanoseconds\",\"samples\":[", o.f);
+        for (j = 0; j < rec->nruns; j++) {
+            const spprof__stack *s = &p->stacks[rec->runs[j].stack];
+            fputs(j ? ",[" : "[", o.f);
+            for (k = s->n; k-- > 0;) fprintf(o.f, "%u%s", map[p->stack_data[s->off + k]], k ? "," : "");  /* root first */
+            fputc(']', o.f);
+        }
+        fputs("],\"weights\":[", o.f);
+        for (j = 0; j < rec->nruns; j++) {
+            uint64_t w = (uint64_t)rec->runs[j].weight * (uint64_t)p->interval_ns;
+            total += w;
+            fprintf(o.f, "%s%llu", j ? "," : "", (unsigned long long)w);
+        }
+        fprintf(o.f, "],\"startValue\":%llu,\"endValue\":%llu}", (unsigned long long)start, (unsigned long long)(start + total));
+    }
+    if (first)  /* no samples: one empty profile, so viewers still open the file */
+        fputs("{\"type\":\"sampled\",\"name\":\"no samples\",\"unit\":\"nanoseconds\",\"samples\":[],\"weights\":[],\"startValue\":0,\"endValue\":0}", o.f);
+    fputs("]}\n", o.f);
+    pthread_mutex_unlock(&spprof__prof_lock);
+    SPPROF_FREE(map); SPPROF_FREE(syms);
+    return spprof__out_close(&o);
+}
+
+/* canon[k] = the first stack whose frames symbolize to the same output frames as stack k. */
+static uint32_t *spprof__canonical_stacks(const spprof__profile *p, const uint32_t *map) {
+    uint32_t *canon = (uint32_t *)SPPROF_MALLOC(((size_t)p->nstacks + 1) * sizeof(uint32_t));
+    uint32_t *tab, cap = 16, k, m;
+    while (cap < p->nstacks * 2 + 2) cap *= 2;
+    tab = (uint32_t *)SPPROF_MALLOC(cap * sizeof(uint32_t));
+    if (!canon || !tab) { SPPROF_FREE(canon); SPPROF_FREE(tab); return NULL; }
+    memset(tab, 0, cap * sizeof(uint32_t));
+    for (k = 0; k < p->nstacks; k++) {
+        const spprof__stack *s = &p->stacks[k];
+        uint64_t h = s->n;
+        uint32_t i;
+        for (m = 0; m < s->n; m++) h = spprof__mix(h, map[p->stack_data[s->off + m]]);
+        for (i = (uint32_t)h & (cap - 1);; i = (i + 1) & (cap - 1)) {
+            const spprof__stack *t;
+            if (!tab[i]) { tab[i] = k + 1; canon[k] = k; break; }
+            t = &p->stacks[tab[i] - 1];
+            if (t->n == s->n) {
+                for (m = 0; m < s->n && map[p->stack_data[s->off + m]] == map[p->stack_data[t->off + m]]; m++) {}
+                if (m == s->n) { canon[k] = tab[i] - 1; break; }
+            }
+        }
+    }
+    SPPROF_FREE(tab);
+    return canon;
+}
+
+static void spprof__collapsed_name(FILE *f, const char *s) {
+    for (; *s; s++) fputc(*s == ';' ? ':' : (*s == '\n' || *s == '\r') ? ' ' : *s, f);
+}
+
+SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
+    spprof__profile *p = &spprof__g.prof;
+    spprof__out o;
+    spprof_symbol *syms = NULL;
+    uint32_t nsyms = 0, *map, i, k;
+    uint64_t *counts;
+    uint32_t *canon = NULL;
+    size_t j;
+    spprof_result r = spprof__out_open(&o, path);
+    if (r != SPPROF_OK) return r;
+    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__drain();
+    map = spprof__resolve_all(p, &syms, &nsyms);
+    counts = (uint64_t *)SPPROF_MALLOC(((size_t)p->nstacks + 1) * sizeof(uint64_t));
+    if (map) canon = spprof__canonical_stacks(p, map);
+    if (!map || !counts || !canon) {
+        pthread_mutex_unlock(&spprof__prof_lock);
+        SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(counts); SPPROF_FREE(canon); fclose(o.f); unlink(o.tmp);
+        return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path);
+    }
+    /* Without thread names: one line per distinct stack (summed over threads); with: per thread and stack.
+       The count is in sampling intervals (samples plus the timer overruns they stand for), i.e. time. */
+    for (i = 0; i < p->nrecs; i++) {
+        spprof__record *rec = &p->recs[i];
+        if (!(flags & SPPROF_COLLAPSED_THREADS) && i > 0) break;
+        memset(counts, 0, ((size_t)p->nstacks + 1) * sizeof(uint64_t));
+        if (flags & SPPROF_COLLAPSED_THREADS) { for (j = 0; j < rec->nruns; j++) counts[canon[rec->runs[j].stack]] += rec->runs[j].weight; }
+        else { uint32_t t; for (t = 0; t < p->nrecs; t++) for (j = 0; j < p->recs[t].nruns; j++) counts[canon[p->recs[t].runs[j].stack]] += p->recs[t].runs[j].weight; }
+        for (k = 0; k < p->nstacks; k++) {
+            const spprof__stack *s = &p->stacks[k];
+            uint32_t m;
+            if (!counts[k]) continue;
+            if (flags & SPPROF_COLLAPSED_THREADS) {
+                char title[128];
+                snprintf(title, sizeof title, "%s (tid %d)", rec->name[0] ? rec->name : "thread", rec->tid);
+                spprof__collapsed_name(o.f, title);
+                if (s->n) fputc(';', o.f);
+            }
+            for (m = s->n; m-- > 0;) { spprof__collapsed_name(o.f, syms[map[p->stack_data[s->off + m]]].name); if (m) fputc(';', o.f); }
+            if (!s->n) fputs("[empty]", o.f);
+            fprintf(o.f, " %llu\n", (unsigned long long)counts[k]);
+        }
+    }
+    pthread_mutex_unlock(&spprof__prof_lock);
+    SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(counts); SPPROF_FREE(canon);
+    return spprof__out_close(&o);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPPROF_IMPLEMENTATION */
+
+/* ==== @license ========================================================================================
+MIT License
+
+Copyright (c) 2026 the spprof authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated
+documentation files (the "Software"), to deal in the Software without restriction, including without limitation
+the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the Software, and
+to permit persons to whom the Software is furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or substantial portions of
+the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO
+THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF
+CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS
+IN THE SOFTWARE.
+*/
