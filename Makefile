@@ -1,0 +1,76 @@
+# spprof - `make` builds the examples, `make demo` profiles the shipped workload, `make test` runs every test.
+CC      ?= cc
+CXX     ?= c++
+PYTHON  ?= python3
+BUILD   := build
+# Frame pointers everywhere, including leaf functions: that is what the native walker follows.
+FPFLAGS := -fno-omit-frame-pointer $(shell $(CC) -mno-omit-leaf-frame-pointer -E -x c /dev/null >/dev/null 2>&1 && echo -mno-omit-leaf-frame-pointer)
+WARN    := -Wall -Wextra -Wpedantic -Werror
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := -std=c99 -D_GNU_SOURCE $(WARN) $(FPFLAGS) $(CFLAGS) -I.
+LDLIBS  := -pthread -ldl -lrt
+VENV    := .venv
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+ASAN_BINS := $(patsubst tests/%.c,$(BUILD)/asan/%,$(TEST_SRCS))
+TSAN_BINS := $(patsubst tests/%.c,$(BUILD)/tsan/%,$(TEST_SRCS))
+SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SANFLAGS_TSAN := -O1 -g -fsanitize=thread
+
+.PHONY: all demo test test-compile test-c sanitize test-asan test-tsan test-py bench clean deps
+
+all: $(BUILD)/native_demo $(TEST_BINS)
+
+$(BUILD)/native_demo: examples/native_demo.c spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
+$(BUILD)/asan/%: tests/%.c tests/testutil.h spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) $(FPFLAGS) $(SANFLAGS_ASAN) -I. $< -o $@ $(LDLIBS)
+
+$(BUILD)/tsan/%: tests/%.c tests/testutil.h spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) $(FPFLAGS) $(SANFLAGS_TSAN) -I. $< -o $@ $(LDLIBS)
+
+# The main job: profile the shipped native workload, write Speedscope + collapsed stacks, print the top functions.
+demo: $(BUILD)/native_demo
+	@mkdir -p out
+	./$(BUILD)/native_demo out 3
+	@$(PYTHON) tools/top.py out/native.collapsed
+
+# Install what the tests need (compilers, a venv with pytest + jsonschema). Idempotent; quiet when present.
+deps:
+	@sh tools/install-deps.sh "$(VENV)" "$(PYTHON)"
+
+test: deps test-compile test-c sanitize test-py
+
+# The header must compile alone as C99 and C++ with gcc and clang, with and without the implementation.
+test-compile:
+	@sh tests/compile_check.sh
+
+test-c: $(TEST_BINS)
+	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
+
+sanitize: test-asan test-tsan
+
+test-asan: $(ASAN_BINS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  SPPROF_TEST_SCALE=sanitizer sh tests/run_c_tests.sh $(BUILD)/asan $(ASAN_BINS)
+
+test-tsan: $(TSAN_BINS)
+	@TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=1 SPPROF_TEST_SCALE=sanitizer \
+	  sh tests/run_c_tests.sh $(BUILD)/tsan $(TSAN_BINS)
+
+test-py: $(BUILD)/native_demo
+	@$(VENV)/bin/python -m pytest -q tests
+
+bench: $(BUILD)/native_demo
+	@sh benchmarks/run.sh
+
+clean:
+	rm -rf $(BUILD) out
