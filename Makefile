@@ -63,7 +63,7 @@ test-asan: $(ASAN_BINS)
 	  SPPROF_TEST_SCALE=sanitizer sh tests/run_c_tests.sh $(BUILD)/asan $(ASAN_BINS)
 
 test-tsan: $(TSAN_BINS)
-	@TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=1 SPPROF_TEST_SCALE=sanitizer \
+	@TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=1:die_after_fork=0 SPPROF_TEST_SCALE=sanitizer \
 	  sh tests/run_c_tests.sh $(BUILD)/tsan $(TSAN_BINS)
 
 test-py: $(BUILD)/native_demo

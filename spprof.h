@@ -1267,6 +1267,36 @@ static void spprof__tls_destructor(void *v) {
 }
 static void spprof__tls_init(void) { pthread_key_create(&spprof__tls_key, spprof__tls_destructor); }
 
+/* fork(): POSIX timers and threads are not inherited, so the child starts stopped and clean (its copy of
+   the parent's profile is discarded), and may start its own session. The three locks are taken around fork
+   so that the child never inherits one held by a thread that no longer exists there. */
+static pthread_once_t spprof__atfork_once = PTHREAD_ONCE_INIT;
+static void spprof__atfork_prepare(void) {
+    pthread_mutex_lock(&spprof__api_lock);
+    pthread_mutex_lock(&spprof__reg_lock);
+    pthread_mutex_lock(&spprof__prof_lock);
+}
+static void spprof__atfork_parent(void) {
+    pthread_mutex_unlock(&spprof__prof_lock);
+    pthread_mutex_unlock(&spprof__reg_lock);
+    pthread_mutex_unlock(&spprof__api_lock);
+}
+static void spprof__atfork_child(void) {
+    SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
+    spprof__g.collector_running = 0;
+    spprof__g.c.inflight = 0;
+    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+    spprof__registry_free();
+    spprof__xranges_free();
+    spprof__ring_free(&spprof__g.ring);
+    spprof__profile_free(&spprof__g.prof);
+    spprof__g.nexplicit = 0;
+    spprof__atfork_parent();
+}
+static void spprof__atfork_init(void) {
+    pthread_atfork(spprof__atfork_prepare, spprof__atfork_parent, spprof__atfork_child);
+}
+
 static void spprof__stop_locked(void);
 
 SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
@@ -1275,6 +1305,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     uint32_t i;
     int err;
     if (r != SPPROF_OK) return r;
+    pthread_once(&spprof__atfork_once, spprof__atfork_init);
     pthread_mutex_lock(&spprof__api_lock);
     if (SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED) {
         pthread_mutex_unlock(&spprof__api_lock);

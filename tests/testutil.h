@@ -3,7 +3,9 @@
    "ok"/"FAIL" line per check and exits non-zero if any check failed. */
 #ifndef SPPROF_TESTUTIL_H
 #define SPPROF_TESTUTIL_H
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #define SPPROF_IMPLEMENTATION
 #include "../spprof.h"
 #include <pthread.h>
@@ -19,24 +21,24 @@ static int t_failures, t_checks;
 #define TEST_DONE() (printf("%s: %d checks, %d failed\n", __FILE__, t_checks, t_failures), t_failures ? 1 : 0)
 
 /* Sanitizer builds run 5-20x slower: tests scale their loop counts down (never their assertions). */
-static int t_scaled(int n, int sanitizer_n) {
+static inline int t_scaled(int n, int sanitizer_n) {
     const char *s = getenv("SPPROF_TEST_SCALE");
     return (s && !strcmp(s, "sanitizer")) ? sanitizer_n : n;
 }
-static uint64_t t_now_ns(void) {
+static inline uint64_t t_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-static void t_sleep_ms(int ms) { struct timespec ts; ts.tv_sec = ms / 1000; ts.tv_nsec = (long)(ms % 1000) * 1000000L; nanosleep(&ts, NULL); }
+static inline void t_sleep_ms(int ms) { struct timespec ts; ts.tv_sec = ms / 1000; ts.tv_nsec = (long)(ms % 1000) * 1000000L; nanosleep(&ts, NULL); }
 static volatile double t_sink;
-static __attribute__((noinline)) void t_burn_ns(uint64_t ns) {  /* burn CPU for about ns of wall time */
+static __attribute__((noinline, unused)) void t_burn_ns(uint64_t ns) {  /* burn CPU for about ns of wall time */
     uint64_t end = t_now_ns() + ns;
     double x = 1.0;
     while (t_now_ns() < end) { int i; for (i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9; }
     t_sink += x;
 }
-static spprof_config t_config(int64_t interval_ns) {
+static inline spprof_config t_config(int64_t interval_ns) {
     spprof_config c = spprof_config_default();
     c.interval_ns = interval_ns;
     return c;
