@@ -144,7 +144,7 @@ typedef struct spprof_config {
     int auto_threads;        /* 1: sample every thread of the process, found by scanning /proc/self/task;
                                 0: only threads that call spprof_thread_register()    (default 1) */
     int scan_interval_ms;    /* how often new and exited threads are looked for, 1 .. 10000 (default 20) */
-    int drain_interval_ms;   /* how often the collector drains the ring, 1 .. 10000  (default 10) */
+    int drain_interval_ms;   /* how often the collector drains the ring, 1 .. 10000  (default 20) */
     spprof_walk_fn walker;   /* NULL: spprof_walk_native() */
     void *walker_user;
     spprof_resolve_fn resolver; /* NULL: spprof_symbolize_native() only */
@@ -484,6 +484,7 @@ typedef struct spprof__run { uint32_t stack, count, weight, pad; uint64_t t_firs
 typedef struct spprof__record {
     int tid;
     char name[64];
+    int name_set;          /* given by spprof_thread_set_name: not overwritten from comm */
     spprof__run *runs;
     uint32_t nruns, cap;
     uint64_t nsamples;
@@ -723,7 +724,8 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
     if (info->si_overrun > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)info->si_overrun);
     slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
     tid = spprof_gettid();
-    if (!slot || SPPROF__LOADR(&slot->tid) != tid) { SPPROF__ADD(&spprof__g.c.stale, 1); goto out; }
+    /* acquire: pairs with the release store of tid in spprof__thread_add, after rec and bounds were set */
+    if (!slot || SPPROF__LOAD(&slot->tid) != tid) { SPPROF__ADD(&spprof__g.c.stale, 1); goto out; }
 
     /* Stack bounds: the mapping holding sp, cached in the slot (only this thread writes its own slot's bounds). */
     spprof__context_regs(uc, &pc, &sp, &fp);
@@ -992,7 +994,7 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
         err = errno;
         if (err != EAGAIN) break;  /* EINVAL: the thread exited meanwhile */
         spprof__g.timer_retries++;
-        if (attempt + 1 < attempts) spprof__sleep_ms(1);
+        if (attempt + 1 < attempts) sched_yield();  /* never sleep here: reg_lock is held */
     }
     if (err == EAGAIN && !s->timer_failed) { s->timer_failed = 1; spprof__g.timer_failures++; }
     return 0;
@@ -1040,8 +1042,9 @@ static void spprof__thread_add(int tid, int explicit_reg) {  /* under reg_lock *
     if (rec == UINT32_MAX) return;
     s = spprof__slot_alloc(&idx);
     if (!s) return;
-    s->rec = rec;
-    s->stack_lo = s->stack_hi = 0;
+    SPPROF__STORER(&s->rec, rec);  /* read by the handler: atomic stores, published by the tid store */
+    SPPROF__STORER(&s->stack_lo, (uintptr_t)0);
+    SPPROF__STORER(&s->stack_hi, (uintptr_t)0);
     s->explicit_reg = explicit_reg;
     s->has_timer = 0;
     s->timer_failed = 0;
@@ -1219,7 +1222,7 @@ SPPROF_API spprof_config spprof_config_default(void) {
     c.memory_limit = 100u << 20;
     c.auto_threads = 1;
     c.scan_interval_ms = 20;
-    c.drain_interval_ms = 10;
+    c.drain_interval_ms = 20;  /* the ring also wakes the collector when half full */
     return c;
 }
 
@@ -1376,11 +1379,11 @@ static void spprof__stop_locked(void) {
     if (spprof__g.dir) {
         for (i = 0; i < spprof__g.nslots_used; i++) {
             spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
-            if (s->tid) {  /* keep the latest thread name (threads often name themselves after creation) */
+            if (s->tid) {  /* take the latest name: threads often name themselves after they were discovered */
                 char name[64];
                 spprof__read_comm(s->tid, name, sizeof name);
                 pthread_mutex_lock(&spprof__prof_lock);
-                if (name[0] && s->rec < spprof__g.prof.nrecs && !spprof__g.prof.recs[s->rec].name[0])
+                if (name[0] && s->rec < spprof__g.prof.nrecs && !spprof__g.prof.recs[s->rec].name_set)
                     snprintf(spprof__g.prof.recs[s->rec].name, sizeof spprof__g.prof.recs[s->rec].name, "%s", name);
                 pthread_mutex_unlock(&spprof__prof_lock);
             }
@@ -1544,6 +1547,7 @@ SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name) {
     for (i = spprof__g.prof.nrecs; i-- > 0;)  /* newest record of that tid */
         if (spprof__g.prof.recs[i].tid == tid) {
             snprintf(spprof__g.prof.recs[i].name, sizeof spprof__g.prof.recs[i].name, "%s", name);
+            spprof__g.prof.recs[i].name_set = 1;
             found = 1;
             break;
         }

@@ -3,7 +3,9 @@
    cold_loop (1 part), all called through dispatch(). Writes out/native.speedscope.json and out/native.collapsed.
    Build: cc -O1 -g -fno-omit-frame-pointer -pthread examples/native_demo.c -o native_demo
    Usage: native_demo [OUTDIR] [SECONDS] */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #define SPPROF_IMPLEMENTATION
 #include "../spprof.h"
 

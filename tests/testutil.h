@@ -30,8 +30,13 @@ static inline uint64_t t_now_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-static inline void t_sleep_ms(int ms) { struct timespec ts; ts.tv_sec = ms / 1000; ts.tv_nsec = (long)(ms % 1000) * 1000000L; nanosleep(&ts, NULL); }
-static volatile double t_sink;
+/* Sleeps the full time even when profiling signals interrupt it (wall mode). */
+static inline void t_sleep_ms(int ms) {
+    struct timespec ts;
+    ts.tv_sec = ms / 1000; ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0) {}
+}
+static __thread volatile double t_sink;  /* per thread: no data race between burners */
 static __attribute__((noinline, unused)) void t_burn_ns(uint64_t ns) {  /* burn CPU for about ns of wall time */
     uint64_t end = t_now_ns() + ns;
     double x = 1.0;
