@@ -139,8 +139,8 @@ typedef struct spprof_config {
     spprof_mode mode;        /* SPPROF_MODE_CPU or SPPROF_MODE_WALL                   (default CPU) */
     int signo;               /* signal used by the timers, 1 .. SIGRTMAX              (default SIGPROF) */
     int max_depth;           /* frames kept per sample, 1 .. 1024                     (default 128) */
-    uint32_t ring_slots;     /* ring buffer capacity in samples, power of two 16..2^20 (default 4096) */
-    uint64_t memory_limit;   /* bytes the collected profile may use, 1 MiB .. 1 TiB  (default 100 MiB) */
+    uint32_t ring_slots;     /* ring capacity in samples, power of two 16..2^20, at most 256 MiB (default 4096) */
+    uint64_t memory_limit;   /* bytes the collected profile may use (strict), 1 MiB .. 1 TiB (default 100 MiB) */
     int auto_threads;        /* 1: sample every thread of the process, found by scanning /proc/self/task;
                                 0: only threads that call spprof_thread_register()    (default 1) */
     int scan_interval_ms;    /* how often new and exited threads are looked for, 1 .. 10000 (default 20) */
@@ -283,6 +283,10 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 /* Bound on compare-and-swap retries of a producer before a sample is dropped (keeps the handler bounded). */
 #ifndef SPPROF_RING_MAX_RETRIES
 #  define SPPROF_RING_MAX_RETRIES 64
+#endif
+/* Largest ring buffer accepted (ring_slots x (header + max_depth frames)). */
+#ifndef SPPROF_RING_MAX_BYTES
+#  define SPPROF_RING_MAX_BYTES (256ull << 20)
 #endif
 /* Bound on bytes of /proc/self/maps the handler reads to find a thread's stack mapping. */
 #ifndef SPPROF_MAPS_READ_LIMIT
@@ -639,7 +643,9 @@ SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *fram
         if (fp < sp || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)) != 0) break;
         next = ((const uintptr_t *)fp)[0];
         ret = ((const uintptr_t *)fp)[1];
-        if (ret < 4096) break;
+        /* A return address must point into the code of a loaded object; anything else means the chain
+           passed through code without frame pointers and the rest would be invented (JIT code ends the walk). */
+        if (ret < 4096 || !spprof__in_exec(ret - 1, 1)) break;
         frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
         if (next <= fp) break;
         sp = fp + 2 * sizeof(uintptr_t);
@@ -782,7 +788,7 @@ static void *spprof__grow(void *ptr, size_t elem, uint32_t *cap, size_t need, ui
     if (need <= *cap) return ptr;
     ncap = *cap ? (size_t)*cap * 2 : 64;
     while (ncap < need) ncap *= 2;
-    if (ncap > 0xffffffffu) return NULL;
+    if (ncap > 0xffffffffu || *bytes + (ncap - *cap) * elem > spprof__g.cfg.memory_limit) return NULL;
     q = SPPROF_REALLOC(ptr, ncap * elem);
     if (!q) return NULL;
     *bytes += (ncap - *cap) * elem;
@@ -793,8 +799,10 @@ static void *spprof__grow(void *ptr, size_t elem, uint32_t *cap, size_t need, ui
 /* Rebuild an open-addressing table of ids (id + 1 stored, 0 = empty) at capacity ncap (power of two). */
 static int spprof__rehash(uint32_t **tab, uint32_t *cap, uint32_t ncap, uint32_t count,
                           uint64_t (*hash_of)(spprof__profile *, uint32_t), spprof__profile *p) {
-    uint32_t *t = (uint32_t *)SPPROF_MALLOC((size_t)ncap * sizeof(uint32_t));
+    uint32_t *t;
     uint32_t i;
+    if (p->bytes + ((uint64_t)ncap - *cap) * sizeof(uint32_t) > spprof__g.cfg.memory_limit) return 0;
+    t = (uint32_t *)SPPROF_MALLOC((size_t)ncap * sizeof(uint32_t));
     if (!t) return 0;
     memset(t, 0, (size_t)ncap * sizeof(uint32_t));
     for (i = 0; i < count; i++) {
@@ -855,6 +863,7 @@ static uint32_t spprof__intern_stack(spprof__profile *p, const uint32_t *ids, ui
         size_t ncap = p->stack_data_cap ? p->stack_data_cap * 2 : 4096;
         uint32_t *q;
         while (ncap < p->stack_data_len + n) ncap *= 2;
+        if (p->bytes + (ncap - p->stack_data_cap) * sizeof(uint32_t) > spprof__g.cfg.memory_limit) return UINT32_MAX;
         q = (uint32_t *)SPPROF_REALLOC(p->stack_data, ncap * sizeof(uint32_t));
         if (!q) return UINT32_MAX;
         p->bytes += (ncap - p->stack_data_cap) * sizeof(uint32_t);
@@ -895,7 +904,6 @@ static void spprof__add_sample(const spprof__sample_hdr *h) {  /* under prof_loc
     if (n < 0 || h->rec >= p->nrecs) return;
     if (n > spprof__g.max_depth) n = spprof__g.max_depth;
     r = &p->recs[h->rec];
-    if (p->bytes > spprof__g.cfg.memory_limit) goto nomem;
     for (k = 0; k < (uint32_t)n; k++) {
         ids[k] = spprof__intern_frame(p, &fr[k]);
         if (ids[k] == UINT32_MAX) goto nomem;
@@ -1237,6 +1245,9 @@ static spprof_result spprof__validate(const spprof_config *c) {
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "max_depth=%d is out of range (1 .. %d)", c->max_depth, SPPROF_MAX_DEPTH_LIMIT);
     if (c->ring_slots < 16 || c->ring_slots > (1u << 20) || (c->ring_slots & (c->ring_slots - 1)) != 0)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "ring_slots=%u must be a power of two between 16 and 1048576", c->ring_slots);
+    if ((uint64_t)c->ring_slots * (sizeof(spprof__sample_hdr) + (uint64_t)c->max_depth * sizeof(spprof_frame)) > SPPROF_RING_MAX_BYTES)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "ring_slots=%u x max_depth=%d needs more than %llu MiB for the ring buffer; lower one of them",
+                            c->ring_slots, c->max_depth, (unsigned long long)(SPPROF_RING_MAX_BYTES >> 20));
     if (c->memory_limit < (1u << 20) || c->memory_limit > (1ull << 40))
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "memory_limit=%llu is out of range (1 MiB .. 1 TiB)", (unsigned long long)c->memory_limit);
     if (c->auto_threads != 0 && c->auto_threads != 1)
@@ -1325,7 +1336,11 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     spprof__g.resolver = cfg.resolver;
     spprof__g.resolver_user = cfg.resolver_user;
     spprof__g.max_depth = cfg.max_depth;
-    memset(&spprof__g.c, 0, sizeof spprof__g.c);
+    /* atomic stores: a late signal of an earlier session may be updating these right now */
+    SPPROF__STORER(&spprof__g.c.captured, 0); SPPROF__STORER(&spprof__g.c.dropped, 0);
+    SPPROF__STORER(&spprof__g.c.stale, 0); SPPROF__STORER(&spprof__g.c.overruns, 0);
+    SPPROF__STORER(&spprof__g.c.walk_errors, 0); SPPROF__STORER(&spprof__g.c.truncated, 0);
+    SPPROF__STORER(&spprof__g.c.ignored, 0);
     spprof__g.threads_registered = spprof__g.timer_failures = spprof__g.timer_retries = spprof__g.dropped_memory = 0;
     spprof__g.collector_stop = 0;
     spprof__g.collector_tid = 0;
