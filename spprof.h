@@ -48,6 +48,7 @@
 #define SPPROF_VERSION_STRING "0.1.0"
 #define SPPROF_VERSION_NUMBER (SPPROF_VERSION_MAJOR * 10000 + SPPROF_VERSION_MINOR * 100 + SPPROF_VERSION_PATCH)
 
+#include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -132,6 +133,26 @@ typedef struct spprof_symbol {
    back to the native symbolizer. */
 typedef int (*spprof_resolve_fn)(const spprof_frame *frame, spprof_symbol *out, void *user);
 
+/* Called by the collector thread (no locks held) after each drain, with the number of distinct frames in
+   the profile so far; lets a glue layer notice new frames (e.g. pin Python code objects). */
+typedef void (*spprof_drain_fn)(uint32_t nframes_total, void *user);
+
+/* Fault guard for walkers that follow pointers they cannot fully vouch for (e.g. interpreter frames that
+   another thread may be changing). Inside the signal handler:
+       spprof_guard g;
+       if (!spprof_guard_claim(&g, ctx->tid)) return -1;
+       if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return -1; }   // a read faulted
+       ... reads ...
+       spprof_guard_release(&g);
+   A SIGSEGV/SIGBUS inside the guarded region jumps back to sigsetjmp instead of killing the process.
+   Needs spprof_config.guard_faults = 1 (installs the SIGSEGV/SIGBUS handler while profiling; faults outside
+   a guarded region go to the previous handler, or to the default action). Variables changed after sigsetjmp
+   and read after a fault must be volatile. */
+typedef struct spprof_guard {
+    sigjmp_buf env;
+    int slot;
+} spprof_guard;
+
 /* ==== @config ========================================================================================= */
 
 typedef struct spprof_config {
@@ -149,6 +170,9 @@ typedef struct spprof_config {
     void *walker_user;
     spprof_resolve_fn resolver; /* NULL: spprof_symbolize_native() only */
     void *resolver_user;
+    spprof_drain_fn drain_hook; /* NULL: none */
+    void *drain_hook_user;
+    int guard_faults;        /* 1: install the fault handler behind spprof_guard_*   (default 0) */
 } spprof_config;
 
 typedef struct spprof_stats {
@@ -169,6 +193,7 @@ typedef struct spprof_stats {
     uint64_t unique_frames;
     uint64_t profile_bytes;         /* memory used by the collected profile */
     uint64_t signals_ignored;       /* our timer signals that arrived while stopped or paused */
+    uint64_t faults_recovered;      /* reads that faulted inside a spprof_guard and were recovered */
 } spprof_stats;
 
 /* A run of identical consecutive samples of one thread, as given by spprof_foreach_sample(). */
@@ -207,6 +232,12 @@ SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user);
 SPPROF_API spprof_result spprof_write_speedscope(const char *path);
 enum { SPPROF_COLLAPSED_THREADS = 1 };  /* flag: first frame of every line is the thread's name */
 SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags);
+
+typedef void (*spprof_frame_fn)(uint32_t id, const spprof_frame *frame, void *user);
+SPPROF_API spprof_result spprof_foreach_frame(uint32_t first_id, spprof_frame_fn fn, void *user); /* distinct frames, in order of first sight */
+
+SPPROF_API int spprof_guard_claim(spprof_guard *g, int tid);  /* [signal-safe] 1 if claimed (see spprof_guard) */
+SPPROF_API void spprof_guard_release(spprof_guard *g);        /* [signal-safe] */
 
 SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames); /* [signal-safe] */
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out); /* 1 if found */
@@ -510,7 +541,7 @@ typedef struct spprof__profile {
 
 /* ==== global state ==================================================================================== */
 typedef struct spprof__counters {  /* written from handlers with relaxed atomic adds */
-    uint64_t captured, dropped, stale, overruns, walk_errors, truncated, ignored, inflight;
+    uint64_t captured, dropped, stale, overruns, walk_errors, truncated, ignored, inflight, faults;
 } spprof__counters;
 
 typedef struct spprof__state_t {
@@ -770,6 +801,79 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
 out:
     __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
     errno = saved_errno;
+}
+
+/* ==== @guard =========================================================================================
+   Active guards live in a fixed table (claimed with CAS, keyed by tid). The fault handler looks up the
+   faulting thread there and siglongjmps back into the walker; sigsetjmp(env, 1) saved the signal mask, so the
+   mask of the interrupted handler is restored. A fault on a thread with no active guard is passed on. */
+#ifndef SPPROF_GUARD_SLOTS
+#  define SPPROF_GUARD_SLOTS 256
+#endif
+typedef struct spprof__guard_entry { int tid; spprof_guard *g; } spprof__guard_entry;
+static spprof__guard_entry spprof__guards[SPPROF_GUARD_SLOTS];
+static struct sigaction spprof__old_segv, spprof__old_bus;
+static int spprof__fault_installed;
+
+SPPROF_API int spprof_guard_claim(spprof_guard *g, int tid) {
+    unsigned i, k;
+    if (!SPPROF__LOADR(&spprof__fault_installed) || tid <= 0) return 0;
+    for (k = 0, i = (unsigned)tid % SPPROF_GUARD_SLOTS; k < SPPROF_GUARD_SLOTS; k++, i = (i + 1) % SPPROF_GUARD_SLOTS) {
+        int expect = 0;
+        if (SPPROF__LOADR(&spprof__guards[i].tid) == 0 &&
+            __atomic_compare_exchange_n(&spprof__guards[i].tid, &expect, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            SPPROF__STORER(&spprof__guards[i].g, g);
+            SPPROF__STORE(&spprof__guards[i].tid, tid);
+            g->slot = (int)i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+SPPROF_API void spprof_guard_release(spprof_guard *g) {
+    SPPROF__STORER(&spprof__guards[g->slot].g, (spprof_guard *)NULL);
+    SPPROF__STORE(&spprof__guards[g->slot].tid, 0);
+}
+
+static void spprof__fault_handler(int signo, siginfo_t *info, void *uc) {
+    struct sigaction *old = signo == SIGBUS ? &spprof__old_bus : &spprof__old_segv;
+    int tid = spprof_gettid(), i;
+    for (i = 0; i < SPPROF_GUARD_SLOTS; i++) {
+        if (SPPROF__LOAD(&spprof__guards[i].tid) == tid) {
+            spprof_guard *g = SPPROF__LOADR(&spprof__guards[i].g);
+            if (g) { SPPROF__ADD(&spprof__g.c.faults, 1); siglongjmp(g->env, 1); }
+        }
+    }
+    /* Not ours: hand it on. With the default action, reinstall it and return: the faulting instruction
+       runs again and the process dies as it would have without us (core dump included). */
+    if (old->sa_flags & SA_SIGINFO) { if (old->sa_sigaction) { old->sa_sigaction(signo, info, uc); return; } }
+    else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) { old->sa_handler(signo); return; }
+    signal(signo, SIG_DFL);
+}
+
+static spprof_result spprof__install_fault_handler(void) {
+    struct sigaction sa;
+    if (spprof__fault_installed) return SPPROF_OK;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = spprof__fault_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &spprof__old_segv) != 0 || sigaction(SIGBUS, &sa, &spprof__old_bus) != 0)
+        return spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGSEGV/SIGBUS): %s", strerror(errno));
+    SPPROF__STORE(&spprof__fault_installed, 1);
+    return SPPROF_OK;
+}
+
+/* Give the previous handlers back at stop, unless someone replaced ours meanwhile. */
+static void spprof__remove_fault_handler(void) {
+    struct sigaction cur;
+    if (!spprof__fault_installed) return;
+    SPPROF__STORE(&spprof__fault_installed, 0);
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__fault_handler)
+        sigaction(SIGSEGV, &spprof__old_segv, NULL);
+    if (sigaction(SIGBUS, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__fault_handler)
+        sigaction(SIGBUS, &spprof__old_bus, NULL);
 }
 
 /* ==== @collector ======================================================================================
@@ -1200,13 +1304,16 @@ static void *spprof__collector_main(void *arg) {
     for (;;) {
         struct pollfd pfd;
         uint64_t now, junk;
+        uint32_t nframes;
         pfd.fd = spprof__g.wake_fd; pfd.events = POLLIN; pfd.revents = 0;
         poll(&pfd, 1, spprof__g.cfg.drain_interval_ms);
         if (pfd.revents & POLLIN) { if (read(spprof__g.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
         if (SPPROF__LOAD(&spprof__g.collector_stop)) break;
         pthread_mutex_lock(&spprof__prof_lock);
         spprof__drain();
+        nframes = spprof__g.prof.nframes;
         pthread_mutex_unlock(&spprof__prof_lock);
+        if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
         now = spprof__now_ns();
         if (now - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
             pthread_mutex_lock(&spprof__reg_lock);
@@ -1250,6 +1357,8 @@ static spprof_result spprof__validate(const spprof_config *c) {
                             c->ring_slots, c->max_depth, (unsigned long long)(SPPROF_RING_MAX_BYTES >> 20));
     if (c->memory_limit < (1u << 20) || c->memory_limit > (1ull << 40))
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "memory_limit=%llu is out of range (1 MiB .. 1 TiB)", (unsigned long long)c->memory_limit);
+    if (c->guard_faults != 0 && c->guard_faults != 1)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "guard_faults=%d must be 0 or 1", c->guard_faults);
     if (c->auto_threads != 0 && c->auto_threads != 1)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "auto_threads=%d must be 0 or 1", c->auto_threads);
     if (c->scan_interval_ms < 1 || c->scan_interval_ms > 10000 || c->drain_interval_ms < 1 || c->drain_interval_ms > 10000)
@@ -1340,7 +1449,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     SPPROF__STORER(&spprof__g.c.captured, 0); SPPROF__STORER(&spprof__g.c.dropped, 0);
     SPPROF__STORER(&spprof__g.c.stale, 0); SPPROF__STORER(&spprof__g.c.overruns, 0);
     SPPROF__STORER(&spprof__g.c.walk_errors, 0); SPPROF__STORER(&spprof__g.c.truncated, 0);
-    SPPROF__STORER(&spprof__g.c.ignored, 0);
+    SPPROF__STORER(&spprof__g.c.ignored, 0); SPPROF__STORER(&spprof__g.c.faults, 0);
     spprof__g.threads_registered = spprof__g.timer_failures = spprof__g.timer_retries = spprof__g.dropped_memory = 0;
     spprof__g.collector_stop = 0;
     spprof__g.collector_tid = 0;
@@ -1354,6 +1463,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
         if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
     }
     if (r == SPPROF_OK) r = spprof__install_handler(cfg.signo);
+    if (r == SPPROF_OK && cfg.guard_faults) r = spprof__install_fault_handler();
     if (r == SPPROF_OK) {
         SPPROF__STORE(&spprof__g.gen, spprof__g.gen + 1);
         SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_RUNNING);
@@ -1411,6 +1521,7 @@ static void spprof__stop_locked(void) {
     for (k = 0; k < 100000 && __atomic_load_n(&spprof__g.c.inflight, __ATOMIC_SEQ_CST) != 0; k++) sched_yield();
     spprof__registry_free();
     spprof__xranges_free();
+    spprof__remove_fault_handler();  /* no handler is in flight any more */
     pthread_mutex_unlock(&spprof__reg_lock);
     pthread_mutex_lock(&spprof__prof_lock);
     spprof__drain();
@@ -1472,6 +1583,7 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
     o->walk_errors = SPPROF__LOADR(&spprof__g.c.walk_errors);
     o->walk_truncated = SPPROF__LOADR(&spprof__g.c.truncated);
     o->signals_ignored = SPPROF__LOADR(&spprof__g.c.ignored);
+    o->faults_recovered = SPPROF__LOADR(&spprof__g.c.faults);
     pthread_mutex_lock(&spprof__reg_lock);
     o->timer_create_failures = spprof__g.timer_failures;
     o->timer_create_retries = spprof__g.timer_retries;
@@ -1750,6 +1862,15 @@ SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) 
             if (fn(&v, user)) { pthread_mutex_unlock(&spprof__prof_lock); return SPPROF_OK; }
         }
     }
+    pthread_mutex_unlock(&spprof__prof_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_foreach_frame(uint32_t first_id, spprof_frame_fn fn, void *user) {
+    uint32_t i;
+    if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_foreach_frame: fn is NULL");
+    pthread_mutex_lock(&spprof__prof_lock);
+    for (i = first_id; i < spprof__g.prof.nframes; i++) fn(i, &spprof__g.prof.frames[i], user);
     pthread_mutex_unlock(&spprof__prof_lock);
     return SPPROF_OK;
 }
