@@ -17,9 +17,18 @@ TSAN_BINS := $(patsubst tests/%.c,$(BUILD)/tsan/%,$(TEST_SRCS))
 SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
-.PHONY: all demo test test-compile test-c sanitize test-asan test-tsan test-py bench clean deps
+PHONY_EXTRA := pypkg
+.PHONY: all pypkg demo test test-compile test-c sanitize test-asan test-tsan test-py bench clean deps
 
-all: $(BUILD)/native_demo $(TEST_BINS)
+# Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
+PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
+
+all: $(BUILD)/native_demo $(TEST_BINS) pypkg
+
+# The importable package: PYTHONPATH=build python3 -c "import spprof"
+pypkg:
+	@sh tools/build-ext.sh $(BUILD) $(PYTHONS)
+	@cp python/spprof/*.py python/spprof/*.pyi python/spprof/py.typed $(BUILD)/spprof/ 2>/dev/null || true
 
 $(BUILD)/native_demo: examples/native_demo.c spprof.h
 	@mkdir -p $(dir $@)
@@ -47,11 +56,12 @@ demo: $(BUILD)/native_demo
 deps:
 	@sh tools/install-deps.sh "$(VENV)" "$(PYTHON)"
 
-test: deps test-compile test-c sanitize test-py
+test: deps pypkg test-compile test-c sanitize test-py
 
 # The header must compile alone as C99 and C++ with gcc and clang, with and without the implementation.
 test-compile:
 	@sh tests/compile_check.sh
+	@sh tests/py_layout_check.sh $(PYTHONS)
 
 test-c: $(TEST_BINS)
 	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
@@ -66,7 +76,7 @@ test-tsan: $(TSAN_BINS)
 	@TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=1:die_after_fork=0 SPPROF_TEST_SCALE=sanitizer \
 	  sh tests/run_c_tests.sh $(BUILD)/tsan $(TSAN_BINS)
 
-test-py: $(BUILD)/native_demo
+test-py: $(BUILD)/native_demo pypkg
 	@$(VENV)/bin/python -m pytest -q tests
 
 bench: $(BUILD)/native_demo

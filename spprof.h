@@ -2072,7 +2072,12 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
                 spprof__collapsed_name(o.f, title);
                 if (s->n) fputc(';', o.f);
             }
-            for (m = s->n; m-- > 0;) { spprof__collapsed_name(o.f, syms[map[p->stack_data[s->off + m]]].name); if (m) fputc(';', o.f); }
+            for (m = s->n; m-- > 0;) {  /* "name", or "name (file:line)" when the line is known (as py-spy) */
+                const spprof_symbol *y = &syms[map[p->stack_data[s->off + m]]];
+                spprof__collapsed_name(o.f, y->name);
+                if (y->line > 0) { fputs(" (", o.f); spprof__collapsed_name(o.f, y->file); fprintf(o.f, ":%d)", y->line); }
+                if (m) fputc(';', o.f);
+            }
             if (!s->n) fputs("[empty]", o.f);
             fprintf(o.f, " %llu\n", (unsigned long long)counts[k]);
         }

@@ -1,0 +1,503 @@
+/* spprof_python.h - CPython glue for spprof.h: Python stacks from the signal handler, code-object
+   resolution off the hot path, and a ready-made extension module. Version 0.1.0, MIT license (see spprof.h).
+
+   In exactly one C file (an extension module, or a program that embeds Python):
+       #define _GNU_SOURCE
+       #define SPPROF_IMPLEMENTATION
+       #define SPPROF_PYTHON_IMPLEMENTATION
+       #define SPPROF_PYTHON_MODULE          // optional: also define PyInit__spprof (the module `_spprof`)
+       #include "spprof_python.h"            // includes Python.h and spprof.h
+
+   C use (embedding, GIL held for the calls marked [GIL]):
+       spprof_config cfg = spprof_config_default();
+       spprof_py_configure(&cfg);            // Python walker, resolver, fault guard, code-object pinning
+       spprof_start(&cfg);  ...  spprof_stop();
+       spprof_py_pin_code_objects();         // [GIL] before writing
+       spprof_write_speedscope("out.json");  // [GIL] Python frames are resolved with the C API
+
+   Contents: @layout (per-version frame access)  @walk  @pin  @resolve  @module
+
+   How the signal handler finds Python frames: the interrupted thread's own PyThreadState comes from
+   CPython's thread-specific-storage key (PyGILState_GetThisThreadState, a pthread_getspecific read), not from
+   the GIL holder; from it the chain of interpreter frames (3.11: tstate->cframe->current_frame) is followed,
+   incomplete frames skipped, and (code object, instruction offset) pairs recorded. No GIL, no Python API that
+   allocates or locks, no allocation. The chain belongs to the interrupted thread (which is paused), but a frame
+   being pushed or a code object freed by another thread could still hand us a stale pointer: every read
+   happens under spprof's fault guard (a fault drops the sample and is counted), each code object's type is
+   checked against &PyCode_Type, and the depth is bounded.
+
+   Code objects are resolved to (qualname, file, line) later, with the GIL. A code object seen in a sample can
+   die before that: the collector asks the interpreter (Py_AddPendingCall) to pin new code objects soon after
+   they are seen, and any code object not yet pinned is checked through a pipe write (EFAULT instead of a
+   crash) and by type before it is touched; if it is gone, the frame reads "<freed code object 0x...>".
+
+   Supported: CPython 3.11 (default and debug builds). Other versions fail at compile time with a clear
+   message until their accessors are added in @layout. */
+#ifndef SPPROF_PYTHON_H_INCLUDED
+#define SPPROF_PYTHON_H_INCLUDED
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include "spprof.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Sets walker, resolver, guard_faults and the drain hook of cfg for Python profiling. */
+SPPROF_API void spprof_py_configure(spprof_config *cfg);
+/* [signal-safe] The Python stack walker (leaf first). Threads without Python frames give one frame
+   {addr 0, kind SPPROF_FRAME_PYTHON} that resolves to "[native code]". */
+SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
+/* [GIL] Resolves Python frames; returns 0 for other kinds (the native symbolizer takes over). */
+SPPROF_API int spprof_py_resolve(const spprof_frame *frame, spprof_symbol *out, void *user);
+/* [GIL] Takes a reference to every code object seen in the profile so far (validated first). Returns how
+   many were newly pinned. */
+SPPROF_API int spprof_py_pin_code_objects(void);
+/* [GIL] Drops those references (done by the module at the next start). */
+SPPROF_API void spprof_py_release_code_objects(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPPROF_PYTHON_H_INCLUDED */
+
+#if defined(SPPROF_PYTHON_IMPLEMENTATION) && !defined(SPPROF_PYTHON_IMPLEMENTATION_INCLUDED)
+#define SPPROF_PYTHON_IMPLEMENTATION_INCLUDED
+#if !defined(SPPROF_IMPLEMENTATION_INCLUDED)
+#  error "spprof_python.h: define SPPROF_IMPLEMENTATION too (the Python glue uses spprof.h's internals)"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== @layout =========================================================================================
+   Everything version-specific is here: how to get the top interpreter frame of a thread state, and the
+   frame's code object, previous frame, current instruction and "incomplete" test. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+/* Mirror of 3.11's internal _PyInterpreterFrame (Include/internal/pycore_frame.h); checked against the real
+   header by tests/py_layout_check.c. bool is one byte on every supported ABI. */
+typedef struct spprof__py_iframe {
+    PyObject *f_func;
+    PyObject *f_globals;
+    PyObject *f_builtins;
+    PyObject *f_locals;
+    PyCodeObject *f_code;
+    PyObject *frame_obj;
+    struct spprof__py_iframe *previous;
+    _Py_CODEUNIT *prev_instr;
+    int stacktop;
+    char is_entry;
+    char owner;
+} spprof__py_iframe;
+#  define SPPROF__PY_OWNED_BY_GENERATOR 1
+#  define SPPROF__PY_TOP_FRAME(ts) ((ts)->cframe ? (const spprof__py_iframe *)(const void *)(ts)->cframe->current_frame : NULL)
+#  define SPPROF__PY_CODE(f) ((f)->f_code)
+#  define SPPROF__PY_INSTR(f) ((f)->prev_instr)
+#  define SPPROF__PY_FIRST_INSTR(co) ((_Py_CODEUNIT *)(co)->co_code_adaptive)
+#  define SPPROF__PY_INCOMPLETE(f, co) \
+       ((f)->owner != SPPROF__PY_OWNED_BY_GENERATOR && (f)->prev_instr < SPPROF__PY_FIRST_INSTR(co) + (co)->_co_firsttraceable)
+#  define SPPROF__PY_NAME(co) ((co)->co_qualname)
+#else
+#  error "spprof_python.h: this CPython version is not supported yet (supported: 3.11; 3.9-3.14 are planned)"
+#endif
+
+/* ==== @walk =========================================================================================== */
+SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    spprof_guard g;
+    volatile int n = 0;
+    PyThreadState *ts = PyGILState_GetThisThreadState();  /* this thread's own state (TSS), or NULL */
+    const spprof__py_iframe *f;
+    int steps;
+    if (max_frames <= 0) return -1;
+    if (!ts) {
+        frames[0].addr = 0; frames[0].aux = 0; frames[0].kind = SPPROF_FRAME_PYTHON;
+        return 1;
+    }
+    if (!spprof_guard_claim(&g, ctx->tid)) return -1;
+    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return -1; }  /* a read faulted: drop the sample */
+    f = SPPROF__PY_TOP_FRAME(ts);
+    /* Bounded: at most max_frames recorded and 4 * max_frames + 64 frames visited (skipped ones included). */
+    for (steps = 0; f && n < max_frames && steps < 4 * max_frames + 64; steps++, f = f->previous) {
+        const PyCodeObject *co;
+        ptrdiff_t off;
+        if (((uintptr_t)f & (sizeof(void *) - 1)) != 0) { spprof_guard_release(&g); return -1; }
+        co = SPPROF__PY_CODE(f);
+        if (!co || ((uintptr_t)co & (sizeof(void *) - 1)) != 0 || Py_TYPE(co) != &PyCode_Type) {
+            spprof_guard_release(&g);
+            return -1;  /* torn or stale: drop rather than guess */
+        }
+        if (SPPROF__PY_INCOMPLETE(f, co)) continue;  /* being set up: not yet running Python code */
+        off = SPPROF__PY_INSTR(f) - SPPROF__PY_FIRST_INSTR(co);
+        if (off < 0 || off >= Py_SIZE(co)) off = 0;
+        frames[n].addr = (uint64_t)(uintptr_t)co;
+        frames[n].aux = (uint32_t)off;
+        frames[n].kind = SPPROF_FRAME_PYTHON;
+        n++;
+    }
+    spprof_guard_release(&g);
+    if (n == 0) { frames[0].addr = 0; frames[0].aux = 0; frames[0].kind = SPPROF_FRAME_PYTHON; n = 1; }
+    return n;
+}
+
+/* ==== @pin ============================================================================================
+   A set of code objects we hold references to (open addressing on the pointer), touched only with the GIL. */
+static PyObject **spprof__py_pins;
+static size_t spprof__py_npins, spprof__py_pins_cap;
+static uint32_t spprof__py_pinned_upto;   /* frames [0, upto) of the profile were looked at */
+static int spprof__py_pending;            /* a pending call is scheduled (atomic) */
+static int spprof__py_pipe[2] = {-1, -1};
+
+static int spprof__py_is_pinned(const void *p) {
+    size_t i;
+    if (!spprof__py_pins_cap) return 0;
+    for (i = ((uintptr_t)p >> 4) & (spprof__py_pins_cap - 1); spprof__py_pins[i]; i = (i + 1) & (spprof__py_pins_cap - 1))
+        if (spprof__py_pins[i] == (PyObject *)p) return 1;
+    return 0;
+}
+
+static int spprof__py_pin_add(PyObject *o) {
+    size_t i;
+    if (spprof__py_npins + 1 > spprof__py_pins_cap / 2) {
+        size_t ncap = spprof__py_pins_cap ? spprof__py_pins_cap * 2 : 1024, k;
+        PyObject **t = (PyObject **)SPPROF_MALLOC(ncap * sizeof(PyObject *));
+        if (!t) return 0;
+        memset(t, 0, ncap * sizeof(PyObject *));
+        for (k = 0; k < spprof__py_pins_cap; k++) {
+            PyObject *q = spprof__py_pins[k];
+            if (!q) continue;
+            for (i = ((uintptr_t)q >> 4) & (ncap - 1); t[i]; i = (i + 1) & (ncap - 1)) {}
+            t[i] = q;
+        }
+        SPPROF_FREE(spprof__py_pins);
+        spprof__py_pins = t; spprof__py_pins_cap = ncap;
+    }
+    for (i = ((uintptr_t)o >> 4) & (spprof__py_pins_cap - 1); spprof__py_pins[i]; i = (i + 1) & (spprof__py_pins_cap - 1)) {}
+    Py_INCREF(o);
+    spprof__py_pins[i] = o;
+    spprof__py_npins++;
+    return 1;
+}
+
+/* Is p a live code object? Copying its header through a pipe fails with EFAULT instead of faulting when the
+   memory is gone (no ptrace permission needed, unlike process_vm_readv), then type and refcount are checked.
+   Memory reused by another code object passes: it is then resolved as that one (same risk as every sampler
+   that resolves after the fact). With the GIL held. */
+static int spprof__py_code_alive(const void *p) {
+    PyObject hdr;
+    char sink[sizeof(PyObject)];
+    ssize_t k;
+    if (!p || ((uintptr_t)p & (sizeof(void *) - 1))) return 0;
+    if (spprof__py_pipe[0] < 0 && pipe2(spprof__py_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 0;
+    k = write(spprof__py_pipe[1], p, sizeof hdr);
+    if (k != (ssize_t)sizeof hdr) return 0;
+    if (read(spprof__py_pipe[0], sink, sizeof sink) != (ssize_t)sizeof sink) return 0;
+    memcpy(&hdr, sink, sizeof hdr);
+    return Py_TYPE(&hdr) == &PyCode_Type && Py_REFCNT(&hdr) > 0;
+}
+
+static void spprof__py_pin_one(uint32_t id, const spprof_frame *f, void *user) {
+    int *count = (int *)user;
+    (void)id;
+    if (f->kind != SPPROF_FRAME_PYTHON || !f->addr || spprof__py_is_pinned((const void *)(uintptr_t)f->addr)) return;
+    if (spprof__py_code_alive((const void *)(uintptr_t)f->addr) && spprof__py_pin_add((PyObject *)(uintptr_t)f->addr)) (*count)++;
+}
+
+static void spprof__py_count_frames(uint32_t id, const spprof_frame *f, void *user) {
+    (void)f;
+    *(uint32_t *)user = id + 1;
+}
+
+SPPROF_API int spprof_py_pin_code_objects(void) {
+    int count = 0;
+    uint32_t upto = spprof__py_pinned_upto;
+    spprof_foreach_frame(spprof__py_pinned_upto, spprof__py_pin_one, &count);
+    spprof_foreach_frame(upto, spprof__py_count_frames, &upto);
+    spprof__py_pinned_upto = upto;
+    return count;
+}
+
+SPPROF_API void spprof_py_release_code_objects(void) {
+    size_t i;
+    for (i = 0; i < spprof__py_pins_cap; i++) Py_XDECREF(spprof__py_pins[i]);
+    SPPROF_FREE(spprof__py_pins);
+    spprof__py_pins = NULL; spprof__py_npins = spprof__py_pins_cap = 0;
+    spprof__py_pinned_upto = 0;
+}
+
+static int spprof__py_pending_pin(void *arg) {
+    (void)arg;
+    SPPROF__STORE(&spprof__py_pending, 0);
+    spprof_py_pin_code_objects();
+    return 0;
+}
+
+/* Collector thread, no GIL: ask the interpreter to pin new code objects soon. Py_AddPendingCall may be
+   called from any thread without the GIL. */
+static void spprof__py_drain_hook(uint32_t nframes, void *user) {
+    int expect = 0;
+    (void)user;
+    if (nframes > SPPROF__LOADR(&spprof__py_pinned_upto) &&
+        __atomic_compare_exchange_n(&spprof__py_pending, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        if (Py_AddPendingCall(spprof__py_pending_pin, NULL) != 0) SPPROF__STORE(&spprof__py_pending, 0);
+    }
+}
+
+/* ==== @resolve ======================================================================================== */
+static void spprof__py_copy_str(char *dst, size_t n, PyObject *s) {
+    const char *u = (s && PyUnicode_Check(s)) ? PyUnicode_AsUTF8(s) : NULL;
+    if (!u) { PyErr_Clear(); u = "?"; }
+    snprintf(dst, n, "%s", u);
+}
+
+SPPROF_API int spprof_py_resolve(const spprof_frame *f, spprof_symbol *out, void *user) {
+    PyCodeObject *co;
+    (void)user;
+    if (f->kind != SPPROF_FRAME_PYTHON) return 0;
+    out->file[0] = 0; out->line = 0;
+    if (!f->addr) { snprintf(out->name, sizeof out->name, "[native code]"); return 1; }
+    co = (PyCodeObject *)(uintptr_t)f->addr;
+    if (!spprof__py_is_pinned(co)) {
+        if (!spprof__py_code_alive(co) || !spprof__py_pin_add((PyObject *)co)) {
+            snprintf(out->name, sizeof out->name, "<freed code object 0x%llx>", (unsigned long long)f->addr);
+            return 1;
+        }
+    }
+    spprof__py_copy_str(out->name, sizeof out->name, SPPROF__PY_NAME(co));
+    spprof__py_copy_str(out->file, sizeof out->file, co->co_filename);
+    out->line = PyCode_Addr2Line(co, (int)(f->aux * sizeof(_Py_CODEUNIT)));
+    if (out->line < 0) out->line = co->co_firstlineno;
+    return 1;
+}
+
+SPPROF_API void spprof_py_configure(spprof_config *cfg) {
+    cfg->walker = spprof_py_walk;
+    cfg->walker_user = NULL;
+    cfg->resolver = spprof_py_resolve;
+    cfg->resolver_user = NULL;
+    cfg->drain_hook = spprof__py_drain_hook;
+    cfg->drain_hook_user = NULL;
+    cfg->guard_faults = 1;
+}
+
+/* ==== @module =========================================================================================
+   The extension module `_spprof` (SPPROF_PYTHON_MODULE). The public Python API (package `spprof`) is a thin
+   layer on top of it. */
+#ifdef SPPROF_PYTHON_MODULE
+#ifndef SPPROF_PYTHON_MODULE_NAME
+#  define SPPROF_PYTHON_MODULE_NAME "_spprof"
+#endif
+static PyObject *spprof__py_error;  /* _spprof.Error (RuntimeError) */
+
+static PyObject *spprof__py_raise(spprof_result r) {
+    const char *msg = spprof_last_error()[0] ? spprof_last_error() : spprof_result_string(r);
+    switch (r) {
+    case SPPROF_ERR_INVALID_CONFIG: PyErr_SetString(PyExc_ValueError, msg); break;
+    case SPPROF_ERR_NO_MEMORY: PyErr_SetString(PyExc_MemoryError, msg); break;
+    case SPPROF_ERR_IO: case SPPROF_ERR_SYSTEM: PyErr_SetString(PyExc_OSError, msg); break;
+    default: PyErr_SetString(spprof__py_error, msg); break;
+    }
+    return NULL;
+}
+
+static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) {
+    static const char *kwlist[] = {"interval_ns", "mode", "max_depth", "memory_limit", NULL};
+    long long interval_ns, memory_limit = 100ll << 20;
+    int mode = 0, max_depth = 128;
+    spprof_config cfg = spprof_config_default();
+    spprof_result r;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Li|iL", (char **)kwlist, &interval_ns, &mode, &max_depth, &memory_limit))
+        return NULL;
+    if (spprof_is_active()) return spprof__py_raise((spprof_result)(spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof is already running; stop it first")));
+    if (memory_limit < 0) { PyErr_SetString(PyExc_ValueError, "memory_limit must be >= 0"); return NULL; }
+    cfg.interval_ns = interval_ns;
+    cfg.mode = (spprof_mode)mode;
+    cfg.max_depth = max_depth;
+    cfg.memory_limit = (uint64_t)memory_limit;
+    spprof_py_configure(&cfg);
+    spprof_py_release_code_objects();  /* the previous profile is about to be cleared */
+    r = spprof_start(&cfg);
+    if (r != SPPROF_OK) return spprof__py_raise(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *spprof__py_stop(PyObject *self, PyObject *noargs) {
+    spprof_result r;
+    (void)self; (void)noargs;
+    Py_BEGIN_ALLOW_THREADS
+    r = spprof_stop();
+    Py_END_ALLOW_THREADS
+    if (r != SPPROF_OK) return spprof__py_raise(r);
+    spprof_py_pin_code_objects();
+    Py_RETURN_NONE;
+}
+
+static PyObject *spprof__py_pause(PyObject *self, PyObject *noargs) {
+    spprof_result r = spprof_pause();
+    (void)self; (void)noargs;
+    if (r != SPPROF_OK) return spprof__py_raise(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *spprof__py_resume(PyObject *self, PyObject *noargs) {
+    spprof_result r = spprof_resume();
+    (void)self; (void)noargs;
+    if (r != SPPROF_OK) return spprof__py_raise(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *spprof__py_is_active(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return PyBool_FromLong(spprof_is_active());
+}
+
+static PyObject *spprof__py_state(PyObject *self, PyObject *noargs) {
+    spprof_state s = spprof_get_state();
+    (void)self; (void)noargs;
+    return PyUnicode_FromString(s == SPPROF_STATE_RUNNING ? "running" : s == SPPROF_STATE_PAUSED ? "paused" : "stopped");
+}
+
+static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
+    spprof_stats st;
+    (void)self; (void)noargs;
+    spprof_get_stats(&st);
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}",
+        "samples_captured", (unsigned long long)st.samples_captured, "samples_dropped", (unsigned long long)st.samples_dropped,
+        "samples_dropped_memory", (unsigned long long)st.samples_dropped_memory, "samples_stale", (unsigned long long)st.samples_stale,
+        "samples_in_profile", (unsigned long long)st.samples_in_profile, "timer_overruns", (unsigned long long)st.timer_overruns,
+        "timer_create_failures", (unsigned long long)st.timer_create_failures, "timer_create_retries", (unsigned long long)st.timer_create_retries,
+        "threads_registered", (unsigned long long)st.threads_registered, "threads_live", (unsigned long long)st.threads_live,
+        "threads_sampled", (unsigned long long)st.threads_sampled, "walk_errors", (unsigned long long)st.walk_errors,
+        "walk_truncated", (unsigned long long)st.walk_truncated, "unique_stacks", (unsigned long long)st.unique_stacks,
+        "unique_frames", (unsigned long long)st.unique_frames, "profile_bytes", (unsigned long long)st.profile_bytes,
+        "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered);
+}
+
+typedef struct spprof__py_collect { PyObject *list; PyObject *cache; int failed; } spprof__py_collect;
+
+static PyObject *spprof__py_frame_tuple(spprof__py_collect *c, const spprof_frame *f) {
+    PyObject *key = Py_BuildValue("(KII)", (unsigned long long)f->addr, (unsigned)f->aux, (unsigned)f->kind), *val;
+    spprof_symbol sym;
+    if (!key) return NULL;
+    val = PyDict_GetItemWithError(c->cache, key);
+    if (val) { Py_DECREF(key); Py_INCREF(val); return val; }
+    if (PyErr_Occurred()) { Py_DECREF(key); return NULL; }
+    spprof_resolve(f, &sym);
+    val = Py_BuildValue("(ssi)", sym.name, sym.file, sym.line);
+    if (!val) { PyErr_Clear(); val = Py_BuildValue("(ssi)", "?", "", 0); }
+    if (val && PyDict_SetItem(c->cache, key, val) != 0) Py_CLEAR(val);
+    Py_DECREF(key);
+    return val;
+}
+
+static int spprof__py_collect_one(const spprof_sample_view *s, void *user) {
+    spprof__py_collect *c = (spprof__py_collect *)user;
+    PyObject *frames = PyTuple_New(s->nframes), *item;
+    int i;
+    if (!frames) { c->failed = 1; return 1; }
+    for (i = 0; i < s->nframes; i++) {
+        PyObject *t = spprof__py_frame_tuple(c, &s->frames[i]);
+        if (!t) { Py_DECREF(frames); c->failed = 1; return 1; }
+        PyTuple_SET_ITEM(frames, i, t);
+    }
+    item = Py_BuildValue("(isKKIIN)", s->tid, s->thread_name, (unsigned long long)s->t_first_ns,
+                         (unsigned long long)s->t_last_ns, (unsigned)s->count, (unsigned)s->weight, frames);
+    if (!item || PyList_Append(c->list, item) != 0) { Py_XDECREF(item); c->failed = 1; return 1; }
+    Py_DECREF(item);
+    return 0;
+}
+
+/* The callback runs under spprof's profile lock with the GIL held; the collector thread never needs the
+   GIL, so this cannot deadlock, and it allocates only Python objects (no spprof lock is re-entered). */
+static PyObject *spprof__py_samples(PyObject *self, PyObject *noargs) {
+    spprof__py_collect c;
+    (void)self; (void)noargs;
+    spprof_flush();
+    spprof_py_pin_code_objects();
+    c.list = PyList_New(0); c.cache = PyDict_New(); c.failed = 0;
+    if (!c.list || !c.cache) { Py_XDECREF(c.list); Py_XDECREF(c.cache); return NULL; }
+    spprof_foreach_sample(spprof__py_collect_one, &c);
+    Py_DECREF(c.cache);
+    if (c.failed) { Py_DECREF(c.list); if (!PyErr_Occurred()) PyErr_NoMemory(); return NULL; }
+    return c.list;
+}
+
+static PyObject *spprof__py_write(PyObject *args, int speedscope) {
+    const char *path;
+    int threads = 0;
+    spprof_result r;
+    if (!PyArg_ParseTuple(args, speedscope ? "s" : "s|p", &path, &threads)) return NULL;
+    spprof_py_pin_code_objects();
+    r = speedscope ? spprof_write_speedscope(path) : spprof_write_collapsed(path, threads ? SPPROF_COLLAPSED_THREADS : 0);
+    if (r != SPPROF_OK) return spprof__py_raise(r);
+    Py_RETURN_NONE;
+}
+static PyObject *spprof__py_write_speedscope(PyObject *self, PyObject *args) { (void)self; return spprof__py_write(args, 1); }
+static PyObject *spprof__py_write_collapsed(PyObject *self, PyObject *args) { (void)self; return spprof__py_write(args, 0); }
+
+static PyObject *spprof__py_set_thread_name(PyObject *self, PyObject *args) {
+    int tid;
+    const char *name;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "is", &tid, &name)) return NULL;
+    return PyBool_FromLong(spprof_thread_set_name(tid, name) == SPPROF_OK);
+}
+
+static PyObject *spprof__py_register_thread(PyObject *self, PyObject *noargs) {
+    spprof_result r = spprof_thread_register();
+    (void)self; (void)noargs;
+    if (r != SPPROF_OK) return spprof__py_raise(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *spprof__py_gettid(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return PyLong_FromLong(spprof_gettid());
+}
+
+static PyMethodDef spprof__py_methods[] = {
+    {"start", (PyCFunction)(void (*)(void))spprof__py_start, METH_VARARGS | METH_KEYWORDS,
+     "start(interval_ns, mode=0, max_depth=128, memory_limit=100 MiB): start sampling (mode 0 = cpu, 1 = wall)"},
+    {"stop", spprof__py_stop, METH_NOARGS, "stop(): stop sampling; the profile stays readable until the next start"},
+    {"pause", spprof__py_pause, METH_NOARGS, "pause(): disarm the timers"},
+    {"resume", spprof__py_resume, METH_NOARGS, "resume(): re-arm the timers"},
+    {"is_active", spprof__py_is_active, METH_NOARGS, "is_active() -> bool (running or paused)"},
+    {"state", spprof__py_state, METH_NOARGS, "state() -> 'stopped' | 'running' | 'paused'"},
+    {"stats", spprof__py_stats, METH_NOARGS, "stats() -> dict of counters"},
+    {"samples", spprof__py_samples, METH_NOARGS,
+     "samples() -> [(tid, thread_name, t_first_ns, t_last_ns, count, weight, ((function, file, line), ...) leaf first)]"},
+    {"write_speedscope", spprof__py_write_speedscope, METH_VARARGS, "write_speedscope(path)"},
+    {"write_collapsed", spprof__py_write_collapsed, METH_VARARGS, "write_collapsed(path, threads=False)"},
+    {"set_thread_name", spprof__py_set_thread_name, METH_VARARGS, "set_thread_name(tid, name) -> bool"},
+    {"register_thread", spprof__py_register_thread, METH_NOARGS, "register_thread(): sample the calling thread now"},
+    {"gettid", spprof__py_gettid, METH_NOARGS, "gettid() -> the OS thread id"},
+    {NULL, NULL, 0, NULL}
+};
+
+static struct PyModuleDef spprof__py_module = {
+    PyModuleDef_HEAD_INIT, SPPROF_PYTHON_MODULE_NAME, "spprof's C core (spprof.h + spprof_python.h)", -1,
+    spprof__py_methods, NULL, NULL, NULL, NULL
+};
+
+#define SPPROF__PY_CONCAT2(a, b) a##b
+#define SPPROF__PY_CONCAT(a, b) SPPROF__PY_CONCAT2(a, b)
+#ifndef SPPROF_PYTHON_INIT_NAME
+#  define SPPROF_PYTHON_INIT_NAME _spprof
+#endif
+PyMODINIT_FUNC SPPROF__PY_CONCAT(PyInit_, SPPROF_PYTHON_INIT_NAME)(void) {
+    PyObject *m = PyModule_Create(&spprof__py_module);
+    if (!m) return NULL;
+    spprof__py_error = PyErr_NewException(SPPROF_PYTHON_MODULE_NAME ".Error", PyExc_RuntimeError, NULL);
+    if (!spprof__py_error || PyModule_AddObject(m, "Error", spprof__py_error) != 0) { Py_XDECREF(spprof__py_error); Py_DECREF(m); return NULL; }
+    Py_INCREF(spprof__py_error);
+    PyModule_AddStringConstant(m, "__version__", SPPROF_VERSION_STRING);
+    return m;
+}
+#endif /* SPPROF_PYTHON_MODULE */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPPROF_PYTHON_IMPLEMENTATION */

@@ -1,0 +1,18 @@
+#!/bin/sh
+# build-ext.sh OUTDIR PYTHON... - builds the extension module _spprof for each interpreter that exists
+# (headers and extension suffix from its own sysconfig), into OUTDIR/spprof/. Missing interpreters are skipped.
+set -e
+out=$1; shift
+mkdir -p "$out/spprof"
+for py in "$@"; do
+  command -v "$py" >/dev/null 2>&1 || { echo "build-ext: $py not found, skipped"; continue; }
+  inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+  [ -f "$inc/Python.h" ] || { echo "build-ext: no Python.h for $py ($inc), skipped"; continue; }
+  target="$out/spprof/_spprof$suffix"
+  if [ ! -f "$target" ] || [ -n "$(find spprof.h spprof_python.h python/_spprof.c -newer "$target")" ]; then
+    echo "build-ext: $py -> $target"
+    ${CC:-cc} -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing -fno-omit-frame-pointer \
+      -O2 -g -fPIC -shared -I"$inc" python/_spprof.c -o "$target" -pthread
+  fi
+done
