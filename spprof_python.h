@@ -46,8 +46,8 @@ extern "C" {
 
 /* Sets walker, resolver, guard_faults and the drain hook of cfg for Python profiling. */
 SPPROF_API void spprof_py_configure(spprof_config *cfg);
-/* [signal-safe] The Python stack walker (leaf first). Threads without Python frames give one frame
-   {addr 0, kind SPPROF_FRAME_PYTHON} that resolves to "[native code]". */
+/* [signal-safe] The Python stack walker (leaf first). A thread that is not running Python code (no thread
+   state, or no frame) gets its native stack instead (frame-pointer walk). */
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
 /* [GIL] Resolves Python frames; returns 0 for other kinds (the native symbolizer takes over). */
 SPPROF_API int spprof_py_resolve(const spprof_frame *frame, spprof_symbol *out, void *user);
@@ -111,10 +111,7 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
     const spprof__py_iframe *f;
     int steps;
     if (max_frames <= 0) return -1;
-    if (!ts) {
-        frames[0].addr = 0; frames[0].aux = 0; frames[0].kind = SPPROF_FRAME_PYTHON;
-        return 1;
-    }
+    if (!ts) return spprof_walk_native(ctx, frames, max_frames);  /* a thread that never ran Python */
     if (!spprof_guard_claim(&g, ctx->tid)) return -1;
     if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return -1; }  /* a read faulted: drop the sample */
     f = SPPROF__PY_TOP_FRAME(ts);
@@ -137,7 +134,8 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
         n++;
     }
     spprof_guard_release(&g);
-    if (n == 0) { frames[0].addr = 0; frames[0].aux = 0; frames[0].kind = SPPROF_FRAME_PYTHON; n = 1; }
+    /* No Python frame running (e.g. an embedding program in its own C code): its native stack is the truth. */
+    if (n == 0) return spprof_walk_native(ctx, frames, max_frames);
     return n;
 }
 
