@@ -179,9 +179,12 @@ static int spprof__py_pin_add(PyObject *o) {
 }
 
 /* Is p a live code object? Copying its header through a pipe fails with EFAULT instead of faulting when the
-   memory is gone (no ptrace permission needed, unlike process_vm_readv), then type and refcount are checked.
-   Memory reused by another code object passes: it is then resolved as that one (same risk as every sampler
-   that resolves after the fact). With the GIL held. */
+   memory is gone (no ptrace permission needed, unlike process_vm_readv). Then the header must look alive:
+   type == &PyCode_Type, and a plausible reference count. A freed block keeps its old type pointer, but its
+   first word (ob_refcnt) becomes an allocator link: pymalloc's free-list pointer or NULL, glibc's tcache/bin
+   pointer. Those are 0 or address-sized (>= 2^40 here), real counts are far smaller (immortal objects of
+   3.12+ use 2^32-1), so Py_INCREF never lands on a free list. Memory reused by another code object passes:
+   it is then resolved as that one (the risk every sampler that resolves after the fact takes). GIL held. */
 static int spprof__py_code_alive(const void *p) {
     PyObject hdr;
     char sink[sizeof(PyObject)];
@@ -192,7 +195,7 @@ static int spprof__py_code_alive(const void *p) {
     if (k != (ssize_t)sizeof hdr) return 0;
     if (read(spprof__py_pipe[0], sink, sizeof sink) != (ssize_t)sizeof sink) return 0;
     memcpy(&hdr, sink, sizeof hdr);
-    return Py_TYPE(&hdr) == &PyCode_Type && Py_REFCNT(&hdr) > 0;
+    return Py_TYPE(&hdr) == &PyCode_Type && Py_REFCNT(&hdr) > 0 && (uint64_t)Py_REFCNT(&hdr) < (1ull << 40);
 }
 
 static void spprof__py_pin_one(uint32_t id, const spprof_frame *f, void *user) {
