@@ -410,16 +410,21 @@ static int spprof__py_collect_one(const spprof_sample_view *s, void *user) {
     return 0;
 }
 
-/* The callback runs under spprof's profile lock with the GIL held; the collector thread never needs the
-   GIL, so this cannot deadlock, and it allocates only Python objects (no spprof lock is re-entered). */
+/* The callback runs under spprof's profile lock with the GIL held. The collector thread never needs the
+   GIL, so that alone cannot deadlock; but an allocation could start a garbage collection, a finalizer could
+   run Python code, and the eval loop could run our pending pin call, which takes the profile lock again.
+   So the collector is off while we build the list (tuples, ints and strs run no Python code otherwise). */
 static PyObject *spprof__py_samples(PyObject *self, PyObject *noargs) {
     spprof__py_collect c;
+    int gc_was_on;
     (void)self; (void)noargs;
     spprof_flush();
     spprof_py_pin_code_objects();
     c.list = PyList_New(0); c.cache = PyDict_New(); c.failed = 0;
     if (!c.list || !c.cache) { Py_XDECREF(c.list); Py_XDECREF(c.cache); return NULL; }
+    gc_was_on = PyGC_Disable();
     spprof_foreach_sample(spprof__py_collect_one, &c);
+    if (gc_was_on) PyGC_Enable();
     Py_DECREF(c.cache);
     if (c.failed) { Py_DECREF(c.list); if (!PyErr_Occurred()) PyErr_NoMemory(); return NULL; }
     return c.list;
