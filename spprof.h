@@ -482,7 +482,10 @@ static uint64_t spprof__ring_fill(spprof__ring *r) {  /* [signal-safe] approxima
    All mutation happens under reg_lock in normal threads; the handler only reads slots (atomically), and finds
    its slot through the index carried in the timer's sigev_value. */
 #define SPPROF__CHUNK 256u
-#define SPPROF__COOKIE 0x5350u  /* "SP" in the top 16 bits of sival_ptr */
+/* Top 16 bits of sival_ptr: a cookie unique to this copy of spprof (derived from the address of its state),
+   so two copies in one process (say, two extension modules that each vendor the header) pass each other's
+   signals on instead of swallowing them. */
+#define SPPROF__COOKIE ((uint64_t)(0x5350u ^ (((uintptr_t)&spprof__g >> 4) & 0xffffu) ^ (((uintptr_t)&spprof__g >> 20) & 0xffffu) ^ (((uintptr_t)&spprof__g >> 36) & 0xffffu)))
 
 typedef struct spprof__slot {
     int32_t tid;           /* 0 = free */

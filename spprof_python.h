@@ -11,8 +11,7 @@
    C use (embedding, GIL held for the calls marked [GIL]):
        spprof_config cfg = spprof_config_default();
        spprof_py_configure(&cfg);            // Python walker, resolver, fault guard, code-object pinning
-       spprof_start(&cfg);  ...  spprof_stop();
-       spprof_py_pin_code_objects();         // [GIL] before writing
+       spprof_py_start(&cfg);  ...  spprof_py_stop();   // [GIL] (stop before Py_Finalize)
        spprof_write_speedscope("out.json");  // [GIL] Python frames are resolved with the C API
 
    Contents: @layout (per-version frame access)  @walk  @pin  @resolve  @module
@@ -27,9 +26,12 @@
    checked against &PyCode_Type, and the depth is bounded.
 
    Code objects are resolved to (qualname, file, line) later, with the GIL. A code object seen in a sample can
-   die before that: the collector asks the interpreter (Py_AddPendingCall) to pin new code objects soon after
-   they are seen, and any code object not yet pinned is checked through a pipe write (EFAULT instead of a
-   crash) and by type before it is touched; if it is gone, the frame reads "<freed code object 0x...>".
+   die before that: a small pinning thread (it blocks the profiling signal, so it is never sampled) takes the
+   GIL when the collector has seen new code objects (at most every 20 ms) and holds a reference to each; a
+   code object not yet pinned is checked through a pipe write (EFAULT instead of a crash) and by its header
+   before it is touched; if it is gone, the frame reads "<freed code object 0x...>". (Py_AddPendingCall
+   would be simpler, but on 3.11 a call added from a non-main thread waits until the main thread switches
+   the GIL, which a single-threaded CPU-bound program never does.)
 
    Supported: CPython 3.11 (default and debug builds). Other versions fail at compile time with a clear
    message until their accessors are added in @layout. */
@@ -46,6 +48,11 @@ extern "C" {
 
 /* Sets walker, resolver, guard_faults and the drain hook of cfg for Python profiling. */
 SPPROF_API void spprof_py_configure(spprof_config *cfg);
+/* [GIL] spprof_start/spprof_stop plus the code-object pinning thread. Use these rather than the plain ones
+   for Python profiling; call spprof_py_stop() before Py_Finalize. spprof_py_stop releases the GIL while it
+   waits and pins every code object seen before it returns. */
+SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg);
+SPPROF_API spprof_result spprof_py_stop(void);
 /* [signal-safe] The Python stack walker (leaf first). A thread that is not running Python code (no thread
    state, or no frame) gets its native stack instead (frame-pointer walk). */
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
@@ -144,7 +151,6 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
 static PyObject **spprof__py_pins;
 static size_t spprof__py_npins, spprof__py_pins_cap;
 static uint32_t spprof__py_pinned_upto;   /* frames [0, upto) of the profile were looked at */
-static int spprof__py_pending;            /* a pending call is scheduled (atomic) */
 static int spprof__py_pipe[2] = {-1, -1};
 
 static int spprof__py_is_pinned(const void *p) {
@@ -227,22 +233,76 @@ SPPROF_API void spprof_py_release_code_objects(void) {
     spprof__py_pinned_upto = 0;
 }
 
-static int spprof__py_pending_pin(void *arg) {
+/* The pinning thread: woken by the collector's drain hook when new frames were seen; takes the GIL and pins. */
+static pthread_mutex_t spprof__py_pin_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t spprof__py_pin_cv = PTHREAD_COND_INITIALIZER;
+static pthread_t spprof__py_pin_thread;
+static int spprof__py_pin_running, spprof__py_pin_quit, spprof__py_pin_wake, spprof__py_pin_signo;
+
+static void *spprof__py_pin_main(void *arg) {
+    sigset_t set;
     (void)arg;
-    SPPROF__STORE(&spprof__py_pending, 0);
-    spprof_py_pin_code_objects();
-    return 0;
+    sigemptyset(&set);
+    sigaddset(&set, spprof__py_pin_signo);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);  /* never sampled */
+    for (;;) {
+        PyGILState_STATE st;
+        pthread_mutex_lock(&spprof__py_pin_mu);
+        while (!spprof__py_pin_quit && !spprof__py_pin_wake) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
+        spprof__py_pin_wake = 0;
+        if (spprof__py_pin_quit) { pthread_mutex_unlock(&spprof__py_pin_mu); break; }
+        pthread_mutex_unlock(&spprof__py_pin_mu);
+        if (!Py_IsInitialized()) break;
+        st = PyGILState_Ensure();
+        spprof_py_pin_code_objects();
+        PyGILState_Release(st);
+    }
+    return NULL;
 }
 
-/* Collector thread, no GIL: ask the interpreter to pin new code objects soon. Py_AddPendingCall may be
-   called from any thread without the GIL. */
+/* Collector thread, no GIL, no spprof lock held: wake the pinning thread when there are new frames. */
 static void spprof__py_drain_hook(uint32_t nframes, void *user) {
-    int expect = 0;
     (void)user;
-    if (nframes > SPPROF__LOADR(&spprof__py_pinned_upto) &&
-        __atomic_compare_exchange_n(&spprof__py_pending, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-        if (Py_AddPendingCall(spprof__py_pending_pin, NULL) != 0) SPPROF__STORE(&spprof__py_pending, 0);
+    if (nframes <= SPPROF__LOADR(&spprof__py_pinned_upto)) return;
+    pthread_mutex_lock(&spprof__py_pin_mu);
+    spprof__py_pin_wake = 1;
+    pthread_cond_signal(&spprof__py_pin_cv);
+    pthread_mutex_unlock(&spprof__py_pin_mu);
+}
+
+static void spprof__py_atfork_child(void) { spprof__py_pin_running = 0; }  /* threads are not inherited */
+static pthread_once_t spprof__py_atfork_once = PTHREAD_ONCE_INIT;
+static void spprof__py_atfork_init(void) { pthread_atfork(NULL, NULL, spprof__py_atfork_child); }
+
+SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
+    spprof_result r;
+    int err;
+    pthread_once(&spprof__py_atfork_once, spprof__py_atfork_init);
+    spprof_py_release_code_objects();  /* the previous profile is about to be cleared */
+    r = spprof_start(cfg);
+    if (r != SPPROF_OK) return r;
+    spprof__py_pin_quit = 0; spprof__py_pin_wake = 0;
+    spprof__py_pin_signo = cfg ? cfg->signo : SIGPROF;
+    err = pthread_create(&spprof__py_pin_thread, NULL, spprof__py_pin_main, NULL);
+    spprof__py_pin_running = err == 0;  /* without it, code objects are still pinned at stop and validated */
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_py_stop(void) {
+    spprof_result r;
+    Py_BEGIN_ALLOW_THREADS  /* the pinning thread may be waiting for the GIL */
+    r = spprof_stop();
+    if (spprof__py_pin_running) {
+        pthread_mutex_lock(&spprof__py_pin_mu);
+        spprof__py_pin_quit = 1;
+        pthread_cond_signal(&spprof__py_pin_cv);
+        pthread_mutex_unlock(&spprof__py_pin_mu);
+        pthread_join(spprof__py_pin_thread, NULL);
+        spprof__py_pin_running = 0;
     }
+    Py_END_ALLOW_THREADS
+    if (r == SPPROF_OK) spprof_py_pin_code_objects();
+    return r;
 }
 
 /* ==== @resolve ======================================================================================== */
@@ -309,7 +369,7 @@ static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) 
     spprof_config cfg = spprof_config_default();
     spprof_result r;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Li|iL", (char **)kwlist, &interval_ns, &mode, &max_depth, &memory_limit))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|iiL", (char **)kwlist, &interval_ns, &mode, &max_depth, &memory_limit))
         return NULL;
     if (spprof_is_active()) return spprof__py_raise((spprof_result)(spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof is already running; stop it first")));
     if (memory_limit < 0) { PyErr_SetString(PyExc_ValueError, "memory_limit must be >= 0"); return NULL; }
@@ -318,8 +378,7 @@ static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) 
     cfg.max_depth = max_depth;
     cfg.memory_limit = (uint64_t)memory_limit;
     spprof_py_configure(&cfg);
-    spprof_py_release_code_objects();  /* the previous profile is about to be cleared */
-    r = spprof_start(&cfg);
+    r = spprof_py_start(&cfg);
     if (r != SPPROF_OK) return spprof__py_raise(r);
     Py_RETURN_NONE;
 }
@@ -327,11 +386,8 @@ static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) 
 static PyObject *spprof__py_stop(PyObject *self, PyObject *noargs) {
     spprof_result r;
     (void)self; (void)noargs;
-    Py_BEGIN_ALLOW_THREADS
-    r = spprof_stop();
-    Py_END_ALLOW_THREADS
+    r = spprof_py_stop();
     if (r != SPPROF_OK) return spprof__py_raise(r);
-    spprof_py_pin_code_objects();
     Py_RETURN_NONE;
 }
 

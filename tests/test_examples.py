@@ -1,0 +1,160 @@
+"""The Python examples build with examples/build_examples.sh and produce the profiles they promise:
+- examples/embed_demo.c, a C program that embeds CPython: one profile with the native frames of its own C
+  code (main -> c_hot_function) and the Python frames (with file and line) of the code it runs (py_hot);
+- examples/extension/, an extension module with spprof compiled in (myext.profiler), used by demo.py: the
+  time spent in the C function myext.crunch() shows up under its Python caller.
+Each interpreter that exists ($SPPROF_PYTHONS or python3, and Debian's python3.11-dbg) is built for and
+tested separately; a missing interpreter, Python.h or libpython is a skip."""
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD_SCRIPT = os.path.join(ROOT, "examples", "build_examples.sh")
+EXT_DEMO = os.path.join(ROOT, "examples", "extension", "demo.py")
+SCHEMA = os.path.join(ROOT, "..", "shared", "reference", "speedscope-file-format-schema.json")
+# Same interpreters as the other Python tests: $SPPROF_PYTHONS (space-separated) or python3, plus python3.11-dbg.
+INTERPRETERS = os.environ.get("SPPROF_PYTHONS", "").split() or ["python3"]
+INTERPRETERS += [] if "python3.11-dbg" in INTERPRETERS else ["python3.11-dbg"]
+COLLAPSED_LINE = re.compile(r"^[^;\n]+(;[^;\n]+)* [1-9][0-9]*$")
+
+
+def check_speedscope(path):
+    """Valid against the published schema (when available) and internally consistent; returns the doc."""
+    with open(path) as f:
+        doc = json.load(f)
+    if os.path.exists(SCHEMA):
+        import jsonschema
+
+        with open(SCHEMA) as f:
+            jsonschema.validate(doc, json.load(f))
+    nframes = len(doc["shared"]["frames"])
+    for p in doc["profiles"]:
+        assert len(p["samples"]) == len(p["weights"]) > 0
+        assert all(0 <= i < nframes for s in p["samples"] for i in s)
+        assert p["endValue"] - p["startValue"] == sum(p["weights"])
+    return doc
+
+
+def stack_weights(doc):
+    """{(frame, ...) root first: total weight}, a frame being (name, file, line)."""
+    frames = [(f["name"], f.get("file", ""), f.get("line", 0)) for f in doc["shared"]["frames"]]
+    out = collections.Counter()
+    for p in doc["profiles"]:
+        for s, w in zip(p["samples"], p["weights"]):
+            out[tuple(frames[i] for i in s)] += w
+    return out
+
+
+@pytest.fixture(scope="module", params=INTERPRETERS, ids=[os.path.basename(p) for p in INTERPRETERS])
+def built(request, tmp_path_factory):
+    py = request.param
+    if shutil.which(py) is None:
+        pytest.skip(f"{py} not found")
+    out = tmp_path_factory.mktemp("examples-" + os.path.basename(py))
+    proc = subprocess.run(["sh", BUILD_SCRIPT, str(out), py], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return py, out, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def embed_out(built):
+    py, out, log = built
+    exe = out / "embed_demo"
+    if not exe.exists():
+        pytest.skip(f"embed_demo not built for {py}: {log.strip()}")
+    res = out / "embed-out"
+    res.mkdir()
+    proc = subprocess.run([str(exe), str(res), "0.5"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return res
+
+
+@pytest.fixture(scope="module")
+def ext_out(built):
+    py, out, log = built
+    if not list(out.glob("myext*.so")):
+        pytest.skip(f"myext not built for {py}: {log.strip()}")
+    res = out / "ext-out"
+    res.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(out))
+    proc = subprocess.run([py, EXT_DEMO, str(res / "ext.speedscope.json"), "1.0"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return res
+
+
+def test_embed_collapsed_has_native_and_python_stacks(embed_out):
+    with open(embed_out / "embed.collapsed") as f:
+        lines = f.read().splitlines()
+    assert lines
+    native = python = total = 0
+    for line in lines:
+        assert COLLAPSED_LINE.match(line), line
+        assert "<freed code object" not in line, line
+        stack, count = line.rsplit(" ", 1)
+        frames = stack.split(";")
+        total += int(count)
+        if "c_hot_function" in frames:
+            # native frames, true call order: main calls c_hot_function (nothing of Python's in between)
+            i = frames.index("c_hot_function")
+            assert "main" in frames[:i], line
+            assert frames[frames.index("main") + 1] == "c_hot_function", line
+            native += int(count)
+        if any(f.startswith("py_hot (") for f in frames):
+            # Python frames with file and line: <module> (line 17) -> py_driver (line 13) -> py_hot (lines 4-7)
+            m = re.fullmatch(r"py_hot \(<embed_demo>:(\d+)\)", frames[-1])
+            assert m and 4 <= int(m.group(1)) <= 7, line
+            assert frames[-3:-1] == ["<module> (<embed_demo>:17)", "py_driver (<embed_demo>:13)"], line
+            python += int(count)
+    # the program spends about as long in c_hot_function as in py_hot
+    assert native > 0.2 * total and python > 0.2 * total, (native, python, total)
+
+
+def test_embed_speedscope_valid(embed_out):
+    doc = check_speedscope(embed_out / "embed.speedscope.json")
+    assert len(doc["profiles"]) == 1  # one thread: the program's main thread
+    frames = {(f["name"], f.get("file")) for f in doc["shared"]["frames"]}
+    assert ("py_hot", "<embed_demo>") in frames
+    assert any(name == "c_hot_function" for name, _ in frames)
+    py_hot_lines = {f.get("line") for f in doc["shared"]["frames"] if f["name"] == "py_hot"}
+    assert py_hot_lines and py_hot_lines <= {4, 5, 6, 7}, py_hot_lines
+
+
+def test_extension_demo_attributes_crunch_to_its_python_caller(ext_out):
+    doc = check_speedscope(ext_out / "ext.speedscope.json")
+    weights = stack_weights(doc)
+    total = sum(weights.values())
+    by_leaf = collections.Counter()
+    for stack, w in weights.items():
+        assert not any(f[0].startswith("<freed code object") for f in stack), stack
+        leaf = stack[-1]
+        if leaf[0] in ("uses_crunch", "pure_python"):
+            assert leaf[1] == EXT_DEMO and leaf[2] > 0, stack  # Python frames: demo.py, with a line
+            assert [f[0] for f in stack[-2:-1]] == ["workload"], stack
+        by_leaf[leaf[0]] += w
+    # crunch() runs in C with no Python frame of its own: its time is its caller's, uses_crunch
+    assert by_leaf["uses_crunch"] > 0.05 * total, by_leaf  # ~60% with python3, ~20% with the slower debug build
+    assert by_leaf["pure_python"] > 0.05 * total, by_leaf
+
+
+def test_extension_profiler_submodule(built):
+    py, out, _ = built
+    if not list(out.glob("myext*.so")):
+        pytest.skip(f"myext not built for {py}")
+    code = (
+        "import myext.profiler as p, myext\n"
+        "assert myext.profiler is p and p.__name__ == 'myext.profiler'\n"
+        "assert issubclass(p.Error, RuntimeError) and p.Error.__module__ == 'myext.profiler'\n"
+        "assert p.state() == 'stopped'\n"
+        "assert isinstance(myext.crunch(1000), int)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(out)))
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
