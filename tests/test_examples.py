@@ -8,6 +8,7 @@ tested separately; a missing interpreter, Python.h or libpython is a skip."""
 import collections
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -158,3 +159,28 @@ def test_extension_profiler_submodule(built):
     proc = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(out)))
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def test_two_copies_of_spprof_in_one_process(built):
+    """myext vendors its own copy of spprof; the package's _spprof is another. Both run at once: each copy's
+    handler passes the other's timer signals on (per-copy cookie), so both get their samples."""
+    py, out, _ = built
+    if not list(out.glob("myext*.so")):
+        pytest.skip(f"myext not built for {py}")
+    code = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {os.path.join(ROOT, 'build', 'spprof')!r})\n"
+        "import _spprof, myext.profiler as p\n"
+        "p.start(1000000, 0); _spprof.start(1000000, 0)\n"
+        "end = time.process_time() + 1.0\n"
+        "while time.process_time() < end: sum(range(1000))\n"
+        "_spprof.stop(); p.stop()\n"
+        "print(p.stats()['samples_in_profile'], _spprof.stats()['samples_in_profile'])\n"
+    )
+    if not list((pathlib.Path(ROOT) / "build" / "spprof").glob("_spprof*.so")):
+        pytest.skip("build/spprof not built")
+    proc = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(out)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mine, theirs = map(int, proc.stdout.split())
+    assert mine >= 20 and theirs >= 20, (mine, theirs)
