@@ -1,0 +1,570 @@
+"""spprof - an in-process sampling profiler for CPython (3.11) built on spprof.h.
+
+    import spprof
+
+    spprof.start(interval_ms=1, mode="cpu")      # or mode="wall": idle and blocked threads too
+    work()
+    profile = spprof.stop()                      # a Profile: samples, threads, stats
+    profile.save("out.speedscope.json")          # https://www.speedscope.app
+    profile.save("out.collapsed")                # flamegraph.pl / speedscope / tools/top.py
+
+    with spprof.Profiler(interval_ms=1) as p:    # p.profile after the block
+        work()
+
+    @spprof.profile(interval_ms=1, output="work.json")   # or plain @spprof.profile
+    def work(): ...                                       # work.last_profile after each call
+
+Every thread of the process is sampled (threads started later too); each sample is taken by a POSIX timer
+and a signal handler on the very thread whose time elapsed, so no thread has to hold the GIL for it.
+mode="cpu" counts each thread's own CPU time (idle threads are not sampled); mode="wall" counts elapsed
+time (sleeping, blocked and waiting threads too).
+
+Sample.frames are ROOT FIRST: frames[0] is the outermost call (e.g. "<module>"), frames[-1] the leaf, the
+function that was running. CPU-time timers fire on kernel ticks, so at short intervals one sample may stand
+for several intervals: use Sample.weight (intervals), not Sample.count (signals), for time.
+
+Not done yet: mixed native + Python stacks (native=True), memory profiling, Python versions other than 3.11.
+"""
+from __future__ import annotations
+
+import atexit
+import errno as _errno
+import functools
+import json
+import math
+import numbers
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+from . import _spprof
+
+__all__ = [
+    "start", "stop", "pause", "resume", "is_active", "state", "stats",
+    "Profiler", "profile", "Profile", "Sample", "Frame", "Error",
+    "MIN_INTERVAL_MS", "MAX_INTERVAL_MS",
+]
+__version__ = getattr(_spprof, "__version__", "0.1.0")
+
+#: Raised for lifecycle errors: start while started, stop/pause/resume while stopped, pause while paused...
+Error = _spprof.Error
+
+MIN_INTERVAL_MS = 0.05
+MAX_INTERVAL_MS = 60000.0
+MAX_DEPTH_LIMIT = 1024
+_MODES = {"cpu": 0, "wall": 1}
+_FORMATS = ("speedscope", "collapsed")
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+
+class Frame(NamedTuple):
+    """One Python frame: qualified function name, file name, line being executed (0 when unknown).
+
+    Special frames: ("<freed code object 0x...>", "", 0) when the code object died before it could be
+    resolved, and ("[native code]", "", 0) for threads that were not running Python code."""
+    function: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        if self.file:
+            return f"{self.function} ({self.file}:{self.line})"
+        return self.function
+
+
+class Sample(NamedTuple):
+    """A run of `count` identical consecutive samples of one thread.
+
+    thread_id: the OS (native) thread id, as threading.get_native_id() / Thread.native_id.
+    timestamp / end_timestamp: time.monotonic() seconds of the first / last sample of the run.
+    weight: sampling intervals the run stands for (count plus timer overruns); time = weight * interval.
+    frames: tuple of Frame, ROOT FIRST (frames[-1] is the leaf, the code that was running)."""
+    thread_id: int
+    thread_name: str
+    timestamp: float
+    count: int
+    weight: int
+    frames: Tuple[Frame, ...]
+    end_timestamp: float
+
+    @property
+    def leaf(self) -> Optional[Frame]:
+        """The frame that was running (frames[-1]), or None for an empty stack."""
+        return self.frames[-1] if self.frames else None
+
+
+class Profile:
+    """The result of one profiling session; independent of the C core once built (save it any time)."""
+
+    def __init__(self, samples: Iterable[Sample], interval_ms: float, mode: str, start_time: float,
+                 duration: float, stats: Optional[Dict[str, int]] = None):
+        self.samples: List[Sample] = list(samples)
+        self.interval_ms = float(interval_ms)
+        self.mode = mode
+        self.start_time = float(start_time)      # time.monotonic() seconds when the session started
+        self.duration = float(duration)          # seconds from start to stop (wall clock)
+        self.stats: Dict[str, int] = dict(stats or {})
+
+    def __repr__(self) -> str:
+        return (f"<spprof.Profile mode={self.mode!r} interval_ms={self.interval_ms:g} "
+                f"duration={self.duration:.3f}s samples={self.sample_count} threads={len(self.threads())}>")
+
+    @property
+    def sample_count(self) -> int:
+        """Number of samples taken (signals handled), summed over runs."""
+        return sum(s.count for s in self.samples)
+
+    @property
+    def total_weight(self) -> int:
+        """Sampling intervals covered by all samples (time = total_weight * interval_ms)."""
+        return sum(s.weight for s in self.samples)
+
+    @property
+    def total_time(self) -> float:
+        """Sampled time in seconds, summed over threads (CPU seconds in cpu mode)."""
+        return self.total_weight * self.interval_ms / 1000.0
+
+    def threads(self) -> Dict[int, str]:
+        """{native thread id: thread name} of every thread with samples, in order of first appearance."""
+        out: Dict[int, str] = {}
+        for s in self.samples:
+            if s.thread_id not in out:
+                out[s.thread_id] = s.thread_name
+        return out
+
+    def samples_of(self, thread: Any) -> List[Sample]:
+        """The samples of one thread, given by native id (int) or by name (str)."""
+        if isinstance(thread, str):
+            return [s for s in self.samples if s.thread_name == thread]
+        return [s for s in self.samples if s.thread_id == thread]
+
+    def function_shares(self, thread: Any = None, inclusive: bool = False) -> Dict[str, float]:
+        """{function qualname: share of the sampled time} by weight, highest first.
+
+        Self time (the leaf frame) by default; inclusive=True counts every function on the stack once.
+        thread: restrict to one thread (native id or name)."""
+        samples = self.samples if thread is None else self.samples_of(thread)
+        total = sum(s.weight for s in samples)
+        acc: Dict[str, int] = {}
+        for s in samples:
+            if not s.frames:
+                acc["[empty]"] = acc.get("[empty]", 0) + s.weight
+            elif inclusive:
+                for fn in {f.function for f in s.frames}:
+                    acc[fn] = acc.get(fn, 0) + s.weight
+            else:
+                fn = s.frames[-1].function
+                acc[fn] = acc.get(fn, 0) + s.weight
+        if not total:
+            return {}
+        return {k: v / total for k, v in sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+    # ---- writers (pure Python, from this object's own data) ----
+
+    def to_speedscope(self) -> Dict[str, Any]:
+        """The Speedscope document (https://www.speedscope.app/file-format-schema.json) as a dict."""
+        interval_ns = int(round(self.interval_ms * 1e6))
+        t0 = int(round(self.start_time * 1e9))
+        frame_index: Dict[Frame, int] = {}
+        frames: List[Dict[str, Any]] = []
+        per_thread: Dict[int, List[Sample]] = {}
+        for s in self.samples:
+            per_thread.setdefault(s.thread_id, []).append(s)
+        profiles = []
+        for tid, runs in per_thread.items():
+            stacks, weights = [], []
+            for s in runs:
+                stack = []
+                for f in s.frames:  # root first, as Speedscope wants
+                    i = frame_index.get(f)
+                    if i is None:
+                        i = frame_index[f] = len(frames)
+                        d: Dict[str, Any] = {"name": f.function or "?"}
+                        if f.file:
+                            d["file"] = f.file
+                        if f.line > 0:
+                            d["line"] = f.line
+                        frames.append(d)
+                    stack.append(i)
+                stacks.append(stack)
+                weights.append(s.weight * interval_ns)
+            start = max(0, int(round(runs[0].timestamp * 1e9)) - t0)
+            profiles.append({
+                "type": "sampled",
+                "name": f"{runs[0].thread_name or 'thread'} (tid {tid})",
+                "unit": "nanoseconds",
+                "startValue": start,
+                "endValue": start + sum(weights),
+                "samples": stacks,
+                "weights": weights,
+            })
+        if not profiles:  # a valid file that viewers still open
+            profiles.append({"type": "sampled", "name": "no samples", "unit": "nanoseconds",
+                             "startValue": 0, "endValue": 0, "samples": [], "weights": []})
+        return {
+            "$schema": "https://www.speedscope.app/file-format-schema.json",
+            "exporter": f"spprof {__version__} (python)",
+            "name": f"spprof profile ({self.mode} time, {self.interval_ms:g} ms)",
+            "activeProfileIndex": 0,
+            "shared": {"frames": frames},
+            "profiles": profiles,
+        }
+
+    def to_collapsed(self, threads: bool = False) -> str:
+        """Collapsed stacks: one "root;...;leaf COUNT" line per distinct stack, COUNT in sampling intervals
+        (weight). Frames read "function (file:line)". threads=True: per thread, the first frame being
+        "<thread name> (tid N)"."""
+        acc: Dict[str, int] = {}
+        for s in self.samples:
+            parts = [_collapsed_name(str(f)) for f in s.frames] or ["[empty]"]
+            if threads:
+                parts.insert(0, _collapsed_name(f"{s.thread_name or 'thread'} (tid {s.thread_id})"))
+            key = ";".join(parts)
+            acc[key] = acc.get(key, 0) + s.weight
+        return "".join(f"{k} {v}\n" for k, v in acc.items() if v > 0)
+
+    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, threads: bool = False) -> str:
+        """Write the profile to path and return the path written.
+
+        format: "speedscope" (JSON) or "collapsed"; None picks by extension (.json -> speedscope, anything
+        else -> collapsed). threads: collapsed only, prefix each stack with its thread.
+        The file is written to a temporary file next to it and renamed, so a failed save leaves no partial
+        file; it raises OSError with the reason and this Profile is unchanged (save it elsewhere)."""
+        path = os.fspath(path)
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        if not path:
+            raise ValueError("Profile.save: path is empty")
+        fmt = _format_for(path, format)
+        if fmt == "speedscope":
+            data = json.dumps(self.to_speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
+        else:
+            data = self.to_collapsed(threads=threads)
+        _atomic_write(path, data)
+        return path
+
+
+def _collapsed_name(s: str) -> str:
+    return s.replace(";", ":").replace("\n", " ").replace("\r", " ")
+
+
+def _format_for(path: str, format: Optional[str]) -> str:
+    if format is None:
+        return "speedscope" if path.lower().endswith(".json") else "collapsed"
+    if not isinstance(format, str) or format not in _FORMATS:
+        raise ValueError(f"format must be one of {', '.join(map(repr, _FORMATS))} (or None: by extension), got {format!r}")
+    return format
+
+
+def _atomic_write(path: str, data: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="replace") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        code = e.errno if e.errno is not None else _errno.EIO
+        raise OSError(code, f"cannot write profile to {path!r}: {e.strerror or e} "
+                            "(the profile is kept; save it elsewhere)", path) from e
+
+
+# ---- validation ---------------------------------------------------------------------------------------
+
+def _check_number(name: str, value: Any, lo: float, hi: float, unit: str = "") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    v = float(value)
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g}{unit}, got {value!r}")
+    return v
+
+
+def _check_config(interval_ms: Any, mode: Any, native: Any, memory_limit_mb: Any, max_depth: Any) -> Tuple[int, int, int, int]:
+    interval = _check_number("interval_ms", interval_ms, MIN_INTERVAL_MS, MAX_INTERVAL_MS, " ms")
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be 'cpu' or 'wall', got {type(mode).__name__} ({mode!r})")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be 'cpu' or 'wall', got {mode!r}")
+    if not isinstance(native, bool):
+        raise TypeError(f"native must be True or False, got {native!r}")
+    if native:
+        raise NotImplementedError("mixed native+Python stacks are not implemented yet")
+    mem = _check_number("memory_limit_mb", memory_limit_mb, 1, 1 << 20, " MiB")
+    if isinstance(max_depth, bool) or not isinstance(max_depth, numbers.Integral):
+        raise TypeError(f"max_depth must be an int, got {type(max_depth).__name__} ({max_depth!r})")
+    if not 1 <= max_depth <= MAX_DEPTH_LIMIT:
+        raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH_LIMIT}, got {max_depth!r}")
+    return max(1, int(round(interval * 1e6))), _MODES[mode], int(mem * (1 << 20)), int(max_depth)
+
+
+# ---- session: thread names, thread-start hook ------------------------------------------------------------
+
+class _Session:
+    def __init__(self, interval_ms: float, mode: str):
+        self.interval_ms = interval_ms
+        self.mode = mode
+        self.start_ns = 0
+        self.names: Dict[int, str] = {}   # native id -> Python thread name (latest known)
+        self.pid = os.getpid()
+
+
+_lock = threading.RLock()
+_session: Optional[_Session] = None
+_orig_bootstrap_inner: Optional[Callable[..., Any]] = None
+
+
+def _note_live_threads(names: Dict[int, str]) -> None:
+    for t in threading.enumerate():
+        nid = getattr(t, "native_id", None)
+        if nid is not None:
+            names[nid] = t.name
+
+
+def _bootstrap_inner_hook(self: threading.Thread) -> Any:
+    """Replaces threading.Thread._bootstrap_inner while profiling: records native id -> name and has the
+    new thread sampled at once (the C core would otherwise find it at its next /proc scan, <= 20 ms)."""
+    orig = _hook_target
+    sess = _session
+    nid = None
+    if sess is not None:
+        try:
+            nid = threading.get_native_id()
+            sess.names[nid] = self.name
+            _spprof.register_thread()
+        except Exception:
+            pass  # stopped meanwhile, or the thread is already known: the scan finds it anyway
+    try:
+        return orig(self)
+    finally:
+        if sess is not None and nid is not None:
+            try:
+                sess.names[nid] = self.name  # the name it ended with (threads may rename themselves)
+            except Exception:
+                pass
+
+
+# What the hook calls: the method it replaced. Never cleared, so a thread that enters the hook just as it is
+# being removed still runs the real thing.
+_hook_target: Callable[..., Any] = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+
+def _install_hook() -> None:
+    global _orig_bootstrap_inner, _hook_target
+    cur = threading.Thread.__dict__.get("_bootstrap_inner")
+    if cur is None or cur is _bootstrap_inner_hook:
+        return
+    _orig_bootstrap_inner = _hook_target = cur
+    threading.Thread._bootstrap_inner = _bootstrap_inner_hook  # type: ignore[attr-defined]
+
+
+def _remove_hook() -> None:
+    global _orig_bootstrap_inner
+    if _orig_bootstrap_inner is not None and threading.Thread.__dict__.get("_bootstrap_inner") is _bootstrap_inner_hook:
+        threading.Thread._bootstrap_inner = _orig_bootstrap_inner  # type: ignore[attr-defined]
+    _orig_bootstrap_inner = None
+
+
+def _after_fork_in_child() -> None:
+    # The C core starts stopped and clean in a forked child; forget the parent's session.
+    global _session
+    _session = None
+    _remove_hook()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---- public API -----------------------------------------------------------------------------------------
+
+def start(interval_ms: float = 10, mode: str = "cpu", native: bool = False, memory_limit_mb: float = 100,
+          max_depth: int = 128) -> None:
+    """Start sampling every thread of the process.
+
+    interval_ms: sampling interval, 0.05 .. 60000 ms (CPU-time timers fire on kernel ticks: shorter
+    intervals than the tick give samples of larger weight). mode: "cpu" (each thread's CPU time) or "wall".
+    memory_limit_mb: bound on the in-memory profile (samples beyond it are counted in stats, not kept).
+    max_depth: deepest stack recorded (1 .. 1024 frames).
+    Raises TypeError / ValueError for bad arguments, spprof.Error if already started, OSError if the
+    timers cannot be set up."""
+    global _session
+    interval_ns, mode_no, mem, depth = _check_config(interval_ms, mode, native, memory_limit_mb, max_depth)
+    with _lock:
+        if _session is not None and _session.pid != os.getpid():
+            _session = None
+        sess = _Session(interval_ns / 1e6, mode)
+        _note_live_threads(sess.names)
+        sess.start_ns = time.monotonic_ns()
+        _spprof.start(interval_ns, mode_no, depth, mem)  # raises spprof.Error when already started
+        _session = sess
+        _install_hook()
+
+
+def stop() -> Profile:
+    """Stop sampling and return the Profile. Raises spprof.Error when not started."""
+    global _session
+    with _lock:
+        sess = _session
+        _spprof.stop()  # raises spprof.Error when not started
+        stop_ns = time.monotonic_ns()
+        _remove_hook()
+        _session = None
+        if sess is None:  # started through _spprof directly
+            sess = _Session(float("nan"), "?")
+            sess.start_ns = stop_ns
+        _note_live_threads(sess.names)
+        names = sess.names
+        main = threading.main_thread()
+        if getattr(main, "native_id", None) is not None:
+            names.setdefault(main.native_id, main.name)
+        for nid, name in names.items():
+            try:
+                _spprof.set_thread_name(nid, name)  # for the C writers too
+            except Exception:
+                pass
+        stats = _spprof.stats()
+        raw = _spprof.samples()
+        return _build_profile(raw, names, sess, stop_ns, stats)
+
+
+def _build_profile(raw: List[tuple], names: Dict[int, str], sess: _Session, stop_ns: int,
+                   stats: Dict[str, int]) -> Profile:
+    frame_cache: Dict[tuple, Frame] = {}
+    stack_cache: Dict[tuple, Tuple[Frame, ...]] = {}
+    samples = []
+    hook = (_bootstrap_inner_hook.__qualname__, _bootstrap_inner_hook.__code__.co_filename)
+    for tid, cname, t_first, t_last, count, weight, frames in raw:
+        stack = stack_cache.get(frames)
+        if stack is None:
+            fl = []
+            for f in reversed(frames):  # C gives leaf first; Sample.frames is root first
+                if (f[0], f[1]) == hook:
+                    continue  # our thread-start hook: not the program's code
+                fr = frame_cache.get(f)
+                if fr is None:
+                    fr = frame_cache[f] = Frame(f[0], f[1], f[2])
+                fl.append(fr)
+            stack = stack_cache[frames] = tuple(fl)
+        samples.append(Sample(tid, names.get(tid, cname), t_first / 1e9, count, weight, stack, t_last / 1e9))
+    interval = sess.interval_ms
+    if interval != interval:  # unknown (session not started through this module)
+        interval = 0.0
+    return Profile(samples, interval, sess.mode, sess.start_ns / 1e9, (stop_ns - sess.start_ns) / 1e9, stats)
+
+
+def pause() -> None:
+    """Stop taking samples until resume() (the session and its profile stay)."""
+    _spprof.pause()
+
+
+def resume() -> None:
+    """Take samples again after pause()."""
+    _spprof.resume()
+
+
+def is_active() -> bool:
+    """True between start() and stop() (running or paused)."""
+    return bool(_spprof.is_active())
+
+
+def state() -> str:
+    """"stopped", "running" or "paused"."""
+    return _spprof.state()
+
+
+def stats() -> Dict[str, int]:
+    """Counters of the current (or last) session: samples_captured, samples_dropped (ring full),
+    samples_dropped_memory, timer_overruns, threads_sampled, walk_errors, unique_stacks, profile_bytes..."""
+    return dict(_spprof.stats())
+
+
+class Profiler:
+    """Context manager: `with spprof.Profiler(interval_ms=1) as p: work()`; then p.profile.
+
+    output: also save the profile there on exit (format by extension unless given)."""
+
+    def __init__(self, interval_ms: float = 10, mode: str = "cpu", native: bool = False,
+                 memory_limit_mb: float = 100, max_depth: int = 128, output: Optional[str] = None,
+                 format: Optional[str] = None):
+        _check_config(interval_ms, mode, native, memory_limit_mb, max_depth)  # fail early, before the block
+        if output is not None:
+            _format_for(os.fspath(output), format)
+        self.interval_ms, self.mode, self.native = interval_ms, mode, native
+        self.memory_limit_mb, self.max_depth = memory_limit_mb, max_depth
+        self.output, self.format = output, format
+        self.profile: Optional[Profile] = None
+        self._running = False
+
+    def start(self) -> "Profiler":
+        start(self.interval_ms, self.mode, self.native, self.memory_limit_mb, self.max_depth)
+        self._running = True
+        return self
+
+    def stop(self) -> Profile:
+        if not self._running:
+            raise Error("Profiler.stop: this profiler is not running")
+        self._running = False
+        self.profile = stop()
+        if self.output is not None:
+            self.profile.save(self.output, self.format)
+        return self.profile
+
+    def __enter__(self) -> "Profiler":
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if self._running:
+            self.stop()
+        return False
+
+
+def profile(func: Optional[Callable[..., Any]] = None, *, interval_ms: float = 10, mode: str = "cpu",
+            memory_limit_mb: float = 100, max_depth: int = 128, output: Optional[str] = None,
+            format: Optional[str] = None) -> Any:
+    """Decorator: profile every call of the function. `@spprof.profile` or
+    `@spprof.profile(interval_ms=1, output="f.json")`. After a call (also one that raised),
+    `func.last_profile` holds its Profile. Recursive calls are profiled by the outermost call only; a
+    call while another session runs raises spprof.Error."""
+    Profiler(interval_ms, mode, False, memory_limit_mb, max_depth, output, format)  # validate now
+    if func is None:
+        return lambda f: profile(f, interval_ms=interval_ms, mode=mode, memory_limit_mb=memory_limit_mb,
+                                 max_depth=max_depth, output=output, format=format)
+    if not callable(func):
+        raise TypeError(f"spprof.profile decorates a callable, got {type(func).__name__}")
+    active = threading.local()
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if getattr(active, "on", False):
+            return func(*args, **kwargs)
+        p = Profiler(interval_ms, mode, False, memory_limit_mb, max_depth, output, format)
+        p.start()
+        active.on = True
+        try:
+            return func(*args, **kwargs)
+        finally:
+            active.on = False
+            try:
+                p.stop()
+            finally:
+                wrapper.last_profile = p.profile  # type: ignore[attr-defined]
+
+    wrapper.last_profile = None  # type: ignore[attr-defined]
+    return wrapper
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """A session still running at interpreter exit is stopped cleanly (its profile is discarded unless
+    someone saves it: tools/spprof record does)."""
+    try:
+        if _session is not None and _session.pid == os.getpid() and _spprof.is_active():
+            stop()
+    except Exception:
+        pass
