@@ -109,6 +109,9 @@ enum {
     SPPROF_FRAME_USER = 16,     /* first kind free for users' own walkers */
     SPPROF_AUX_RETADDR = 1      /* native: addr is a return address; symbolize addr-1 */
 };
+/* The low 16 bits of spprof_frame.kind are the kind; the high 16 bits are the walker's own tag (the Python
+   walker keeps a fingerprint of the code object there, to detect an address reused by another object). */
+#define SPPROF_FRAME_KIND(kind) ((kind) & 0xffffu)
 
 /* What a stack walker is given, inside the signal handler. */
 typedef struct spprof_walk_ctx {
@@ -1836,7 +1839,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
 
 SPPROF_API int spprof_resolve(const spprof_frame *f, spprof_symbol *out) {
     if (spprof__g.resolver && spprof__g.resolver(f, out, spprof__g.resolver_user)) return 1;
-    if (f->kind == SPPROF_FRAME_NATIVE) return spprof_symbolize_native(f->addr, f->aux, out);
+    if (SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE) return spprof_symbolize_native(f->addr, f->aux, out);
     snprintf(out->name, sizeof out->name, "<kind %u frame 0x%llx>", f->kind, (unsigned long long)f->addr);
     out->file[0] = 0; out->line = 0;
     return 0;

@@ -110,7 +110,16 @@ typedef struct spprof__py_iframe {
 #  error "spprof_python.h: this CPython version is not supported yet (supported: 3.11; 3.9-3.14 are planned)"
 #endif
 
-/* ==== @walk =========================================================================================== */
+/* ==== @walk ===========================================================================================
+   Each Python frame: addr = code object, aux = instruction offset (code units), kind = SPPROF_FRAME_PYTHON
+   with a 16-bit fingerprint of the code object (first line, size, qualname object) in the high bits. An
+   address that now holds another code object is caught by the fingerprint when it is resolved. */
+static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
+    uint64_t h = ((uint64_t)(uint32_t)co->co_firstlineno << 32) ^ (uint64_t)Py_SIZE(co) ^ ((uint64_t)(uintptr_t)SPPROF__PY_NAME(co) >> 3);
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdull; h ^= h >> 33;
+    return (uint32_t)(h & 0xffffu);
+}
+
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     spprof_guard g;
     volatile int n = 0;
@@ -137,7 +146,7 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
         if (off < 0 || off >= Py_SIZE(co)) off = 0;
         frames[n].addr = (uint64_t)(uintptr_t)co;
         frames[n].aux = (uint32_t)off;
-        frames[n].kind = SPPROF_FRAME_PYTHON;
+        frames[n].kind = SPPROF_FRAME_PYTHON | (spprof__py_fingerprint(co) << 16);
         n++;
     }
     spprof_guard_release(&g);
@@ -207,7 +216,7 @@ static int spprof__py_code_alive(const void *p) {
 static void spprof__py_pin_one(uint32_t id, const spprof_frame *f, void *user) {
     int *count = (int *)user;
     (void)id;
-    if (f->kind != SPPROF_FRAME_PYTHON || !f->addr || spprof__py_is_pinned((const void *)(uintptr_t)f->addr)) return;
+    if (SPPROF_FRAME_KIND(f->kind) != SPPROF_FRAME_PYTHON || !f->addr || spprof__py_is_pinned((const void *)(uintptr_t)f->addr)) return;
     if (spprof__py_code_alive((const void *)(uintptr_t)f->addr) && spprof__py_pin_add((PyObject *)(uintptr_t)f->addr)) (*count)++;
 }
 
@@ -270,7 +279,13 @@ static void spprof__py_drain_hook(uint32_t nframes, void *user) {
     pthread_mutex_unlock(&spprof__py_pin_mu);
 }
 
-static void spprof__py_atfork_child(void) { spprof__py_pin_running = 0; }  /* threads are not inherited */
+/* Threads are not inherited by a fork child, and a condition variable that had a waiter (the pinning thread)
+   must not be used again there: start over with fresh ones. */
+static void spprof__py_atfork_child(void) {
+    spprof__py_pin_running = 0;
+    pthread_mutex_init(&spprof__py_pin_mu, NULL);
+    pthread_cond_init(&spprof__py_pin_cv, NULL);
+}
 static pthread_once_t spprof__py_atfork_once = PTHREAD_ONCE_INIT;
 static void spprof__py_atfork_init(void) { pthread_atfork(NULL, NULL, spprof__py_atfork_child); }
 
@@ -315,15 +330,19 @@ static void spprof__py_copy_str(char *dst, size_t n, PyObject *s) {
 SPPROF_API int spprof_py_resolve(const spprof_frame *f, spprof_symbol *out, void *user) {
     PyCodeObject *co;
     (void)user;
-    if (f->kind != SPPROF_FRAME_PYTHON) return 0;
+    if (SPPROF_FRAME_KIND(f->kind) != SPPROF_FRAME_PYTHON) return 0;
     out->file[0] = 0; out->line = 0;
     if (!f->addr) { snprintf(out->name, sizeof out->name, "[native code]"); return 1; }
     co = (PyCodeObject *)(uintptr_t)f->addr;
-    if (!spprof__py_is_pinned(co)) {
-        if (!spprof__py_code_alive(co) || !spprof__py_pin_add((PyObject *)co)) {
-            snprintf(out->name, sizeof out->name, "<freed code object 0x%llx>", (unsigned long long)f->addr);
-            return 1;
-        }
+    if (!spprof__py_is_pinned(co) && (!spprof__py_code_alive(co) || !spprof__py_pin_add((PyObject *)co))) {
+        snprintf(out->name, sizeof out->name, "<freed code object 0x%llx>", (unsigned long long)f->addr);
+        return 1;
+    }
+    /* Pinned or alive, but is it still the code object that was sampled? (The address may have been freed
+       and reused before the pinning thread saw it.) */
+    if ((f->kind >> 16) != spprof__py_fingerprint(co) || (Py_ssize_t)f->aux >= Py_SIZE(co)) {
+        snprintf(out->name, sizeof out->name, "<freed code object 0x%llx>", (unsigned long long)f->addr);
+        return 1;
     }
     spprof__py_copy_str(out->name, sizeof out->name, SPPROF__PY_NAME(co));
     spprof__py_copy_str(out->file, sizeof out->file, co->co_filename);
