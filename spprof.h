@@ -498,7 +498,6 @@ typedef struct spprof__slot {
     timer_t timer;
     int has_timer;
     int timer_failed;      /* timer_create failed with EAGAIN (counted once) */
-    int explicit_reg;
 } spprof__slot;
 
 typedef struct spprof__dir {
@@ -1114,7 +1113,13 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
         spprof__g.timer_retries++;
         if (attempt + 1 < attempts) sched_yield();  /* never sleep here: reg_lock is held */
     }
-    if (err == EAGAIN && !s->timer_failed) { s->timer_failed = 1; spprof__g.timer_failures++; }
+    if (err == EAGAIN && !s->timer_failed) {
+        char msg[160];
+        s->timer_failed = 1;
+        spprof__g.timer_failures++;
+        snprintf(msg, sizeof msg, "timer_create for thread %d failed with EAGAIN (RLIMIT_SIGPENDING?): not sampled until a later retry succeeds", s->tid);
+        SPPROF_LOG(msg);
+    }
     return 0;
 }
 
@@ -1148,7 +1153,7 @@ static spprof__slot *spprof__slot_alloc(uint32_t *idx_out) {
     return &d->chunks[idx / SPPROF__CHUNK][idx % SPPROF__CHUNK];
 }
 
-static void spprof__thread_add(int tid, int explicit_reg) {  /* under reg_lock */
+static void spprof__thread_add(int tid) {  /* under reg_lock */
     uint32_t idx, rec;
     char name[64];
     spprof__slot *s;
@@ -1163,7 +1168,6 @@ static void spprof__thread_add(int tid, int explicit_reg) {  /* under reg_lock *
     SPPROF__STORER(&s->rec, rec);  /* read by the handler: atomic stores, published by the tid store */
     SPPROF__STORER(&s->stack_lo, (uintptr_t)0);
     SPPROF__STORER(&s->stack_hi, (uintptr_t)0);
-    s->explicit_reg = explicit_reg;
     s->has_timer = 0;
     s->timer_failed = 0;
     SPPROF__STORE(&s->tid, tid);
@@ -1233,7 +1237,7 @@ static void spprof__sync_threads(void) {  /* under reg_lock */
         seen[hit - tids] = 1;
         if (!s->has_timer) spprof__create_timer(s, i, 1);  /* timer_create failed before: try again */
     }
-    for (i = 0; i < n; i++) if (!seen[i]) spprof__thread_add(tids[i], 0);
+    for (i = 0; i < n; i++) if (!seen[i]) spprof__thread_add(tids[i]);
     SPPROF_FREE(seen);
     SPPROF_FREE(tids);
 }
@@ -1651,7 +1655,7 @@ SPPROF_API spprof_result spprof_thread_register(void) {
         int found = 0;
         for (i = 0; spprof__g.dir && i < spprof__g.nslots_used && !found; i++)
             found = spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].tid == tid;
-        if (!found) spprof__thread_add(tid, 1);
+        if (!found) spprof__thread_add(tid);
     }
     pthread_mutex_unlock(&spprof__reg_lock);
     return SPPROF_OK;
