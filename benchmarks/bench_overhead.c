@@ -363,7 +363,7 @@ int main(int argc, char **argv) {
 
     printf("\n### Fixed and per-thread costs of the machinery (no samples taken)\n\n");
     printf("collector idle = process CPU per second of a profiled process whose threads are all blocked (the "
-           "collector wakes every drain_interval_ms = 10 ms and rescans threads every scan_interval_ms = 20 ms); "
+           "collector wakes every drain_interval_ms = 20 ms and rescans threads every scan_interval_ms = 20 ms); "
            "one scan = spprof__sync_threads + spprof__refresh_xranges, the collector's periodic work; "
            "maps lookup = spprof__find_mapping, paid by each thread's first sample (parses /proc/self/maps); "
            "register + unregister = spprof_thread_register() + spprof_thread_unregister() on a new thread, its CPU "
