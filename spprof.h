@@ -150,11 +150,16 @@ typedef void (*spprof_drain_fn)(uint32_t nframes_total, void *user);
    A SIGSEGV/SIGBUS inside the guarded region jumps back to sigsetjmp instead of killing the process.
    Needs spprof_config.guard_faults = 1 (installs the SIGSEGV/SIGBUS handler while profiling; faults outside
    a guarded region go to the previous handler, or to the default action). Variables changed after sigsetjmp
-   and read after a fault must be volatile. */
+   and read after a fault must be volatile.
+   Declared only where <setjmp.h> declares sigjmp_buf (POSIX: _GNU_SOURCE, _POSIX_C_SOURCE, C++, or the
+   compiler's default gnu modes), so a strict -std=c99 file that does not use the guard still compiles. */
+#if defined(__USE_POSIX) || defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(__cplusplus)
+#define SPPROF_HAVE_GUARD 1
 typedef struct spprof_guard {
     sigjmp_buf env;
     int slot;
 } spprof_guard;
+#endif
 
 /* ==== @config ========================================================================================= */
 
@@ -239,8 +244,10 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags);
 typedef void (*spprof_frame_fn)(uint32_t id, const spprof_frame *frame, void *user);
 SPPROF_API spprof_result spprof_foreach_frame(uint32_t first_id, spprof_frame_fn fn, void *user); /* distinct frames, in order of first sight */
 
+#ifdef SPPROF_HAVE_GUARD
 SPPROF_API int spprof_guard_claim(spprof_guard *g, int tid);  /* [signal-safe] 1 if claimed (see spprof_guard) */
 SPPROF_API void spprof_guard_release(spprof_guard *g);        /* [signal-safe] */
+#endif
 
 SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames); /* [signal-safe] */
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out); /* 1 if found */

@@ -1,34 +1,43 @@
 #!/bin/sh
-# The header compiles alone as C99 and C++11 with gcc and clang, -Wall -Wextra -Wpedantic -Werror:
-# declarations only, implementation, header included twice, and SPPROF_STATIC.
-set -e
-fails=0
-for cc in gcc clang; do command -v $cc >/dev/null || { echo "compile-check: $cc missing"; exit 1; }; done
-check() { # label compiler flags... (source on stdin)
-  label=$1; shift
-  if "$@" -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I. - 2>/tmp/spprof_cc.$$; then echo "  ok   $label"
-  else echo "  FAIL $label"; cat /tmp/spprof_cc.$$; fails=$((fails + 1)); fi
-  rm -f /tmp/spprof_cc.$$
-}
-api='#include "spprof.h"
-int main(void) { spprof_config c = spprof_config_default(); return spprof_start(&c) == SPPROF_OK; }'
-impl='#define SPPROF_IMPLEMENTATION
+# The header compiles alone as C99 and C++11/17 with gcc and clang, -Wall -Wextra -Wpedantic -Werror:
+# declarations only (strict C99, no feature macros), implementation, header included twice, SPPROF_STATIC.
+for cc in gcc clang g++ clang++; do command -v $cc >/dev/null || { echo "compile-check: $cc missing"; exit 1; }; done
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+cat > "$tmp/api.c" <<'SRC'
 #include "spprof.h"
-#include "spprof.h"
-int main(void) { return spprof_is_active(); }'
-stat='#define SPPROF_STATIC
+int main(void) { spprof_config c = spprof_config_default(); return spprof_start(&c) == SPPROF_OK; }
+SRC
+cat > "$tmp/impl.c" <<'SRC'
 #define SPPROF_IMPLEMENTATION
 #include "spprof.h"
-int main(void) { return spprof_is_active(); }'
+#include "spprof.h"
+int main(void) { return spprof_is_active(); }
+SRC
+cat > "$tmp/static.c" <<'SRC'
+#define SPPROF_STATIC
+#define SPPROF_IMPLEMENTATION
+#include "spprof.h"
+int main(void) { return spprof_is_active(); }
+SRC
+pass=0; fails=0
+check() { # label source compiler flags...
+  label=$1; src=$2; shift 2
+  if "$@" -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I. "$src" 2>"$tmp/err"; then
+    echo "  ok   $label"; pass=$((pass + 1))
+  else
+    echo "  FAIL $label"; sed 's/^/       /' "$tmp/err" | head -20; fails=$((fails + 1))
+  fi
+}
 for cc in gcc clang; do
-  printf '%s\n' "$api"  | check "$cc c99 api"  $cc -std=c99 -x c
-  printf '%s\n' "$impl" | check "$cc c99 impl" $cc -std=c99 -D_GNU_SOURCE -x c
-  printf '%s\n' "$stat" | check "$cc c99 static" $cc -std=c99 -D_GNU_SOURCE -x c
+  check "$cc c99 api (no feature macros)" "$tmp/api.c" $cc -std=c99 -x c
+  check "$cc c99 impl" "$tmp/impl.c" $cc -std=c99 -D_GNU_SOURCE -x c
+  check "$cc c99 static" "$tmp/static.c" $cc -std=c99 -D_GNU_SOURCE -x c
 done
 for cxx in g++ clang++; do
-  printf '%s\n' "$api"  | check "$cxx c++11 api"  $cxx -std=c++11 -x c++
-  printf '%s\n' "$impl" | check "$cxx c++11 impl" $cxx -std=c++11 -x c++
-  printf '%s\n' "$impl" | check "$cxx c++17 impl" $cxx -std=c++17 -x c++
+  check "$cxx c++11 api" "$tmp/api.c" $cxx -std=c++11 -x c++
+  check "$cxx c++11 impl" "$tmp/impl.c" $cxx -std=c++11 -x c++
+  check "$cxx c++17 impl" "$tmp/impl.c" $cxx -std=c++17 -x c++
 done
-echo "compile-check: $((12 - fails)) passed, $fails failed"
-[ $fails -eq 0 ]
+echo "compile-check: $pass passed, $fails failed"
+[ "$fails" -eq 0 ]
