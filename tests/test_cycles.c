@@ -5,43 +5,14 @@
 #include <signal.h>
 
 /* ---- helpers ---------------------------------------------------------------------------------------- */
-static int count_timers(void) {  /* lines "ID: n" in /proc/self/timers; -1 if unreadable */
-    char line[256];
-    int n = 0;
-    FILE *f = fopen("/proc/self/timers", "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f)) if (!strncmp(line, "ID:", 3)) n++;
-    fclose(f);
-    return n;
-}
 
-static __thread volatile double tl_sink;  /* per thread: burners do not race on one sink */
-static __attribute__((noinline)) void burn_wall_ns(uint64_t ns) {
-    uint64_t end = t_now_ns() + ns;
-    double x = 1.0;
-    while (t_now_ns() < end) { int i; for (i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9; }
-    tl_sink += x;
-}
-
-/* testutil's t_sleep_ms returns early when a signal interrupts nanosleep (EINTR), which the profiler's own
-   signals do all the time in wall mode: sleep until the deadline, whatever arrives. */
-static void sleep_ms(int ms) {
-    struct timespec ts;
-    uint64_t end = t_now_ns() + (uint64_t)ms * 1000000u;
-    ts.tv_sec = (time_t)(end / 1000000000u);
-    ts.tv_nsec = (long)(end % 1000000000u);
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0) {}
-}
-static int flag_get(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static void flag_set(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static spprof_stats stats(void) { spprof_stats s; memset(&s, 0, sizeof s); spprof_get_stats(&s); return s; }
 
 /* ---- 1. start/stop cycles while threads come and go -------------------------------------------------- */
 static int churn_stop, churn_created;
 
 static void *churn_child(void *arg) {
     (void)arg;
-    burn_wall_ns(200000);  /* 0.2 ms */
+    t_burn_ns(200000);  /* 0.2 ms */
     return NULL;
 }
 static void *churner(void *arg) {
@@ -49,7 +20,7 @@ static void *churner(void *arg) {
     (void)arg;
     pthread_attr_init(&a);
     pthread_attr_setstacksize(&a, 256u << 10);
-    while (!flag_get(&churn_stop)) {
+    while (!t_flag_get(&churn_stop)) {
         pthread_t th[3];
         int i, n = 0;
         for (i = 0; i < 3; i++) if (pthread_create(&th[n], &a, churn_child, NULL) == 0) n++;
@@ -77,29 +48,29 @@ static void test_start_stop_cycles(void) {
         if (r != SPPROF_OK) { if (bad_start < 3) printf("  cycle %d: start: %s: %s\n", i, spprof_result_string(r), spprof_last_error()); bad_start++; }
         switch (i % 4) {  /* vary the time spent running: none, a burst, a sleep, both */
         case 0: break;
-        case 1: burn_wall_ns(1000000); break;
-        case 2: sleep_ms(1); break;
-        default: burn_wall_ns(500000); sleep_ms(2); break;
+        case 1: t_burn_ns(1000000); break;
+        case 2: t_sleep_ms(1); break;
+        default: t_burn_ns(500000); t_sleep_ms(2); break;
         }
         ts = t_now_ns();
         r = spprof_stop();
         ts = t_now_ns() - ts;
         if (ts > max_stop) max_stop = ts;
         if (r != SPPROF_OK) { if (bad_stop < 3) printf("  cycle %d: stop: %s: %s\n", i, spprof_result_string(r), spprof_last_error()); bad_stop++; }
-        captured += stats().samples_captured;
-        t = count_timers();  /* stopped: not a single timer may exist, whatever the churn did meanwhile */
+        captured += t_stats().samples_captured;
+        t = t_count_timers();  /* stopped: not a single timer may exist, whatever the churn did meanwhile */
         if (t < 0) unreadable++;
         else if (t > 0) { timers_left++; if (t > max_left) max_left = t; }
-        if (i % 8 == 7) sleep_ms(1);
+        if (i % 8 == 7) t_sleep_ms(1);
     }
-    flag_set(&churn_stop, 1);
+    t_flag_set(&churn_stop, 1);
     pthread_join(ch, NULL);
     printf("  %.2f s, %d threads churned, %llu samples captured in all, slowest stop %.1f ms\n", (double)(t_now_ns() - t0) / 1e9,
            churn_created, (unsigned long long)captured, (double)max_stop / 1e6);
     CHECK(bad_start == 0, "every spprof_start returned SPPROF_OK (%d did not)", bad_start);
     CHECK(bad_stop == 0, "every spprof_stop returned SPPROF_OK (%d did not)", bad_stop);
     CHECK(unreadable == 0 && timers_left == 0, "no timer existed after any stop (%d cycles left timers, up to %d; %d unreadable)", timers_left, max_left, unreadable);
-    CHECK(count_timers() == 0, "/proc/self/timers is empty after the loop (%d)", count_timers());
+    CHECK(t_count_timers() == 0, "/proc/self/timers is empty after the loop (%d)", t_count_timers());
     CHECK(captured > 0, "the sessions did sample (%llu samples)", (unsigned long long)captured);
     CHECK(churn_created > n, "threads were created and joined during the cycles (%d)", churn_created);
     CHECK(spprof_get_state() == SPPROF_STATE_STOPPED, "stopped at the end");
@@ -116,17 +87,17 @@ static pthread_t busy_th[NBUSY];
 
 static void *busy(void *arg) {
     (void)arg;
-    while (!flag_get(&busy_stop)) burn_wall_ns(1000000);
+    while (!t_flag_get(&busy_stop)) t_burn_ns(1000000);
     return NULL;
 }
 static void start_busy(void) {
     int i;
-    flag_set(&busy_stop, 0);
+    t_flag_set(&busy_stop, 0);
     for (i = 0; i < NBUSY; i++) pthread_create(&busy_th[i], NULL, busy, NULL);
 }
 static void stop_busy(void) {
     int i;
-    flag_set(&busy_stop, 1);
+    t_flag_set(&busy_stop, 1);
     for (i = 0; i < NBUSY; i++) pthread_join(busy_th[i], NULL);
 }
 
@@ -142,13 +113,13 @@ static void test_shutdown_time(void) {
             uint64_t t;
             spprof_stats st;
             if (spprof_start(&cfg) != SPPROF_OK) { bad++; continue; }
-            sleep_ms(100);
+            t_sleep_ms(100);
             t = t_now_ns();
             if (spprof_stop() != SPPROF_OK) bad++;
             t = t_now_ns() - t;
             sum_ns += t;
             if (t > max_ns) max_ns = t;
-            st = stats();
+            st = t_stats();
             if (st.samples_captured < min_captured) min_captured = st.samples_captured;
         }
         printf("  batch %d: stop took %.2f ms on average, %.2f ms at most\n", b + 1, (double)sum_ns / CYCLES / 1e6, (double)max_ns / 1e6);
@@ -158,7 +129,7 @@ static void test_shutdown_time(void) {
     CHECK(best_max < 100000000u, "spprof_stop() returned in < 100 ms in every cycle of a batch (slowest %.2f ms in the best of %d batches)",
           (double)best_max / 1e6, b);
     CHECK(min_captured > 0 && min_captured != UINT64_MAX, "every session sampled the busy threads (fewest samples in 100 ms: %llu)", (unsigned long long)min_captured);
-    CHECK(count_timers() == 0, "no timer after the last stop");
+    CHECK(t_count_timers() == 0, "no timer after the last stop");
 }
 
 /* ---- 3. no timer signal after stop ------------------------------------------------------------------------
@@ -181,12 +152,12 @@ static void test_no_signal_after_stop(void) {
     printf("no stray signals after stop\n");
     cfg.mode = SPPROF_MODE_WALL;
     CHECK(spprof_start(&cfg) == SPPROF_OK, "start (wall, 10 kHz): %s", spprof_last_error());
-    sleep_ms(100);
+    t_sleep_ms(100);
     CHECK(spprof_stop() == SPPROF_OK, "stop");
-    st = stats();
+    st = t_stats();
     CHECK(st.samples_captured > 0, "the session sampled (%llu)", (unsigned long long)st.samples_captured);
-    sleep_ms(200);
-    CHECK(count_timers() == 0, "200 ms after stop: /proc/self/timers is empty (%d)", count_timers());
+    t_sleep_ms(200);
+    CHECK(t_count_timers() == 0, "200 ms after stop: /proc/self/timers is empty (%d)", t_count_timers());
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = counting_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
@@ -194,27 +165,27 @@ static void test_no_signal_after_stop(void) {
     __atomic_store_n(&sig_total, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&sig_timer, 0, __ATOMIC_RELAXED);
     CHECK(sigaction(SIGPROF, &sa, &prev) == 0, "installed a counting SIGPROF handler in place of spprof's");
-    sleep_ms(300);
+    t_sleep_ms(300);
     total = __atomic_load_n(&sig_total, __ATOMIC_RELAXED);
     timer_sigs = __atomic_load_n(&sig_timer, __ATOMIC_RELAXED);
     CHECK(total == 0, "no SIGPROF arrived in the 300 ms after that while %d threads were busy (%d, %d from timers)", NBUSY, total, timer_sigs);
     pthread_kill(pthread_self(), SIGPROF);  /* positive control (to this thread: delivered at once) */
-    for (i = 0; i < 1000 && __atomic_load_n(&sig_total, __ATOMIC_RELAXED) == total; i++) sleep_ms(1);
+    for (i = 0; i < 1000 && __atomic_load_n(&sig_total, __ATOMIC_RELAXED) == total; i++) t_sleep_ms(1);
     control = __atomic_load_n(&sig_total, __ATOMIC_RELAXED) - total;
     CHECK(control == 1, "control: the counting handler sees a SIGPROF sent with pthread_kill (%d)", control);
     CHECK(sigaction(SIGPROF, &prev, NULL) == 0, "restored spprof's handler");
     /* spprof still works afterwards (its handler is the one installed again). */
     CHECK(spprof_start(&cfg) == SPPROF_OK, "start again: %s", spprof_last_error());
-    sleep_ms(50);
+    t_sleep_ms(50);
     CHECK(spprof_stop() == SPPROF_OK, "stop again");
-    st = stats();
+    st = t_stats();
     CHECK(st.samples_captured > 0, "and it samples again (%llu)", (unsigned long long)st.samples_captured);
-    CHECK(count_timers() == 0, "no timer at the end");
+    CHECK(t_count_timers() == 0, "no timer at the end");
 }
 
 int main(void) {
     uint64_t t0 = t_now_ns();
-    CHECK(count_timers() == 0, "/proc/self/timers is readable and empty at start (%d)", count_timers());
+    CHECK(t_count_timers() == 0, "/proc/self/timers is readable and empty at start (%d)", t_count_timers());
     test_start_stop_cycles();
     start_busy();
     test_shutdown_time();

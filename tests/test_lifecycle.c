@@ -5,13 +5,6 @@
 #include <errno.h>
 #include <signal.h>
 /* TSan (GCC defines __SANITIZE_THREAD__, Clang has __has_feature) */
-#if defined(__SANITIZE_THREAD__)
-#  define T_TSAN 1
-#elif defined(__has_feature)
-#  if __has_feature(thread_sanitizer)
-#    define T_TSAN 1
-#  endif
-#endif
 
 /* ---- helpers ---- */
 
@@ -24,25 +17,12 @@ static void sleep_ms_full(int ms) {
     ts.tv_nsec = (long)(end % 1000000000u);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
 }
-static uint64_t thread_cpu_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-/* Burns CPU for about ns of wall time (like t_burn_ns; a function of this file, with a per-thread sink). */
-static __thread volatile double tls_sink;
-static __attribute__((noinline)) void burn_ns(uint64_t ns) {
-    uint64_t end = t_now_ns() + ns;
-    double x = 1.0;
-    while (t_now_ns() < end) { int i; for (i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9; }
-    tls_sink += x;
-}
-static __attribute__((noinline)) void busy_work(uint64_t ns) { burn_ns(ns); tls_sink += 1; }
+static __attribute__((noinline)) void busy_work(uint64_t ns) { t_burn_ns(ns); t_sink += 1; }
 /* Burn until this thread has used `ms` of CPU (sample counts in CPU mode depend on CPU time, which a loaded
    machine hands out slowly), but at most 20 s of wall time. */
 static void burn_cpu_ms(int ms) {
-    uint64_t c0 = thread_cpu_ns(), end = t_now_ns() + 20000000000u;
-    while (thread_cpu_ns() - c0 < (uint64_t)ms * 1000000u && t_now_ns() < end) burn_ns(1000000);
+    uint64_t c0 = t_thread_cpu_ns(), end = t_now_ns() + 20000000000u;
+    while (t_thread_cpu_ns() - c0 < (uint64_t)ms * 1000000u && t_now_ns() < end) t_burn_ns(1000000);
 }
 
 typedef struct busy_thread {
@@ -95,7 +75,7 @@ static spprof_stats stats_now(void) { spprof_stats st; spprof_flush(); spprof_ge
 static spprof_stats burn_until_samples(uint64_t target, int max_ms) {
     uint64_t end = t_now_ns() + (uint64_t)max_ms * 1000000u;
     spprof_stats st = stats_now();
-    while (st.samples_in_profile <= target && t_now_ns() < end) { burn_ns(5000000); st = stats_now(); }
+    while (st.samples_in_profile <= target && t_now_ns() < end) { t_burn_ns(5000000); st = stats_now(); }
     return st;
 }
 /* Wait (up to max_ms) until thread `tid` has samples in the profile. */
@@ -330,7 +310,7 @@ static void test_bad_config(void) {
         }
     }
     CHECK(spprof_start(NULL) == SPPROF_OK, "after all that, start with defaults works");
-    burn_ns(50000000);
+    t_burn_ns(50000000);
     CHECK(spprof_stop() == SPPROF_OK, "  and stop");
 }
 
@@ -406,7 +386,7 @@ static void test_pause(spprof_mode mode) {
     CHECK(spprof_pause() == SPPROF_OK, "%s: pause", m);
     sleep_ms_full(50);  /* a handler that saw RUNNING just before the pause may still be finishing */
     s1 = stats_now();
-    burn_ns(300000000);  /* this thread and the busy thread burn CPU while paused */
+    t_burn_ns(300000000);  /* this thread and the busy thread burn CPU while paused */
     s2 = stats_now();
     CHECK(s1.samples_captured > 0, "%s: samples before the pause (%llu)", m, (unsigned long long)s1.samples_captured);
     CHECK(s2.samples_captured == s1.samples_captured && s2.samples_in_profile == s1.samples_in_profile,
@@ -454,10 +434,10 @@ static void *measured_main(void *arg) {
     uint64_t c0;
     __atomic_store_n(&m->tid, spprof_gettid(), __ATOMIC_RELEASE);
     while (read(g_pipe_go[0], &ch, 1) < 0 && errno == EINTR) {}  /* blocked (no CPU) until the session runs */
-    c0 = thread_cpu_ns();
+    c0 = t_thread_cpu_ns();
     m->wall_ns = t_now_ns();
     busy_work(m->burn_ns);
-    m->cpu_ns = thread_cpu_ns() - c0;
+    m->cpu_ns = t_thread_cpu_ns() - c0;
     m->wall_ns = t_now_ns() - m->wall_ns;
     return NULL;
 }
@@ -672,7 +652,7 @@ static void test_walker_errors(void) {
     {
         uint64_t end = t_now_ns() + 10000000000u;
         burn_cpu_ms(50);
-        while ((spprof_get_stats(&st), st.walk_errors) < 5 && t_now_ns() < end) burn_ns(5000000);
+        while ((spprof_get_stats(&st), st.walk_errors) < 5 && t_now_ns() < end) t_burn_ns(5000000);
     }
     CHECK(spprof_stop() == SPPROF_OK, "stop");
     busy_stop(&busy);

@@ -13,13 +13,6 @@
 #include <signal.h>
 #include <sys/stat.h>
 /* TSan (GCC defines __SANITIZE_THREAD__, Clang has __has_feature) */
-#if defined(__SANITIZE_THREAD__)
-#  define T_TSAN 1
-#elif defined(__has_feature)
-#  if __has_feature(thread_sanitizer)
-#    define T_TSAN 1
-#  endif
-#endif
 
 /* TSan runs asynchronous signal handlers late: at the exit of the next intercepted call, with the context
    saved on arrival. A spin loop without such calls would have its samples walked after the function
@@ -32,11 +25,6 @@
 #endif
 #define TSAN_POLL_END() TSAN_POLL(0)  /* also right before returning: a signal is never handled after its function returned */
 
-static uint64_t thread_cpu_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 static uint64_t lcg(uint64_t *s) { *s = *s * 6364136223846793005ull + 1442695040888963407ull; return *s >> 33; }
 
 /* ==== the known call chain (static, noinline, distinct bodies; arguments through TLS so no IPA clone
@@ -60,11 +48,11 @@ static __attribute__((noinline)) void leaf_b(void) {
     TSAN_POLL_END();
 }
 static __attribute__((noinline)) void middle(void) {
-    uint64_t c0 = thread_cpu_ns(), c1, c2;
+    uint64_t c0 = t_thread_cpu_ns(), c1, c2;
     leaf_a();
-    c1 = thread_cpu_ns();
+    c1 = t_thread_cpu_ns();
     leaf_b();
-    c2 = thread_cpu_ns();
+    c2 = t_thread_cpu_ns();
     tls_cpu_a += c1 - c0;
     tls_cpu_b += c2 - c1;
     tls_sink_m++;
@@ -94,18 +82,18 @@ static __attribute__((noinline)) void *worker_main(void *arg) {
     pthread_setname_np(pthread_self(), name);
     __atomic_store_n(&w->tid, spprof_gettid(), __ATOMIC_RELEASE);
     while (read(g_go_pipe[0], &ch, 1) < 0 && errno == EINTR) {}
-    c0 = thread_cpu_ns();
+    c0 = t_thread_cpu_ns();
     w->wall_total = t_now_ns();
     end = w->wall_total + w->wall_limit_ns;
     /* run for a fixed amount of CPU time (the sample count depends on it), within a wall-clock limit */
-    while (thread_cpu_ns() - c0 < w->cpu_target_ns && t_now_ns() < end) {
+    while (t_thread_cpu_ns() - c0 < w->cpu_target_ns && t_now_ns() < end) {
         /* irregular call lengths (50..150 us for leaf_b, 150..450 us for leaf_a): no aliasing with the tick */
         tls_nb = g_base_iters / 2 + (long)(lcg(&seed) % (uint64_t)g_base_iters);
         tls_na = g_base_iters_a / 2 + (long)(lcg(&seed) % (uint64_t)g_base_iters_a);
         outer();
         w->calls++;
     }
-    w->cpu_total = thread_cpu_ns() - c0;
+    w->cpu_total = t_thread_cpu_ns() - c0;
     w->wall_total = t_now_ns() - w->wall_total;
     w->cpu_a = tls_cpu_a;
     w->cpu_b = tls_cpu_b;
@@ -119,8 +107,8 @@ static void calibrate(void) {
     tls_na = tls_nb = 1000000;
     for (k = 0; k < 3; k++) {  /* best of three: least disturbed */
         uint64_t d;
-        c0 = thread_cpu_ns(); leaf_a(); d = thread_cpu_ns() - c0; if (!da || d < da) da = d;
-        c0 = thread_cpu_ns(); leaf_b(); d = thread_cpu_ns() - c0; if (!db || d < db) db = d;
+        c0 = t_thread_cpu_ns(); leaf_a(); d = t_thread_cpu_ns() - c0; if (!da || d < da) da = d;
+        c0 = t_thread_cpu_ns(); leaf_b(); d = t_thread_cpu_ns() - c0; if (!db || d < db) db = d;
     }
     g_base_iters = (long)(1000000.0 * 100000.0 / (double)(db ? db : 1));
     g_base_iters_a = (long)(1000000.0 * 300000.0 / (double)(da ? da : 1));

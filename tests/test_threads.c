@@ -7,62 +7,16 @@
 
 /* ---- helpers ---------------------------------------------------------------------------------------- */
 
-/* Number of POSIX timers of this process (lines "ID: n" in /proc/self/timers); -1 if unreadable. */
-static int count_timers(void) {
-    char line[256];
-    int n = 0;
-    FILE *f = fopen("/proc/self/timers", "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f)) if (!strncmp(line, "ID:", 3)) n++;
-    fclose(f);
-    return n;
-}
-
-/* Number of threads of this process (entries of /proc/self/task). */
-static int count_tasks(void) {
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *de;
-    int n = 0;
-    if (!d) return -1;
-    while ((de = readdir(d)) != NULL) if (de->d_name[0] != '.') n++;
-    closedir(d);
-    return n;
-}
-
-static uint64_t thread_cpu_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Burn ns of this thread's CPU time (not wall time: with hundreds of threads on 2 cores the wall time
    says nothing about how long a thread ran). Thread-local sink: no data race between burners. */
-static __thread volatile double tl_sink;
 static __attribute__((noinline)) void burn_cpu_ns(uint64_t ns) {
-    uint64_t end = thread_cpu_ns() + ns;
+    uint64_t end = t_thread_cpu_ns() + ns;
     double x = 1.0;
-    while (thread_cpu_ns() < end) { int i; for (i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9; }
-    tl_sink += x;
-}
-static __attribute__((noinline)) void burn_wall_ns(uint64_t ns) {
-    uint64_t end = t_now_ns() + ns;
-    double x = 1.0;
-    while (t_now_ns() < end) { int i; for (i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9; }
-    tl_sink += x;
+    while (t_thread_cpu_ns() < end) { int i; for (i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9; }
+    t_sink += x;
 }
 
-/* testutil's t_sleep_ms returns early when a signal interrupts nanosleep (EINTR), which the profiler's own
-   signals do all the time in wall mode: sleep until the deadline, whatever arrives. */
-static void sleep_ms(int ms) {
-    struct timespec ts;
-    uint64_t end = t_now_ns() + (uint64_t)ms * 1000000u;
-    ts.tv_sec = (time_t)(end / 1000000000u);
-    ts.tv_nsec = (long)(end % 1000000000u);
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0) {}
-}
-static int flag_get(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static void flag_set(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static void wait_flag(const int *p, int v) { while (flag_get(p) < v) sleep_ms(1); }
+static void wait_flag(const int *p, int v) { while (t_flag_get(p) < v) t_sleep_ms(1); }
 
 /* Per-tid totals of the profile. */
 typedef struct { int tid; uint64_t samples; char name[64]; } tid_stat;
@@ -100,7 +54,6 @@ static const tid_stat *find_tid(const tid_stats *t, int tid) {
 }
 static uint64_t samples_of(const tid_stats *t, int tid) { const tid_stat *s = find_tid(t, tid); return s ? s->samples : 0; }
 
-static spprof_stats stats(void) { spprof_stats s; memset(&s, 0, sizeof s); spprof_get_stats(&s); return s; }
 
 static int is_sanitizer(void) { return t_scaled(0, 1); }
 
@@ -135,7 +88,7 @@ static void *many_worker(void *arg) {
         if (quit_all) { pthread_mutex_unlock(&go_mu); break; }
         my_round = go_round;
         pthread_mutex_unlock(&go_mu);
-        if (my_round == 1 || flag_get(&need_more[i])) {
+        if (my_round == 1 || t_flag_get(&need_more[i])) {
             burn_cpu_ns(10000000);  /* 10 ms of this thread's CPU at a 1 ms interval */
             __atomic_fetch_add(&round_done, 1, __ATOMIC_ACQ_REL);
         }
@@ -173,26 +126,26 @@ static void test_many_threads(void) {
     /* Threads are found by the periodic /proc/self/task scan: wait until every thread (but the collector)
        is in the registry, then let them all burn CPU at once. */
     for (i = 0; i < 20000; i++) {
-        st = stats();
-        tasks = count_tasks();
+        st = t_stats();
+        tasks = t_count_tasks();
         if (tasks >= created + 1 && (int)st.threads_live >= tasks - 1) break;
-        sleep_ms(1);
+        t_sleep_ms(1);
     }
     CHECK((int)st.threads_live >= tasks - 1, "the scan registered all threads: %llu live in the registry, %d tasks (one is the collector), after %.0f ms",
           (unsigned long long)st.threads_live, tasks, (double)(t_now_ns() - t0) / 1e6);
     release_round(1);
-    while (__atomic_load_n(&round_done, __ATOMIC_ACQUIRE) < created) sleep_ms(1);
+    while (__atomic_load_n(&round_done, __ATOMIC_ACQUIRE) < created) t_sleep_ms(1);
     for (r = 0; r < MAX_ROUNDS; r++) {  /* round 2, 3, ...: more CPU for threads without a sample yet */
         int want = 0;
         spprof_flush();
         ts = collect();
-        for (i = 0; i < created; i++) { int no = samples_of(&ts, many_tids[i]) == 0; flag_set(&need_more[i], no); want += no; }
+        for (i = 0; i < created; i++) { int no = samples_of(&ts, many_tids[i]) == 0; t_flag_set(&need_more[i], no); want += no; }
         free(ts.v);
         extra[r] = want;
         if (!want) break;
         __atomic_store_n(&round_done, 0, __ATOMIC_RELEASE);
         release_round(r + 2);
-        while (__atomic_load_n(&round_done, __ATOMIC_ACQUIRE) < want) sleep_ms(1);
+        while (__atomic_load_n(&round_done, __ATOMIC_ACQUIRE) < want) t_sleep_ms(1);
     }
     printf("  threads without a sample after round 1..%d:", r + 1);
     for (i = 0; i <= r && i < MAX_ROUNDS; i++) printf(" %d", extra[i]);
@@ -203,7 +156,7 @@ static void test_many_threads(void) {
     pthread_cond_broadcast(&go_cv);
     pthread_mutex_unlock(&go_mu);
     for (i = 0; i < created; i++) pthread_join(th[i], NULL);
-    st = stats();
+    st = t_stats();
     ts = collect();
     for (i = 0; i < created; i++) {
         uint64_t s = samples_of(&ts, many_tids[i]);
@@ -214,7 +167,7 @@ static void test_many_threads(void) {
           created, unsampled, (unsigned long long)min_samples, (unsigned long long)st.samples_in_profile,
           (unsigned long long)st.threads_sampled, (unsigned long long)st.samples_dropped, (unsigned long long)st.timer_create_failures);
     CHECK(st.threads_sampled >= (uint64_t)created, "threads_sampled (%llu) >= %d", (unsigned long long)st.threads_sampled, created);
-    CHECK(count_timers() == 0, "no timer left after stop (%d)", count_timers());
+    CHECK(t_count_timers() == 0, "no timer left after stop (%d)", t_count_timers());
     printf("  took %.2f s\n", (double)(t_now_ns() - t0) / 1e9);
     free(ts.v); free(th); free(many_tids); free(need_more);
 }
@@ -225,19 +178,19 @@ static int max_timers_seen, max_tasks_seen, timer_reads_failed, monitor_samples;
 
 static void *short_lived(void *arg) {
     (void)arg;
-    burn_wall_ns(300000);  /* 0.3 ms */
+    t_burn_ns(300000);  /* 0.3 ms */
     return NULL;
 }
 
 static void *timer_monitor(void *arg) {
     (void)arg;
-    while (!flag_get(&monitor_stop)) {
-        int t = count_timers(), k = count_tasks();
+    while (!t_flag_get(&monitor_stop)) {
+        int t = t_count_timers(), k = t_count_tasks();
         if (t < 0) timer_reads_failed++;
         if (t > max_timers_seen) max_timers_seen = t;
         if (k > max_tasks_seen) max_tasks_seen = k;
         monitor_samples++;
-        sleep_ms(1);
+        t_sleep_ms(1);
     }
     return NULL;
 }
@@ -252,12 +205,12 @@ static void test_churn(void) {
     size_t stack = is_sanitizer() ? 256u << 10 : 64u << 10;
     printf("churn: %d short-lived threads at a time for 2 s, scan every 2 ms\n", K);
     cfg.scan_interval_ms = 2;
-    base = count_tasks();  /* main (+ sanitizer runtime threads) */
+    base = t_count_tasks();  /* main (+ sanitizer runtime threads) */
     CHECK(spprof_start(&cfg) == SPPROF_OK, "start: %s", spprof_last_error());
-    sleep_ms(20);
-    st0 = stats();
+    t_sleep_ms(20);
+    st0 = t_stats();
     max_timers_seen = max_tasks_seen = timer_reads_failed = monitor_samples = 0;
-    flag_set(&monitor_stop, 0);
+    t_flag_set(&monitor_stop, 0);
     pthread_create(&mon, NULL, timer_monitor, NULL);
     t0 = t_now_ns();
     while (t_now_ns() - t0 < dur) {
@@ -266,9 +219,9 @@ static void test_churn(void) {
         for (i = 0; i < n; i++) pthread_join(th[i], NULL);
         created += n;
     }
-    flag_set(&monitor_stop, 1);
+    t_flag_set(&monitor_stop, 1);
     pthread_join(mon, NULL);
-    st = stats();
+    st = t_stats();
     /* Timers exist only for threads seen alive at a scan and are deleted at the next scan after they exit:
        at most every thread that can be alive at once (base + monitor + K) plus the collector's margin. */
     bound = base + 1 + K + 2;
@@ -283,8 +236,8 @@ static void test_churn(void) {
           (unsigned long long)st0.threads_registered, (unsigned long long)st.threads_registered);
     CHECK(spprof_get_state() == SPPROF_STATE_RUNNING, "still running after the churn");
     CHECK(spprof_stop() == SPPROF_OK, "stop");
-    st = stats();
-    CHECK(count_timers() == 0, "no leaked timer after stop: /proc/self/timers has %d entries", count_timers());
+    st = t_stats();
+    CHECK(t_count_timers() == 0, "no leaked timer after stop: /proc/self/timers has %d entries", t_count_timers());
     CHECK(st.threads_live == 0, "registry empty after stop (threads_live %llu)", (unsigned long long)st.threads_live);
 }
 
@@ -295,18 +248,18 @@ static void *registered_worker(void *arg) {  /* 0: long-lived registered, 1: sho
     int k = (int)(intptr_t)arg;
     reg_tid[k] = spprof_gettid();
     if (spprof_thread_register() != SPPROF_OK) printf("  register failed: %s\n", spprof_last_error());
-    flag_set(&reg_ready[k], 1);
+    t_flag_set(&reg_ready[k], 1);
     burn_cpu_ns(k == 1 ? 100000000u : 200000000u);
-    flag_set(&reg_burn_done[k], 1);
+    t_flag_set(&reg_burn_done[k], 1);
     if (k == 0) wait_flag(&reg_finish, 1);
     return NULL;  /* the TLS destructor unregisters the thread here */
 }
 static void *unregistered_worker(void *arg) {
     (void)arg;
     reg_tid[2] = spprof_gettid();
-    flag_set(&reg_ready[2], 1);
+    t_flag_set(&reg_ready[2], 1);
     burn_cpu_ns(200000000u);
-    flag_set(&reg_burn_done[2], 1);
+    t_flag_set(&reg_burn_done[2], 1);
     wait_flag(&reg_finish, 1);
     return NULL;
 }
@@ -322,33 +275,33 @@ static void test_explicit_registration(void) {
     cfg.auto_threads = 0;
     cfg.scan_interval_ms = 5;
     CHECK(spprof_start(&cfg) == SPPROF_OK, "start with auto_threads = 0: %s", spprof_last_error());
-    sleep_ms(30);  /* several scans: nothing may be picked up without registration */
-    timers_before = count_timers();
+    t_sleep_ms(30);  /* several scans: nothing may be picked up without registration */
+    timers_before = t_count_timers();
     CHECK(timers_before == 0, "no timer before any thread registers (%d)", timers_before);
     pthread_create(&th[2], NULL, unregistered_worker, NULL);
     pthread_create(&th[0], NULL, registered_worker, (void *)(intptr_t)0);
     pthread_create(&th[1], NULL, registered_worker, (void *)(intptr_t)1);
     wait_flag(&reg_ready[0], 1); wait_flag(&reg_ready[1], 1); wait_flag(&reg_ready[2], 1);
-    sleep_ms(30);
-    timers_both = count_timers();
-    st = stats();
+    t_sleep_ms(30);
+    timers_both = t_count_timers();
+    st = t_stats();
     CHECK(timers_both == 2, "one timer per registered thread: %d timers for 2 registered threads (1 unregistered)", timers_both);
     CHECK(st.threads_live == 2, "threads_live == 2 (%llu)", (unsigned long long)st.threads_live);
     pthread_join(th[1], NULL);  /* the short-lived registered thread exits */
-    timers_after_exit = count_timers();
-    st = stats();
+    timers_after_exit = t_count_timers();
+    st = t_stats();
     CHECK(timers_after_exit == 1, "the exited registered thread's timer was deleted: %d -> %d timers", timers_both, timers_after_exit);
     CHECK(st.threads_live == 1, "threads_live dropped to 1 (%llu)", (unsigned long long)st.threads_live);
     wait_flag(&reg_burn_done[0], 1); wait_flag(&reg_burn_done[2], 1);
-    sleep_ms(20);
-    timers_later = count_timers();
+    t_sleep_ms(20);
+    timers_later = t_count_timers();
     CHECK(timers_later == 1, "still one timer after more scans (%d)", timers_later);
-    flag_set(&reg_finish, 1);
+    t_flag_set(&reg_finish, 1);
     pthread_join(th[0], NULL);
     pthread_join(th[2], NULL);
-    CHECK(count_timers() == 0, "no timer once every registered thread has exited (%d)", count_timers());
+    CHECK(t_count_timers() == 0, "no timer once every registered thread has exited (%d)", t_count_timers());
     CHECK(spprof_stop() == SPPROF_OK, "stop");
-    st = stats();
+    st = t_stats();
     ts = collect();
     printf("  samples: registered long %llu, registered short %llu, unregistered %llu, main %llu; registered %llu\n",
            (unsigned long long)samples_of(&ts, reg_tid[0]), (unsigned long long)samples_of(&ts, reg_tid[1]),
@@ -359,7 +312,7 @@ static void test_explicit_registration(void) {
     CHECK(samples_of(&ts, reg_tid[2]) == 0, "unregistered busy thread has no samples (%llu)", (unsigned long long)samples_of(&ts, reg_tid[2]));
     CHECK(samples_of(&ts, spprof_gettid()) == 0, "unregistered main thread has no samples");
     CHECK(st.threads_registered == 2, "threads_registered == 2 (%llu)", (unsigned long long)st.threads_registered);
-    CHECK(count_timers() == 0, "no timer after stop");
+    CHECK(t_count_timers() == 0, "no timer after stop");
     free(ts.v);
 }
 
@@ -374,7 +327,7 @@ static void *blocking_worker(void *arg) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     blk_tid = spprof_gettid();
     burn_cpu_ns(200000000u);
-    flag_set(&blk_done, 1);
+    t_flag_set(&blk_done, 1);
     wait_flag(&blk_stopped, 1);
     sigemptyset(&pend);
     sigpending(&pend);
@@ -392,7 +345,7 @@ static void *busy_worker(void *arg) {
     (void)arg;
     busy_tid = spprof_gettid();
     burn_cpu_ns(200000000u);
-    flag_set(&busy_done, 1);
+    t_flag_set(&busy_done, 1);
     return NULL;
 }
 
@@ -411,9 +364,9 @@ static void test_blocked_signal(void) {
     wait_flag(&busy_done, 1);
     pthread_join(s, NULL);
     CHECK(spprof_stop() == SPPROF_OK, "stop");
-    flag_set(&blk_stopped, 1);
+    t_flag_set(&blk_stopped, 1);
     pthread_join(b, NULL);
-    st = stats();
+    st = t_stats();
     ts = collect();
     printf("  blocker tid %d: %llu samples; busy tid %d: %llu samples; SIGPROF pending at unblock: %d, after: %d; ignored %llu\n",
            blk_tid, (unsigned long long)samples_of(&ts, blk_tid), busy_tid, (unsigned long long)samples_of(&ts, busy_tid),
@@ -421,7 +374,7 @@ static void test_blocked_signal(void) {
     CHECK(samples_of(&ts, blk_tid) == 0, "the thread that blocks SIGPROF has no samples (%llu)", (unsigned long long)samples_of(&ts, blk_tid));
     CHECK(samples_of(&ts, busy_tid) > 0, "the other busy thread is sampled (%llu)", (unsigned long long)samples_of(&ts, busy_tid));
     CHECK(blk_pending_after == 0, "after unblocking, no SIGPROF is left pending and the process is alive");
-    CHECK(count_timers() == 0, "no timer after stop");
+    CHECK(t_count_timers() == 0, "no timer after stop");
     free(ts.v);
 }
 
@@ -436,17 +389,17 @@ static void *named_early(void *arg) {  /* 0: named before the profiler starts, i
     __atomic_fetch_add(&name_ready, 1, __ATOMIC_ACQ_REL);
     wait_flag(&names_running, 1);
     burn_cpu_ns(100000000u);
-    flag_set(&name_done[k], 1);
+    t_flag_set(&name_done[k], 1);
     wait_flag(&names_stopped, 1);
     return NULL;
 }
 static void *named_late(void *arg) {  /* created while profiling: discovered under its creator's name first */
     (void)arg;
     name_tid[1] = spprof_gettid();
-    sleep_ms(100);  /* several scans (20 ms) find it before it names itself */
+    t_sleep_ms(100);  /* several scans (20 ms) find it before it names itself */
     pthread_setname_np(pthread_self(), "late-named");
     burn_cpu_ns(100000000u);
-    flag_set(&name_done[1], 1);
+    t_flag_set(&name_done[1], 1);
     wait_flag(&names_stopped, 1);  /* still alive at spprof_stop() */
     return NULL;
 }
@@ -461,9 +414,9 @@ static void test_thread_names(void) {
     name_ready = names_running = names_stopped = 0; memset(name_done, 0, sizeof name_done);
     pthread_create(&a, NULL, named_early, (void *)(intptr_t)0);
     pthread_create(&c, NULL, named_early, (void *)(intptr_t)2);
-    while (__atomic_load_n(&name_ready, __ATOMIC_ACQUIRE) < 2) sleep_ms(1);
+    while (__atomic_load_n(&name_ready, __ATOMIC_ACQUIRE) < 2) t_sleep_ms(1);
     CHECK(spprof_start(&cfg) == SPPROF_OK, "start: %s", spprof_last_error());
-    flag_set(&names_running, 1);
+    t_flag_set(&names_running, 1);
     pthread_create(&b, NULL, named_late, NULL);
     rc = spprof_thread_set_name(name_tid[2], "custom-live");  /* known since start: it existed then */
     CHECK(rc == SPPROF_OK, "spprof_thread_set_name while running: %s", spprof_last_error());
@@ -471,7 +424,7 @@ static void test_thread_names(void) {
     wait_flag(&name_done[1], 1);
     wait_flag(&name_done[2], 1);
     CHECK(spprof_stop() == SPPROF_OK, "stop");
-    flag_set(&names_stopped, 1);
+    t_flag_set(&names_stopped, 1);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     pthread_join(c, NULL);
@@ -498,7 +451,7 @@ static void test_thread_names(void) {
 
 int main(void) {
     uint64_t t0 = t_now_ns();
-    CHECK(count_timers() == 0, "/proc/self/timers is readable and empty at start (%d)", count_timers());
+    CHECK(t_count_timers() == 0, "/proc/self/timers is readable and empty at start (%d)", t_count_timers());
     test_many_threads();
     test_churn();
     test_explicit_registration();

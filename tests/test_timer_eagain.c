@@ -11,15 +11,6 @@
 
 enum { NBUSY = 60, HEADROOM = 16, MAX_ATTEMPTS = 4 };
 
-static int count_timers(void) {  /* lines "ID: n" in /proc/self/timers; -1 if unreadable */
-    char line[256];
-    int n = 0;
-    FILE *f = fopen("/proc/self/timers", "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f)) if (!strncmp(line, "ID:", 3)) n++;
-    fclose(f);
-    return n;
-}
 /* Which of tids[0..n) are the target of one of our timers ("notify: signal/tid.N")? Returns how many. */
 static int count_tids_with_timer(const int *tids, int n) {
     char line[256];
@@ -36,15 +27,6 @@ static int count_tids_with_timer(const int *tids, int n) {
     fclose(f);
     return hits;
 }
-static int count_tasks(void) {
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *de;
-    int n = 0;
-    if (!d) return -1;
-    while ((de = readdir(d)) != NULL) if (de->d_name[0] != '.') n++;
-    closedir(d);
-    return n;
-}
 /* SigQ: queued signals (and timer slots) of this user now, and the limit. */
 static int read_sigq(long *used, long *limit) {
     char line[256];
@@ -56,17 +38,8 @@ static int read_sigq(long *used, long *limit) {
     fclose(f);
     return ok;
 }
-static void sleep_ms(int ms) {  /* unlike t_sleep_ms, not cut short by signals */
-    struct timespec ts;
-    uint64_t end = t_now_ns() + (uint64_t)ms * 1000000u;
-    ts.tv_sec = (time_t)(end / 1000000000u);
-    ts.tv_nsec = (long)(end % 1000000000u);
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0) {}
-}
-static spprof_stats stats(void) { spprof_stats s; memset(&s, 0, sizeof s); spprof_get_stats(&s); return s; }
 
 static int busy_stop, busy_ready, tids[NBUSY];
-static __thread volatile double tl_sink;
 
 static void *busy(void *arg) {
     int i = (int)(intptr_t)arg;
@@ -76,7 +49,7 @@ static void *busy(void *arg) {
         double x = 1.0;
         int k;
         for (k = 0; k < 100000; k++) x = x * 1.0000001 + 1e-9;
-        tl_sink += x;
+        t_sink += x;
     }
     return NULL;
 }
@@ -91,10 +64,10 @@ int main(void) {
     int attempt, bad_start = 0, bad_stop = 0;
     uint64_t t0 = t_now_ns();
 
-    CHECK(count_timers() == 0, "/proc/self/timers is readable and empty at start (%d)", count_timers());
+    CHECK(t_count_timers() == 0, "/proc/self/timers is readable and empty at start (%d)", t_count_timers());
     for (i = 0; i < NBUSY; i++) if (pthread_create(&th[i], NULL, busy, (void *)(intptr_t)i) == 0) created++;
     CHECK(created == NBUSY, "%d busy threads", created);
-    while (__atomic_load_n(&busy_ready, __ATOMIC_ACQUIRE) < created) sleep_ms(1);
+    while (__atomic_load_n(&busy_ready, __ATOMIC_ACQUIRE) < created) t_sleep_ms(1);
 
     CHECK(getrlimit(RLIMIT_SIGPENDING, &orig) == 0, "getrlimit(RLIMIT_SIGPENDING)");
     /* Other processes of this user (e.g. tests running in parallel) may hold many slots for a while; the
@@ -102,7 +75,7 @@ int main(void) {
        process needs, or the kernel would not have to refuse any of our timers. */
     for (i = 0; i < 200; i++) {
         if (!read_sigq(&used0, &lim0) || used0 + HEADROOM + 10 < NBUSY) break;
-        sleep_ms(50);
+        t_sleep_ms(50);
     }
     CHECK(read_sigq(&used0, &lim0), "SigQ of /proc/self/status: %ld in use of %ld (waited %d ms for a quiet moment)", used0, lim0, i * 50);
     low.rlim_cur = low.rlim_max = (rlim_t)(used0 + HEADROOM);
@@ -113,14 +86,14 @@ int main(void) {
     for (attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
         spprof_result r = spprof_start(&cfg);
         if (r != SPPROF_OK) { bad_start++; printf("  spprof_start: %s\n", spprof_last_error()); }
-        need = count_tasks() - 1;  /* every thread but the collector wants a timer */
-        sleep_ms(300);
-        st1 = stats();
-        timers1 = count_timers();
+        need = t_count_tasks() - 1;  /* every thread but the collector wants a timer */
+        t_sleep_ms(300);
+        st1 = t_stats();
+        timers1 = t_count_timers();
         busy_timers1 = count_tids_with_timer(tids, created);
         read_sigq(&used1, &lim1);
-        sleep_ms(300);  /* more scans: each retries the threads without a timer once */
-        st2 = stats();
+        t_sleep_ms(300);  /* more scans: each retries the threads without a timer once */
+        st2 = t_stats();
         /* If we may raise the limit again (CAP_SYS_RESOURCE), the threads left without a timer get one at a
            later scan: the retry path recovers. Only in the last session: the limit stays raised. */
         timers2 = busy_timers2 = -1;
@@ -128,20 +101,20 @@ int main(void) {
         if (busy_timers1 > 0 || attempt == MAX_ATTEMPTS) {
             raised = setrlimit(RLIMIT_SIGPENDING, &orig) == 0;
             for (i = 0; raised && i < 2000; i++) {
-                timers2 = count_timers();
+                timers2 = t_count_timers();
                 if (timers2 >= need) break;
-                sleep_ms(1);
+                t_sleep_ms(1);
             }
             if (raised) busy_timers2 = count_tids_with_timer(tids, created);
         }
         if (spprof_stop() != SPPROF_OK) { bad_stop++; printf("  spprof_stop: %s\n", spprof_last_error()); }
         if (busy_timers1 > 0 || attempt == MAX_ATTEMPTS) break;
         printf("  session %d: no busy thread got a timer (%d timers; this user had %ld slots in use): trying again\n", attempt, timers1, used1);
-        sleep_ms(500);
+        t_sleep_ms(500);
     }
     CHECK(bad_start == 0, "spprof_start succeeds although timers cannot be created for every thread (%d sessions)", attempt);
     CHECK(bad_stop == 0, "spprof_stop");
-    st = stats();  /* of the last session */
+    st = t_stats();  /* of the last session */
     printf("  limit %ld (user had %ld in use before, %ld while running); %d threads want a timer; %d timers (%d on busy threads)\n",
            (long)low.rlim_cur, used0, used1, need, timers1, busy_timers1);
     printf("  timer_create_failures %llu, retries %llu (%llu -> %llu between two looks 300 ms apart), threads sampled %llu, samples %llu\n",
@@ -175,7 +148,7 @@ int main(void) {
               timers2, busy_timers2, created);
     else
         printf("  SKIP recovery check: cannot raise RLIMIT_SIGPENDING back (no CAP_SYS_RESOURCE)\n");
-    CHECK(count_timers() == 0, "no timer left after stop (%d)", count_timers());
+    CHECK(t_count_timers() == 0, "no timer left after stop (%d)", t_count_timers());
 
     __atomic_store_n(&busy_stop, 1, __ATOMIC_RELEASE);
     for (i = 0; i < created; i++) pthread_join(th[i], NULL);

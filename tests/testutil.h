@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
 
 static int t_failures, t_checks;
 #define CHECK(cond, ...) do { t_checks++; if (cond) { printf("  ok   "); } else { t_failures++; printf("  FAIL %s:%d: ", __FILE__, __LINE__); } \
@@ -30,11 +31,13 @@ static inline uint64_t t_now_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-/* Sleeps the full time even when profiling signals interrupt it (wall mode). */
+/* Sleeps until the deadline even when profiling signals interrupt it (wall mode sends them constantly). */
 static inline void t_sleep_ms(int ms) {
     struct timespec ts;
-    ts.tv_sec = ms / 1000; ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0) {}
+    uint64_t end = t_now_ns() + (uint64_t)ms * 1000000u;
+    ts.tv_sec = (time_t)(end / 1000000000u);
+    ts.tv_nsec = (long)(end % 1000000000u);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0) {}
 }
 static __thread volatile double t_sink;  /* per thread: no data race between burners */
 static __attribute__((noinline, unused)) void t_burn_ns(uint64_t ns) {  /* burn CPU for about ns of wall time */
@@ -48,4 +51,42 @@ static inline spprof_config t_config(int64_t interval_ns) {
     c.interval_ns = interval_ns;
     return c;
 }
+/* POSIX timers of this process: lines "ID: n" in /proc/self/timers; -1 if unreadable. */
+static inline int t_count_timers(void) {
+    char line[256];
+    int n = 0;
+    FILE *f = fopen("/proc/self/timers", "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) if (!strncmp(line, "ID:", 3)) n++;
+    fclose(f);
+    return n;
+}
+/* Threads of this process (entries of /proc/self/task); -1 if unreadable. */
+static inline int t_count_tasks(void) {
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    int n = 0;
+    if (!d) return -1;
+    while ((de = readdir(d)) != NULL) if (de->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+static inline int t_flag_get(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void t_flag_set(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+static inline uint64_t t_thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+static inline spprof_stats t_stats(void) { spprof_stats s; memset(&s, 0, sizeof s); spprof_get_stats(&s); return s; }
+
+/* T_TSAN: built with ThreadSanitizer (gcc or clang). */
+#if defined(__SANITIZE_THREAD__)
+#  define T_TSAN 1
+#elif defined(__has_feature)
+#  if __has_feature(thread_sanitizer)
+#    define T_TSAN 1
+#  endif
+#endif
 #endif
