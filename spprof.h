@@ -617,13 +617,21 @@ static void spprof__context_regs(const void *uc_, uintptr_t *pc, uintptr_t *sp, 
 }
 
 /* [signal-safe] Is [a, a+len) inside one executable, readable segment of a loaded object? */
-static int spprof__in_exec(uintptr_t a, size_t len) {
+/* [signal-safe] The executable segment [*lo, *hi) that holds a, or 0 (then *lo = 1, *hi = 0: holds nothing). */
+static int spprof__exec_segment(uintptr_t a, uintptr_t *lo_out, uintptr_t *hi_out) {
     const spprof__xranges *x = (const spprof__xranges *)SPPROF__LOAD(&spprof__g.xr);
     uint32_t lo = 0, hi;
+    *lo_out = 1; *hi_out = 0;
     if (!x) return 0;
     hi = x->n;
     while (lo < hi) { uint32_t mid = (lo + hi) / 2; if (x->r[2 * mid] <= a) lo = mid + 1; else hi = mid; }
-    return lo > 0 && a + len <= x->r[2 * (lo - 1) + 1];
+    if (lo == 0 || a >= x->r[2 * (lo - 1) + 1]) return 0;
+    *lo_out = x->r[2 * (lo - 1)]; *hi_out = x->r[2 * (lo - 1) + 1];
+    return 1;
+}
+static int spprof__in_exec(uintptr_t a, size_t len) {
+    uintptr_t lo, hi;
+    return spprof__exec_segment(a, &lo, &hi) && a + len <= hi;
 }
 
 /* [signal-safe] Leaf fix-up (x86-64). A function that has not pushed a frame (a frameless leaf, which GCC
@@ -657,7 +665,7 @@ static int spprof__leaf_return(uintptr_t pc, uintptr_t cand) {
 
 SPPROF__NO_SANITIZE
 SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
-    uintptr_t pc, sp, fp, hi;
+    uintptr_t pc, sp, fp, hi, seg_lo = 1, seg_hi = 0;  /* last executable segment a return address fell in */
     int n = 0;
     if (!ctx || !ctx->ucontext || max_frames <= 0) return -1;
     spprof__context_regs(ctx->ucontext, &pc, &sp, &fp);
@@ -688,7 +696,9 @@ SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *fram
         ret = ((const uintptr_t *)fp)[1];
         /* A return address must point into the code of a loaded object; anything else means the chain
            passed through code without frame pointers and the rest would be invented (JIT code ends the walk). */
-        if (ret < 4096 || !spprof__in_exec(ret - 1, 1)) break;
+        if (ret < 4096) break;
+        /* most callers share a segment with the previous one: look the table up only when they do not */
+        if ((ret - 1 < seg_lo || ret > seg_hi) && !spprof__exec_segment(ret - 1, &seg_lo, &seg_hi)) break;
         frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
         if (next <= fp) break;
         sp = fp + 2 * sizeof(uintptr_t);
