@@ -82,8 +82,15 @@ test-tsan: $(TSAN_BINS)
 test-py: $(BUILD)/native_demo pypkg
 	@$(VENV)/bin/python -m pytest -q tests
 
-bench: $(BUILD)/native_demo
+# Benchmarks (not part of `make test`): the core figures (benchmarks/RESULTS-core.md, a few minutes), then
+# spprof beside py-spy, Austin, pyinstrument, vmprof, yappi and cProfile (benchmarks/RESULTS.md and
+# benchmarks/overhead.png; about 40 minutes with the defaults). PEERS_ARGS passes options to peers.py,
+# e.g. make bench PEERS_ARGS="--reps 3 --seconds 2".
+BENCH_VENV := $(BUILD)/bench-venv
+bench: $(BUILD)/native_demo pypkg
+	@sh benchmarks/install-peers.sh $(BENCH_VENV) $(PYTHON)
 	@sh benchmarks/run.sh
+	@$(BENCH_VENV)/bin/python benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(BUILD) out

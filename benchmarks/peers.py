@@ -1,0 +1,511 @@
+#!/usr/bin/env python3
+"""benchmarks/peers.py - spprof beside the profilers people use today: same workloads, one run.
+
+For every workload in benchmarks/workloads/ it runs the unprofiled program and each profiler at each
+rate, in alternating order (one repetition = every configuration once, in a rotated order), and
+measures:
+  * overhead: the workload's own wall and CPU time of its work phase, and the CPU time of the whole
+    process tree (an out-of-process sampler's own CPU included), profiled / unprofiled, as the ratio
+    of the medians over the repetitions;
+  * accuracy: the largest absolute error, in percentage points, of each function's (or thread's) share
+    of self time in the profile against the ground truth the workload measured itself. Shares are
+    taken over the functions that have a truth, so interpreter start-up and the workload's driver
+    code weigh on no tool;
+  * samples and errors/lost samples as each tool reports them.
+It writes build/bench/peers.json (every run), benchmarks/RESULTS.md and benchmarks/overhead.png.
+
+Peers are installed into build/bench-venv from PyPI by `make bench`; one that is missing or fails to
+start is skipped with a message. Options: see --help. Environment: none needed.
+"""
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKLOADS = os.path.join(ROOT, "benchmarks", "workloads")
+VENV = os.path.join(ROOT, "build", "bench-venv")
+PY = os.path.join(VENV, "bin", "python")
+BIN = os.path.join(VENV, "bin")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Profile parsers: each returns {function name: self weight} (any unit; only shares are used).
+
+def leaf_counts(lines, leaf_of):
+    out = {}
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line or line.startswith("#"):
+            continue
+        stack, _, count = line.rpartition(" ")
+        try:
+            w = float(count)
+        except ValueError:
+            continue
+        leaf = leaf_of(stack.rsplit(";", 1)[-1])
+        out[leaf] = out.get(leaf, 0.0) + w
+    return out
+
+
+def parse_collapsed(path):
+    """spprof and py-spy: 'root (file:line);...;leaf (file:line) COUNT'."""
+    with open(path) as f:
+        return leaf_counts(f, lambda fr: fr.split(" (", 1)[0])
+
+
+def parse_austin(path):
+    """Austin: 'P<pid>;T<iid>:<tid>;file:function:line;... MICROSECONDS'."""
+    with open(path, errors="replace") as f:
+        return leaf_counts(f, lambda fr: fr.rsplit(":", 2)[-2] if fr.count(":") >= 2 else fr)
+
+
+def parse_pstats(path):
+    """cProfile and yappi (pstats format): tottime per function; time in builtins (C functions) is
+    given back to their callers, as a sampling profiler that sees Python frames would show it."""
+    import pstats
+    st = pstats.Stats(path).stats
+    out = {}
+    for (fname, _line, func), (_cc, _nc, tt, _ct, callers) in st.items():
+        if fname == "~":  # a builtin: split its time among its callers
+            for (cfile, cline, cfunc), cstat in callers.items():
+                ctt = cstat[2] if isinstance(cstat, tuple) else 0.0
+                out[cfunc] = out.get(cfunc, 0.0) + ctt
+            continue
+        out[func] = out.get(func, 0.0) + tt
+    return out
+
+
+def parse_pyinstrument(path):
+    with open(path) as f:
+        root = json.load(f)["root_frame"]
+    out, todo = {}, [root]
+    while todo:
+        fr = todo.pop()
+        kids = fr.get("children", [])
+        self_t = fr["time"] - sum(k["time"] for k in kids)
+        out[fr["function"]] = out.get(fr["function"], 0.0) + max(self_t, 0.0)
+        todo.extend(kids)
+    return out
+
+
+def parse_vmprof(path):
+    import vmprof  # noqa: imported in the bench venv only
+    st = vmprof.read_profile(path)
+    out = {}
+    for prof in st.profiles:
+        names = [st.adr_dict.get(a) for a in prof[0]]
+        names = [n for n in names if n and n.startswith("py:")]
+        if names:
+            leaf = names[-1].split(":")[1]
+            out[leaf] = out.get(leaf, 0.0) + float(prof[1])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tools. cmd(rate, out, workload_argv) -> argv. `samples(stderr)` -> (samples, lost) as the tool says.
+
+def _num(pat, text, cast=int):
+    m = re.search(pat, text)
+    return cast(m.group(1)) if m else None
+
+
+def spprof_stats(err):
+    return _num(r"record: (\d+) samples", err), _num(r", (\d+) dropped", err)
+
+
+def pyspy_stats(err):
+    return _num(r"Samples: (\d+)", err), _num(r"Errors: (\d+)", err)
+
+
+def austin_stats(err):
+    m = re.search(r"Error rate\D*?(\d+)/(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", err))
+    return (int(m.group(2)), int(m.group(1))) if m else (None, None)
+
+
+def none_stats(err):
+    return None, None
+
+
+TOOLS = {
+    # name: (rates, argv builder, parser, stats, note)
+    "spprof": ([100, 1000, 10000],
+               lambda r, o, w: [PY, os.path.join(ROOT, "tools", "spprof"), "record", "-r", str(r),
+                                "-f", "collapsed", "-o", o, "--", PY] + w,
+               parse_collapsed, spprof_stats, "in-process, per-thread CPU-time timers (record, --mode cpu)"),
+    "py-spy": ([100, 1000],
+               lambda r, o, w: [os.path.join(BIN, "py-spy"), "record", "-r", str(r), "-f", "raw",
+                                "-o", o, "--", PY] + w,
+               parse_collapsed, pyspy_stats, "out of process, stops the process to read it (default)"),
+    "py-spy-nb": ([100, 1000],
+                  lambda r, o, w: [os.path.join(BIN, "py-spy"), "record", "--nonblocking", "-r", str(r),
+                                   "-f", "raw", "-o", o, "--", PY] + w,
+                  parse_collapsed, pyspy_stats, "py-spy --nonblocking: reads the running process"),
+    "austin": ([100, 1000],
+               lambda r, o, w: [os.path.join(BIN, "austin"), "-s", "-i", "%dus" % (1000000 // r),
+                                "-o", o, PY] + w,
+               parse_austin, austin_stats, "out of process, -s (CPU estimate), austin-dist"),
+    "pyinstrument": ([100, 1000],
+                     lambda r, o, w: [os.path.join(BIN, "pyinstrument"), "-i", repr(1.0 / r), "-r", "json",
+                                      "-o", o] + w,
+                     parse_pyinstrument, none_stats, "in-process, setstatprofile; main thread only"),
+    "vmprof": ([100, 1000],
+               lambda r, o, w: [PY, "-m", "vmprof", "-n", "-p", repr(1.0 / r), "-o", o] + w,
+               parse_vmprof, none_stats, "in-process, SIGPROF (setitimer), Python frames only (-n)"),
+    "yappi": ([None],
+              lambda r, o, w: [PY, "-m", "yappi", "-f", "pstat", "-o", o] + w,
+              parse_pstats, none_stats, "deterministic, CPU clock, all threads"),
+    "cProfile": ([None],
+                 lambda r, o, w: [PY, "-m", "cProfile", "-o", o] + w,
+                 parse_pstats, none_stats, "deterministic (standard library), main thread only"),
+}
+
+# Which rates each workload runs: the CPU workload gets every rate, the others 1 kHz (and the
+# deterministic tools, which have no rate).
+FULL_RATES = {"cpu_shares"}
+WORKLOAD_ORDER = ["cpu_shares", "threads8", "idle_threads", "c_extension", "realistic"]
+
+
+def tool_ok(name):
+    """(True, version) if the tool runs here, else (False, why)."""
+    probe = {"spprof": [PY, "-c", "import sys; sys.path.insert(0, %r); import spprof; print(spprof.__version__)"
+                        % os.path.join(ROOT, "build")],
+             "py-spy": [os.path.join(BIN, "py-spy"), "--version"],
+             "py-spy-nb": [os.path.join(BIN, "py-spy"), "--version"],
+             "austin": [os.path.join(BIN, "austin"), "--version"],
+             "pyinstrument": [PY, "-c", "import pyinstrument; print(pyinstrument.__version__)"],
+             "vmprof": [PY, "-c", "import vmprof, importlib.metadata as m; print(m.version('vmprof'))"],
+             "yappi": [PY, "-c", "import yappi, importlib.metadata as m; print(m.version('yappi'))"],
+             "cProfile": [PY, "-c", "import sys; print('Python', sys.version.split()[0])"]}[name]
+    try:
+        p = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, str(e)
+    if p.returncode != 0:
+        return False, (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+    return True, p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "?"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running one configuration.
+
+def run_once(workload, units, tool, rate, tmp, timeout):
+    wl_argv = [os.path.join(WORKLOADS, workload + ".py")]
+    res_path = os.path.join(tmp, "result.json")
+    out = os.path.join(tmp, "profile.out")
+    for p in (res_path, out):
+        if os.path.exists(p):
+            os.unlink(p)
+    argv = [PY] + wl_argv if tool == "baseline" else TOOLS[tool][1](rate, out, wl_argv)
+    env = dict(os.environ, BENCH_RESULT=res_path, BENCH_UNITS=str(units), OPENBLAS_NUM_THREADS="1",
+               OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    t0 = time.perf_counter()
+    errf = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errf, env=env, cwd=tmp)
+    deadline = t0 + timeout
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, ru = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.01)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    total_wall = time.perf_counter() - t0
+    errf.seek(0)
+    err = errf.read()
+    run = {"tool": tool, "rate": rate, "workload": workload, "rc": proc.returncode,
+           "total_wall": total_wall, "tree_cpu": ru.ru_utime + ru.ru_stime}
+    if proc.returncode != 0 or not os.path.exists(res_path):
+        run["error"] = (err.strip().splitlines() or ["exit %s" % proc.returncode])[-1][:300]
+        return run
+    with open(res_path) as f:
+        run.update(json.load(f))
+    if tool != "baseline":
+        run["samples"], run["lost"] = TOOLS[tool][3](err)
+        try:
+            run["self"] = TOOLS[tool][2](out)
+        except Exception as e:  # a profile we cannot read is an error of that run, not of the harness
+            run["error"] = "cannot read profile: %r" % (e,)
+    return run
+
+
+def share_error(run):
+    """Largest |profile share - true share| in percentage points over the truth's keys, or None."""
+    truth, prof = run.get("truth") or {}, run.get("self")
+    if not truth or prof is None:
+        return None
+    tsum = sum(truth.values())
+    psum = sum(prof.get(k, 0.0) for k in truth)
+    if tsum <= 0:
+        return None
+    if psum <= 0:
+        return 100.0 * max(v / tsum for v in truth.values())
+    return 100.0 * max(abs(prof.get(k, 0.0) / psum - v / tsum) for k, v in truth.items())
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def calibrate(workload, seconds, tmp):
+    units = 10
+    for _ in range(3):
+        r = run_once(workload, units, "baseline", None, tmp, 600)
+        if "error" in r:
+            raise SystemExit("peers: workload %s fails unprofiled: %s" % (workload, r["error"]))
+        if r["wall"] > 0.5:
+            break
+        units *= max(2, int(0.6 / max(r["wall"], 1e-3)))
+    return max(1, int(round(units * seconds / r["wall"])))
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarise(runs, tools_info):
+    """{(workload, tool, rate): row} with medians and ratios."""
+    rows = {}
+    base = {}
+    for r in runs:
+        if r["tool"] == "baseline" and "error" not in r:
+            base.setdefault(r["workload"], []).append(r)
+    keys = []
+    for r in runs:
+        k = (r["workload"], r["tool"], r["rate"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        rs = [r for r in runs if (r["workload"], r["tool"], r["rate"]) == k]
+        ok = [r for r in rs if "error" not in r]
+        b = base.get(k[0], [])
+        row = {"runs": len(rs), "ok": len(ok), "errors": sorted({r["error"] for r in rs if "error" in r})}
+        if ok and b:
+            for m in ("wall", "cpu", "tree_cpu"):
+                row[m] = med([r[m] for r in ok])
+                row[m + "_ratio"] = row[m] / med([r[m] for r in b])
+                per = sorted(r[m] / med([x[m] for x in b]) for r in ok)
+                row[m + "_spread"] = (per[0], per[-1])
+            row["err_pp"] = med([share_error(r) for r in ok])
+            row["samples"] = med([r.get("samples") for r in ok])
+            row["lost"] = med([r.get("lost") for r in ok])
+        rows[k] = row
+    return rows
+
+
+def handler_cost():
+    """spprof's per-sample handler cost from benchmarks/bench_handler.c (markdown rows)."""
+    exe = os.path.join(ROOT, "build", "bench", "bench_handler")
+    if not os.path.exists(exe):
+        return None
+    p = subprocess.run([exe, "21", "2000", "3"], capture_output=True, text=True, timeout=300)
+    return p.stdout if p.returncode == 0 else None
+
+
+def fmt_pct(ratio):
+    return "—" if ratio is None else "%+.1f%%" % (100.0 * (ratio - 1.0))
+
+
+def write_results(data, path_md, path_png):
+    rows = {tuple(json.loads(k)): v for k, v in data["rows"].items()}
+    info = data["tools"]
+    L = []
+    L.append("# spprof and its peers: overhead and accuracy, side by side")
+    L.append("")
+    L.append("Generated by `make bench` (benchmarks/peers.py) on %s; every figure below comes from this one run."
+             % data["date"])
+    L.append("")
+    L.append("| | |")
+    L.append("|---|---|")
+    L.append("| machine | %s, %d CPUs, kernel %s (CONFIG_HZ shapes CPU timers: see below) |"
+             % (data["cpu"], data["ncpu"], data["kernel"]))
+    L.append("| load average before / after | %s / %s |" % (data["load_before"], data["load_after"]))
+    L.append("| Python | %s |" % data["python"])
+    L.append("| repetitions | %d per configuration, alternating (every configuration once per round, rotated) |"
+             % data["reps"])
+    L.append("| work phase | about %.0f s per unprofiled run (units calibrated per workload) |" % data["seconds"])
+    L.append("| duration of this run | %.0f min |" % (data["elapsed"] / 60))
+    for t in sorted(info):
+        v = info[t]
+        L.append("| %s | %s |" % (t, ("%s; %s" % (v["version"], TOOLS[t][4])) if v["ok"] else "**skipped**: " + v["why"]))
+    L.append("")
+    L.append("Overhead = profiled ÷ unprofiled − 1, ratio of the medians. *wall* and *CPU* are the workload's own work")
+    L.append("phase (time.perf_counter, time.process_time: what the program feels); *tree CPU* is the CPU time of the")
+    L.append("whole process tree, start-up and an out-of-process sampler's own CPU included (what the machine pays).")
+    L.append("Error = largest |profile share − true share| in percentage points over the functions (threads) whose")
+    L.append("CPU time the workload measured itself; median over the repetitions. Samples/lost as the tool reports them.")
+    L.append("")
+    for wl in data["workloads"]:
+        L.append("## %s" % wl)
+        L.append("")
+        doc = data["docs"].get(wl, "")
+        if doc:
+            L.append(doc)
+            L.append("")
+        L.append("| tool | rate | wall | CPU | tree CPU | error (pp) | samples | lost | runs ok |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for (w, tool, rate), row in rows.items():
+            if w != wl or tool == "baseline":
+                continue
+            rate_s = "deterministic" if rate is None else ("%d Hz" % rate)
+            if "wall_ratio" not in row:
+                L.append("| %s | %s | failed: %s | | | | | | %d/%d |" % (tool, rate_s, "; ".join(row["errors"])[:120],
+                                                                     row["ok"], row["runs"]))
+                continue
+            err = "—" if row["err_pp"] is None else "%.2f" % row["err_pp"]
+            smp = "—" if row["samples"] is None else "%d" % row["samples"]
+            lost = "—" if row["lost"] is None else "%d" % row["lost"]
+            name = "**%s**" % tool if tool == "spprof" else tool
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |" % (
+                name, rate_s, fmt_pct(row["wall_ratio"]), fmt_pct(row["cpu_ratio"]),
+                fmt_pct(row["tree_cpu_ratio"]), err, smp, lost, row["ok"], row["runs"]))
+        b = rows.get((wl, "baseline", None))
+        if b and "wall" in b:
+            L.append("")
+            L.append("Unprofiled: work phase %.2f s wall, %.2f s CPU; whole process %.2f s CPU (medians)."
+                     % (b["wall"], b["cpu"], b["tree_cpu"]))
+        L.append("")
+    if data.get("handler"):
+        L.append("## spprof's cost per sample (benchmarks/bench_handler.c)")
+        L.append("")
+        L.append(data["handler"].strip())
+        L.append("")
+    L.append("## Notes")
+    L.append("")
+    L.append("- Kernel CPU-time timers (POSIX per-thread timers, setitimer) fire from the scheduler tick: at most")
+    L.append("  CONFIG_HZ signals per CPU-second per thread. spprof weights each sample by 1 + the timer's overrun count,")
+    L.append("  so its *time* stays right above HZ but it gets fewer distinct stacks; vmprof's setitimer does the same")
+    L.append("  without the weight. py-spy and Austin sample wall time from another process and drop idle threads.")
+    L.append("- Shares for the deterministic tools give time spent in builtins back to the calling function.")
+    L.append("- Raw data of every run: build/bench/peers.json. Chart: benchmarks/overhead.png.")
+    with open(path_md, "w") as f:
+        f.write("\n".join(L) + "\n")
+    chart(rows, info, path_png)
+
+
+def chart(rows, info, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("peers: matplotlib missing, no chart", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    panels = (("wall_ratio", "workload wall time"), ("cpu_ratio", "workload CPU time"),
+              ("tree_cpu_ratio", "process-tree CPU time"))
+    for ax, (metric, title) in zip(axes, panels):
+        for tool in TOOLS:
+            pts = sorted((rate, row[metric]) for (w, t, rate), row in rows.items()
+                         if w == "cpu_shares" and t == tool and metric in row and rate is not None)
+            det = [row[metric] for (w, t, rate), row in rows.items()
+                   if w == "cpu_shares" and t == tool and metric in row and rate is None]
+            style = dict(lw=2.5, color="black") if tool == "spprof" else {}
+            if pts:
+                ax.plot([p[0] for p in pts], [100 * (p[1] - 1) for p in pts], marker="o", label=tool, **style)
+            for d in det:
+                ax.axhline(100 * (d - 1), ls="--", lw=1, label=tool + " (deterministic)",
+                           color="tab:red" if tool == "cProfile" else "tab:purple")
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=1)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("sampling rate (Hz)")
+        ax.set_ylabel("overhead (%)")
+        ax.set_title("cpu_shares: " + title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=5, help="repetitions per configuration (default 5)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="unprofiled work phase, seconds (default 5)")
+    ap.add_argument("--workloads", default=",".join(WORKLOAD_ORDER))
+    ap.add_argument("--tools", default=",".join(TOOLS))
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
+    ap.add_argument("--chart", default=os.path.join(ROOT, "benchmarks", "overhead.png"))
+    ap.add_argument("--raw", default=os.path.join(ROOT, "build", "bench", "peers.json"))
+    ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md/chart from --raw")
+    a = ap.parse_args()
+    if a.report_only:
+        with open(a.raw) as f:
+            data = json.load(f)
+        write_results(data, a.out, a.chart)
+        return 0
+    if not os.path.exists(PY):
+        raise SystemExit("peers: %s missing (make bench creates it)" % PY)
+    workloads = [w for w in a.workloads.split(",") if w]
+    info = {}
+    for t in [t for t in a.tools.split(",") if t]:
+        ok, why = tool_ok(t)
+        info[t] = {"ok": ok, "version": why if ok else None, "why": why}
+        if not ok:
+            print("peers: skipping %s: %s" % (t, why), file=sys.stderr)
+    tools = [t for t in info if info[t]["ok"]]
+    os.makedirs(os.path.dirname(a.raw), exist_ok=True)
+    t_start = time.time()
+    load_before = open("/proc/loadavg").read().split()[:3]
+    runs, docs = [], {}
+    tmp = tempfile.mkdtemp(prefix="spprof-bench-")
+    try:
+        for wl in workloads:
+            with open(os.path.join(WORKLOADS, wl + ".py")) as f:
+                src = f.read()
+            docs[wl] = re.search(r'^"""(.*?)"""', src, re.S).group(1).strip().replace("\n", " ")
+            units = calibrate(wl, a.seconds, tmp)
+            configs = [("baseline", None)]
+            for t in tools:
+                for r in TOOLS[t][0]:
+                    if r is None or wl in FULL_RATES or r == 1000:
+                        configs.append((t, r))
+            print("peers: %s: %d units, %d configurations x %d repetitions" % (wl, units, len(configs), a.reps),
+                  file=sys.stderr)
+            for rep in range(a.reps):
+                order = configs[rep % len(configs):] + configs[:rep % len(configs)]
+                for tool, rate in order:
+                    r = run_once(wl, units, tool, rate, tmp, timeout=max(120, 30 * a.seconds))
+                    r["rep"] = rep
+                    runs.append(r)
+                    e = share_error(r)
+                    print("peers: %-12s %-10s %6s rep %d: wall %6.2fs cpu %6.2fs tree %6.2fs err %s%s" % (
+                        wl, tool, rate or "", rep, r.get("wall", 0), r.get("cpu", 0), r["tree_cpu"],
+                        "-" if e is None else "%.2fpp" % e,
+                        ("  ERROR " + r["error"]) if "error" in r else ""), file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = summarise(runs, info)
+    u = platform.uname()
+    cpu = "?"
+    try:
+        cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
+    except (OSError, IndexError):
+        pass
+    data = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)), "cpu": cpu,
+            "ncpu": os.cpu_count(), "kernel": u.release, "python": subprocess.run(
+                [PY, "-c", "import sys; print(sys.version.split()[0], sys.implementation.name)"],
+                capture_output=True, text=True).stdout.strip(),
+            "load_before": " ".join(load_before), "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
+            "reps": a.reps, "seconds": a.seconds, "elapsed": time.time() - t_start, "tools": info,
+            "workloads": workloads, "docs": docs, "handler": handler_cost(),
+            "rows": {json.dumps(list(k)): v for k, v in rows.items()}, "runs": runs}
+    with open(a.raw, "w") as f:
+        json.dump(data, f, indent=1)
+    write_results(data, a.out, a.chart)
+    print("peers: wrote %s, %s and %s" % (a.out, a.chart, a.raw), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
