@@ -66,8 +66,11 @@ test-compile:
 	@sh tests/compile_check.sh
 	@sh tests/py_layout_check.sh $(PYTHONS)
 
+# Plain builds run twice: with the default sample source (perf task-clock where the kernel allows it) and
+# with POSIX timers only; the sanitizer builds use the default.
 test-c: $(TEST_BINS)
 	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
+	@echo "c-tests: again with SPPROF_TEST_SOURCE=posix"; SPPROF_TEST_SOURCE=posix sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
 
 sanitize: test-asan test-tsan
 

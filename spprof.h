@@ -18,8 +18,9 @@
    Contents (search for the banner):   @api  @config  @impl  @atomics  @errors  @ring  @registry
        @walk  @handler  @profile  @collector  @lifecycle  @symbolize  @writers  @license
 
-   What it does: one POSIX timer per thread (CLOCK_THREAD_CPUTIME of that thread, or CLOCK_MONOTONIC in
-   wall mode) sends a signal (SIGPROF by default) to exactly that thread; the handler walks the thread's
+   What it does: per thread, a perf_event task-clock counter (CPU mode, where the kernel allows it: exact
+   rate) or a POSIX timer (CLOCK_THREAD_CPUTIME of that thread, or CLOCK_MONOTONIC in wall mode) sends a
+   signal (SIGPROF by default) to exactly that thread; the handler walks the thread's
    frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the ring into
    a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded by a memory
    limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope JSON or
@@ -88,6 +89,19 @@ typedef enum spprof_mode {
     SPPROF_MODE_CPU = 0,  /* interval measured on each thread's own CPU clock: idle threads are not sampled */
     SPPROF_MODE_WALL = 1  /* interval measured on CLOCK_MONOTONIC: every thread, running or blocked */
 } spprof_mode;
+
+/* Where the sampling signals come from (spprof_config.source). POSIX CPU-clock timers are checked at the
+   kernel's scheduler tick, so they deliver at most CONFIG_HZ (often 250) signals per CPU-second: above that
+   rate each signal carries the merged expirations as weight, time stays right but fewer stacks are seen.
+   A perf_event task-clock counter runs on a high-resolution timer and delivers the full rate. */
+typedef enum spprof_source {
+    SPPROF_SOURCE_AUTO = 0,       /* CPU mode: perf task-clock if the kernel allows it, else POSIX timers;
+                                     wall mode: POSIX timers on CLOCK_MONOTONIC (already high-resolution) */
+    SPPROF_SOURCE_POSIX = 1,      /* POSIX timers (timer_create) only */
+    SPPROF_SOURCE_PERF = 2,       /* CPU mode only: perf task-clock; spprof_start fails if the kernel refuses */
+    SPPROF_SOURCE_PERF_USER = 3   /* as PERF, counting user mode only (what an unprivileged process gets
+                                     where perf_event_paranoid >= 2 forbids kernel sampling) */
+} spprof_source;
 
 typedef enum spprof_state {
     SPPROF_STATE_STOPPED = 0,
@@ -166,6 +180,7 @@ typedef struct spprof_guard {
 typedef struct spprof_config {
     int64_t interval_ns;     /* sampling interval, 50 us .. 60 s                      (default 10 ms) */
     spprof_mode mode;        /* SPPROF_MODE_CPU or SPPROF_MODE_WALL                   (default CPU) */
+    spprof_source source;    /* where the signals come from, see spprof_source          (default AUTO) */
     int signo;               /* signal used by the timers, 1 .. SIGRTMAX              (default SIGPROF) */
     int max_depth;           /* frames kept per sample, 1 .. 1024                     (default 128) */
     uint32_t ring_slots;     /* ring capacity in samples, power of two 16..2^20, at most 256 MiB (default 4096) */
@@ -195,6 +210,7 @@ typedef struct spprof_stats {
     uint64_t threads_registered;    /* threads that got a slot in the registry this session */
     uint64_t threads_live;          /* threads in the registry now */
     uint64_t threads_sampled;       /* threads with at least one sample in the profile */
+    uint64_t threads_perf;          /* live threads sampled by a perf task-clock event (the rest: POSIX timers) */
     uint64_t walk_errors;           /* walker returned -1 */
     uint64_t walk_truncated;        /* stack deeper than max_depth */
     uint64_t unique_stacks;
@@ -332,6 +348,16 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 /* Bound on bytes of /proc/self/maps the handler reads to find a thread's stack mapping. */
 #ifndef SPPROF_MAPS_READ_LIMIT
 #  define SPPROF_MAPS_READ_LIMIT (8u << 20)
+#endif
+
+/* Define SPPROF_NO_PERF_EVENTS to build without the perf_event sample source (POSIX timers only), e.g.
+   where <linux/perf_event.h> is missing. */
+#ifndef SPPROF_NO_PERF_EVENTS
+#  include <linux/perf_event.h>
+#  include <sys/ioctl.h>
+#  define SPPROF__HAVE_PERF 1
+#else
+#  define SPPROF__HAVE_PERF 0
 #endif
 
 #ifndef sigev_notify_thread_id
@@ -503,8 +529,11 @@ typedef struct spprof__slot {
     uintptr_t stack_lo;    /* mapping that held sp at the last sample (set by the handler) */
     uintptr_t stack_hi;
     timer_t timer;
-    int has_timer;
+    int has_timer;         /* a sample source exists: the POSIX timer, or perf_fd when perf_fd >= 0 */
     int timer_failed;      /* timer_create failed with EAGAIN (counted once) */
+    int perf_fd;           /* perf task-clock event of this thread, or -1 */
+    int64_t cpu_last;      /* perf source: the thread's CPU clock at its last sample (ns) */
+    int64_t cpu_carry;     /* perf source: CPU time not yet given out as weight (ns, may be negative) */
 } spprof__slot;
 
 typedef struct spprof__dir {
@@ -556,9 +585,18 @@ typedef struct spprof__counters {  /* written from handlers with relaxed atomic 
     uint64_t captured, dropped, stale, overruns, walk_errors, truncated, ignored, inflight, faults;
 } spprof__counters;
 
+/* perf event fds -> cookie (same layout as a timer's sival_ptr), for the handler: a signal sent by a perf
+   event carries only the fd (si_fd). Chunks of SPPROF__FDCHUNK entries are allocated under reg_lock and
+   published with a release store; entries are cleared before their fd is closed; chunks are freed only
+   when no handler can run (stop, after inflight reached zero; fork child). */
+#define SPPROF__FDCHUNK 1024u
+#define SPPROF__FDCHUNKS 1024u   /* fds below 2^20 */
+
 typedef struct spprof__state_t {
     /* handler-visible */
     int state;                     /* spprof_state (atomic) */
+    int perf_on;                   /* this session creates perf events (atomic) */
+    uint64_t *fdmap[SPPROF__FDCHUNKS];
     uint32_t gen;                  /* session generation, 16 bits used in the cookie */
     spprof__dir *dir;              /* atomic pointer */
     spprof__xranges *xr;           /* atomic pointer */
@@ -574,6 +612,7 @@ typedef struct spprof__state_t {
     uint32_t nslots_used;          /* high-water mark of slot indices */
     uint32_t *free_slots; uint32_t nfree, free_cap;
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
+    int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
     int *explicit_tids; uint32_t nexplicit, explicit_cap;
     pthread_t collector; int collector_running; int collector_tid; int collector_stop;
     int handler_installed;
@@ -598,6 +637,40 @@ static spprof__slot *spprof__slot_at(uint32_t idx) {
     if (!d || (idx / SPPROF__CHUNK) >= d->nchunks) return NULL;
     return &d->chunks[idx / SPPROF__CHUNK][idx % SPPROF__CHUNK];
 }
+
+#if SPPROF__HAVE_PERF
+/* [signal-safe] the cookie registered for a perf event fd, or 0. */
+static uint64_t spprof__fdmap_get(int fd) {
+    uint64_t *chunk;
+    if (fd < 0 || (unsigned)fd >= SPPROF__FDCHUNK * SPPROF__FDCHUNKS) return 0;
+    chunk = (uint64_t *)SPPROF__LOAD(&spprof__g.fdmap[(unsigned)fd / SPPROF__FDCHUNK]);
+    return chunk ? SPPROF__LOAD(&chunk[(unsigned)fd % SPPROF__FDCHUNK]) : 0;
+}
+/* Under reg_lock. Returns 0 when the fd is out of range or memory runs out (the caller closes the fd). */
+static int spprof__fdmap_set(int fd, uint64_t cookie) {
+    uint64_t *chunk;
+    if (fd < 0 || (unsigned)fd >= SPPROF__FDCHUNK * SPPROF__FDCHUNKS) return 0;
+    chunk = spprof__g.fdmap[(unsigned)fd / SPPROF__FDCHUNK];
+    if (!chunk) {
+        if (!cookie) return 1;
+        chunk = (uint64_t *)SPPROF_MALLOC(SPPROF__FDCHUNK * sizeof(uint64_t));
+        if (!chunk) return 0;
+        memset(chunk, 0, SPPROF__FDCHUNK * sizeof(uint64_t));
+        SPPROF__STORE(&spprof__g.fdmap[(unsigned)fd / SPPROF__FDCHUNK], chunk);
+    }
+    SPPROF__STORE(&chunk[(unsigned)fd % SPPROF__FDCHUNK], cookie);
+    return 1;
+}
+static void spprof__fdmap_free(void) {  /* no handler can be running */
+    unsigned i;
+    for (i = 0; i < SPPROF__FDCHUNKS; i++) {
+        uint64_t *chunk = spprof__g.fdmap[i];
+        if (!chunk) continue;
+        SPPROF__STORE(&spprof__g.fdmap[i], (uint64_t *)NULL);
+        SPPROF_FREE(chunk);
+    }
+}
+#endif
 
 /* ==== @walk ============================================================================================
    Frame-pointer walk. Every frame record is checked before it is read: inside [sp, stack_hi) of the mapping
@@ -764,27 +837,66 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
     spprof_walk_ctx ctx;
     spprof_frame *frames;
     uintptr_t pc, sp, fp, lo, hi;
-    int tid, n;
+    uint32_t weight;
+    int tid, n, perf = 0;
 
-    if (!info || info->si_code != SI_TIMER) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
-    cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
-    if ((cookie >> 48) != SPPROF__COOKIE) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
+    if (!info) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
+    if (info->si_code == SI_TIMER) {  /* a POSIX timer: the cookie travels in sival_ptr */
+        cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+        if ((cookie >> 48) != SPPROF__COOKIE) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
+        /* inflight is raised before the state is read; stop() changes the state first and then waits for
+           inflight to reach zero, so a handler that saw RUNNING always finishes before stop frees anything. */
+        __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+    }
+#if SPPROF__HAVE_PERF
+    else if ((info->si_code == POLL_IN || info->si_code == POLL_HUP) && SPPROF__LOADR(&spprof__g.perf_on)) {
+        /* A perf event (F_SETSIG): only the fd travels; its cookie is in the fd map. inflight before the
+           state check and the map read: the map is freed only after stop saw inflight == 0. */
+        int running;
+        __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+        running = __atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) == SPPROF_STATE_RUNNING;
+        if (!running) { SPPROF__ADD(&spprof__g.c.ignored, 1); goto out; }  /* most likely ours, from a session that ended */
+        cookie = spprof__fdmap_get(info->si_fd);
+        if ((cookie >> 48) != SPPROF__COOKIE) {
+            __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+            spprof__chain(signo, info, uc); errno = saved_errno; return;
+        }
+        perf = 1;
+    }
+#endif
+    else { spprof__chain(signo, info, uc); errno = saved_errno; return; }
 
-    /* inflight is raised before the state is read; stop() changes the state first and then waits for
-       inflight to reach zero, so a handler that saw RUNNING always finishes before stop frees anything. */
-    __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) != SPPROF_STATE_RUNNING ||
         ((cookie >> 32) & 0xffffu) != (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
         SPPROF__ADD(&spprof__g.c.ignored, 1);
         goto out;
     }
-    /* CPU-clock timers are checked at kernel ticks (HZ), so at short intervals one signal often stands for
-       several expirations: si_overrun says how many were merged, and the sample carries that weight. */
-    if (info->si_overrun > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)info->si_overrun);
     slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
     tid = spprof_gettid();
     /* acquire: pairs with the release store of tid in spprof__thread_add, after rec and bounds were set */
     if (!slot || SPPROF__LOAD(&slot->tid) != tid) { SPPROF__ADD(&spprof__g.c.stale, 1); goto out; }
+    if (!perf) {
+        /* CPU-clock timers are checked at kernel ticks (HZ), so at short intervals one signal often stands
+           for several expirations: si_overrun says how many were merged, and the sample carries that weight. */
+        weight = 1u + (info->si_overrun > 0 ? (uint32_t)info->si_overrun : 0u);
+    } else {
+        /* A perf signal stands for the thread's CPU time since its previous sample, in intervals (rounded,
+           remainder carried): the time stays right when signals merge (one SIGPROF pending at a time) and
+           when the event counts user mode only (perf skips samples that fall in the kernel; their time goes
+           to the next sample, which is on the stack that made the system call or a later one). */
+        struct timespec ts;
+        int64_t iv = spprof__g.cfg.interval_ns, now, acc, w;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);  /* async-signal-safe */
+        now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        acc = now - SPPROF__LOADR(&slot->cpu_last) + SPPROF__LOADR(&slot->cpu_carry);
+        w = (acc + iv / 2) / iv;
+        if (w < 1) w = 1;
+        if (w > 1000000) w = 1000000;
+        SPPROF__STORER(&slot->cpu_last, now);
+        SPPROF__STORER(&slot->cpu_carry, acc - w * iv);
+        weight = (uint32_t)w;
+    }
+    if (weight > 1) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)(weight - 1));
 
     /* Stack bounds: the mapping holding sp, cached in the slot (only this thread writes its own slot's bounds). */
     spprof__context_regs(uc, &pc, &sp, &fp);
@@ -802,7 +914,7 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
     cell->tid = tid;
     cell->rec = SPPROF__LOADR(&slot->rec);
     cell->flags = 0;
-    cell->weight = 1u + (info->si_overrun > 0 ? (uint32_t)info->si_overrun : 0u);
+    cell->weight = weight;
     frames = (spprof_frame *)(void *)(cell + 1);
     ctx.ucontext = uc; ctx.stack_lo = lo; ctx.stack_hi = hi; ctx.tid = tid; ctx.user = spprof__g.walker_user;
     /* A walk that fills every frame is counted as truncated (a stack of exactly max_depth frames too). */
@@ -1092,9 +1204,63 @@ static void spprof__read_comm(int tid, char *out, size_t n) {
     if (k > 0 && out[k - 1] == '\n') out[k - 1] = 0;
 }
 
+#if SPPROF__HAVE_PERF
+static int64_t spprof__thread_cpu_ns(int tid) {  /* any thread of this process: see spprof__create_timer */
+    struct timespec ts;
+    if (clock_gettime((clockid_t)((~(unsigned)tid << 3) | 6u), &ts) != 0) return 0;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A task-clock event counting thread `tid`'s CPU time, created disabled, that sends cfg.signo to that very
+   thread (F_SETOWN_EX with F_OWNER_TID, F_SETSIG so that the signal carries si_fd) each time another
+   interval of CPU time has run. The kernel drives it with a high-resolution timer while the thread runs,
+   so the rate is exact (unlike POSIX CPU timers, bound to the tick). Returns the fd, or -1 with errno. */
+static int spprof__perf_open(int tid) {
+    struct perf_event_attr a;
+    struct f_owner_ex own;
+    int fd, fl;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.type = PERF_TYPE_SOFTWARE;
+    a.config = PERF_COUNT_SW_TASK_CLOCK;
+    a.sample_period = (uint64_t)spprof__g.cfg.interval_ns;
+    a.disabled = 1;
+    a.exclude_hv = 1;
+    a.exclude_kernel = spprof__g.perf_exclude_kernel ? 1u : 0u;
+    fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0 && !a.exclude_kernel && (errno == EACCES || errno == EPERM)) {
+        /* perf_event_paranoid >= 2 and no CAP_PERFMON: user mode only; the handler's weights keep time right */
+        spprof__g.perf_exclude_kernel = 1;
+        a.exclude_kernel = 1;
+        fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    }
+    if (fd < 0) return -1;
+    own.type = F_OWNER_TID;
+    own.pid = tid;
+    fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETOWN_EX, &own) != 0 || fcntl(fd, F_SETSIG, spprof__g.cfg.signo) != 0 ||
+        fcntl(fd, F_SETFL, fl | O_ASYNC | O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+#endif
+
 static int spprof__arm(spprof__slot *s, int on) {
     struct itimerspec its;
     int64_t iv = spprof__g.cfg.interval_ns;
+#if SPPROF__HAVE_PERF
+    if (s->perf_fd >= 0) {
+        if (on) {  /* CPU time spent while disarmed is not sampled time */
+            SPPROF__STORER(&s->cpu_last, spprof__thread_cpu_ns(s->tid));
+            SPPROF__STORER(&s->cpu_carry, (int64_t)0);
+        }
+        return ioctl(s->perf_fd, on ? PERF_EVENT_IOC_ENABLE : PERF_EVENT_IOC_DISABLE, 0) == 0;
+    }
+#endif
     memset(&its, 0, sizeof its);
     if (on) {
         its.it_interval.tv_sec = (time_t)(iv / 1000000000);
@@ -1110,12 +1276,25 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
     struct sigevent sev;
     clockid_t clk;
     int attempt, err = 0;
+    uint64_t cookie = ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)(spprof__g.gen & 0xffffu) << 32) | idx;
+#if SPPROF__HAVE_PERF
+    if (SPPROF__LOADR(&spprof__g.perf_on)) {
+        int fd = spprof__perf_open(s->tid);
+        if (fd >= 0 && spprof__fdmap_set(fd, cookie)) {
+            s->perf_fd = fd;
+            s->has_timer = 1;
+            if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
+            return 1;
+        }
+        if (fd >= 0) close(fd);
+        /* out of fds or memory (or the thread exited): this thread gets a POSIX timer instead */
+    }
+#endif
     memset(&sev, 0, sizeof sev);
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = spprof__g.cfg.signo;
     sev.sigev_notify_thread_id = s->tid;
-    sev.sigev_value.sival_ptr =
-        (void *)(uintptr_t)(((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)(spprof__g.gen & 0xffffu) << 32) | idx);
+    sev.sigev_value.sival_ptr = (void *)(uintptr_t)cookie;
     /* The per-thread CPU clock of any thread of this process: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED),
        the same encoding glibc's pthread_getcpuclockid uses (stable kernel ABI). */
     clk = spprof__g.cfg.mode == SPPROF_MODE_WALL ? CLOCK_MONOTONIC : (clockid_t)((~(unsigned)s->tid << 3) | 6u);
@@ -1142,6 +1321,18 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
 
 static void spprof__delete_timer(spprof__slot *s) {
     if (!s->has_timer) return;
+#if SPPROF__HAVE_PERF
+    if (s->perf_fd >= 0) {
+        /* A signal of this event may still be queued: its map entry keeps our cookie with a generation that
+           is never current, so that signal is counted as ignored rather than passed on. */
+        ioctl(s->perf_fd, PERF_EVENT_IOC_DISABLE, 0);
+        spprof__fdmap_set(s->perf_fd, ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)((spprof__g.gen + 0x8000u) & 0xffffu) << 32));
+        close(s->perf_fd);
+        s->perf_fd = -1;
+        s->has_timer = 0;
+        return;
+    }
+#endif
     { int o = timer_getoverrun(s->timer); if (o > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)o); }
     timer_delete(s->timer);
     s->has_timer = 0;
@@ -1187,6 +1378,9 @@ static void spprof__thread_add(int tid) {  /* under reg_lock */
     SPPROF__STORER(&s->stack_hi, (uintptr_t)0);
     s->has_timer = 0;
     s->timer_failed = 0;
+    s->perf_fd = -1;
+    SPPROF__STORER(&s->cpu_last, (int64_t)0);
+    SPPROF__STORER(&s->cpu_carry, (int64_t)0);
     SPPROF__STORE(&s->tid, tid);
     spprof__g.threads_registered++;
     spprof__create_timer(s, idx, 3);
@@ -1262,6 +1456,13 @@ static void spprof__sync_threads(void) {  /* under reg_lock */
 static void spprof__registry_free(void) {  /* under reg_lock, after all timers are gone and no handler runs */
     spprof__dir *d = spprof__g.dir, *older;
     uint32_t i;
+#if SPPROF__HAVE_PERF
+    for (i = 0; d && i < spprof__g.nslots_used; i++) {  /* perf fds are left open only in a fork child */
+        spprof__slot *s = &d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+        if (s->has_timer && s->perf_fd >= 0) { close(s->perf_fd); s->perf_fd = -1; s->has_timer = 0; }
+    }
+    spprof__fdmap_free();
+#endif
     if (d) for (i = 0; i < d->nchunks; i++) SPPROF_FREE(d->chunks[i]);
     while (d) { older = d->older; SPPROF_FREE(d); d = older; }
     SPPROF__STORE(&spprof__g.dir, (spprof__dir *)NULL);
@@ -1373,6 +1574,11 @@ static spprof_result spprof__validate(const spprof_config *c) {
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "interval_ns=%lld is out of range (50000 .. 60000000000 ns, i.e. 50 us .. 60 s)", (long long)c->interval_ns);
     if (c->mode != SPPROF_MODE_CPU && c->mode != SPPROF_MODE_WALL)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "mode=%d is neither SPPROF_MODE_CPU (0) nor SPPROF_MODE_WALL (1)", (int)c->mode);
+    if ((int)c->source < 0 || (int)c->source > 3)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%d is not an spprof_source (0 .. 3)", (int)c->source);
+    if ((c->source == SPPROF_SOURCE_PERF || c->source == SPPROF_SOURCE_PERF_USER) && c->mode != SPPROF_MODE_CPU)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%s counts CPU time: it needs mode=SPPROF_MODE_CPU",
+                            c->source == SPPROF_SOURCE_PERF ? "SPPROF_SOURCE_PERF" : "SPPROF_SOURCE_PERF_USER");
     if (c->signo < 1 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "signo=%d is not a signal that can be caught", c->signo);
     if (c->max_depth < 1 || c->max_depth > SPPROF_MAX_DEPTH_LIMIT)
@@ -1491,6 +1697,19 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     }
     if (r == SPPROF_OK) r = spprof__install_handler(cfg.signo);
     if (r == SPPROF_OK && cfg.guard_faults) r = spprof__install_fault_handler();
+    SPPROF__STORER(&spprof__g.perf_on, 0);
+    spprof__g.perf_exclude_kernel = cfg.source == SPPROF_SOURCE_PERF_USER;
+    if (r == SPPROF_OK && cfg.mode == SPPROF_MODE_CPU && cfg.source != SPPROF_SOURCE_POSIX) {
+#if SPPROF__HAVE_PERF
+        int fd = spprof__perf_open(spprof_gettid());  /* can this process open task-clock events at all? */
+        if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.perf_on, 1); }
+        else if (cfg.source != SPPROF_SOURCE_AUTO)
+            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "perf_event_open(task-clock): %s (seccomp, perf_event_paranoid=3, or no perf events in this kernel); use SPPROF_SOURCE_AUTO or SPPROF_SOURCE_POSIX", strerror(errno));
+#else
+        if (cfg.source != SPPROF_SOURCE_AUTO)
+            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "this build has no perf_event source (SPPROF_NO_PERF_EVENTS)");
+#endif
+    }
     if (r == SPPROF_OK) {
         SPPROF__STORE(&spprof__g.gen, spprof__g.gen + 1);
         SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_RUNNING);
@@ -1617,7 +1836,11 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
     o->threads_registered = spprof__g.threads_registered;
     if (spprof__g.dir)
         for (i = 0; i < spprof__g.nslots_used; i++)
-            if (spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].tid) o->threads_live++;
+            if (spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].tid) {
+                const spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+                o->threads_live++;
+                if (s->has_timer && s->perf_fd >= 0) o->threads_perf++;
+            }
     pthread_mutex_lock(&spprof__prof_lock);
     o->samples_dropped_memory = spprof__g.dropped_memory;
     for (i = 0; i < spprof__g.prof.nrecs; i++) {

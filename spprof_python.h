@@ -382,13 +382,13 @@ static PyObject *spprof__py_raise(spprof_result r) {
 }
 
 static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *kwlist[] = {"interval_ns", "mode", "max_depth", "memory_limit", NULL};
+    static const char *kwlist[] = {"interval_ns", "mode", "max_depth", "memory_limit", "source", NULL};
     long long interval_ns, memory_limit = 100ll << 20;
-    int mode = 0, max_depth = 128;
+    int mode = 0, max_depth = 128, source = 0;
     spprof_config cfg = spprof_config_default();
     spprof_result r;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|iiL", (char **)kwlist, &interval_ns, &mode, &max_depth, &memory_limit))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|iiLi", (char **)kwlist, &interval_ns, &mode, &max_depth, &memory_limit, &source))
         return NULL;
     if (spprof_is_active()) return spprof__py_raise((spprof_result)(spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof is already running; stop it first")));
     if (memory_limit < 0) { PyErr_SetString(PyExc_ValueError, "memory_limit must be >= 0"); return NULL; }
@@ -396,6 +396,7 @@ static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) 
     cfg.mode = (spprof_mode)mode;
     cfg.max_depth = max_depth;
     cfg.memory_limit = (uint64_t)memory_limit;
+    cfg.source = (spprof_source)source;
     spprof_py_configure(&cfg);
     r = spprof_py_start(&cfg);
     if (r != SPPROF_OK) return spprof__py_raise(r);
@@ -439,13 +440,14 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
     spprof_stats st;
     (void)self; (void)noargs;
     spprof_get_stats(&st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}",
         "samples_captured", (unsigned long long)st.samples_captured, "samples_dropped", (unsigned long long)st.samples_dropped,
         "samples_dropped_memory", (unsigned long long)st.samples_dropped_memory, "samples_stale", (unsigned long long)st.samples_stale,
         "samples_in_profile", (unsigned long long)st.samples_in_profile, "timer_overruns", (unsigned long long)st.timer_overruns,
         "timer_create_failures", (unsigned long long)st.timer_create_failures, "timer_create_retries", (unsigned long long)st.timer_create_retries,
         "threads_registered", (unsigned long long)st.threads_registered, "threads_live", (unsigned long long)st.threads_live,
-        "threads_sampled", (unsigned long long)st.threads_sampled, "walk_errors", (unsigned long long)st.walk_errors,
+        "threads_sampled", (unsigned long long)st.threads_sampled, "threads_perf", (unsigned long long)st.threads_perf,
+        "walk_errors", (unsigned long long)st.walk_errors,
         "walk_truncated", (unsigned long long)st.walk_truncated, "unique_stacks", (unsigned long long)st.unique_stacks,
         "unique_frames", (unsigned long long)st.unique_frames, "profile_bytes", (unsigned long long)st.profile_bytes,
         "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered);
@@ -540,7 +542,7 @@ static PyObject *spprof__py_gettid(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef spprof__py_methods[] = {
     {"start", (PyCFunction)(void (*)(void))spprof__py_start, METH_VARARGS | METH_KEYWORDS,
-     "start(interval_ns, mode=0, max_depth=128, memory_limit=100 MiB): start sampling (mode 0 = cpu, 1 = wall)"},
+     "start(interval_ns, mode=0, max_depth=128, memory_limit=100 MiB, source=0): start sampling (mode 0 = cpu, 1 = wall; source: spprof_source)"},
     {"stop", spprof__py_stop, METH_NOARGS, "stop(): stop sampling; the profile stays readable until the next start"},
     {"pause", spprof__py_pause, METH_NOARGS, "pause(): disarm the timers"},
     {"resume", spprof__py_resume, METH_NOARGS, "resume(): re-arm the timers"},

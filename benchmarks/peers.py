@@ -150,7 +150,7 @@ TOOLS = {
                                    "-f", "raw", "-o", o, "--", PY] + w,
                   parse_collapsed, pyspy_stats, "py-spy --nonblocking: reads the running process"),
     "austin": ([100, 1000],
-               lambda r, o, w: [os.path.join(BIN, "austin"), "-s", "-i", "%dus" % (1000000 // r),
+               lambda r, o, w: [os.path.join(BIN, "austin"), "-s", "-t", "2s", "-i", "%dus" % (1000000 // r),
                                 "-o", o, PY] + w,
                parse_austin, austin_stats, "out of process, -s (CPU estimate), austin-dist"),
     "pyinstrument": ([100, 1000],

@@ -2,6 +2,7 @@
    chaining to a previously installed handler, wall vs CPU mode (and SA_RESTART), the memory limit and
    walker errors. */
 #include "testutil.h"
+#include <fcntl.h>
 #include <errno.h>
 #include <signal.h>
 /* TSan (GCC defines __SANITIZE_THREAD__, Clang has __has_feature) */
@@ -425,8 +426,8 @@ static void test_pause(spprof_mode mode) {
     }
 }
 
-/* ==== overruns and weights ==== */
-typedef struct measured { int tid; int go; uint64_t cpu_ns, wall_ns, burn_ns; } measured;
+/* ==== weights: POSIX timer overruns, perf task-clock rate and CPU-time weights ==== */
+typedef struct measured { int tid; int go; int kernel; uint64_t cpu_ns, wall_ns, burn_ns; } measured;
 static int g_pipe_go[2];
 static void *measured_main(void *arg) {
     measured *m = (measured *)arg;
@@ -436,26 +437,56 @@ static void *measured_main(void *arg) {
     while (read(g_pipe_go[0], &ch, 1) < 0 && errno == EINTR) {}  /* blocked (no CPU) until the session runs */
     c0 = t_thread_cpu_ns();
     m->wall_ns = t_now_ns();
-    busy_work(m->burn_ns);
+    if (!m->kernel) busy_work(m->burn_ns);
+    else {  /* about half of the CPU time in the kernel: copying from /dev/zero, between user-mode bursts */
+        static char buf[256 << 10];
+        int fd = open("/dev/zero", O_RDONLY);
+        while (t_thread_cpu_ns() - c0 < m->burn_ns) {
+            busy_work(200000);
+            if (fd >= 0 && read(fd, buf, sizeof buf) < 0) break;
+        }
+        if (fd >= 0) close(fd);
+    }
     m->cpu_ns = t_thread_cpu_ns() - c0;
     m->wall_ns = t_now_ns() - m->wall_ns;
     return NULL;
 }
 
-static void test_overruns(void) {
-    spprof_config cfg = t_config(100000);  /* 100 us: far below the kernel tick */
+static const char *source_name(spprof_source s) {
+    return s == SPPROF_SOURCE_POSIX ? "POSIX timers" : s == SPPROF_SOURCE_PERF ? "perf task-clock" : "perf task-clock, user mode only";
+}
+
+/* One busy thread at 100 us (far below the kernel tick). POSIX timers: signals at most at HZ, the rest comes
+   as overrun weight. perf: the full rate (count close to CPU time / interval). Both: the weights add up to
+   the thread's CPU time. `kernel`: half of that time in system calls (perf user-only must still count it). */
+static void test_weights(spprof_source source, int kernel) {
+    spprof_config cfg = t_config(100000);
     measured m;
     pthread_t th;
-    spprof_stats st;
+    spprof_stats st, mid;
     tid_sum ts;
     double expect, ratio;
-    printf("overruns and weights (CPU mode, 100 us)\n");
+    spprof_result r;
+    int perf_fds;
+    printf("weights: %s, 100 us, %s\n", source_name(source), kernel ? "half of the time in the kernel" : "user-mode loop");
+    cfg.source = source;
     memset(&m, 0, sizeof m);
     m.burn_ns = 1000000000u;
+    m.kernel = kernel;
     if (pipe(g_pipe_go) != 0) { CHECK(0, "pipe"); return; }
     pthread_create(&th, NULL, measured_main, &m);
     while (!__atomic_load_n(&m.tid, __ATOMIC_ACQUIRE)) sched_yield();
-    CHECK(spprof_start(&cfg) == SPPROF_OK, "start");
+    r = spprof_start(&cfg);
+    if (r == SPPROF_ERR_UNSUPPORTED && source != SPPROF_SOURCE_POSIX) {
+        printf("  SKIP %s: %s\n", source_name(source), spprof_last_error());
+        if (write(g_pipe_go[1], "g", 1) != 1) CHECK(0, "write");
+        pthread_join(th, NULL);
+        close(g_pipe_go[0]); close(g_pipe_go[1]);
+        return;
+    }
+    CHECK(r == SPPROF_OK, "start (%s)", spprof_last_error());
+    spprof_get_stats(&mid);
+    perf_fds = t_count_perf_fds();
     if (write(g_pipe_go[1], "g", 1) != 1) CHECK(0, "write");
     pthread_join(th, NULL);
     CHECK(spprof_stop() == SPPROF_OK, "stop");
@@ -464,18 +495,30 @@ static void test_overruns(void) {
     ts = samples_of(m.tid);
     expect = (double)m.cpu_ns / 100000.0;
     ratio = ts.weight / (expect > 0 ? expect : 1);
-    printf("  thread CPU %.1f ms, %llu samples, weight %llu, expected weight %.0f, overruns %llu\n", m.cpu_ns / 1e6,
-           (unsigned long long)ts.count, (unsigned long long)ts.weight, expect, (unsigned long long)st.timer_overruns);
-    CHECK(st.timer_overruns > 0, "timer_overruns > 0 (%llu)", (unsigned long long)st.timer_overruns);
+    printf("  thread CPU %.1f ms, %llu samples, weight %llu, expected weight %.0f, overruns %llu, perf threads %llu, perf fds %d\n",
+           m.cpu_ns / 1e6, (unsigned long long)ts.count, (unsigned long long)ts.weight, expect,
+           (unsigned long long)st.timer_overruns, (unsigned long long)mid.threads_perf, perf_fds);
+    if (source == SPPROF_SOURCE_POSIX) {
+        CHECK(mid.threads_perf == 0 && perf_fds == 0, "POSIX source: no perf events (%llu threads, %d fds)", (unsigned long long)mid.threads_perf, perf_fds);
+        CHECK(st.timer_overruns > 0, "timer_overruns > 0 (%llu)", (unsigned long long)st.timer_overruns);
+    } else {
+        CHECK(mid.threads_perf >= 2 && mid.threads_perf == mid.threads_live, "every live thread has a perf event (%llu of %llu)",
+              (unsigned long long)mid.threads_perf, (unsigned long long)mid.threads_live);
+        CHECK(perf_fds < 0 || perf_fds == (int)mid.threads_perf, "one perf fd per thread (%d fds)", perf_fds);
+        CHECK(t_count_perf_fds() <= 0, "no perf fd left after stop (%d)", t_count_perf_fds());
+    }
     if ((double)m.cpu_ns < 0.8 * (double)m.wall_ns) {
         /* The thread competed for a CPU: Linux then checks its CPU-clock timer far less often than every
            tick, and a signal may come late or not at all (kernel behaviour, reproduced without spprof), so
            the weight sum cannot be compared with the CPU time. */
         printf("  (machine busy: the thread got %.0f%% of a CPU; weight checks skipped)\n", 100.0 * (double)m.cpu_ns / (double)m.wall_ns);
-    } else {
-        CHECK(ts.weight > ts.count, "samples carry overrun weight (weight %llu > count %llu)", (unsigned long long)ts.weight, (unsigned long long)ts.count);
-        CHECK(ratio > 0.75 && ratio < 1.25, "sum of weights ~ CPU time / interval (ratio %.3f)", ratio);
+        return;
     }
+    if (source == SPPROF_SOURCE_POSIX)
+        CHECK(ts.weight > ts.count, "samples carry overrun weight (weight %llu > count %llu)", (unsigned long long)ts.weight, (unsigned long long)ts.count);
+    else if (source == SPPROF_SOURCE_PERF || !kernel)
+        CHECK(ts.count > 0.6 * expect, "perf delivers the full rate: %llu samples for %.0f intervals", (unsigned long long)ts.count, expect);
+    CHECK(ratio > 0.75 && ratio < 1.25, "sum of weights ~ CPU time / interval (ratio %.3f)", ratio);
 }
 
 /* ==== wall vs CPU mode, SA_RESTART ==== */
@@ -675,7 +718,12 @@ int main(void) {
     STEP(test_bad_config);
     STEP(test_states);
     t = t_now_ns(); test_pause(SPPROF_MODE_CPU); test_pause(SPPROF_MODE_WALL); printf("  (%.2f s)\n", (double)(t_now_ns() - t) / 1e9);
-    STEP(test_overruns);
+    t = t_now_ns();
+    test_weights(SPPROF_SOURCE_POSIX, 0);
+    test_weights(SPPROF_SOURCE_PERF, 0);
+    test_weights(SPPROF_SOURCE_PERF, 1);
+    test_weights(SPPROF_SOURCE_PERF_USER, 1);
+    printf("  (%.2f s)\n", (double)(t_now_ns() - t) / 1e9);
     STEP(test_modes);
     STEP(test_memory_limit);
     STEP(test_walker_errors);

@@ -9,7 +9,7 @@ STAT_KEYS = {
     "samples_captured", "samples_dropped", "samples_dropped_memory", "samples_stale", "samples_in_profile",
     "timer_overruns", "timer_create_failures", "timer_create_retries", "threads_registered", "threads_live",
     "threads_sampled", "walk_errors", "walk_truncated", "unique_stacks", "unique_frames", "profile_bytes",
-    "signals_ignored", "faults_recovered",
+    "signals_ignored", "faults_recovered", "threads_perf",
 }
 
 def test_start_stop(run):
@@ -136,6 +136,8 @@ def test_bad_arguments_raise_clear_exceptions(run):
         ("start", dict(max_depth=0), "ValueError", "max_depth"),
         ("start", dict(max_depth=2.5), "TypeError", "max_depth"),
         ("start", dict(bogus=1), "TypeError", "bogus"),
+        ("start", dict(source="hpet"), "ValueError", "source"),
+        ("start", dict(source="perf", mode="wall"), "ValueError", "needs mode='cpu'"),
         ("Profiler", dict(interval_ms=-1), "ValueError", "interval_ms"),
         ("Profiler", dict(mode="both"), "ValueError", "mode"),
         ("Profiler", dict(output="x.json", format="svg"), "ValueError", "format"),
@@ -161,6 +163,40 @@ def test_bad_arguments_raise_clear_exceptions(run):
     """).ok()
     bad = [c for c in r.result if c[2] != c[5] or c[4] not in c[3]]
     assert not bad, "\n".join(f"{c[0]}({c[1]}): expected {c[5]} mentioning {c[4]!r}, got {c[2]}: {c[3]}" for c in bad)
+
+
+def test_sample_sources(run):
+    """source="posix" uses POSIX timers only; "perf" a task-clock event per thread, at the full rate
+    (skipped where the kernel refuses perf events); both give the same CPU time."""
+    r = run("""
+    out = {}
+    for source in ("posix", "perf", "auto"):
+        try:
+            spprof.start(interval_ms=0.5, source=source)
+        except spprof.Error as e:
+            out[source] = {"error": str(e)}
+            continue
+        burn(0.05)
+        st = spprof.stats()
+        burn(0.4)
+        p = spprof.stop()
+        main = [s for s in p.samples if s.thread_id == threading.get_native_id()]
+        out[source] = {"perf": st["threads_perf"], "live": st["threads_live"], "count": sum(s.count for s in main),
+                       "weight": sum(s.weight for s in main)}
+    emit(out)
+    """).ok()
+    res = r.result
+    posix, perf = res["posix"], res["perf"]
+    assert posix["perf"] == 0 and posix["live"] >= 1
+    assert 0.3 / 0.0005 <= posix["weight"] * 1.0 <= 0.6 / 0.0005, posix
+    if "error" in perf:
+        assert "perf_event_open" in perf["error"]
+        assert res["auto"]["perf"] == 0  # auto falls back to POSIX timers
+        return
+    assert perf["perf"] == perf["live"] >= 1, perf
+    assert 0.3 / 0.0005 <= perf["weight"] <= 0.6 / 0.0005, perf
+    assert perf["count"] >= 0.7 * perf["weight"], perf  # full rate: about one signal per interval
+    assert res["auto"]["perf"] >= 1
 
 
 def test_start_twice_and_lifecycle_errors(run):

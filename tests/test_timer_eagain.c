@@ -58,6 +58,7 @@ int main(void) {
     pthread_t th[NBUSY];
     struct rlimit orig, low;
     spprof_config cfg = t_config(1000000);  /* CPU mode, 1 ms */
+    cfg.source = SPPROF_SOURCE_POSIX;  /* this test is about timer_create failing */
     spprof_stats st1, st2, st;
     long used0 = -1, lim0 = -1, used1 = -1, lim1 = -1;
     int i, created = 0, need = 0, timers1 = 0, busy_timers1 = 0, timers2 = -1, busy_timers2 = -1, raised = 0;

@@ -46,12 +46,35 @@ static __attribute__((noinline, unused)) void t_burn_ns(uint64_t ns) {  /* burn 
     while (t_now_ns() < end) { int i; for (i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9; }
     t_sink += x;
 }
+/* The default configuration at another interval. SPPROF_TEST_SOURCE=posix|perf|perf-user picks the sample
+   source (default: AUTO, i.e. perf task-clock where the kernel allows it); make test-c runs both. */
 static inline spprof_config t_config(int64_t interval_ns) {
     spprof_config c = spprof_config_default();
+    const char *src = getenv("SPPROF_TEST_SOURCE");
     c.interval_ns = interval_ns;
+    if (src && !strcmp(src, "posix")) c.source = SPPROF_SOURCE_POSIX;
+    else if (src && !strcmp(src, "perf")) c.source = SPPROF_SOURCE_PERF;
+    else if (src && !strcmp(src, "perf-user")) c.source = SPPROF_SOURCE_PERF_USER;
     return c;
 }
-/* POSIX timers of this process: lines "ID: n" in /proc/self/timers; -1 if unreadable. */
+/* perf_event fds of this process (links to anon_inode:[perf_event] in /proc/self/fd); -1 if unreadable. */
+static inline int t_count_perf_fds(void) {
+    char path[300], target[64];
+    int n = 0;
+    struct dirent *de;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    while ((de = readdir(d)) != NULL) {
+        ssize_t k;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
+        k = readlink(path, target, sizeof target - 1);
+        if (k > 0) { target[k] = 0; if (strstr(target, "perf_event")) n++; }
+    }
+    closedir(d);
+    return n;
+}
+/* Sample sources of this process: POSIX timers (lines "ID: n" in /proc/self/timers) plus perf event fds;
+   -1 if unreadable. */
 static inline int t_count_timers(void) {
     char line[256];
     int n = 0;
@@ -59,7 +82,7 @@ static inline int t_count_timers(void) {
     if (!f) return -1;
     while (fgets(line, sizeof line, f)) if (!strncmp(line, "ID:", 3)) n++;
     fclose(f);
-    return n;
+    return n + (t_count_perf_fds() > 0 ? t_count_perf_fds() : 0);
 }
 /* Threads of this process (entries of /proc/self/task); -1 if unreadable. */
 static inline int t_count_tasks(void) {

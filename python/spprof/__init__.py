@@ -20,8 +20,9 @@ mode="cpu" counts each thread's own CPU time (idle threads are not sampled); mod
 time (sleeping, blocked and waiting threads too).
 
 Sample.frames are ROOT FIRST: frames[0] is the outermost call (e.g. "<module>"), frames[-1] the leaf, the
-function that was running. CPU-time timers fire on kernel ticks, so at short intervals one sample may stand
-for several intervals: use Sample.weight (intervals), not Sample.count (signals), for time.
+function that was running. One sample may stand for several intervals (POSIX CPU-time timers fire on
+kernel ticks; perf samples are weighted by the CPU time they cover): use Sample.weight (intervals), not
+Sample.count (signals), for time.
 
 Not done yet: mixed native + Python stacks (native=True), memory profiling, Python versions other than 3.11.
 """
@@ -54,6 +55,7 @@ MIN_INTERVAL_MS = 0.05
 MAX_INTERVAL_MS = 60000.0
 MAX_DEPTH_LIMIT = 1024
 _MODES = {"cpu": 0, "wall": 1}
+_SOURCES = {"auto": 0, "posix": 1, "perf": 2, "perf-user": 3}
 _FORMATS = ("speedscope", "collapsed")
 
 
@@ -285,7 +287,8 @@ def _check_number(name: str, value: Any, lo: float, hi: float, unit: str = "") -
     return v
 
 
-def _check_config(interval_ms: Any, mode: Any, native: Any, memory_limit_mb: Any, max_depth: Any) -> Tuple[int, int, int, int]:
+def _check_config(interval_ms: Any, mode: Any, native: Any, memory_limit_mb: Any, max_depth: Any,
+                  source: Any = "auto") -> Tuple[int, int, int, int, int]:
     interval = _check_number("interval_ms", interval_ms, MIN_INTERVAL_MS, MAX_INTERVAL_MS, " ms")
     if not isinstance(mode, str):
         raise TypeError(f"mode must be 'cpu' or 'wall', got {type(mode).__name__} ({mode!r})")
@@ -300,7 +303,12 @@ def _check_config(interval_ms: Any, mode: Any, native: Any, memory_limit_mb: Any
         raise TypeError(f"max_depth must be an int, got {type(max_depth).__name__} ({max_depth!r})")
     if not 1 <= max_depth <= MAX_DEPTH_LIMIT:
         raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH_LIMIT}, got {max_depth!r}")
-    return max(1, int(round(interval * 1e6))), _MODES[mode], int(mem * (1 << 20)), int(max_depth)
+    if not isinstance(source, str) or source not in _SOURCES:
+        raise ValueError(f"source must be one of {', '.join(map(repr, _SOURCES))}, got {source!r}")
+    if mode == "wall" and source in ("perf", "perf-user"):
+        raise ValueError(f"source={source!r} counts CPU time: it needs mode='cpu'")
+    return (max(1, int(round(interval * 1e6))), _MODES[mode], int(mem * (1 << 20)), int(max_depth),
+            _SOURCES[source])
 
 
 # ---- session: thread names, thread-start hook ------------------------------------------------------------
@@ -384,24 +392,28 @@ if hasattr(os, "register_at_fork"):
 # ---- public API -----------------------------------------------------------------------------------------
 
 def start(interval_ms: float = 10, mode: str = "cpu", native: bool = False, memory_limit_mb: float = 100,
-          max_depth: int = 128) -> None:
+          max_depth: int = 128, source: str = "auto") -> None:
     """Start sampling every thread of the process.
 
-    interval_ms: sampling interval, 0.05 .. 60000 ms (CPU-time timers fire on kernel ticks: shorter
-    intervals than the tick give samples of larger weight). mode: "cpu" (each thread's CPU time) or "wall".
+    interval_ms: sampling interval, 0.05 .. 60000 ms. mode: "cpu" (each thread's CPU time) or "wall".
     memory_limit_mb: bound on the in-memory profile (samples beyond it are counted in stats, not kept).
     max_depth: deepest stack recorded (1 .. 1024 frames).
+    source: where the sampling signals come from: "auto" (CPU mode: a perf_event task-clock per thread where
+    the kernel allows it, which keeps the full rate; else POSIX timers), "posix" (POSIX timers, CPU clocks
+    fire on kernel ticks: intervals shorter than the tick give fewer samples of larger weight), "perf" or
+    "perf-user" (perf only, fails if the kernel refuses; -user counts user mode only).
     Raises TypeError / ValueError for bad arguments, spprof.Error if already started, OSError if the
     timers cannot be set up."""
     global _session
-    interval_ns, mode_no, mem, depth = _check_config(interval_ms, mode, native, memory_limit_mb, max_depth)
+    interval_ns, mode_no, mem, depth, source_no = _check_config(interval_ms, mode, native, memory_limit_mb,
+                                                                 max_depth, source)
     with _lock:
         if _session is not None and _session.pid != os.getpid():
             _session = None
         sess = _Session(interval_ns / 1e6, mode)
         _note_live_threads(sess.names)
         sess.start_ns = time.monotonic_ns()
-        _spprof.start(interval_ns, mode_no, depth, mem)  # raises spprof.Error when already started
+        _spprof.start(interval_ns, mode_no, depth, mem, source_no)  # raises spprof.Error when already started
         _session = sess
         _install_hook()
 
