@@ -140,7 +140,14 @@ TOOLS = {
     "spprof": ([100, 1000, 10000],
                lambda r, o, w: [PY, os.path.join(ROOT, "tools", "spprof"), "record", "-r", str(r),
                                 "-f", "collapsed", "-o", o, "--", PY] + w,
-               parse_collapsed, spprof_stats, "in-process, per-thread CPU-time timers (record, --mode cpu)"),
+               parse_collapsed, spprof_stats, "in-process; `spprof record`, --mode cpu, --source auto: a perf "
+               "task-clock event per thread where the kernel allows it, else POSIX timers"),
+    "spprof-posix": ([100, 1000, 10000],
+                     lambda r, o, w: [PY, os.path.join(ROOT, "tools", "spprof"), "record", "--source", "posix",
+                                      "-r", str(r), "-f", "collapsed", "-o", o, "--", PY] + w,
+                     parse_collapsed, spprof_stats,
+                     "spprof with POSIX timers only (--source posix: what it falls back to where perf events "
+                     "are refused, e.g. Docker's default seccomp profile)"),
     "py-spy": ([100, 1000],
                lambda r, o, w: [os.path.join(BIN, "py-spy"), "record", "-r", str(r), "-f", "raw",
                                 "-o", o, "--", PY] + w,
@@ -176,7 +183,9 @@ WORKLOAD_ORDER = ["cpu_shares", "threads8", "idle_threads", "c_extension", "real
 
 def tool_ok(name):
     """(True, version) if the tool runs here, else (False, why)."""
-    probe = {"spprof": [PY, "-c", "import sys; sys.path.insert(0, %r); import spprof; print(spprof.__version__)"
+    probe = {"spprof-posix": [PY, "-c", "import sys; sys.path.insert(0, %r); import spprof; print(spprof.__version__)"
+                              % os.path.join(ROOT, "build")],
+             "spprof": [PY, "-c", "import sys; sys.path.insert(0, %r); import spprof; print(spprof.__version__)"
                         % os.path.join(ROOT, "build")],
              "py-spy": [os.path.join(BIN, "py-spy"), "--version"],
              "py-spy-nb": [os.path.join(BIN, "py-spy"), "--version"],
@@ -303,6 +312,15 @@ def summarise(runs, tools_info):
     return rows
 
 
+def perf_events_here():
+    """Whether spprof can use perf task-clock events on this machine (what --source auto picks)."""
+    code = ("import sys; sys.path.insert(0, %r); import spprof\n"
+            "try:\n    spprof.start(1, source='perf'); spprof.stop(); print('yes: perf task-clock (full rate)')\n"
+            "except Exception as e:\n    print('no, POSIX timers (%%s)' %% e)" % os.path.join(ROOT, "build"))
+    p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    return (p.stdout.strip() or p.stderr.strip()[-200:])
+
+
 def handler_cost():
     """spprof's per-sample handler cost from benchmarks/bench_handler.c (markdown rows)."""
     exe = os.path.join(ROOT, "build", "bench", "bench_handler")
@@ -331,6 +349,7 @@ def write_results(data, path_md, path_png):
              % (data["cpu"], data["ncpu"], data["kernel"]))
     L.append("| load average before / after | %s / %s |" % (data["load_before"], data["load_after"]))
     L.append("| Python | %s |" % data["python"])
+    L.append("| perf events for spprof (--source auto) | %s |" % data.get("perf", "?"))
     L.append("| repetitions | %d per configuration, alternating (every configuration once per round, rotated) |"
              % data["reps"])
     L.append("| work phase | about %.0f s per unprofiled run (units calibrated per workload) |" % data["seconds"])
@@ -365,7 +384,7 @@ def write_results(data, path_md, path_png):
             err = "—" if row["err_pp"] is None else "%.2f" % row["err_pp"]
             smp = "—" if row["samples"] is None else "%d" % row["samples"]
             lost = "—" if row["lost"] is None else "%d" % row["lost"]
-            name = "**%s**" % tool if tool == "spprof" else tool
+            name = "**%s**" % tool if tool.startswith("spprof") else tool
             L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |" % (
                 name, rate_s, fmt_pct(row["wall_ratio"]), fmt_pct(row["cpu_ratio"]),
                 fmt_pct(row["tree_cpu_ratio"]), err, smp, lost, row["ok"], row["runs"]))
@@ -410,7 +429,8 @@ def chart(rows, info, path):
                          if w == "cpu_shares" and t == tool and metric in row and rate is not None)
             det = [row[metric] for (w, t, rate), row in rows.items()
                    if w == "cpu_shares" and t == tool and metric in row and rate is None]
-            style = dict(lw=2.5, color="black") if tool == "spprof" else {}
+            style = (dict(lw=2.5, color="black") if tool == "spprof" else
+                     dict(lw=2, color="grey", ls=":") if tool == "spprof-posix" else {})
             if pts:
                 ax.plot([p[0] for p in pts], [100 * (p[1] - 1) for p in pts], marker="o", label=tool, **style)
             for d in det:
@@ -498,7 +518,7 @@ def main():
                 capture_output=True, text=True).stdout.strip(),
             "load_before": " ".join(load_before), "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
             "reps": a.reps, "seconds": a.seconds, "elapsed": time.time() - t_start, "tools": info,
-            "workloads": workloads, "docs": docs, "handler": handler_cost(),
+            "workloads": workloads, "docs": docs, "handler": handler_cost(), "perf": perf_events_here(),
             "rows": {json.dumps(list(k)): v for k, v in rows.items()}, "runs": runs}
     with open(a.raw, "w") as f:
         json.dump(data, f, indent=1)
