@@ -218,7 +218,7 @@ def run_once(workload, units, tool, rate, tmp, timeout):
                OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
     t0 = time.perf_counter()
     errf = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errf, env=env, cwd=tmp)
+    proc = subprocess.Popen(argv, stdout=errf, stderr=errf, env=env, cwd=tmp)  # py-spy reports on stdout
     deadline = t0 + timeout
     while True:
         pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
@@ -308,6 +308,9 @@ def summarise(runs, tools_info):
             row["err_pp"] = med([share_error(r) for r in ok])
             row["samples"] = med([r.get("samples") for r in ok])
             row["lost"] = med([r.get("lost") for r in ok])
+            # CPU the profiled process spent per sample (in-process tools), from the medians
+            if row["samples"] and k[1].startswith("spprof"):
+                row["us_per_sample"] = 1e6 * (row["cpu"] - med([r["cpu"] for r in b])) / row["samples"]
         rows[k] = row
     return rows
 
@@ -363,6 +366,8 @@ def write_results(data, path_md, path_png):
     L.append("whole process tree, start-up and an out-of-process sampler's own CPU included (what the machine pays).")
     L.append("Error = largest |profile share − true share| in percentage points over the functions (threads) whose")
     L.append("CPU time the workload measured itself; median over the repetitions. Samples/lost as the tool reports them.")
+    L.append("CPU/sample (spprof): (profiled − unprofiled process CPU of the work phase) ÷ samples, from the medians:")
+    L.append("signal delivery, handler, walk, collector, all included; noisy when the difference is small.")
     L.append("")
     for wl in data["workloads"]:
         L.append("## %s" % wl)
@@ -371,23 +376,24 @@ def write_results(data, path_md, path_png):
         if doc:
             L.append(doc)
             L.append("")
-        L.append("| tool | rate | wall | CPU | tree CPU | error (pp) | samples | lost | runs ok |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| tool | rate | wall | CPU | tree CPU | error (pp) | samples | lost | CPU/sample | runs ok |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for (w, tool, rate), row in rows.items():
             if w != wl or tool == "baseline":
                 continue
             rate_s = "deterministic" if rate is None else ("%d Hz" % rate)
             if "wall_ratio" not in row:
-                L.append("| %s | %s | failed: %s | | | | | | %d/%d |" % (tool, rate_s, "; ".join(row["errors"])[:120],
+                L.append("| %s | %s | failed: %s | | | | | | | %d/%d |" % (tool, rate_s, "; ".join(row["errors"])[:120],
                                                                      row["ok"], row["runs"]))
                 continue
             err = "—" if row["err_pp"] is None else "%.2f" % row["err_pp"]
             smp = "—" if row["samples"] is None else "%d" % row["samples"]
             lost = "—" if row["lost"] is None else "%d" % row["lost"]
             name = "**%s**" % tool if tool.startswith("spprof") else tool
-            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |" % (
+            ups = "—" if row.get("us_per_sample") is None else "%.1f µs" % row["us_per_sample"]
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |" % (
                 name, rate_s, fmt_pct(row["wall_ratio"]), fmt_pct(row["cpu_ratio"]),
-                fmt_pct(row["tree_cpu_ratio"]), err, smp, lost, row["ok"], row["runs"]))
+                fmt_pct(row["tree_cpu_ratio"]), err, smp, lost, ups, row["ok"], row["runs"]))
         b = rows.get((wl, "baseline", None))
         if b and "wall" in b:
             L.append("")
