@@ -1500,9 +1500,20 @@ static int spprof__cmp_range(const void *a, const void *b) {
 }
 
 /* Rebuild the executable-segment table when objects were loaded or unloaded since the last build. */
+static int spprof__xr_counts_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    uint64_t *c = (uint64_t *)data;
+    (void)size;
+    c[0] = info->dlpi_adds; c[1] = info->dlpi_subs;
+    return 1;  /* the loader's counters are the same in every entry: the first one is enough */
+}
+
 static void spprof__refresh_xranges(void) {
     spprof__xranges *old = spprof__g.xr, *x;
     spprof__xr_build b;
+    uint64_t counts[2] = {0, 0};
+    /* Every scan: only the load/unload counters (one callback), so that an unchanged process costs nothing. */
+    dl_iterate_phdr(spprof__xr_counts_cb, counts);
+    if (old && old->adds == counts[0] && old->subs == counts[1]) return;
     memset(&b, 0, sizeof b);
     dl_iterate_phdr(spprof__xr_cb, &b);
     if (b.oom || (old && old->adds == b.adds && old->subs == b.subs)) { SPPROF_FREE(b.r); return; }
@@ -1521,8 +1532,18 @@ static void spprof__xranges_free(void) {
     SPPROF__STORE(&spprof__g.xr, (spprof__xranges *)NULL);
 }
 
+/* The collector: drains the ring every drain_interval_ms (sooner when the handler finds it half full), and
+   keeps the registry in line with the process's threads. Its own cost, measured on a 2-vCPU VM, was about
+   60-80 us per wake-up (0.3-0.4% of a core at 20 ms), mostly system calls; hence two economies:
+   - the thread list (/proc/self/task: open, getdents, close) is re-read only when the thread count changed
+     (one stat(): /proc/self/task's link count is 2 + the number of threads) or every 10 scan intervals
+     (a thread that exited while another started keeps the count);
+   - while no sample arrives (idle process in CPU mode, paused) the wake-up interval doubles, up to 4x;
+     the first sample brings it back (the handler also wakes the collector when the ring is half full). */
 static void *spprof__collector_main(void *arg) {
-    uint64_t last_scan = 0;
+    uint64_t last_scan = 0, last_full_scan = 0, last_captured = 0;
+    nlink_t last_nlink = 0;
+    int idle_shift = 0;
     sigset_t set;
     (void)arg;
     sigemptyset(&set);
@@ -1533,8 +1554,9 @@ static void *spprof__collector_main(void *arg) {
         struct pollfd pfd;
         uint64_t now, junk;
         uint32_t nframes;
+        uint64_t captured;
         pfd.fd = spprof__g.wake_fd; pfd.events = POLLIN; pfd.revents = 0;
-        poll(&pfd, 1, spprof__g.cfg.drain_interval_ms);
+        poll(&pfd, 1, spprof__g.cfg.drain_interval_ms << idle_shift);
         if (pfd.revents & POLLIN) { if (read(spprof__g.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
         if (SPPROF__LOAD(&spprof__g.collector_stop)) break;
         pthread_mutex_lock(&spprof__prof_lock);
@@ -1542,10 +1564,21 @@ static void *spprof__collector_main(void *arg) {
         nframes = spprof__g.prof.nframes;
         pthread_mutex_unlock(&spprof__prof_lock);
         if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
+        captured = SPPROF__LOADR(&spprof__g.c.captured);
+        if (captured != last_captured) idle_shift = 0;
+        else if (idle_shift < 2) idle_shift++;
+        last_captured = captured;
         now = spprof__now_ns();
         if (now - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
+            struct stat st;
+            int stat_ok = stat("/proc/self/task", &st) == 0;
+            int full = !stat_ok || st.st_nlink != last_nlink ||
+                       now - last_full_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 10000000u;
             pthread_mutex_lock(&spprof__reg_lock);
-            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) { spprof__sync_threads(); spprof__refresh_xranges(); }
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
+                if (full) { spprof__sync_threads(); last_full_scan = now; last_nlink = stat_ok ? st.st_nlink : 0; }
+                spprof__refresh_xranges();
+            }
             pthread_mutex_unlock(&spprof__reg_lock);
             last_scan = now;
         }
