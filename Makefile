@@ -82,8 +82,9 @@ test-tsan: $(TSAN_BINS)
 	@TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=1:die_after_fork=0 SPPROF_TEST_SCALE=sanitizer \
 	  sh tests/run_c_tests.sh $(BUILD)/tsan $(TSAN_BINS)
 
+# The Python tests run under $(PYTHON), every interpreter in $(SPPROF_PYTHONS), python3 and python3.11-dbg.
 test-py: $(BUILD)/native_demo pypkg
-	@$(VENV)/bin/python -m pytest -q tests
+	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
 
 # Benchmarks (not part of `make test`): the core figures (benchmarks/RESULTS-core.md, a few minutes), then
 # spprof beside py-spy, Austin, pyinstrument, vmprof, yappi and cProfile (benchmarks/RESULTS.md and

@@ -14,7 +14,7 @@
        spprof_py_start(&cfg);  ...  spprof_py_stop();   // [GIL] (stop before Py_Finalize)
        spprof_write_speedscope("out.json");  // [GIL] Python frames are resolved with the C API
 
-   Contents: @layout (per-version frame access)  @walk  @pin  @resolve  @module
+   Contents: @layout (per-version frame access)  @check (3.13+ debug offsets)  @walk  @pin  @resolve  @module
 
    How the signal handler finds Python frames: the interrupted thread's own PyThreadState comes from
    CPython's thread-specific-storage key (PyGILState_GetThisThreadState, a pthread_getspecific read), not from
@@ -63,6 +63,10 @@ SPPROF_API int spprof_py_resolve(const spprof_frame *frame, spprof_symbol *out, 
 SPPROF_API int spprof_py_pin_code_objects(void);
 /* [GIL] Drops those references (done by the module at the next start). */
 SPPROF_API void spprof_py_release_code_objects(void);
+/* Compares the frame layout compiled into this file with the running interpreter's own description of it
+   (_PyRuntime.debug_offsets, CPython 3.13+; always SPPROF_OK before 3.13). spprof_py_start calls it and
+   refuses to start on a difference (SPPROF_ERR_UNSUPPORTED, the difference in spprof_last_error()). */
+SPPROF_API spprof_result spprof_py_check_layout(void);
 
 #ifdef __cplusplus
 }
@@ -80,11 +84,50 @@ extern "C" {
 #endif
 
 /* ==== @layout =========================================================================================
-   Everything version-specific is here: how to get the top interpreter frame of a thread state, and the
-   frame's code object, previous frame, current instruction and "incomplete" test. */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-/* Mirror of 3.11's internal _PyInterpreterFrame (Include/internal/pycore_frame.h); checked against the real
-   header by tests/py_layout_check.c. bool is one byte on every supported ABI. */
+   Everything version-specific is here, chosen at compile time from PY_VERSION_HEX (and Py_GIL_DISABLED):
+     SPPROF__PY_FRAME              the frame type
+     SPPROF__PY_TOP_FRAME(ts)      the innermost frame of a thread state (NULL: none)
+     SPPROF__PY_PREV(f)            the caller's frame
+     SPPROF__PY_SKIP(f)            frames that are not Python code (3.12+: C-stack entry/shim frames)
+     SPPROF__PY_EXEC(f)            the code object, as read (type still to be checked)
+     SPPROF__PY_INCOMPLETE(f, co)  a frame being set up, not yet running its code (3.11+)
+     SPPROF__PY_OFFSET(f, co)      instruction offset in code units (line = PyCode_Addr2Line(co, 2 * off))
+     SPPROF__PY_NUNITS(co)         length of the bytecode in code units
+     SPPROF__PY_FP_SIZE(co)        a size-like word for the code-object fingerprint
+     SPPROF__PY_NAME(co)           qualified name (3.11+) or name
+   Mirrors of internal structs are checked against the real headers by tests/py_layout_check.c, and on 3.13+
+   also at run time against _PyRuntime.debug_offsets (spprof_py_check_layout). */
+#if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030F0000
+#  error "spprof_python.h: CPython 3.9 to 3.14 are supported"
+#endif
+
+#if PY_VERSION_HEX < 0x030B0000
+/* 3.9, 3.10: frames are PyFrameObjects (public struct in cpython/frameobject.h), tstate->frame is the top.
+   f_lasti is the last instruction started: a byte offset on 3.9, a code-unit index on 3.10; -1 before the
+   first instruction. */
+#  include <frameobject.h>
+#  define SPPROF__PY_FRAME PyFrameObject
+#  define SPPROF__PY_TOP_FRAME(ts) ((const PyFrameObject *)(ts)->frame)
+#  define SPPROF__PY_PREV(f) ((const PyFrameObject *)(f)->f_back)
+#  define SPPROF__PY_SKIP(f) (Py_TYPE(f) != &PyFrame_Type ? -1 : 0)
+#  define SPPROF__PY_EXEC(f) ((const PyObject *)(f)->f_code)
+#  define SPPROF__PY_INCOMPLETE(f, co) 0
+#  if PY_VERSION_HEX < 0x030A0000
+#    define SPPROF__PY_OFFSET(f, co) ((ptrdiff_t)((f)->f_lasti < 0 ? 0 : (f)->f_lasti / 2))
+#  else
+#    define SPPROF__PY_OFFSET(f, co) ((ptrdiff_t)((f)->f_lasti < 0 ? 0 : (f)->f_lasti))
+#  endif
+/* co_code is a bytes object: Py_SIZE, not PyBytes_GET_SIZE (whose debug-build assert could fire on a torn read) */
+#  define SPPROF__PY_NUNITS(co) (Py_SIZE((co)->co_code) / 2)
+#  define SPPROF__PY_FP_SIZE(co) ((uint64_t)(uintptr_t)(co)->co_code >> 4)
+#  define SPPROF__PY_NAME(co) ((co)->co_name)
+
+#elif PY_VERSION_HEX < 0x030D0000
+/* 3.11, 3.12: mirrors of _PyInterpreterFrame (Include/internal/pycore_frame.h); the top frame is
+   tstate->cframe->current_frame. prev_instr points at the last code unit started (on a new frame: before
+   the first instruction, which is what _PyFrame_IsIncomplete tests). 3.12 puts C-stack "shim" frames in the
+   chain (owner FRAME_OWNED_BY_CSTACK): not Python code, skipped. bool is one byte on every supported ABI. */
+#  if PY_VERSION_HEX < 0x030C0000
 typedef struct spprof__py_iframe {
     PyObject *f_func;
     PyObject *f_globals;
@@ -98,24 +141,222 @@ typedef struct spprof__py_iframe {
     char is_entry;
     char owner;
 } spprof__py_iframe;
+#    define SPPROF__PY_SKIP(f) 0
+#  else
+typedef struct spprof__py_iframe {
+    PyCodeObject *f_code;
+    struct spprof__py_iframe *previous;
+    PyObject *f_funcobj;
+    PyObject *f_globals;
+    PyObject *f_builtins;
+    PyObject *f_locals;
+    PyObject *frame_obj;
+    _Py_CODEUNIT *prev_instr;
+    int stacktop;
+    uint16_t return_offset;
+    char owner;
+} spprof__py_iframe;
+#    define SPPROF__PY_OWNED_BY_CSTACK 3
+#    define SPPROF__PY_SKIP(f) ((f)->owner == SPPROF__PY_OWNED_BY_CSTACK)
+#  endif
 #  define SPPROF__PY_OWNED_BY_GENERATOR 1
+#  define SPPROF__PY_FRAME spprof__py_iframe
 #  define SPPROF__PY_TOP_FRAME(ts) ((ts)->cframe ? (const spprof__py_iframe *)(const void *)(ts)->cframe->current_frame : NULL)
-#  define SPPROF__PY_CODE(f) ((f)->f_code)
-#  define SPPROF__PY_INSTR(f) ((f)->prev_instr)
-#  define SPPROF__PY_FIRST_INSTR(co) ((_Py_CODEUNIT *)(co)->co_code_adaptive)
+#  define SPPROF__PY_PREV(f) ((f)->previous)
+#  define SPPROF__PY_EXEC(f) ((const PyObject *)(f)->f_code)
+#  define SPPROF__PY_FIRST_INSTR(co) ((const _Py_CODEUNIT *)(const void *)(co)->co_code_adaptive)
 #  define SPPROF__PY_INCOMPLETE(f, co) \
        ((f)->owner != SPPROF__PY_OWNED_BY_GENERATOR && (f)->prev_instr < SPPROF__PY_FIRST_INSTR(co) + (co)->_co_firsttraceable)
+#  define SPPROF__PY_OFFSET(f, co) ((f)->prev_instr - SPPROF__PY_FIRST_INSTR(co))
+#  define SPPROF__PY_NUNITS(co) Py_SIZE(co)
+#  define SPPROF__PY_FP_SIZE(co) ((uint64_t)Py_SIZE(co))
 #  define SPPROF__PY_NAME(co) ((co)->co_qualname)
+
+#elif PY_VERSION_HEX < 0x030E0000
+/* 3.13 (and 3.13t): tstate->current_frame is the top; f_executable is a PyObject (a code object, or
+   something else on frames that are not Python code); instr_ptr points at the instruction executing now.
+   Entry frames are owned by the C stack and skipped (_PyFrame_IsIncomplete treats them so). The free-
+   threaded build has the same frame; its object header differs, which Py_TYPE/Py_SIZE take care of. */
+typedef struct spprof__py_iframe {
+    PyObject *f_executable;
+    struct spprof__py_iframe *previous;
+    PyObject *f_funcobj;
+    PyObject *f_globals;
+    PyObject *f_builtins;
+    PyObject *f_locals;
+    PyObject *frame_obj;
+    _Py_CODEUNIT *instr_ptr;
+    int stacktop;
+    uint16_t return_offset;
+    char owner;
+} spprof__py_iframe;
+#  define SPPROF__PY_OWNED_BY_GENERATOR 1
+#  define SPPROF__PY_OWNED_BY_CSTACK 3
+#  define SPPROF__PY_FRAME spprof__py_iframe
+#  define SPPROF__PY_TOP_FRAME(ts) ((const spprof__py_iframe *)(const void *)(ts)->current_frame)
+#  define SPPROF__PY_PREV(f) ((f)->previous)
+#  define SPPROF__PY_SKIP(f) ((f)->owner == SPPROF__PY_OWNED_BY_CSTACK)
+#  define SPPROF__PY_EXEC(f) ((const PyObject *)(f)->f_executable)
+#  define SPPROF__PY_FIRST_INSTR(co) ((const _Py_CODEUNIT *)(const void *)(co)->co_code_adaptive)
+#  define SPPROF__PY_INCOMPLETE(f, co) \
+       ((f)->owner != SPPROF__PY_OWNED_BY_GENERATOR && (f)->instr_ptr < SPPROF__PY_FIRST_INSTR(co) + (co)->_co_firsttraceable)
+#  define SPPROF__PY_OFFSET(f, co) ((f)->instr_ptr - SPPROF__PY_FIRST_INSTR(co))
+#  define SPPROF__PY_NUNITS(co) Py_SIZE(co)
+#  define SPPROF__PY_FP_SIZE(co) ((uint64_t)Py_SIZE(co))
+#  define SPPROF__PY_NAME(co) ((co)->co_qualname)
+#  define SPPROF__PY_DEBUG_OFFSETS 1
+
 #else
-#  error "spprof_python.h: this CPython version is not supported yet (supported: 3.11; 3.9-3.14 are planned)"
+/* 3.14 (and 3.14t), written from the 3.14 branch's headers (Include/internal/pycore_interpframe_structs.h,
+   pycore_stackref.h, pycore_interpframe.h); no 3.14 interpreter was available to run it. f_executable is a
+   _PyStackRef: a tagged pointer (low bits: deferred/refcount tags; bits == 1 is NULL). Frames owned by the
+   interpreter (entry frames, owner 3) or the C stack (4) are not Python code. Free-threaded builds run
+   per-thread copies of the bytecode: instr_ptr points into co->co_tlbc->entries[tlbc_index], not into
+   co_code_adaptive (entries[0] is co_code_adaptive). */
+typedef struct spprof__py_iframe {
+    uintptr_t f_executable;        /* _PyStackRef */
+    struct spprof__py_iframe *previous;
+    uintptr_t f_funcobj;           /* _PyStackRef */
+    PyObject *f_globals;
+    PyObject *f_builtins;
+    PyObject *f_locals;
+    PyObject *frame_obj;
+    _Py_CODEUNIT *instr_ptr;
+    void *stackpointer;
+#  ifdef Py_GIL_DISABLED
+    int32_t tlbc_index;
+#  endif
+    uint16_t return_offset;
+    char owner;
+    uint8_t visited;
+} spprof__py_iframe;
+#  ifdef Py_GIL_DISABLED
+typedef struct spprof__py_codearray { Py_ssize_t size; char *entries[1]; } spprof__py_codearray;
+/* the bytecode copy this frame runs; NULL if the index is out of range (torn read) */
+static const _Py_CODEUNIT *spprof__py_bytecode(const spprof__py_iframe *f, const PyCodeObject *co) {
+    const spprof__py_codearray *a = (const spprof__py_codearray *)(const void *)co->co_tlbc;
+    if (!a || f->tlbc_index < 0 || f->tlbc_index >= a->size) return NULL;
+    return (const _Py_CODEUNIT *)(const void *)a->entries[f->tlbc_index];
+}
+#  else
+#    define spprof__py_bytecode(f, co) ((const _Py_CODEUNIT *)(const void *)(co)->co_code_adaptive)
+#  endif
+#  define SPPROF__PY_OWNED_BY_GENERATOR 1
+#  define SPPROF__PY_OWNED_BY_INTERPRETER 3
+#  define SPPROF__PY_FRAME spprof__py_iframe
+#  define SPPROF__PY_TOP_FRAME(ts) ((const spprof__py_iframe *)(const void *)(ts)->current_frame)
+#  define SPPROF__PY_PREV(f) ((f)->previous)
+#  define SPPROF__PY_SKIP(f) ((f)->owner >= SPPROF__PY_OWNED_BY_INTERPRETER)
+#  define SPPROF__PY_EXEC(f) ((const PyObject *)((f)->f_executable & ~(uintptr_t)3))
+#  define SPPROF__PY_INCOMPLETE(f, co) \
+       ((f)->owner != SPPROF__PY_OWNED_BY_GENERATOR && spprof__py_bytecode(f, co) && \
+        (f)->instr_ptr < spprof__py_bytecode(f, co) + (co)->_co_firsttraceable)
+#  define SPPROF__PY_OFFSET(f, co) (spprof__py_bytecode(f, co) ? (f)->instr_ptr - spprof__py_bytecode(f, co) : (ptrdiff_t)0)
+#  define SPPROF__PY_NUNITS(co) Py_SIZE(co)
+#  define SPPROF__PY_FP_SIZE(co) ((uint64_t)Py_SIZE(co))
+#  define SPPROF__PY_NAME(co) ((co)->co_qualname)
+#  define SPPROF__PY_DEBUG_OFFSETS 1
 #endif
+
+/* ==== @check ==========================================================================================
+   3.13+: the interpreter publishes the offsets of its own structs in _PyRuntime.debug_offsets (the first
+   member of _PyRuntime, made for out-of-process tools). spprof_py_start compares them with the offsets
+   compiled into this file and refuses to start if any differs (an interpreter whose internals changed in a
+   patch release, or a build of this file against other headers), instead of walking garbage. */
+#ifdef SPPROF__PY_DEBUG_OFFSETS
+typedef struct spprof__py_dbgoff {  /* the prefix of _Py_DebugOffsets that spprof relies on */
+    char cookie[8];
+    uint64_t version;
+    uint64_t free_threaded;
+    struct { uint64_t size, finalizing, interpreters_head; } runtime_state;
+#  if PY_VERSION_HEX < 0x030E0000  /* 3.13: Include/internal/pycore_runtime.h */
+    struct { uint64_t size, id, next, threads_head, gc, imports_modules, sysdict, builtins, ceval_gil,
+             gil_runtime_state, gil_runtime_state_enabled, gil_runtime_state_locked, gil_runtime_state_holder; } interpreter_state;
+    struct { uint64_t size, prev, next, interp, current_frame, thread_id, native_thread_id, datastack_chunk, status; } thread_state;
+    struct { uint64_t size, previous, executable, instr_ptr, localsplus, owner; } interpreter_frame;
+    struct { uint64_t size, filename, name, qualname, linetable, firstlineno, argcount, localsplusnames,
+             localspluskinds, co_code_adaptive; } code_object;
+#  else  /* 3.14: Include/internal/pycore_debug_offsets.h */
+    struct { uint64_t size, id, next, threads_head, threads_main, gc, imports_modules, sysdict, builtins, ceval_gil,
+             gil_runtime_state, gil_runtime_state_enabled, gil_runtime_state_locked, gil_runtime_state_holder,
+             code_object_generation, tlbc_generation; } interpreter_state;
+    struct { uint64_t size, prev, next, interp, current_frame, thread_id, native_thread_id, datastack_chunk, status; } thread_state;
+    struct { uint64_t size, previous, executable, instr_ptr, localsplus, owner, stackpointer, tlbc_index; } interpreter_frame;
+    struct { uint64_t size, filename, name, qualname, linetable, firstlineno, argcount, localsplusnames,
+             localspluskinds, co_code_adaptive, co_tlbc; } code_object;
+#  endif
+    struct { uint64_t size, ob_type; } pyobject;
+} spprof__py_dbgoff;
+
+/* 0 when d matches the compiled-in layout; else -1 and a message in err. */
+static int spprof__py_check_offsets(const spprof__py_dbgoff *d, char *err, size_t n) {
+#  ifdef Py_GIL_DISABLED
+    const uint64_t ft = 1;
+#  else
+    const uint64_t ft = 0;
+#  endif
+    struct { const char *what; uint64_t runtime, compiled; } c[16];
+    int i, k = 0;
+    if (memcmp(d->cookie, "xdebugpy", 8) != 0) { snprintf(err, n, "_PyRuntime.debug_offsets has no 'xdebugpy' cookie"); return -1; }
+    if ((d->version >> 16) != ((uint64_t)PY_VERSION_HEX >> 16)) {
+        snprintf(err, n, "built for CPython %d.%d but running in %d.%d (version 0x%llx)", PY_MAJOR_VERSION, PY_MINOR_VERSION,
+                 (int)(d->version >> 24), (int)((d->version >> 16) & 0xff), (unsigned long long)d->version);
+        return -1;
+    }
+#  define SPPROF__PY_CMP(w, rt, ct) do { c[k].what = (w); c[k].runtime = (rt); c[k].compiled = (uint64_t)(ct); k++; } while (0)
+    SPPROF__PY_CMP("free_threaded", d->free_threaded, ft);
+    SPPROF__PY_CMP("PyObject.ob_type", d->pyobject.ob_type, offsetof(PyObject, ob_type));
+    SPPROF__PY_CMP("PyThreadState.current_frame", d->thread_state.current_frame, offsetof(PyThreadState, current_frame));
+    SPPROF__PY_CMP("_PyInterpreterFrame.previous", d->interpreter_frame.previous, offsetof(spprof__py_iframe, previous));
+    SPPROF__PY_CMP("_PyInterpreterFrame.f_executable", d->interpreter_frame.executable, offsetof(spprof__py_iframe, f_executable));
+    SPPROF__PY_CMP("_PyInterpreterFrame.instr_ptr", d->interpreter_frame.instr_ptr, offsetof(spprof__py_iframe, instr_ptr));
+    SPPROF__PY_CMP("_PyInterpreterFrame.owner", d->interpreter_frame.owner, offsetof(spprof__py_iframe, owner));
+    SPPROF__PY_CMP("PyCodeObject.co_qualname", d->code_object.qualname, offsetof(PyCodeObject, co_qualname));
+    SPPROF__PY_CMP("PyCodeObject.co_filename", d->code_object.filename, offsetof(PyCodeObject, co_filename));
+    SPPROF__PY_CMP("PyCodeObject.co_firstlineno", d->code_object.firstlineno, offsetof(PyCodeObject, co_firstlineno));
+    SPPROF__PY_CMP("PyCodeObject.co_code_adaptive", d->code_object.co_code_adaptive, offsetof(PyCodeObject, co_code_adaptive));
+#  if PY_VERSION_HEX >= 0x030E0000 && defined(Py_GIL_DISABLED)
+    SPPROF__PY_CMP("_PyInterpreterFrame.tlbc_index", d->interpreter_frame.tlbc_index, offsetof(spprof__py_iframe, tlbc_index));
+    SPPROF__PY_CMP("PyCodeObject.co_tlbc", d->code_object.co_tlbc, offsetof(PyCodeObject, co_tlbc));
+#  endif
+#  undef SPPROF__PY_CMP
+    for (i = 0; i < k; i++) {
+        if (c[i].runtime != c[i].compiled) {
+            snprintf(err, n, "the running CPython (version 0x%llx) lays out %s at %llu, this build of spprof expects %llu: "
+                     "rebuild spprof against this interpreter's headers", (unsigned long long)d->version, c[i].what,
+                     (unsigned long long)c[i].runtime, (unsigned long long)c[i].compiled);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const spprof__py_dbgoff *spprof__py_live_offsets(void) {
+    return (const spprof__py_dbgoff *)dlsym(RTLD_DEFAULT, "_PyRuntime");  /* debug_offsets is its first member */
+}
+#endif
+
+/* Checks the compiled-in layout against the running interpreter (3.13+; nothing to check before). Returns
+   SPPROF_OK, or SPPROF_ERR_UNSUPPORTED with the difference in spprof_last_error(). */
+SPPROF_API spprof_result spprof_py_check_layout(void) {
+#ifdef SPPROF__PY_DEBUG_OFFSETS
+    char err[320];
+    const spprof__py_dbgoff *d = spprof__py_live_offsets();
+    if (!d) {  /* not exported (a static embedding without -rdynamic): no evidence either way */
+        SPPROF_LOG("_PyRuntime is not visible to dlsym: the frame layout cannot be cross-checked against debug_offsets");
+        return SPPROF_OK;
+    }
+    if (spprof__py_check_offsets(d, err, sizeof err) != 0) return spprof__fail(SPPROF_ERR_UNSUPPORTED, "spprof: %s", err);
+#endif
+    return SPPROF_OK;
+}
 
 /* ==== @walk ===========================================================================================
    Each Python frame: addr = code object, aux = instruction offset (code units), kind = SPPROF_FRAME_PYTHON
    with a 16-bit fingerprint of the code object (first line, size, qualname object) in the high bits. An
    address that now holds another code object is caught by the fingerprint when it is resolved. */
 static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
-    uint64_t h = ((uint64_t)(uint32_t)co->co_firstlineno << 32) ^ (uint64_t)Py_SIZE(co) ^ ((uint64_t)(uintptr_t)SPPROF__PY_NAME(co) >> 3);
+    uint64_t h = ((uint64_t)(uint32_t)co->co_firstlineno << 32) ^ SPPROF__PY_FP_SIZE(co) ^ ((uint64_t)(uintptr_t)SPPROF__PY_NAME(co) >> 3);
     h ^= h >> 33; h *= 0xff51afd7ed558ccdull; h ^= h >> 33;
     return (uint32_t)(h & 0xffffu);
 }
@@ -124,7 +365,7 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
     spprof_guard g;
     volatile int n = 0;
     PyThreadState *ts = PyGILState_GetThisThreadState();  /* this thread's own state (TSS), or NULL */
-    const spprof__py_iframe *f;
+    const SPPROF__PY_FRAME *f;
     int steps;
     if (max_frames <= 0) return -1;
     if (!ts) return spprof_walk_native(ctx, frames, max_frames);  /* a thread that never ran Python */
@@ -132,18 +373,24 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
     if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return -1; }  /* a read faulted: drop the sample */
     f = SPPROF__PY_TOP_FRAME(ts);
     /* Bounded: at most max_frames recorded and 4 * max_frames + 64 frames visited (skipped ones included). */
-    for (steps = 0; f && n < max_frames && steps < 4 * max_frames + 64; steps++, f = f->previous) {
+    for (steps = 0; f && n < max_frames && steps < 4 * max_frames + 64; steps++, f = SPPROF__PY_PREV(f)) {
+        const PyObject *ex;
         const PyCodeObject *co;
         ptrdiff_t off;
+        int skip;
         if (((uintptr_t)f & (sizeof(void *) - 1)) != 0) { spprof_guard_release(&g); return -1; }
-        co = SPPROF__PY_CODE(f);
-        if (!co || ((uintptr_t)co & (sizeof(void *) - 1)) != 0 || Py_TYPE(co) != &PyCode_Type) {
+        skip = SPPROF__PY_SKIP(f);
+        if (skip < 0) { spprof_guard_release(&g); return -1; }  /* not a frame: torn or stale */
+        if (skip) continue;                                      /* a C-stack entry frame */
+        ex = SPPROF__PY_EXEC(f);
+        if (!ex || ((uintptr_t)ex & (sizeof(void *) - 1)) != 0 || Py_TYPE(ex) != &PyCode_Type) {
             spprof_guard_release(&g);
             return -1;  /* torn or stale: drop rather than guess */
         }
+        co = (const PyCodeObject *)ex;
         if (SPPROF__PY_INCOMPLETE(f, co)) continue;  /* being set up: not yet running Python code */
-        off = SPPROF__PY_INSTR(f) - SPPROF__PY_FIRST_INSTR(co);
-        if (off < 0 || off >= Py_SIZE(co)) off = 0;
+        off = SPPROF__PY_OFFSET(f, co);
+        if (off < 0 || off >= SPPROF__PY_NUNITS(co)) off = 0;
         frames[n].addr = (uint64_t)(uintptr_t)co;
         frames[n].aux = (uint32_t)off;
         frames[n].kind = SPPROF_FRAME_PYTHON | (spprof__py_fingerprint(co) << 16);
@@ -293,6 +540,8 @@ SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     spprof_result r;
     int err;
     pthread_once(&spprof__py_atfork_once, spprof__py_atfork_init);
+    r = spprof_py_check_layout();
+    if (r != SPPROF_OK) return r;
     spprof_py_release_code_objects();  /* the previous profile is about to be cleared */
     r = spprof_start(cfg);
     if (r != SPPROF_OK) return r;
@@ -340,7 +589,7 @@ SPPROF_API int spprof_py_resolve(const spprof_frame *f, spprof_symbol *out, void
     }
     /* Pinned or alive, but is it still the code object that was sampled? (The address may have been freed
        and reused before the pinning thread saw it.) */
-    if ((f->kind >> 16) != spprof__py_fingerprint(co) || (Py_ssize_t)f->aux >= Py_SIZE(co)) {
+    if ((f->kind >> 16) != spprof__py_fingerprint(co) || (Py_ssize_t)f->aux >= SPPROF__PY_NUNITS(co)) {
         snprintf(out->name, sizeof out->name, "<freed code object 0x%llx>", (unsigned long long)f->addr);
         return 1;
     }
@@ -489,8 +738,36 @@ static int spprof__py_collect_one(const spprof_sample_view *s, void *user) {
 
 /* The callback runs under spprof's profile lock with the GIL held. The collector thread never needs the
    GIL, so that alone cannot deadlock; but an allocation could start a garbage collection, a finalizer could
-   run Python code, and the eval loop could run our pending pin call, which takes the profile lock again.
+   run Python code that takes the profile lock again (a profiler call from a __del__).
    So the collector is off while we build the list (tuples, ints and strs run no Python code otherwise). */
+static int spprof__py_gc_off(void) {  /* returns whether the collector was enabled */
+#if PY_VERSION_HEX >= 0x030A0000
+    return PyGC_Disable();
+#else
+    int was = 0;
+    PyObject *gc = PyImport_ImportModule("gc"), *r;
+    if (!gc) { PyErr_Clear(); return 0; }
+    r = PyObject_CallMethod(gc, "isenabled", NULL);
+    was = r && PyObject_IsTrue(r) == 1;
+    Py_XDECREF(r);
+    r = PyObject_CallMethod(gc, "disable", NULL);
+    Py_XDECREF(r);
+    Py_DECREF(gc);
+    PyErr_Clear();
+    return was;
+#endif
+}
+static void spprof__py_gc_on(void) {
+#if PY_VERSION_HEX >= 0x030A0000
+    PyGC_Enable();
+#else
+    PyObject *gc = PyImport_ImportModule("gc"), *r = gc ? PyObject_CallMethod(gc, "enable", NULL) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(gc);
+    PyErr_Clear();
+#endif
+}
+
 static PyObject *spprof__py_samples(PyObject *self, PyObject *noargs) {
     spprof__py_collect c;
     int gc_was_on;
@@ -499,9 +776,9 @@ static PyObject *spprof__py_samples(PyObject *self, PyObject *noargs) {
     spprof_py_pin_code_objects();
     c.list = PyList_New(0); c.cache = PyDict_New(); c.failed = 0;
     if (!c.list || !c.cache) { Py_XDECREF(c.list); Py_XDECREF(c.cache); return NULL; }
-    gc_was_on = PyGC_Disable();
+    gc_was_on = spprof__py_gc_off();
     spprof_foreach_sample(spprof__py_collect_one, &c);
-    if (gc_was_on) PyGC_Enable();
+    if (gc_was_on) spprof__py_gc_on();
     Py_DECREF(c.cache);
     if (c.failed) { Py_DECREF(c.list); if (!PyErr_Occurred()) PyErr_NoMemory(); return NULL; }
     return c.list;
@@ -540,6 +817,32 @@ static PyObject *spprof__py_gettid(PyObject *self, PyObject *noargs) {
     return PyLong_FromLong(spprof_gettid());
 }
 
+static PyObject *spprof__py_check_layout_fn(PyObject *self, PyObject *args) {
+    PyObject *data = Py_None;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|O", &data)) return NULL;
+#ifdef SPPROF__PY_DEBUG_OFFSETS
+    if (data == Py_None) {
+        if (!spprof__py_live_offsets()) Py_RETURN_FALSE;
+        if (spprof_py_check_layout() != SPPROF_OK) return spprof__py_raise(SPPROF_ERR_UNSUPPORTED);
+        Py_RETURN_TRUE;
+    } else {
+        spprof__py_dbgoff d;
+        char err[320];
+        if (!PyBytes_Check(data) || PyBytes_GET_SIZE(data) < (Py_ssize_t)sizeof d) {
+            PyErr_Format(PyExc_ValueError, "data must be bytes of at least %d bytes", (int)sizeof d);
+            return NULL;
+        }
+        memcpy(&d, PyBytes_AS_STRING(data), sizeof d);
+        if (spprof__py_check_offsets(&d, err, sizeof err) != 0) { PyErr_SetString(spprof__py_error, err); return NULL; }
+        Py_RETURN_TRUE;
+    }
+#else
+    if (data != Py_None) { PyErr_SetString(PyExc_ValueError, "no debug offsets before CPython 3.13"); return NULL; }
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef spprof__py_methods[] = {
     {"start", (PyCFunction)(void (*)(void))spprof__py_start, METH_VARARGS | METH_KEYWORDS,
      "start(interval_ns, mode=0, max_depth=128, memory_limit=100 MiB, source=0): start sampling (mode 0 = cpu, 1 = wall; source: spprof_source)"},
@@ -556,6 +859,10 @@ static PyMethodDef spprof__py_methods[] = {
     {"set_thread_name", spprof__py_set_thread_name, METH_VARARGS, "set_thread_name(tid, name) -> bool"},
     {"register_thread", spprof__py_register_thread, METH_NOARGS, "register_thread(): sample the calling thread now"},
     {"gettid", spprof__py_gettid, METH_NOARGS, "gettid() -> the OS thread id"},
+    {"_check_layout", spprof__py_check_layout_fn, METH_VARARGS,
+     "_check_layout(data=None) -> bool: compare the compiled-in frame layout with _PyRuntime.debug_offsets "
+     "(or with `data`, a copy of its first DEBUG_OFFSETS_SIZE bytes); raises Error on a difference; False when "
+     "there is nothing to compare (before 3.13)"},
     {NULL, NULL, 0, NULL}
 };
 
@@ -576,6 +883,16 @@ PyMODINIT_FUNC SPPROF__PY_CONCAT(PyInit_, SPPROF_PYTHON_INIT_NAME)(void) {
     if (!spprof__py_error || PyModule_AddObject(m, "Error", spprof__py_error) != 0) { Py_XDECREF(spprof__py_error); Py_DECREF(m); return NULL; }
     Py_INCREF(spprof__py_error);
     PyModule_AddStringConstant(m, "__version__", SPPROF_VERSION_STRING);
+#ifdef SPPROF__PY_DEBUG_OFFSETS
+    PyModule_AddIntConstant(m, "DEBUG_OFFSETS_SIZE", (long)sizeof(spprof__py_dbgoff));
+#else
+    PyModule_AddIntConstant(m, "DEBUG_OFFSETS_SIZE", 0);
+#endif
+#ifdef Py_GIL_DISABLED
+    /* Free-threaded builds: the module keeps no Python state of its own that needs the GIL (the pin table is
+       only touched under spprof's profile lock), so importing it must not turn the GIL back on. */
+    PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED);
+#endif
     return m;
 }
 #endif /* SPPROF_PYTHON_MODULE */

@@ -2,8 +2,7 @@
 
 The package is imported from build/ (`make` builds build/spprof/: the extension for each interpreter, plus
 the files of python/spprof/). Everything that profiles runs in a subprocess, under each interpreter:
-every path in $SPPROF_PYTHONS (space-separated) if set, else `python3`; plus `python3.11-dbg` when it
-exists. A missing interpreter, or one whose extension was not built, is skipped with the reason.
+every path in $SPPROF_PYTHONS (space-separated), and always `python3` and `python3.11-dbg`. A missing interpreter, or one whose extension was not built, is skipped with the reason.
 
 Each subprocess has a timeout (the deadlock watchdog): a hang fails the test with the output so far."""
 import json
@@ -28,10 +27,11 @@ if BUILD not in sys.path:
 
 
 def interpreter_names():
-    env = os.environ.get("SPPROF_PYTHONS", "").split()
-    names = env or ["python3"]
-    if shutil.which("python3.11-dbg") and "python3.11-dbg" not in names:
-        names.append("python3.11-dbg")
+    """Every interpreter in $SPPROF_PYTHONS, plus always python3 and python3.11-dbg (skipped if missing)."""
+    names = []
+    for n in os.environ.get("SPPROF_PYTHONS", "").split() + ["python3", "python3.11-dbg"]:
+        if n not in names:
+            names.append(n)
     return names
 
 

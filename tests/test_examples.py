@@ -3,7 +3,7 @@
   code (main -> c_hot_function) and the Python frames (with file and line) of the code it runs (py_hot);
 - examples/extension/, an extension module with spprof compiled in (myext.profiler), used by demo.py: the
   time spent in the C function myext.crunch() shows up under its Python caller.
-Each interpreter that exists ($SPPROF_PYTHONS or python3, and Debian's python3.11-dbg) is built for and
+Each interpreter that exists ($SPPROF_PYTHONS, python3 and Debian's python3.11-dbg) is built for and
 tested separately; a missing interpreter, Python.h or libpython is a skip."""
 import collections
 import json
@@ -19,9 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_SCRIPT = os.path.join(ROOT, "examples", "build_examples.sh")
 EXT_DEMO = os.path.join(ROOT, "examples", "extension", "demo.py")
 SCHEMA = os.path.join(ROOT, "..", "shared", "reference", "speedscope-file-format-schema.json")
-# Same interpreters as the other Python tests: $SPPROF_PYTHONS (space-separated) or python3, plus python3.11-dbg.
-INTERPRETERS = os.environ.get("SPPROF_PYTHONS", "").split() or ["python3"]
-INTERPRETERS += [] if "python3.11-dbg" in INTERPRETERS else ["python3.11-dbg"]
+# Same interpreters as the other Python tests: $SPPROF_PYTHONS (space-separated), python3, python3.11-dbg.
+INTERPRETERS = []
+for _n in os.environ.get("SPPROF_PYTHONS", "").split() + ["python3", "python3.11-dbg"]:
+    if _n not in INTERPRETERS:
+        INTERPRETERS.append(_n)
 COLLAPSED_LINE = re.compile(r"^[^;\n]+(;[^;\n]+)* [1-9][0-9]*$")
 
 
