@@ -100,6 +100,7 @@ extern "C" {
 #if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030F0000
 #  error "spprof_python.h: CPython 3.9 to 3.14 are supported"
 #endif
+typedef uint16_t spprof__py_codeunit;  /* _Py_CODEUNIT: one opcode + oparg, two bytes (internal since 3.13) */
 
 #if PY_VERSION_HEX < 0x030B0000
 /* 3.9, 3.10: frames are PyFrameObjects (public struct in cpython/frameobject.h), tstate->frame is the top.
@@ -136,7 +137,7 @@ typedef struct spprof__py_iframe {
     PyCodeObject *f_code;
     PyObject *frame_obj;
     struct spprof__py_iframe *previous;
-    _Py_CODEUNIT *prev_instr;
+    spprof__py_codeunit *prev_instr;
     int stacktop;
     char is_entry;
     char owner;
@@ -151,7 +152,7 @@ typedef struct spprof__py_iframe {
     PyObject *f_builtins;
     PyObject *f_locals;
     PyObject *frame_obj;
-    _Py_CODEUNIT *prev_instr;
+    spprof__py_codeunit *prev_instr;
     int stacktop;
     uint16_t return_offset;
     char owner;
@@ -164,7 +165,7 @@ typedef struct spprof__py_iframe {
 #  define SPPROF__PY_TOP_FRAME(ts) ((ts)->cframe ? (const spprof__py_iframe *)(const void *)(ts)->cframe->current_frame : NULL)
 #  define SPPROF__PY_PREV(f) ((f)->previous)
 #  define SPPROF__PY_EXEC(f) ((const PyObject *)(f)->f_code)
-#  define SPPROF__PY_FIRST_INSTR(co) ((const _Py_CODEUNIT *)(const void *)(co)->co_code_adaptive)
+#  define SPPROF__PY_FIRST_INSTR(co) ((const spprof__py_codeunit *)(const void *)(co)->co_code_adaptive)
 #  define SPPROF__PY_INCOMPLETE(f, co) \
        ((f)->owner != SPPROF__PY_OWNED_BY_GENERATOR && (f)->prev_instr < SPPROF__PY_FIRST_INSTR(co) + (co)->_co_firsttraceable)
 #  define SPPROF__PY_OFFSET(f, co) ((f)->prev_instr - SPPROF__PY_FIRST_INSTR(co))
@@ -185,7 +186,7 @@ typedef struct spprof__py_iframe {
     PyObject *f_builtins;
     PyObject *f_locals;
     PyObject *frame_obj;
-    _Py_CODEUNIT *instr_ptr;
+    spprof__py_codeunit *instr_ptr;
     int stacktop;
     uint16_t return_offset;
     char owner;
@@ -197,7 +198,7 @@ typedef struct spprof__py_iframe {
 #  define SPPROF__PY_PREV(f) ((f)->previous)
 #  define SPPROF__PY_SKIP(f) ((f)->owner == SPPROF__PY_OWNED_BY_CSTACK)
 #  define SPPROF__PY_EXEC(f) ((const PyObject *)(f)->f_executable)
-#  define SPPROF__PY_FIRST_INSTR(co) ((const _Py_CODEUNIT *)(const void *)(co)->co_code_adaptive)
+#  define SPPROF__PY_FIRST_INSTR(co) ((const spprof__py_codeunit *)(const void *)(co)->co_code_adaptive)
 #  define SPPROF__PY_INCOMPLETE(f, co) \
        ((f)->owner != SPPROF__PY_OWNED_BY_GENERATOR && (f)->instr_ptr < SPPROF__PY_FIRST_INSTR(co) + (co)->_co_firsttraceable)
 #  define SPPROF__PY_OFFSET(f, co) ((f)->instr_ptr - SPPROF__PY_FIRST_INSTR(co))
@@ -221,7 +222,7 @@ typedef struct spprof__py_iframe {
     PyObject *f_builtins;
     PyObject *f_locals;
     PyObject *frame_obj;
-    _Py_CODEUNIT *instr_ptr;
+    spprof__py_codeunit *instr_ptr;
     void *stackpointer;
 #  ifdef Py_GIL_DISABLED
     int32_t tlbc_index;
@@ -233,13 +234,13 @@ typedef struct spprof__py_iframe {
 #  ifdef Py_GIL_DISABLED
 typedef struct spprof__py_codearray { Py_ssize_t size; char *entries[1]; } spprof__py_codearray;
 /* the bytecode copy this frame runs; NULL if the index is out of range (torn read) */
-static const _Py_CODEUNIT *spprof__py_bytecode(const spprof__py_iframe *f, const PyCodeObject *co) {
+static const spprof__py_codeunit *spprof__py_bytecode(const spprof__py_iframe *f, const PyCodeObject *co) {
     const spprof__py_codearray *a = (const spprof__py_codearray *)(const void *)co->co_tlbc;
     if (!a || f->tlbc_index < 0 || f->tlbc_index >= a->size) return NULL;
-    return (const _Py_CODEUNIT *)(const void *)a->entries[f->tlbc_index];
+    return (const spprof__py_codeunit *)(const void *)a->entries[f->tlbc_index];
 }
 #  else
-#    define spprof__py_bytecode(f, co) ((const _Py_CODEUNIT *)(const void *)(co)->co_code_adaptive)
+#    define spprof__py_bytecode(f, co) ((const spprof__py_codeunit *)(const void *)(co)->co_code_adaptive)
 #  endif
 #  define SPPROF__PY_OWNED_BY_GENERATOR 1
 #  define SPPROF__PY_OWNED_BY_INTERPRETER 3
@@ -595,7 +596,7 @@ SPPROF_API int spprof_py_resolve(const spprof_frame *f, spprof_symbol *out, void
     }
     spprof__py_copy_str(out->name, sizeof out->name, SPPROF__PY_NAME(co));
     spprof__py_copy_str(out->file, sizeof out->file, co->co_filename);
-    out->line = PyCode_Addr2Line(co, (int)(f->aux * sizeof(_Py_CODEUNIT)));
+    out->line = PyCode_Addr2Line(co, (int)(f->aux * sizeof(spprof__py_codeunit)));
     if (out->line < 0) out->line = co->co_firstlineno;
     return 1;
 }

@@ -35,10 +35,18 @@ def interpreter_names():
     return names
 
 
+def interpreter_id(name):
+    """A test id for an interpreter: its name, or for a path .../PREFIX/bin/python3 'PREFIX' (e.g. 3.13t)."""
+    if os.sep not in name:
+        return name
+    parts = os.path.normpath(name).split(os.sep)
+    return parts[-3] if len(parts) >= 3 and parts[-2] == "bin" else os.path.basename(name)
+
+
 def pytest_generate_tests(metafunc):
     if "py" in metafunc.fixturenames:
         names = interpreter_names()
-        metafunc.parametrize("py", names, indirect=True, ids=[os.path.basename(n) for n in names])
+        metafunc.parametrize("py", names, indirect=True, ids=[interpreter_id(n) for n in names])
 
 
 _suffix_cache = {}

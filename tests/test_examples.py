@@ -15,6 +15,8 @@ import subprocess
 
 import pytest
 
+from conftest import interpreter_id
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_SCRIPT = os.path.join(ROOT, "examples", "build_examples.sh")
 EXT_DEMO = os.path.join(ROOT, "examples", "extension", "demo.py")
@@ -54,7 +56,7 @@ def stack_weights(doc):
     return out
 
 
-@pytest.fixture(scope="module", params=INTERPRETERS, ids=[os.path.basename(p) for p in INTERPRETERS])
+@pytest.fixture(scope="module", params=INTERPRETERS, ids=[interpreter_id(p) for p in INTERPRETERS])
 def built(request, tmp_path_factory):
     py = request.param
     if shutil.which(py) is None:

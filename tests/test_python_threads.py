@@ -30,7 +30,7 @@ def test_five_threads_present_with_ids_and_names(run):
         # root first: a thread's stack starts in threading's bootstrap, our start-up hook is not shown
         # (a thread's first and last instants run no Python: such samples show native frames, no line)
         roots = {s[5][0][0] for s in ss if any(f[2] > 0 for f in s[5])}
-        assert roots == {"Thread._bootstrap"}, roots
+        assert roots <= {"Thread._bootstrap", "_bootstrap"} and roots, roots  # 3.9/3.10: no co_qualname
         assert "_bootstrap_inner_hook" not in functions_in(ss)
         assert 0.1 <= weight(ss) * 1e-3 <= 0.5, (name, weight(ss))
     assert len(set(res["ids"].values())) == 5

@@ -63,11 +63,10 @@ PyMODINIT_FUNC PyInit_myext(void) {
     prof = PyInit_myext_profiler();    /* defined by spprof_python.h (SPPROF_PYTHON_MODULE) */
     if (!prof) { Py_DECREF(m); return NULL; }
     /* myext.profiler as an attribute, and in sys.modules so that `import myext.profiler` works too. */
-    if (PyModule_AddObjectRef(m, "profiler", prof) < 0 ||
-        PyDict_SetItemString(PyImport_GetModuleDict(), SPPROF_PYTHON_MODULE_NAME, prof) < 0) {
+    if (PyDict_SetItemString(PyImport_GetModuleDict(), SPPROF_PYTHON_MODULE_NAME, prof) < 0 ||
+        PyModule_AddObject(m, "profiler", prof) < 0) {  /* steals prof on success (works on 3.9, unlike AddObjectRef) */
         Py_DECREF(prof); Py_DECREF(m);
         return NULL;
     }
-    Py_DECREF(prof);
     return m;
 }
