@@ -18,7 +18,8 @@
 
    How the signal handler finds Python frames: the interrupted thread's own PyThreadState comes from
    CPython's thread-specific-storage key (PyGILState_GetThisThreadState, a pthread_getspecific read), not from
-   the GIL holder; from it the chain of interpreter frames (3.11: tstate->cframe->current_frame) is followed,
+   the GIL holder; from it the chain of frames (3.9/3.10: tstate->frame, 3.11/3.12: tstate->cframe->
+   current_frame, 3.13+: tstate->current_frame; see @layout) is followed,
    incomplete frames skipped, and (code object, instruction offset) pairs recorded. No GIL, no Python API that
    allocates or locks, no allocation. The chain belongs to the interrupted thread (which is paused), but a frame
    being pushed or a code object freed by another thread could still hand us a stale pointer: every read
@@ -33,8 +34,10 @@
    would be simpler, but on 3.11 a call added from a non-main thread waits until the main thread switches
    the GIL, which a single-threaded CPU-bound program never does.)
 
-   Supported: CPython 3.11 (default and debug builds). Other versions fail at compile time with a clear
-   message until their accessors are added in @layout. */
+   Supported: CPython 3.9 to 3.13 (run and tested: release builds, 3.11 debug build, 3.13 free-threaded),
+   3.14 and 3.14t (written from the 3.14 headers, not run: no 3.14 interpreter was available). On 3.13+ the
+   compiled-in layout is checked against the running interpreter at start (@check). Before 3.11, code
+   objects have no qualified name: functions show as co_name ("run", not "Thread.run"). */
 #ifndef SPPROF_PYTHON_H_INCLUDED
 #define SPPROF_PYTHON_H_INCLUDED
 

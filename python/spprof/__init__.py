@@ -1,4 +1,4 @@
-"""spprof - an in-process sampling profiler for CPython (3.11) built on spprof.h.
+"""spprof - an in-process sampling profiler for CPython (3.9 to 3.14, free-threaded too) built on spprof.h.
 
     import spprof
 
@@ -24,7 +24,8 @@ function that was running. One sample may stand for several intervals (POSIX CPU
 kernel ticks; perf samples are weighted by the CPU time they cover): use Sample.weight (intervals), not
 Sample.count (signals), for time.
 
-Not done yet: mixed native + Python stacks (native=True), memory profiling, Python versions other than 3.11.
+Not done yet: mixed native + Python stacks (native=True), memory profiling. Before 3.11, functions are named
+by co_name only (code objects have no qualified name there).
 """
 from __future__ import annotations
 
