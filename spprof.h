@@ -266,6 +266,10 @@ SPPROF_API void spprof_guard_release(spprof_guard *g);        /* [signal-safe] *
 #endif
 
 SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames); /* [signal-safe] */
+#ifdef SPPROF_USE_LIBUNWIND
+/* [signal-safe] DWARF unwinding through libunwind (SPPROF_USE_LIBUNWIND, link -lunwind; needs guard_faults). */
+SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
+#endif
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out); /* 1 if found */
 SPPROF_API int spprof_resolve(const spprof_frame *frame, spprof_symbol *out); /* resolver, then native */
 
@@ -811,6 +815,60 @@ static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi) {
     close(fd);
     return found;
 }
+
+#ifdef SPPROF_USE_LIBUNWIND
+/* libunwind backend (define SPPROF_USE_LIBUNWIND, link -lunwind): DWARF CFI unwinding for code built without
+   frame pointers. Signal safety: libunwind's local unwinder is documented async-signal-safe; it finds unwind
+   tables through dl_iterate_phdr, which takes the loader's lock. That lock is recursive in glibc, so a thread
+   interrupted while it holds it does not deadlock against itself, but the loader's lists may be half-updated
+   while ld.so itself runs (dlopen/dlclose): when the interrupted pc is inside ld.so, only the frame-pointer walk
+   is used. (The trap gperftools documented: an unwinder that takes the loader lock from a signal handler.)
+   Reads of a corrupt stack fault inside the fault guard (guard_faults) and drop the sample. */
+#  define UNW_LOCAL_ONLY
+#  include <libunwind.h>
+static uintptr_t spprof__ldso_lo, spprof__ldso_hi;
+static int spprof__ldso_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    int i;
+    (void)size; (void)data;
+    if (!info->dlpi_name || !strstr(info->dlpi_name, "/ld-linux")) return 0;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            spprof__ldso_lo = info->dlpi_addr + ph->p_vaddr;
+            spprof__ldso_hi = spprof__ldso_lo + ph->p_memsz;
+        }
+    }
+    return 1;
+}
+static void spprof__find_ldso(void) { if (!spprof__ldso_hi) dl_iterate_phdr(spprof__ldso_cb, NULL); }
+
+SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    unw_cursor_t cur;
+    unw_word_t ip;
+    uintptr_t pc, sp, fp;
+    spprof_guard g;
+    volatile int n = 0;
+    if (!ctx || !ctx->ucontext || max_frames <= 0) return -1;
+    spprof__context_regs(ctx->ucontext, &pc, &sp, &fp);
+    (void)sp; (void)fp;
+    if (pc >= spprof__ldso_lo && pc < spprof__ldso_hi) return spprof_walk_native(ctx, frames, max_frames);
+    if (!spprof_guard_claim(&g, ctx->tid)) return spprof_walk_native(ctx, frames, max_frames);
+    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return n > 0 ? n : -1; }
+    if (unw_init_local2(&cur, (unw_context_t *)ctx->ucontext, UNW_INIT_SIGNAL_FRAME) < 0) {
+        spprof_guard_release(&g);
+        return spprof_walk_native(ctx, frames, max_frames);
+    }
+    do {
+        if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || !ip) break;
+        frames[n].addr = (uint64_t)ip;
+        frames[n].aux = n ? SPPROF_AUX_RETADDR : 0;
+        frames[n].kind = SPPROF_FRAME_NATIVE;
+        n++;
+    } while (n < max_frames && unw_step(&cur) > 0);
+    spprof_guard_release(&g);
+    return n;
+}
+#endif
 
 /* ==== @handler ========================================================================================
    Async-signal-safety: the handler calls only async-signal-safe functions (syscall(gettid), clock_gettime,
@@ -1728,6 +1786,9 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
         spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
     }
+#ifdef SPPROF_USE_LIBUNWIND
+    spprof__find_ldso();
+#endif
     if (r == SPPROF_OK) r = spprof__install_handler(cfg.signo);
     if (r == SPPROF_OK && cfg.guard_faults) r = spprof__install_fault_handler();
     SPPROF__STORER(&spprof__g.perf_on, 0);

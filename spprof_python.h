@@ -59,6 +59,12 @@ SPPROF_API spprof_result spprof_py_stop(void);
 /* [signal-safe] The Python stack walker (leaf first). A thread that is not running Python code (no thread
    state, or no frame) gets its native stack instead (frame-pointer walk). */
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
+/* [signal-safe] Mixed native + Python stack (native=True): the native walk with each interpreter-loop frame
+   replaced by the Python frames it runs; see @mixed. Needs spprof_py_configure_mixed() first. */
+SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
+/* As spprof_py_configure, with the mixed walker. Returns 0 (cfg unchanged) if the interpreter loop's code
+   cannot be located (no _PyEval_EvalFrameDefault symbol with a size). */
+SPPROF_API int spprof_py_configure_mixed(spprof_config *cfg);
 /* [GIL] Resolves Python frames; returns 0 for other kinds (the native symbolizer takes over). */
 SPPROF_API int spprof_py_resolve(const spprof_frame *frame, spprof_symbol *out, void *user);
 /* [GIL] Takes a reference to every code object seen in the profile so far (validated first). Returns how
@@ -365,14 +371,35 @@ static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
     return (uint32_t)(h & 0xffffu);
 }
 
-SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+/* Run boundaries: the Python frames of one call of the interpreter loop (_PyEval_EvalFrameDefault) form a
+   run. 3.9/3.10: every frame is evaluated by its own call. 3.11: the outermost frame of a call has is_entry.
+   3.12/3.13: each call pushes a C-stack-owned frame (shim / entry frame) below its frames; 3.14: an
+   interpreter-owned entry frame. SPPROF__PY_RUN_ENDS_AFTER(f) is true for a recorded frame that closes its
+   run; SPPROF__PY_IS_BOUNDARY(f) for a skipped frame that does. */
+#if PY_VERSION_HEX < 0x030B0000
+#  define SPPROF__PY_RUN_ENDS_AFTER(f) 1
+#  define SPPROF__PY_IS_BOUNDARY(f) 0
+#elif PY_VERSION_HEX < 0x030C0000
+#  define SPPROF__PY_RUN_ENDS_AFTER(f) ((f)->is_entry)
+#  define SPPROF__PY_IS_BOUNDARY(f) 0
+#else
+#  define SPPROF__PY_RUN_ENDS_AFTER(f) 0
+#  define SPPROF__PY_IS_BOUNDARY(f) SPPROF__PY_SKIP(f)
+#endif
+
+/* Walks the thread's Python frames, leaf first, into frames[0, max). With run_ends: run_ends[k] = index one
+   past the last frame of run k (leaf run first), *nruns = runs (a run cut short by max is closed). Returns the
+   number of frames, -1 on a torn/stale read or fault, -2 when the thread has no Python frames. */
+static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
+                                  uint16_t *run_ends, int max_runs, int *nruns) {
     spprof_guard g;
-    volatile int n = 0;
+    volatile int n = 0, r = 0;
     PyThreadState *ts = PyGILState_GetThisThreadState();  /* this thread's own state (TSS), or NULL */
     const SPPROF__PY_FRAME *f;
     int steps;
+    if (nruns) *nruns = 0;
     if (max_frames <= 0) return -1;
-    if (!ts) return spprof_walk_native(ctx, frames, max_frames);  /* a thread that never ran Python */
+    if (!ts) return -2;  /* a thread that never ran Python */
     if (!spprof_guard_claim(&g, ctx->tid)) return -1;
     if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return -1; }  /* a read faulted: drop the sample */
     f = SPPROF__PY_TOP_FRAME(ts);
@@ -385,7 +412,10 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
         if (((uintptr_t)f & (sizeof(void *) - 1)) != 0) { spprof_guard_release(&g); return -1; }
         skip = SPPROF__PY_SKIP(f);
         if (skip < 0) { spprof_guard_release(&g); return -1; }  /* not a frame: torn or stale */
-        if (skip) continue;                                      /* a C-stack entry frame */
+        if (skip) {                                              /* a C-stack or interpreter entry frame */
+            if (run_ends && SPPROF__PY_IS_BOUNDARY(f) && r < max_runs && n > (r ? run_ends[r - 1] : 0)) run_ends[r++] = (uint16_t)n;
+            continue;
+        }
         ex = SPPROF__PY_EXEC(f);
         if (!ex || ((uintptr_t)ex & (sizeof(void *) - 1)) != 0 || Py_TYPE(ex) != &PyCode_Type) {
             spprof_guard_release(&g);
@@ -399,11 +429,104 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
         frames[n].aux = (uint32_t)off;
         frames[n].kind = SPPROF_FRAME_PYTHON | (spprof__py_fingerprint(co) << 16);
         n++;
+        if (run_ends && SPPROF__PY_RUN_ENDS_AFTER(f) && r < max_runs) run_ends[r++] = (uint16_t)n;
     }
     spprof_guard_release(&g);
-    /* No Python frame running (e.g. an embedding program in its own C code): its native stack is the truth. */
-    if (n == 0) return spprof_walk_native(ctx, frames, max_frames);
-    return n;
+    if (run_ends && n > (r ? run_ends[r - 1] : 0) && r < max_runs) run_ends[r++] = (uint16_t)n;
+    if (nruns) *nruns = r;
+    return n ? n : -2;
+}
+
+SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    int n = spprof__py_walk_frames(ctx, frames, max_frames, NULL, 0, NULL);
+    /* No Python frame running (a thread that never ran Python, an embedding program in its own C code): its
+       native stack is the truth. */
+    return n == -2 ? spprof_walk_native(ctx, frames, max_frames) : n;
+}
+
+#ifdef SPPROF_USE_LIBUNWIND
+#  define SPPROF__LIBUNWIND_OR_FP(ctx, fr, n) spprof_walk_libunwind((ctx), (fr), (n))
+#else
+#  define SPPROF__LIBUNWIND_OR_FP(ctx, fr, n) spprof_walk_native((ctx), (fr), (n))
+#endif
+
+/* ==== @mixed ==========================================================================================
+   native=True: one stack in call order. The native walk (frame pointers, or libunwind with
+   SPPROF_USE_LIBUNWIND) gives every C frame; each frame of the interpreter loop is replaced by the run of
+   Python frames that call of the loop was running (leaf run for the innermost loop frame, and so on).
+   If the number of loop frames differs from the number of runs (code without frame pointers hides loop
+   frames; a walk cut short), the runs are still matched from the leaf, the remaining runs (or loop frames)
+   are kept, and a marker frame at the root says so: "[mixed stack: E interpreter frames, R Python runs]".
+
+   Memory in the handler: the native frames go to a scratch array on the signal stack (SPPROF_PY_NATIVE_MAX
+   frames of 16 bytes), the Python frames to the end of the output buffer; the merge writes the output from
+   its start and never overtakes the Python frames it has not read yet (it writes at most as many frames as
+   precede them). */
+#ifndef SPPROF_PY_NATIVE_MAX
+#  define SPPROF_PY_NATIVE_MAX 128
+#endif
+#define SPPROF__PY_MARK_ADDR 1u  /* a PYTHON-kind frame with addr 1: the merge marker; aux = E << 16 | R */
+
+static uintptr_t spprof__py_eval_lo, spprof__py_eval_hi;  /* [lo, hi) of _PyEval_EvalFrameDefault's code */
+
+/* Finds the interpreter loop's address range (its ELF symbol size), once, outside the handler. */
+static int spprof__py_find_eval(void) {
+    Dl_info info;
+    const ElfW(Sym) *sym = NULL;
+    void *p;
+    if (spprof__py_eval_hi) return 1;
+    p = dlsym(RTLD_DEFAULT, "_PyEval_EvalFrameDefault");
+    if (!p || !dladdr1(p, &info, (void **)&sym, RTLD_DL_SYMENT) || !sym || !sym->st_size) return 0;
+    spprof__py_eval_lo = (uintptr_t)p;
+    spprof__py_eval_hi = (uintptr_t)p + (uintptr_t)sym->st_size;
+    return 1;
+}
+
+static int spprof__py_in_eval(const spprof_frame *f) {
+    uint64_t pc = (f->aux & SPPROF_AUX_RETADDR) ? f->addr - 1 : f->addr;
+    return SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE && pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi;
+}
+
+SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    spprof_frame nat[SPPROF_PY_NATIVE_MAX];
+    uint16_t run_ends[SPPROF_PY_NATIVE_MAX];
+    int nn, np, nruns = 0, evals = 0, i, o = 0, run = 0, pbase, room;
+    if (max_frames < 2) return spprof_py_walk(ctx, frames, max_frames);
+    /* Python frames first, into the second half of the output (at most), native frames get the rest. */
+    room = max_frames / 2;
+    np = spprof__py_walk_frames(ctx, frames + (max_frames - room), room, run_ends, SPPROF_PY_NATIVE_MAX, &nruns);
+    if (np == -1) return -1;
+    if (np == -2) np = 0;
+    pbase = max_frames - room;
+    if (np > 0 && np < room) {  /* move them to the very end, so native frames get all the space before */
+        memmove(frames + (max_frames - np), frames + pbase, (size_t)np * sizeof *frames);
+        pbase = max_frames - np;
+    }
+    nn = SPPROF__LIBUNWIND_OR_FP(ctx, nat, max_frames - np < SPPROF_PY_NATIVE_MAX ? max_frames - np : SPPROF_PY_NATIVE_MAX);
+    if (nn < 0) nn = 0;
+    for (i = 0; i < nn; i++) evals += spprof__py_in_eval(&nat[i]);
+    /* Merge, leaf first. o <= pbase + (Python frames read) holds throughout: see @mixed. */
+    for (i = 0; i < nn && o < max_frames; i++) {
+        if (spprof__py_in_eval(&nat[i]) && run < nruns) {
+            int from = run ? run_ends[run - 1] : 0, to = run_ends[run], k;
+            for (k = from; k < to && o < max_frames; k++) frames[o++] = frames[pbase + k];
+            run++;
+            continue;
+        }
+        if (o >= pbase + (run ? run_ends[run - 1] : 0) && run < nruns) break;  /* would overwrite unread Python frames */
+        frames[o++] = nat[i];
+    }
+    if (run < nruns || evals != nruns) {
+        /* Runs without a loop frame (or loop frames without a run): keep the runs, then say so. */
+        int k;
+        for (k = run ? run_ends[run - 1] : 0; k < np && o < max_frames; k++) frames[o++] = frames[pbase + k];
+        if (o >= max_frames) o = max_frames - 1;
+        frames[o].addr = SPPROF__PY_MARK_ADDR;
+        frames[o].aux = ((uint32_t)(evals > 0xffff ? 0xffff : evals) << 16) | (uint32_t)(nruns > 0xffff ? 0xffff : nruns);
+        frames[o].kind = SPPROF_FRAME_PYTHON;
+        o++;
+    }
+    return o;
 }
 
 /* ==== @pin ============================================================================================
@@ -586,6 +709,10 @@ SPPROF_API int spprof_py_resolve(const spprof_frame *f, spprof_symbol *out, void
     if (SPPROF_FRAME_KIND(f->kind) != SPPROF_FRAME_PYTHON) return 0;
     out->file[0] = 0; out->line = 0;
     if (!f->addr) { snprintf(out->name, sizeof out->name, "[native code]"); return 1; }
+    if (f->addr == SPPROF__PY_MARK_ADDR) {
+        snprintf(out->name, sizeof out->name, "[mixed stack: %u interpreter frames, %u Python runs]", f->aux >> 16, f->aux & 0xffffu);
+        return 1;
+    }
     co = (PyCodeObject *)(uintptr_t)f->addr;
     if (!spprof__py_is_pinned(co) && (!spprof__py_code_alive(co) || !spprof__py_pin_add((PyObject *)co))) {
         snprintf(out->name, sizeof out->name, "<freed code object 0x%llx>", (unsigned long long)f->addr);
@@ -601,6 +728,13 @@ SPPROF_API int spprof_py_resolve(const spprof_frame *f, spprof_symbol *out, void
     spprof__py_copy_str(out->file, sizeof out->file, co->co_filename);
     out->line = PyCode_Addr2Line(co, (int)(f->aux * sizeof(spprof__py_codeunit)));
     if (out->line < 0) out->line = co->co_firstlineno;
+    return 1;
+}
+
+SPPROF_API int spprof_py_configure_mixed(spprof_config *cfg) {
+    if (!spprof__py_find_eval()) return 0;
+    spprof_py_configure(cfg);
+    cfg->walker = spprof_py_walk_mixed;
     return 1;
 }
 
@@ -635,13 +769,13 @@ static PyObject *spprof__py_raise(spprof_result r) {
 }
 
 static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) {
-    static const char *kwlist[] = {"interval_ns", "mode", "max_depth", "memory_limit", "source", NULL};
+    static const char *kwlist[] = {"interval_ns", "mode", "max_depth", "memory_limit", "source", "native", NULL};
     long long interval_ns, memory_limit = 100ll << 20;
-    int mode = 0, max_depth = 128, source = 0;
+    int mode = 0, max_depth = 128, source = 0, native = 0;
     spprof_config cfg = spprof_config_default();
     spprof_result r;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|iiLi", (char **)kwlist, &interval_ns, &mode, &max_depth, &memory_limit, &source))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|iiLii", (char **)kwlist, &interval_ns, &mode, &max_depth, &memory_limit, &source, &native))
         return NULL;
     if (spprof_is_active()) return spprof__py_raise((spprof_result)(spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof is already running; stop it first")));
     if (memory_limit < 0) { PyErr_SetString(PyExc_ValueError, "memory_limit must be >= 0"); return NULL; }
@@ -650,7 +784,10 @@ static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) 
     cfg.max_depth = max_depth;
     cfg.memory_limit = (uint64_t)memory_limit;
     cfg.source = (spprof_source)source;
-    spprof_py_configure(&cfg);
+    if (!native) spprof_py_configure(&cfg);
+    else if (!spprof_py_configure_mixed(&cfg))
+        return spprof__py_raise((spprof_result)spprof__fail(SPPROF_ERR_UNSUPPORTED, "native=True: cannot locate the interpreter loop "
+                                                             "(_PyEval_EvalFrameDefault has no sized symbol in this build)"));
     r = spprof_py_start(&cfg);
     if (r != SPPROF_OK) return spprof__py_raise(r);
     Py_RETURN_NONE;
@@ -849,7 +986,7 @@ static PyObject *spprof__py_check_layout_fn(PyObject *self, PyObject *args) {
 
 static PyMethodDef spprof__py_methods[] = {
     {"start", (PyCFunction)(void (*)(void))spprof__py_start, METH_VARARGS | METH_KEYWORDS,
-     "start(interval_ns, mode=0, max_depth=128, memory_limit=100 MiB, source=0): start sampling (mode 0 = cpu, 1 = wall; source: spprof_source)"},
+     "start(interval_ns, mode=0, max_depth=128, memory_limit=100 MiB, source=0, native=0): start sampling (mode 0 = cpu, 1 = wall; source: spprof_source; native: mixed native + Python stacks)"},
     {"stop", spprof__py_stop, METH_NOARGS, "stop(): stop sampling; the profile stays readable until the next start"},
     {"pause", spprof__py_pause, METH_NOARGS, "pause(): disarm the timers"},
     {"resume", spprof__py_resume, METH_NOARGS, "resume(): re-arm the timers"},
@@ -887,6 +1024,11 @@ PyMODINIT_FUNC SPPROF__PY_CONCAT(PyInit_, SPPROF_PYTHON_INIT_NAME)(void) {
     if (!spprof__py_error || PyModule_AddObject(m, "Error", spprof__py_error) != 0) { Py_XDECREF(spprof__py_error); Py_DECREF(m); return NULL; }
     Py_INCREF(spprof__py_error);
     PyModule_AddStringConstant(m, "__version__", SPPROF_VERSION_STRING);
+#ifdef SPPROF_USE_LIBUNWIND
+    PyModule_AddStringConstant(m, "NATIVE_UNWINDER", "libunwind");
+#else
+    PyModule_AddStringConstant(m, "NATIVE_UNWINDER", "frame pointers");
+#endif
 #ifdef SPPROF__PY_DEBUG_OFFSETS
     PyModule_AddIntConstant(m, "DEBUG_OFFSETS_SIZE", (long)sizeof(spprof__py_dbgoff));
 #else

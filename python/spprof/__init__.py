@@ -24,8 +24,11 @@ function that was running. One sample may stand for several intervals (POSIX CPU
 kernel ticks; perf samples are weighted by the CPU time they cover): use Sample.weight (intervals), not
 Sample.count (signals), for time.
 
-Not done yet: mixed native + Python stacks (native=True), memory profiling. Before 3.11, functions are named
-by co_name only (code objects have no qualified name there).
+native=True gives mixed stacks: native frames (C extensions, libraries, the interpreter's own C code) in call
+order, each interpreter-loop frame replaced by the Python frames it runs. It needs frame pointers in the
+native code it should see through (or a build with SPPROF_USE_LIBUNWIND); where the two walks disagree, the
+stack ends with a "[mixed stack: ...]" marker frame instead of a guess.
+Not done yet: memory profiling. Before 3.11, functions are named by co_name only (no qualified name there).
 """
 from __future__ import annotations
 
@@ -297,8 +300,6 @@ def _check_config(interval_ms: Any, mode: Any, native: Any, memory_limit_mb: Any
         raise ValueError(f"mode must be 'cpu' or 'wall', got {mode!r}")
     if not isinstance(native, bool):
         raise TypeError(f"native must be True or False, got {native!r}")
-    if native:
-        raise NotImplementedError("mixed native+Python stacks are not implemented yet")
     mem = _check_number("memory_limit_mb", memory_limit_mb, 1, 1 << 20, " MiB")
     if isinstance(max_depth, bool) or not isinstance(max_depth, numbers.Integral):
         raise TypeError(f"max_depth must be an int, got {type(max_depth).__name__} ({max_depth!r})")
@@ -397,6 +398,7 @@ def start(interval_ms: float = 10, mode: str = "cpu", native: bool = False, memo
     """Start sampling every thread of the process.
 
     interval_ms: sampling interval, 0.05 .. 60000 ms. mode: "cpu" (each thread's CPU time) or "wall".
+    native: mixed native + Python stacks (see the module docstring).
     memory_limit_mb: bound on the in-memory profile (samples beyond it are counted in stats, not kept).
     max_depth: deepest stack recorded (1 .. 1024 frames).
     source: where the sampling signals come from: "auto" (CPU mode: a perf_event task-clock per thread where
@@ -414,7 +416,7 @@ def start(interval_ms: float = 10, mode: str = "cpu", native: bool = False, memo
         sess = _Session(interval_ns / 1e6, mode)
         _note_live_threads(sess.names)
         sess.start_ns = time.monotonic_ns()
-        _spprof.start(interval_ns, mode_no, depth, mem, source_no)  # raises spprof.Error when already started
+        _spprof.start(interval_ns, mode_no, depth, mem, source_no, int(native))  # spprof.Error if already started
         _session = sess
         _install_hook()
 

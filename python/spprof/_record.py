@@ -34,6 +34,7 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "interval_ms": float(env.get(ENV_PREFIX + "INTERVAL_MS", "10")),
         "mode": env.get(ENV_PREFIX + "MODE", "cpu"),
         "source": env.get(ENV_PREFIX + "SOURCE", "auto"),
+        "native": env.get(ENV_PREFIX + "NATIVE") == "1",
         "memory_limit_mb": float(env.get(ENV_PREFIX + "MEMORY_LIMIT_MB", "100")),
         "threads": env.get(ENV_PREFIX + "THREADS") == "1",
         "quiet": env.get(ENV_PREFIX + "QUIET") == "1",
@@ -60,7 +61,7 @@ class Recorder:
     def begin(self) -> None:
         c = self.cfg
         spprof.start(interval_ms=c["interval_ms"], mode=c["mode"], memory_limit_mb=c["memory_limit_mb"],
-                     source=c.get("source", "auto"))
+                     source=c.get("source", "auto"), native=c.get("native", False))
         atexit.register(self.finish)
         for name in ("SIGTERM", "SIGHUP"):
             signo = getattr(signal, name, None)
