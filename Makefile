@@ -68,15 +68,24 @@ test-compile:
 
 # Plain builds run twice: with the default sample source (perf task-clock where the kernel allows it) and
 # with POSIX timers only; the sanitizer builds use the default.
-test-c: $(TEST_BINS)
-	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
+test-c: $(TEST_BINS) $(BUILD)/tests/libunwind_check
+	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS) $(BUILD)/tests/libunwind_check
 	@echo "c-tests: again with SPPROF_TEST_SOURCE=posix"; SPPROF_TEST_SOURCE=posix sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
+
+# The libunwind backend on code built without frame pointers (needs libunwind-dev: `make deps` installs it).
+$(BUILD)/tests/libunwind_check: tests/libunwind_check.c tests/testutil.h spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) -fomit-frame-pointer $(CFLAGS) -I. $< -o $@ $(LDLIBS) -lunwind
 
 sanitize: test-asan test-tsan
 
-test-asan: $(ASAN_BINS)
+test-asan: $(ASAN_BINS) $(BUILD)/asan/libunwind_check
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  SPPROF_TEST_SCALE=sanitizer sh tests/run_c_tests.sh $(BUILD)/asan $(ASAN_BINS)
+	  SPPROF_TEST_SCALE=sanitizer sh tests/run_c_tests.sh $(BUILD)/asan $(ASAN_BINS) $(BUILD)/asan/libunwind_check
+
+$(BUILD)/asan/libunwind_check: tests/libunwind_check.c tests/testutil.h spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) -fomit-frame-pointer $(SANFLAGS_ASAN) -I. $< -o $@ $(LDLIBS) -lunwind
 
 test-tsan: $(TSAN_BINS)
 	@TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=1:die_after_fork=0 SPPROF_TEST_SCALE=sanitizer \

@@ -37,6 +37,13 @@ if stale "$ext" "$root/examples/extension/myext.c" "$root/spprof.h" "$root/sppro
     "$root/examples/extension/myext.c" -o "$ext" -pthread
 fi
 
+# With libunwind-dev installed (and SPPROF_LIBUNWIND not 0), `embed_demo OUT SECONDS --native` unwinds through
+# libpython with DWARF; otherwise with frame pointers only.
+unwind_cflags=""; unwind_libs=""
+if [ "${SPPROF_LIBUNWIND:-1}" != 0 ] && echo '#include <libunwind.h>' | $cc -E -x c - >/dev/null 2>&1; then
+  unwind_cflags="-DSPPROF_USE_LIBUNWIND"; unwind_libs="-lunwind"
+fi
+
 # 2. The embedding program, linked against the interpreter's libpython (as `python3-config --embed --ldflags`).
 libdir=$(cfg LIBDIR); libpl=$(cfg LIBPL)
 pylib="-lpython$(cfg VERSION)$(cfg ABIFLAGS)"
@@ -58,7 +65,7 @@ if stale "$exe" "$root/examples/embed_demo.c" "$root/spprof.h" "$root/spprof_pyt
    [ "$(cat "$exe.libpython" 2>/dev/null)" != "$lib" ]; then
   echo "build_examples: $py -> $exe"
   # $ldflags, LIBS and SYSLIBS are split into words on purpose.
-  $cc -std=c99 $warn $fp $cflags -I"$root" -I"$inc" "$root/examples/embed_demo.c" -o "$exe" \
-    $ldflags $(cfg LIBS) $(cfg SYSLIBS) -pthread
+  $cc -std=c99 $warn $fp $cflags -I"$root" -I"$inc" $unwind_cflags "$root/examples/embed_demo.c" -o "$exe" \
+    $ldflags $(cfg LIBS) $(cfg SYSLIBS) -pthread $unwind_libs
   echo "$lib" >"$exe.libpython"
 fi

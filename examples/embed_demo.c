@@ -88,6 +88,7 @@ static int write_outputs(const char *outdir) {
 int main(int argc, char **argv) {
     const char *outdir = argc > 1 ? argv[1] : "out";
     double seconds = argc > 2 ? atof(argv[2]) : 0.5;
+    int native = argc > 3 && strcmp(argv[3], "--native") == 0;  /* mixed stacks: main -> run_python -> ... -> py_hot */
     spprof_config cfg = spprof_config_default();
     spprof_stats st;
     spprof_result r;
@@ -95,7 +96,8 @@ int main(int argc, char **argv) {
 
     Py_Initialize();                   /* this thread now holds the GIL */
     cfg.interval_ns = 1000000;         /* 1 kHz of CPU time */
-    spprof_py_configure(&cfg);         /* Python walker (native stack when no Python frame runs), resolver, guard */
+    if (!native) spprof_py_configure(&cfg);  /* Python walker (native stack when no Python frame runs), resolver, guard */
+    else if (!spprof_py_configure_mixed(&cfg)) { fprintf(stderr, "native mode unavailable\n"); Py_FinalizeEx(); return 1; }
     if ((r = spprof_py_start(&cfg)) != SPPROF_OK) {  /* spprof_start + the code-object pinning thread */
         fprintf(stderr, "spprof_py_start: %s\n", spprof_last_error());
         Py_FinalizeEx();

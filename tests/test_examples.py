@@ -121,6 +121,42 @@ def test_embed_collapsed_has_native_and_python_stacks(embed_out):
     assert native > 0.2 * total and python > 0.2 * total, (native, python, total)
 
 
+def test_embed_native_mode_shows_c_frames_above_python(built, tmp_path):
+    """embed_demo --native: the program's own C frames (main -> run_python) above the Python ones, then
+    <module> -> py_driver -> py_hot, in call order (libunwind builds: no marker; frame pointers only: the
+    Python part is still complete and the stack carries the marker)."""
+    py, out, log = built
+    exe = out / "embed_demo"
+    if not exe.exists():
+        pytest.skip(f"embed_demo not built for {py}: {log.strip()}")
+    proc = subprocess.run([str(exe), str(tmp_path), "0.5", "--native"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = (tmp_path / "embed.collapsed").read_text().splitlines()
+    hot = full = c_only = 0
+    for line in lines:
+        stack, count = line.rsplit(" ", 1)
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        if "py_hot" in frames:
+            hot += int(count)
+            py_part = frames[frames.index("<module>"):frames.index("py_hot") + 1]
+            assert py_part[:2] == ["<module>", "py_driver"], line
+            if "run_python" in frames:
+                assert frames.index("main") < frames.index("run_python") < frames.index("<module>"), line
+                full += int(count)
+            else:
+                assert frames[0].startswith("[mixed stack:"), line
+        if "c_hot_function" in frames:
+            assert frames.index("main") + 1 == frames.index("c_hot_function"), line
+            c_only += int(count)
+    assert hot > 50 and c_only > 50, (hot, c_only, lines[:5])
+    # build_examples.sh links libunwind when its header is there (and SPPROF_LIBUNWIND is not 0)
+    libunwind = os.environ.get("SPPROF_LIBUNWIND", "1") != "0" and subprocess.run(
+        [os.environ.get("CC", "cc"), "-E", "-x", "c", "-"], input="#include <libunwind.h>\n",
+        capture_output=True, text=True).returncode == 0
+    if libunwind:
+        assert full >= 0.9 * hot, (full, hot)  # DWARF unwinding gets through libpython
+
+
 def test_embed_speedscope_valid(embed_out):
     doc = check_speedscope(embed_out / "embed.speedscope.json")
     assert len(doc["profiles"]) == 1  # one thread: the program's main thread

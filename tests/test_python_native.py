@@ -99,3 +99,36 @@ def test_record_native_flag(run, py, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert ";ext_outer" in text and ";ext_inner" in text and "ext_spin" in text, text[:2000]
+
+
+def test_library_frames_under_python_caller(run):
+    """zlib from Python with native=True: samples inside libz show the library's own frames below the Python
+    function that called it (root first: ..., compress_task, ..., a libz frame)."""
+    r = run('''
+    import zlib
+    data = bytes(range(256)) * 4096
+    def compress_task():
+        return len(zlib.compress(data, 9))
+    spprof.start(interval_ms=1, native=True)
+    t_end = time.thread_time() + 0.8
+    while time.thread_time() < t_end:
+        compress_task()
+    p = spprof.stop()
+    emit({"unwinder": spprof._spprof.NATIVE_UNWINDER,
+          "stacks": [[s.weight, [[f[0], f[1]] for f in s.frames]] for s in p.samples
+                     if s.thread_id == threading.get_native_id()]})
+    ''').ok()
+    total = in_z = under = 0
+    for w, frames in r.result["stacks"]:
+        total += w
+        files = [f[1] for f in frames]
+        z = [i for i, f in enumerate(files) if "libz" in f or "zlib" in os.path.basename(f)]
+        if z:
+            in_z += w
+            names = [f[0] for f in frames]
+            if "compress_task" in names and names.index("compress_task") < z[0]:
+                under += w
+    assert in_z > 0.5 * total, (in_z, total)  # compression is where the time goes
+    # with libunwind through libz and libpython; with frame pointers only the walk stops in libz, and the
+    # Python frames are appended on the root side (with the marker): the order holds either way
+    assert under >= 0.9 * in_z, (under, in_z, r.result["unwinder"])
