@@ -68,9 +68,14 @@ test-compile:
 
 # Plain builds run twice: with the default sample source (perf task-clock where the kernel allows it) and
 # with POSIX timers only; the sanitizer builds use the default.
-test-c: $(TEST_BINS) $(BUILD)/tests/libunwind_check
-	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS) $(BUILD)/tests/libunwind_check
+test-c: $(TEST_BINS) $(BUILD)/tests/libunwind_check $(BUILD)/tests/cxx_demangle_check
+	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS) $(BUILD)/tests/libunwind_check $(BUILD)/tests/cxx_demangle_check
 	@echo "c-tests: again with SPPROF_TEST_SOURCE=posix"; SPPROF_TEST_SOURCE=posix sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
+
+# spprof.h in a C++ program: C++ frames come out demangled.
+$(BUILD)/tests/cxx_demangle_check: tests/cxx_demangle_check.cpp tests/testutil.h spprof.h
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++11 -D_GNU_SOURCE $(WARN) $(FPFLAGS) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
 
 # The libunwind backend on code built without frame pointers (needs libunwind-dev: `make deps` installs it).
 $(BUILD)/tests/libunwind_check: tests/libunwind_check.c tests/testutil.h spprof.h

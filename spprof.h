@@ -2140,6 +2140,31 @@ static void spprof__symbols_reset(void) {
 
 static const char *spprof__basename(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
 
+/* C++ names: demangled with the C++ runtime's __cxa_demangle, found with dlsym in the process, or in
+   libstdc++.so.6 opened for the purpose when the first mangled name shows up (a C++ program whose linker
+   dropped libstdc++, or a C program profiling C++ libraries); left mangled if there is none. Called only
+   when symbolizing (off the hot path); the pointer is looked up once (atomically published). */
+typedef char *(*spprof__demangle_fn)(const char *, char *, size_t *, int *);
+static void *spprof__demangler;  /* atomic; (void *)1: looked for, none */
+static void spprof__demangle(char *name, size_t n) {
+    spprof__demangle_fn fn;
+    void *p = SPPROF__LOAD(&spprof__demangler);
+    char *d;
+    int status = -1;
+    if (!p) {
+        void *lib;
+        p = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+        if (!p && (lib = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL)) != NULL) p = dlsym(lib, "__cxa_demangle");
+        if (!p) p = (void *)1;
+        SPPROF__STORE(&spprof__demangler, p);
+    }
+    if (p == (void *)1) return;
+    *(void **)(&fn) = p;
+    d = fn(name, NULL, NULL, &status);
+    if (d && status == 0) snprintf(name, n, "%s", d);
+    free(d);  /* __cxa_demangle allocates with malloc: freed with free, whatever SPPROF_FREE is */
+}
+
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
     uint64_t pc = (aux & SPPROF_AUX_RETADDR) ? addr - 1 : addr;
     size_t i;
@@ -2172,6 +2197,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         found = 1;
     }
     if (!out->name[0]) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+    if (found && out->name[0] == '_' && out->name[1] == 'Z') spprof__demangle(out->name, sizeof out->name);
     return found;
 }
 
