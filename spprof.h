@@ -826,7 +826,7 @@ static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi) {
    Reads of a corrupt stack fault inside the fault guard (guard_faults) and drop the sample. */
 #  define UNW_LOCAL_ONLY
 #  include <libunwind.h>
-static uintptr_t spprof__ldso_lo, spprof__ldso_hi;
+static uintptr_t spprof__ldso_lo, spprof__ldso_hi, spprof__tlsget_lo, spprof__tlsget_hi;
 static int spprof__ldso_cb(struct dl_phdr_info *info, size_t size, void *data) {
     int i;
     (void)size; (void)data;
@@ -840,7 +840,20 @@ static int spprof__ldso_cb(struct dl_phdr_info *info, size_t size, void *data) {
     }
     return 1;
 }
-static void spprof__find_ldso(void) { if (!spprof__ldso_hi) dl_iterate_phdr(spprof__ldso_cb, NULL); }
+static void spprof__find_ldso(void) {
+    Dl_info info;
+    const ElfW(Sym) *sym = NULL;
+    void *p;
+    if (spprof__ldso_hi) return;
+    dl_iterate_phdr(spprof__ldso_cb, NULL);
+    /* __tls_get_addr lives in ld.so but never touches the loader's object lists (shared libraries call it for
+       every thread-local access: CPython 3.12+ does, constantly): unwinding from it is allowed. */
+    p = dlsym(RTLD_DEFAULT, "__tls_get_addr");
+    if (p && dladdr1(p, &info, (void **)&sym, RTLD_DL_SYMENT) && sym && sym->st_size) {
+        spprof__tlsget_lo = (uintptr_t)p;
+        spprof__tlsget_hi = (uintptr_t)p + (uintptr_t)sym->st_size;
+    }
+}
 
 SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     unw_cursor_t cur;
@@ -851,7 +864,8 @@ SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *f
     if (!ctx || !ctx->ucontext || max_frames <= 0) return -1;
     spprof__context_regs(ctx->ucontext, &pc, &sp, &fp);
     (void)sp; (void)fp;
-    if (pc >= spprof__ldso_lo && pc < spprof__ldso_hi) return spprof_walk_native(ctx, frames, max_frames);
+    if (pc >= spprof__ldso_lo && pc < spprof__ldso_hi && !(pc >= spprof__tlsget_lo && pc < spprof__tlsget_hi))
+        return spprof_walk_native(ctx, frames, max_frames);
     if (!spprof_guard_claim(&g, ctx->tid)) return spprof_walk_native(ctx, frames, max_frames);
     if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return n > 0 ? n : -1; }
     if (unw_init_local2(&cur, (unw_context_t *)ctx->ucontext, UNW_INIT_SIGNAL_FRAME) < 0) {

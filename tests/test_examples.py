@@ -138,8 +138,11 @@ def test_embed_native_mode_shows_c_frames_above_python(built, tmp_path):
         frames = [f.split(" (")[0] for f in stack.split(";")]
         if "py_hot" in frames:
             hot += int(count)
-            py_part = frames[frames.index("<module>"):frames.index("py_hot") + 1]
-            assert py_part[:2] == ["<module>", "py_driver"], line
+            # Python frames in call order; before 3.11 each Python call goes through C (_PyEval_Vector...)
+            # and those native frames sit between them, as they really do
+            py_part = [f for f in frames[frames.index("<module>"):frames.index("py_hot") + 1]
+                       if f in ("<module>", "py_driver", "py_hot")]
+            assert py_part == ["<module>", "py_driver", "py_hot"], line
             if "run_python" in frames:
                 assert frames.index("main") < frames.index("run_python") < frames.index("<module>"), line
                 full += int(count)

@@ -67,11 +67,13 @@ def test_chain_in_call_order(run, py):
     marked = [n for n in in_cb if n[0].startswith("[mixed stack:")]  # root first: the marker is at the root
     if fp_python or unwinder == "libunwind":
         # the whole chain, interpreter frames replaced, nothing marked (frame pointers everywhere, or DWARF)
-        assert len(full) >= 0.9 * len(in_cb), (len(full), len(in_cb), in_cb[:3])
+        assert len(full) >= 0.9 * len(in_cb), (len(full), len(in_cb), [n for n in in_cb if n not in full][:3])
         for names in full:
             assert order(names, "py_caller", "ext_outer", "ext_inner", "py_leaf"), names
             assert "_PyEval_EvalFrameDefault" not in names, names
-        assert not marked, marked[:3]
+        # a sample that lands inside the dynamic loader (ld.so, other than __tls_get_addr) is walked with
+        # frame pointers only (loader-lock safety): rare, and marked
+        assert len(marked) <= 0.1 * len(in_cb), marked[:3]
     else:
         # the walk could not get through libpython: the Python frames are kept, and the stack says so
         assert len(marked) + len(full) == len(in_cb), in_cb[:3]
