@@ -29,8 +29,8 @@ class _Sink:
         pass
 
 
-def measure(rate, source, pairs, sizes, rounds):
-    spprof.start(interval_ms=1000.0 / rate, source=source)
+def measure(rate, source, pairs, sizes, rounds, native=False):
+    spprof.start(interval_ms=1000.0 / rate, source=source, native=native)
     perf_threads = spprof.stats()["threads_perf"]
     spprof.pause()
     rng = random.Random(rate)
@@ -70,16 +70,20 @@ def main():
     print("| rate | source | threads on perf | thread CPU overhead (median [q1, q3]) | process CPU overhead "
           "| ns per sample | dropped | walk errors |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    for source in ("auto", "posix"):
-        for rate in (100, 1000, 10000):
+    unwinder = getattr(spprof._spprof, "NATIVE_UNWINDER", "frame pointers")
+    configs = [(s, r, False) for s in ("auto", "posix") for r in (100, 1000, 10000)]
+    configs += [("auto", r, True) for r in (100, 1000)]
+    for source, rate, native in configs:
+        label = source + (", native=True (%s)" % unwinder if native else "")
+        if True:
             try:
-                m = measure(rate, source, pairs, sizes, rounds)
+                m = measure(rate, source, pairs, sizes, rounds, native)
             except Exception as e:  # e.g. perf refused with source="perf": report, go on
-                print("| %d Hz | %s | failed: %s | | | | | |" % (rate, source, e))
+                print("| %d Hz | %s | failed: %s | | | | | |" % (rate, label, e))
                 continue
             q = m["q"]
             print("| %d Hz | %s | %d | **%+.2f%%** [%+.2f, %+.2f] | %+.2f%% | %s | %d | %d |" % (
-                rate, source, m["perf"], 100 * m["thread"], 100 * q[0], 100 * q[2], 100 * m["process"],
+                rate, label, m["perf"], 100 * m["thread"], 100 * q[0], 100 * q[2], 100 * m["process"],
                 "%.0f" % m["ns"] if m["ns"] is not None else "—", m["dropped"], m["walk_errors"]))
             sys.stdout.flush()
 
