@@ -2154,6 +2154,44 @@ static void spprof__symbols_reset(void) {
 
 static const char *spprof__basename(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
 
+/* Under sym_lock: (re)build the module table when there is none or the loader's add/remove counters moved
+   since it was built (a library loaded after the first symbolization, e.g. an extension imported later). */
+static uint64_t spprof__mods_adds, spprof__mods_subs;
+static void spprof__mods_fresh(void) {
+    uint64_t counts[2] = {0, 0};
+    size_t i, cap = 0;
+    dl_iterate_phdr(spprof__xr_counts_cb, counts);
+    if (spprof__mods && counts[0] == spprof__mods_adds && counts[1] == spprof__mods_subs) return;
+    for (i = 0; i < spprof__nmods; i++) { SPPROF_FREE(spprof__mods[i].syms); SPPROF_FREE(spprof__mods[i].names); }
+    SPPROF_FREE(spprof__mods);
+    spprof__mods = NULL; spprof__nmods = 0;
+    dl_iterate_phdr(spprof__phdr_cb, &cap);
+    spprof__mods_adds = counts[0]; spprof__mods_subs = counts[1];
+}
+
+/* Off the hot path: the address range [*lo, *hi) of the symbol `name` (ELF .symtab/.dynsym, local symbols
+   too) in the loaded object that contains address `near`. Returns 1 if found. Used to find code that has no
+   exported symbol, such as a compiler's "fn.cold" split-off part. */
+static int spprof__symbol_range(uintptr_t near, const char *name, uintptr_t *lo, uintptr_t *hi) {
+    size_t i, k;
+    int found = 0;
+    pthread_mutex_lock(&spprof__sym_lock);
+    spprof__mods_fresh();
+    for (i = 0; i < spprof__nmods && !found; i++) {
+        spprof__module *m = &spprof__mods[i];
+        if (near < m->lo || near >= m->hi) continue;
+        if (!m->loaded) spprof__load_symbols(m);
+        for (k = 0; k < m->nsyms; k++) {
+            if (m->syms[k].name < m->names_len && strcmp(m->names + m->syms[k].name, name) == 0) {
+                *lo = (uintptr_t)m->syms[k].lo; *hi = (uintptr_t)m->syms[k].hi; found = 1;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&spprof__sym_lock);
+    return found;
+}
+
 /* C++ names: demangled with the C++ runtime's __cxa_demangle, found with dlsym in the process, or in
    libstdc++.so.6 opened for the purpose when the first mangled name shows up (a C++ program whose linker
    dropped libstdc++, or a C program profiling C++ libraries); left mangled if there is none. Called only
@@ -2186,7 +2224,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
     Dl_info dli;
     out->name[0] = 0; out->file[0] = 0; out->line = 0;
     pthread_mutex_lock(&spprof__sym_lock);
-    if (!spprof__mods) { size_t cap = 0; dl_iterate_phdr(spprof__phdr_cb, &cap); }
+    spprof__mods_fresh();
     for (i = 0; i < spprof__nmods; i++) {
         spprof__module *m = &spprof__mods[i];
         size_t lo = 0, hi;

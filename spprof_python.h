@@ -467,7 +467,9 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
 #endif
 #define SPPROF__PY_MARK_ADDR 1u  /* a PYTHON-kind frame with addr 1: the merge marker; aux = E << 16 | R */
 
-static uintptr_t spprof__py_eval_lo, spprof__py_eval_hi;  /* [lo, hi) of _PyEval_EvalFrameDefault's code */
+/* [lo, hi) of _PyEval_EvalFrameDefault's code, and of its "_PyEval_EvalFrameDefault.cold" part when GCC split
+   the rarely run blocks off (a call made from there returns there) */
+static uintptr_t spprof__py_eval_lo, spprof__py_eval_hi, spprof__py_cold_lo, spprof__py_cold_hi;
 
 /* Finds the interpreter loop's address range (its ELF symbol size), once, outside the handler. */
 static int spprof__py_find_eval(void) {
@@ -479,12 +481,14 @@ static int spprof__py_find_eval(void) {
     if (!p || !dladdr1(p, &info, (void **)&sym, RTLD_DL_SYMENT) || !sym || !sym->st_size) return 0;
     spprof__py_eval_lo = (uintptr_t)p;
     spprof__py_eval_hi = (uintptr_t)p + (uintptr_t)sym->st_size;
+    spprof__symbol_range((uintptr_t)p, "_PyEval_EvalFrameDefault.cold", &spprof__py_cold_lo, &spprof__py_cold_hi);
     return 1;
 }
 
 static int spprof__py_in_eval(const spprof_frame *f) {
     uint64_t pc = (f->aux & SPPROF_AUX_RETADDR) ? f->addr - 1 : f->addr;
-    return SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE && pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi;
+    return SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE &&
+           ((pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi) || (pc >= spprof__py_cold_lo && pc < spprof__py_cold_hi));
 }
 
 SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
