@@ -272,6 +272,10 @@ SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *f
 #endif
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out); /* 1 if found */
 SPPROF_API int spprof_resolve(const spprof_frame *frame, spprof_symbol *out); /* resolver, then native */
+/* The address range [*lo, *hi) of the symbol `name` (ELF .symtab/.dynsym, local symbols too) in the loaded
+   object that contains address `near`; 1 if found. Not signal-safe. Finds code that has no exported symbol,
+   such as a compiler's split-off "fn.cold" part. */
+SPPROF_API int spprof_symbol_range(uintptr_t near, const char *name, uintptr_t *lo, uintptr_t *hi);
 
 SPPROF_API const char *spprof_result_string(spprof_result r);
 SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last error message, or "" */
@@ -2169,10 +2173,7 @@ static void spprof__mods_fresh(void) {
     spprof__mods_adds = counts[0]; spprof__mods_subs = counts[1];
 }
 
-/* Off the hot path: the address range [*lo, *hi) of the symbol `name` (ELF .symtab/.dynsym, local symbols
-   too) in the loaded object that contains address `near`. Returns 1 if found. Used to find code that has no
-   exported symbol, such as a compiler's "fn.cold" split-off part. */
-static int spprof__symbol_range(uintptr_t near, const char *name, uintptr_t *lo, uintptr_t *hi) {
+SPPROF_API int spprof_symbol_range(uintptr_t near, const char *name, uintptr_t *lo, uintptr_t *hi) {
     size_t i, k;
     int found = 0;
     pthread_mutex_lock(&spprof__sym_lock);

@@ -481,7 +481,7 @@ static int spprof__py_find_eval(void) {
     if (!p || !dladdr1(p, &info, (void **)&sym, RTLD_DL_SYMENT) || !sym || !sym->st_size) return 0;
     spprof__py_eval_lo = (uintptr_t)p;
     spprof__py_eval_hi = (uintptr_t)p + (uintptr_t)sym->st_size;
-    spprof__symbol_range((uintptr_t)p, "_PyEval_EvalFrameDefault.cold", &spprof__py_cold_lo, &spprof__py_cold_hi);
+    spprof_symbol_range((uintptr_t)p, "_PyEval_EvalFrameDefault.cold", &spprof__py_cold_lo, &spprof__py_cold_hi);
     return 1;
 }
 
