@@ -9,7 +9,9 @@ and sample source. A slow phase of the machine then hits both kinds of slice ali
     what the sampled thread pays (timer interrupt, signal delivery, handler, walk);
   * process CPU ratio: the same with process CPU time (adds the collector and pinning threads);
   * ns per sample: (profiled - paused thread CPU) / samples taken in the profiled slice, median over pairs.
-Prints a markdown table. Usage: python ab_overhead.py [pairs=60] (needs spprof importable: build/ on sys.path).
+Then the same A/B for the peers that can be switched on and off inside one process (vmprof, pyinstrument,
+yappi, cProfile), beside spprof at 1 kHz. Prints markdown tables. Usage: python ab_overhead.py [pairs=60]
+[--no-peers] (spprof is imported from build/; the peers from the running interpreter, i.e. the bench venv).
 """
 import os
 import random
@@ -63,8 +65,69 @@ def measure(rate, source, pairs, sizes, rounds, native=False):
             "q": statistics.quantiles([x - 1 for x in thread_r], n=4) if len(thread_r) >= 4 else None}
 
 
+def peer_switches(tool, rate):
+    """(enable, disable, finish) for an in-process peer that can be switched on and off inside one process."""
+    if tool == "cProfile":
+        import cProfile
+        p = cProfile.Profile()
+        return p.enable, p.disable, lambda: None
+    if tool == "yappi":
+        import yappi
+        yappi.set_clock_type("cpu")
+        return yappi.start, yappi.stop, yappi.clear_stats
+    if tool == "pyinstrument":
+        from pyinstrument import Profiler
+        p = Profiler(interval=1.0 / rate)
+        return p.start, p.stop, lambda: None
+    if tool == "vmprof":
+        import tempfile
+        import vmprof
+        f = tempfile.TemporaryFile()
+        return (lambda: vmprof.enable(f.fileno(), period=1.0 / rate, native=False)), vmprof.disable, f.close
+    raise ValueError(tool)
+
+
+def measure_peer(tool, rate, pairs, sizes, rounds):
+    enable, disable, finish = peer_switches(tool, rate)
+    rng = random.Random(rate)
+    sink = _Sink()
+    ratios = []
+    for _ in range(pairs):
+        res = {}
+        for on in rng.sample([True, False], 2):
+            if on:
+                enable()
+            t0 = time.thread_time()
+            run_mix(rounds, sink, sizes)
+            t1 = time.thread_time()
+            if on:
+                disable()
+            res[on] = t1 - t0
+        ratios.append(res[True] / res[False])
+    finish()
+    return statistics.median(ratios) - 1, statistics.quantiles([x - 1 for x in ratios], n=4)
+
+
+def peers_table(pairs, sizes, rounds):
+    """The same A/B measurement for the peers that can be switched on and off in-process (py-spy and Austin run
+    in another process and cannot), beside spprof at the same rate."""
+    print()
+    print("| tool (1 kHz where it samples) | thread CPU overhead (median [q1, q3]) |")
+    print("|---|---:|")
+    m = measure(1000, "auto", pairs, sizes, rounds)
+    print("| **spprof** | **%+.2f%%** [%+.2f, %+.2f] |" % (100 * m["thread"], 100 * m["q"][0], 100 * m["q"][2]))
+    for tool in ("vmprof", "pyinstrument", "yappi", "cProfile"):
+        try:
+            med, q = measure_peer(tool, 1000, pairs, sizes, rounds)
+        except Exception as e:  # not installed, or cannot restart: say so
+            print("| %s | not measured: %s |" % (tool, str(e)[:80]))
+            continue
+        print("| %s | %+.2f%% [%+.2f, %+.2f] |" % (tool, 100 * med, 100 * q[0], 100 * q[2]))
+        sys.stdout.flush()
+
+
 def main():
-    pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+    pairs = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 60
     sizes = calibrate()
     rounds = 2  # 2 rounds of the mix (10 calls of ~2 ms): ~40-50 ms per slice
     print("| rate | source | threads on perf | thread CPU overhead (median [q1, q3]) | process CPU overhead "
@@ -86,6 +149,8 @@ def main():
                 rate, label, m["perf"], 100 * m["thread"], 100 * q[0], 100 * q[2], 100 * m["process"],
                 "%.0f" % m["ns"] if m["ns"] is not None else "—", m["dropped"], m["walk_errors"]))
             sys.stdout.flush()
+    if "--no-peers" not in sys.argv:
+        peers_table(pairs, sizes, rounds)
 
 
 if __name__ == "__main__":

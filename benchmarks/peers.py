@@ -206,6 +206,18 @@ def tool_ok(name):
 # ---------------------------------------------------------------------------------------------------
 # Running one configuration.
 
+SIZES = {}  # cpu_shares call sizes, measured once unprofiled (see workloads/cpu_shares.py calibrate())
+
+
+def measure_sizes():
+    code = ("import json, sys; sys.path.insert(0, %r); from cpu_shares import calibrate; "
+            "print(json.dumps({f.__name__: n for f, n in calibrate().items()}))" % WORKLOADS)
+    env = dict(os.environ)
+    env.pop("BENCH_SIZES", None)
+    p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True)
+    return p.stdout.strip().splitlines()[-1]
+
+
 def run_once(workload, units, tool, rate, tmp, timeout):
     wl_argv = [os.path.join(WORKLOADS, workload + ".py")]
     res_path = os.path.join(tmp, "result.json")
@@ -216,6 +228,8 @@ def run_once(workload, units, tool, rate, tmp, timeout):
     argv = [PY] + wl_argv if tool == "baseline" else TOOLS[tool][1](rate, out, wl_argv)
     env = dict(os.environ, BENCH_RESULT=res_path, BENCH_UNITS=str(units), OPENBLAS_NUM_THREADS="1",
                OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    if SIZES.get("cpu_shares"):
+        env["BENCH_SIZES"] = SIZES["cpu_shares"]
     t0 = time.perf_counter()
     errf = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(argv, stdout=errf, stderr=errf, env=env, cwd=tmp)  # py-spy reports on stdout
@@ -518,6 +532,8 @@ def main():
     ap.add_argument("--ab-only", action="store_true",
                     help="re-run only the A/B overhead measurement, store it in --raw, rewrite RESULTS.md/chart")
     ap.add_argument("--ab-pairs", type=int, default=60, help="slice pairs per A/B configuration (default 60)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other workloads' runs from --raw and replace only those of --workloads")
     a = ap.parse_args()
     if a.report_only or a.ab_only:
         with open(a.raw) as f:
@@ -540,6 +556,8 @@ def main():
             print("peers: skipping %s: %s" % (t, why), file=sys.stderr)
     tools = [t for t in info if info[t]["ok"]]
     os.makedirs(os.path.dirname(a.raw), exist_ok=True)
+    SIZES["cpu_shares"] = measure_sizes()
+    print("peers: cpu_shares call sizes (fixed for every run): %s" % SIZES["cpu_shares"], file=sys.stderr)
     t_start = time.time()
     load_before = open("/proc/loadavg").read().split()[:3]
     runs, docs = [], {}
@@ -570,6 +588,14 @@ def main():
                         ("  ERROR " + r["error"]) if "error" in r else ""), file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if a.merge and os.path.exists(a.raw):
+        with open(a.raw) as f:
+            old = json.load(f)
+        runs = [r for r in old["runs"] if r["workload"] not in workloads] + runs
+        docs = dict(old.get("docs", {}), **docs)
+        workloads = [w for w in old["workloads"] if w not in workloads] + workloads
+        workloads = [w for w in WORKLOAD_ORDER if w in workloads]
+        t_start = time.time() - old.get("elapsed", 0) - (time.time() - t_start)
     rows = summarise(runs, info)
     u = platform.uname()
     cpu = "?"
