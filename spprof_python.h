@@ -772,12 +772,16 @@ static PyObject *spprof__py_raise(spprof_result r) {
     return NULL;
 }
 
+static PyObject *spprof__py_none_or_raise(spprof_result r) {
+    if (r != SPPROF_OK) return spprof__py_raise(r);
+    Py_RETURN_NONE;
+}
+
 static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *kwlist[] = {"interval_ns", "mode", "max_depth", "memory_limit", "source", "native", NULL};
     long long interval_ns, memory_limit = 100ll << 20;
     int mode = 0, max_depth = 128, source = 0, native = 0;
     spprof_config cfg = spprof_config_default();
-    spprof_result r;
     (void)self;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "L|iiLii", (char **)kwlist, &interval_ns, &mode, &max_depth, &memory_limit, &source, &native))
         return NULL;
@@ -792,31 +796,24 @@ static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) 
     else if (!spprof_py_configure_mixed(&cfg))
         return spprof__py_raise((spprof_result)spprof__fail(SPPROF_ERR_UNSUPPORTED, "native=True: cannot locate the interpreter loop "
                                                              "(_PyEval_EvalFrameDefault has no sized symbol in this build)"));
-    r = spprof_py_start(&cfg);
-    if (r != SPPROF_OK) return spprof__py_raise(r);
-    Py_RETURN_NONE;
+    return spprof__py_none_or_raise(spprof_py_start(&cfg));
 }
 
 static PyObject *spprof__py_stop(PyObject *self, PyObject *noargs) {
     spprof_result r;
     (void)self; (void)noargs;
     r = spprof_py_stop();
-    if (r != SPPROF_OK) return spprof__py_raise(r);
-    Py_RETURN_NONE;
+    return spprof__py_none_or_raise(r);
 }
 
 static PyObject *spprof__py_pause(PyObject *self, PyObject *noargs) {
-    spprof_result r = spprof_pause();
     (void)self; (void)noargs;
-    if (r != SPPROF_OK) return spprof__py_raise(r);
-    Py_RETURN_NONE;
+    return spprof__py_none_or_raise(spprof_pause());
 }
 
 static PyObject *spprof__py_resume(PyObject *self, PyObject *noargs) {
-    spprof_result r = spprof_resume();
     (void)self; (void)noargs;
-    if (r != SPPROF_OK) return spprof__py_raise(r);
-    Py_RETURN_NONE;
+    return spprof__py_none_or_raise(spprof_resume());
 }
 
 static PyObject *spprof__py_is_active(PyObject *self, PyObject *noargs) {
@@ -951,10 +948,8 @@ static PyObject *spprof__py_set_thread_name(PyObject *self, PyObject *args) {
 }
 
 static PyObject *spprof__py_register_thread(PyObject *self, PyObject *noargs) {
-    spprof_result r = spprof_thread_register();
     (void)self; (void)noargs;
-    if (r != SPPROF_OK) return spprof__py_raise(r);
-    Py_RETURN_NONE;
+    return spprof__py_none_or_raise(spprof_thread_register());
 }
 
 static PyObject *spprof__py_gettid(PyObject *self, PyObject *noargs) {

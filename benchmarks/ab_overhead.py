@@ -31,38 +31,45 @@ class _Sink:
         pass
 
 
-def measure(rate, source, pairs, sizes, rounds, native=False):
-    spprof.start(interval_ms=1000.0 / rate, source=source, native=native)
-    perf_threads = spprof.stats()["threads_perf"]
-    spprof.pause()
-    rng = random.Random(rate)
-    thread_r, proc_r, per_sample = [], [], []
+def ab_pairs(enable, disable, pairs, sizes, rounds, seed, count=lambda: 0):
+    """Slice pairs in random order, profiler on (enable() .. disable()) and off; per pair the thread CPU
+    ratio, process CPU ratio and extra thread ns per counted sample (count(): samples so far)."""
+    rng = random.Random(seed)
     sink = _Sink()
+    thread_r, proc_r, per_sample = [], [], []
     for _ in range(pairs):
         res = {}
         for on in rng.sample([True, False], 2):
             if on:
-                spprof.resume()
-            s0 = spprof.stats()["samples_captured"]
+                enable()
+            s0 = count()
             t0, p0 = time.thread_time(), time.process_time()
             run_mix(rounds, sink, sizes)
             t1, p1 = time.thread_time(), time.process_time()
-            s1 = spprof.stats()["samples_captured"]
+            n = count() - s0
             if on:
-                spprof.pause()
-            res[on] = (t1 - t0, p1 - p0, s1 - s0)
+                disable()
+            res[on] = (t1 - t0, p1 - p0, n)
         (ton, pon, n), (toff, poff, _) = res[True], res[False]
         thread_r.append(ton / toff)
         proc_r.append(pon / poff)
         if n:
             per_sample.append((ton - toff) / n * 1e9)
-    prof = spprof.stop()
-    st = prof.stats
     return {"thread": statistics.median(thread_r) - 1, "process": statistics.median(proc_r) - 1,
             "ns": statistics.median(per_sample) if per_sample else None,
-            "samples_per_s": st["samples_captured"] / max(1e-9, prof.duration), "perf": perf_threads,
-            "dropped": st["samples_dropped"] + st["samples_dropped_memory"], "walk_errors": st["walk_errors"],
-            "q": statistics.quantiles([x - 1 for x in thread_r], n=4) if len(thread_r) >= 4 else None}
+            "q": statistics.quantiles([x - 1 for x in thread_r], n=4)}
+
+
+def measure(rate, source, pairs, sizes, rounds, native=False):
+    spprof.start(interval_ms=1000.0 / rate, source=source, native=native)
+    perf_threads = spprof.stats()["threads_perf"]
+    spprof.pause()
+    m = ab_pairs(spprof.resume, spprof.pause, pairs, sizes, rounds, rate,
+                 lambda: spprof.stats()["samples_captured"])
+    st = spprof.stop().stats
+    m.update(perf=perf_threads, dropped=st["samples_dropped"] + st["samples_dropped_memory"],
+             walk_errors=st["walk_errors"])
+    return m
 
 
 def peer_switches(tool, rate):
@@ -89,23 +96,9 @@ def peer_switches(tool, rate):
 
 def measure_peer(tool, rate, pairs, sizes, rounds):
     enable, disable, finish = peer_switches(tool, rate)
-    rng = random.Random(rate)
-    sink = _Sink()
-    ratios = []
-    for _ in range(pairs):
-        res = {}
-        for on in rng.sample([True, False], 2):
-            if on:
-                enable()
-            t0 = time.thread_time()
-            run_mix(rounds, sink, sizes)
-            t1 = time.thread_time()
-            if on:
-                disable()
-            res[on] = t1 - t0
-        ratios.append(res[True] / res[False])
+    m = ab_pairs(enable, disable, pairs, sizes, rounds, rate)
     finish()
-    return statistics.median(ratios) - 1, statistics.quantiles([x - 1 for x in ratios], n=4)
+    return m["thread"], m["q"]
 
 
 def peers_table(pairs, sizes, rounds):
@@ -138,17 +131,16 @@ def main():
     configs += [("auto", r, True) for r in (100, 1000)]
     for source, rate, native in configs:
         label = source + (", native=True (%s)" % unwinder if native else "")
-        if True:
-            try:
-                m = measure(rate, source, pairs, sizes, rounds, native)
-            except Exception as e:  # e.g. perf refused with source="perf": report, go on
-                print("| %d Hz | %s | failed: %s | | | | | |" % (rate, label, e))
-                continue
-            q = m["q"]
-            print("| %d Hz | %s | %d | **%+.2f%%** [%+.2f, %+.2f] | %+.2f%% | %s | %d | %d |" % (
-                rate, label, m["perf"], 100 * m["thread"], 100 * q[0], 100 * q[2], 100 * m["process"],
-                "%.0f" % m["ns"] if m["ns"] is not None else "—", m["dropped"], m["walk_errors"]))
-            sys.stdout.flush()
+        try:
+            m = measure(rate, source, pairs, sizes, rounds, native)
+        except Exception as e:  # e.g. perf refused with source="perf": report, go on
+            print("| %d Hz | %s | failed: %s | | | | | |" % (rate, label, e))
+            continue
+        q = m["q"]
+        print("| %d Hz | %s | %d | **%+.2f%%** [%+.2f, %+.2f] | %+.2f%% | %s | %d | %d |" % (
+            rate, label, m["perf"], 100 * m["thread"], 100 * q[0], 100 * q[2], 100 * m["process"],
+            "%.0f" % m["ns"] if m["ns"] is not None else "—", m["dropped"], m["walk_errors"]))
+        sys.stdout.flush()
     if "--no-peers" not in sys.argv:
         peers_table(pairs, sizes, rounds)
 

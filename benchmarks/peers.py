@@ -595,7 +595,7 @@ def main():
         docs = dict(old.get("docs", {}), **docs)
         workloads = [w for w in old["workloads"] if w not in workloads] + workloads
         workloads = [w for w in WORKLOAD_ORDER if w in workloads]
-        t_start = time.time() - old.get("elapsed", 0) - (time.time() - t_start)
+        t_start -= old.get("elapsed", 0)  # elapsed: both runs together
     rows = summarise(runs, info)
     u = platform.uname()
     cpu = "?"

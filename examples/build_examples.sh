@@ -40,7 +40,7 @@ fi
 # With libunwind-dev installed (and SPPROF_LIBUNWIND not 0), `embed_demo OUT SECONDS --native` unwinds through
 # libpython with DWARF; otherwise with frame pointers only.
 unwind_cflags=""; unwind_libs=""
-if [ "${SPPROF_LIBUNWIND:-1}" != 0 ] && echo '#include <libunwind.h>' | $cc -E -x c - >/dev/null 2>&1; then
+if CC=$cc sh "$root/tools/have-libunwind.sh"; then
   unwind_cflags="-DSPPROF_USE_LIBUNWIND"; unwind_libs="-lunwind"
 fi
 

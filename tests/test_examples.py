@@ -153,9 +153,7 @@ def test_embed_native_mode_shows_c_frames_above_python(built, tmp_path):
             c_only += int(count)
     assert hot > 50 and c_only > 50, (hot, c_only, lines[:5])
     # build_examples.sh links libunwind when its header is there (and SPPROF_LIBUNWIND is not 0)
-    libunwind = os.environ.get("SPPROF_LIBUNWIND", "1") != "0" and subprocess.run(
-        [os.environ.get("CC", "cc"), "-E", "-x", "c", "-"], input="#include <libunwind.h>\n",
-        capture_output=True, text=True).returncode == 0
+    libunwind = subprocess.run(["sh", os.path.join(ROOT, "tools", "have-libunwind.sh")]).returncode == 0
     if libunwind:
         assert full >= 0.9 * hot, (full, hot)  # DWARF unwinding gets through libpython
 

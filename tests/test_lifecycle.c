@@ -270,6 +270,8 @@ static void test_bad_config(void) {
     BAD("memory_limit 4096", "memory_limit", x->memory_limit = 4096);
     BAD("memory_limit 1 MiB - 1", "memory_limit", x->memory_limit = (1u << 20) - 1);
     BAD("mode 7", "mode", x->mode = (spprof_mode)7);
+    BAD("source 7", "source", x->source = (spprof_source)7);
+    BAD("source PERF in wall mode", "source", (x->source = SPPROF_SOURCE_PERF, x->mode = SPPROF_MODE_WALL));
     BAD("signo 0", "signo", x->signo = 0);
     BAD("signo SIGKILL", "signo", x->signo = SIGKILL);
     BAD("signo SIGSTOP", "signo", x->signo = SIGSTOP);

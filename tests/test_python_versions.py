@@ -60,6 +60,11 @@ def test_layout_cross_check(run):
     from spprof import _spprof
     size = _spprof.DEBUG_OFFSETS_SIZE
     out = {"size": size, "version": list(sys.version_info[:2])}
+    try:  # bad input: a clear ValueError on every version
+        _spprof._check_layout(b"x")
+        out["short"] = None
+    except ValueError as e:
+        out["short"] = str(e)
     if size:
         out["live"] = _spprof._check_layout()
         addr = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
@@ -81,6 +86,7 @@ def test_layout_cross_check(run):
     emit(out)
     ''').ok()
     res = r.result
+    assert res["short"] and ("bytes" in res["short"] or "before CPython 3.13" in res["short"]), res
     if tuple(res["version"]) < (3, 13):
         assert res["size"] == 0 and res["live"] is False
         return

@@ -7,7 +7,7 @@ mkdir -p "$out/spprof"
 # native=True unwinds with libunwind (DWARF: works through code without frame pointers, e.g. most distributions'
 # libpython) when libunwind-dev is installed, unless SPPROF_LIBUNWIND=0; else with frame pointers only.
 unwind_cflags=""; unwind_libs=""
-if [ "${SPPROF_LIBUNWIND:-1}" != 0 ] && echo '#include <libunwind.h>' | ${CC:-cc} -E -x c - >/dev/null 2>&1; then
+if sh "$(dirname "$0")/have-libunwind.sh"; then
   unwind_cflags="-DSPPROF_USE_LIBUNWIND"; unwind_libs="-lunwind"
 fi
 for py in "$@"; do
