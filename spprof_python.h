@@ -620,29 +620,45 @@ SPPROF_API void spprof_py_release_code_objects(void) {
     spprof__py_pinned_upto = 0;
 }
 
-/* The pinning thread: woken by the collector's drain hook when new frames were seen; takes the GIL and pins. */
+/* The pinning thread: woken by the collector's drain hook when new frames were seen; takes the GIL and pins.
+   stop does not join it. On a free-threaded build, PyGILState_Ensure can wait seconds to attach while another
+   thread keeps requesting stop-the-world pauses (a gc.collect() loop did 2.2 s), and stop must not wait for
+   that. So each thread belongs to one session (spprof__py_pin_gen when it was started); stop moves the
+   generation on, which retires it, and waits only while it is pinning (microseconds, and the table is then
+   stop's to use). A retired thread that gets its thread state later sees the new generation and leaves
+   without touching the table. Threads are detached. */
 static pthread_mutex_t spprof__py_pin_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t spprof__py_pin_cv = PTHREAD_COND_INITIALIZER;
-static pthread_t spprof__py_pin_thread;
-static int spprof__py_pin_running, spprof__py_pin_quit, spprof__py_pin_wake, spprof__py_pin_signo;
+static unsigned spprof__py_pin_gen;  /* sessions started so far; a pinning thread serves only its own */
+static int spprof__py_pin_wake, spprof__py_pinning, spprof__py_pin_signo;
 
 static void *spprof__py_pin_main(void *arg) {
+    unsigned gen = (unsigned)(uintptr_t)arg;
     sigset_t set;
-    (void)arg;
     sigemptyset(&set);
     sigaddset(&set, spprof__py_pin_signo);
     pthread_sigmask(SIG_BLOCK, &set, NULL);  /* never sampled */
     for (;;) {
         PyGILState_STATE st;
+        int mine;
         pthread_mutex_lock(&spprof__py_pin_mu);
-        while (!spprof__py_pin_quit && !spprof__py_pin_wake) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
-        spprof__py_pin_wake = 0;
-        if (spprof__py_pin_quit) { pthread_mutex_unlock(&spprof__py_pin_mu); break; }
+        while (gen == spprof__py_pin_gen && !spprof__py_pin_wake) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
+        mine = gen == spprof__py_pin_gen;
+        if (mine) spprof__py_pin_wake = 0;
         pthread_mutex_unlock(&spprof__py_pin_mu);
-        if (!Py_IsInitialized()) break;
-        st = PyGILState_Ensure();
-        spprof_py_pin_code_objects();
+        if (!mine || !Py_IsInitialized()) break;
+        st = PyGILState_Ensure();  /* may take long (see above); the session may have ended meanwhile */
+        pthread_mutex_lock(&spprof__py_pin_mu);
+        mine = gen == spprof__py_pin_gen;
+        spprof__py_pinning = mine;
+        pthread_mutex_unlock(&spprof__py_pin_mu);
+        if (mine) spprof_py_pin_code_objects();
+        pthread_mutex_lock(&spprof__py_pin_mu);
+        spprof__py_pinning = 0;
+        pthread_cond_broadcast(&spprof__py_pin_cv);
+        pthread_mutex_unlock(&spprof__py_pin_mu);
         PyGILState_Release(st);
+        if (!mine) break;
     }
     return NULL;
 }
@@ -653,14 +669,15 @@ static void spprof__py_drain_hook(uint32_t nframes, void *user) {
     if (nframes <= SPPROF__LOADR(&spprof__py_pinned_upto)) return;
     pthread_mutex_lock(&spprof__py_pin_mu);
     spprof__py_pin_wake = 1;
-    pthread_cond_signal(&spprof__py_pin_cv);
+    pthread_cond_broadcast(&spprof__py_pin_cv);
     pthread_mutex_unlock(&spprof__py_pin_mu);
 }
 
 /* Threads are not inherited by a fork child, and a condition variable that had a waiter (the pinning thread)
    must not be used again there: start over with fresh ones. */
 static void spprof__py_atfork_child(void) {
-    spprof__py_pin_running = 0;
+    spprof__py_pinning = 0;
+    spprof__py_pin_gen++;
     pthread_mutex_init(&spprof__py_pin_mu, NULL);
     pthread_cond_init(&spprof__py_pin_cv, NULL);
 }
@@ -669,17 +686,25 @@ static void spprof__py_atfork_init(void) { pthread_atfork(NULL, NULL, spprof__py
 
 SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     spprof_result r;
-    int err;
+    pthread_attr_t attr;
+    pthread_t th;
+    unsigned gen;
     pthread_once(&spprof__py_atfork_once, spprof__py_atfork_init);
     r = spprof_py_check_layout();
     if (r != SPPROF_OK) return r;
     spprof_py_release_code_objects();  /* the previous profile is about to be cleared */
     r = spprof_start(cfg);
     if (r != SPPROF_OK) return r;
-    spprof__py_pin_quit = 0; spprof__py_pin_wake = 0;
+    pthread_mutex_lock(&spprof__py_pin_mu);
+    gen = ++spprof__py_pin_gen;
+    spprof__py_pin_wake = 0;
     spprof__py_pin_signo = cfg ? cfg->signo : SIGPROF;
-    err = pthread_create(&spprof__py_pin_thread, NULL, spprof__py_pin_main, NULL);
-    spprof__py_pin_running = err == 0;  /* without it, code objects are still pinned at stop and validated */
+    pthread_mutex_unlock(&spprof__py_pin_mu);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* without the thread, code objects are still pinned (and validated) at stop */
+    if (pthread_create(&th, &attr, spprof__py_pin_main, (void *)(uintptr_t)gen) != 0) { /* see above */ }
+    pthread_attr_destroy(&attr);
     return SPPROF_OK;
 }
 
@@ -687,14 +712,11 @@ SPPROF_API spprof_result spprof_py_stop(void) {
     spprof_result r;
     Py_BEGIN_ALLOW_THREADS  /* the pinning thread may be waiting for the GIL */
     r = spprof_stop();
-    if (spprof__py_pin_running) {
-        pthread_mutex_lock(&spprof__py_pin_mu);
-        spprof__py_pin_quit = 1;
-        pthread_cond_signal(&spprof__py_pin_cv);
-        pthread_mutex_unlock(&spprof__py_pin_mu);
-        pthread_join(spprof__py_pin_thread, NULL);
-        spprof__py_pin_running = 0;
-    }
+    pthread_mutex_lock(&spprof__py_pin_mu);
+    spprof__py_pin_gen++;  /* retires this session's pinning thread */
+    pthread_cond_broadcast(&spprof__py_pin_cv);
+    while (spprof__py_pinning) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
+    pthread_mutex_unlock(&spprof__py_pin_mu);
     Py_END_ALLOW_THREADS
     if (r == SPPROF_OK) spprof_py_pin_code_objects();
     return r;

@@ -101,7 +101,7 @@ def test_start_stop_loop_with_running_threads_no_deadlock(run):
     """, timeout=60).ok()
     res = r.result
     assert res["cycles"] >= 10
-    assert res["worst_stop"] < 2.0, res
+    assert res["worst_stop"] < 1.0, res  # a free-threaded stop once waited 0.5-3 s for the pinning thread
 
 
 def test_high_frequency_sampling_50us(run):
