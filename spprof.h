@@ -277,6 +277,117 @@ SPPROF_API int spprof_resolve(const spprof_frame *frame, spprof_symbol *out); /*
    such as a compiler's split-off "fn.cold" part. */
 SPPROF_API int spprof_symbol_range(uintptr_t near, const char *name, uintptr_t *lo, uintptr_t *hi);
 
+/* ---- memory profiler (@memprof) -------------------------------------------------------------------------
+   Samples allocations by bytes: on average one sample per sampling_rate bytes allocated, as a Poisson process
+   over the bytes (each allocation is sampled with probability 1 - exp(-size/rate)), so every sample carries an
+   unbiased weight: est_count = 1 / that probability, est_bytes = size * est_count. Sampled allocations are kept
+   in a lock-free heap map until they are freed; freed ones move to a bounded log with their lifetime.
+   Allocations reach it through spprof_mem_record_alloc/free (call them from your own allocator), through the
+   malloc family of every loaded object (hook_native: their GOT entries are redirected, also in objects loaded
+   later with dlopen), through spprof_python.h's PyMem hooks, or through the LD_PRELOAD library built with
+   SPPROF_ALLOC_SHIM (see @memprof). The allocation fast path is a thread-local decrement and a branch; a free
+   of an unsampled pointer is a bloom-filter test. No lock, no malloc, no stdio in either path. */
+typedef int (*spprof_mem_walk_fn)(spprof_frame *frames, int max_frames, void *frame_address, void *user);
+
+typedef struct spprof_mem_config {
+    uint64_t sampling_rate;      /* mean bytes between samples, 1 .. 2^40; 1: every allocation (default 512 KiB) */
+    uint32_t heap_map_capacity;  /* live samples tracked (32 bytes each), power of two 1024 .. 2^26 (default 2^18) */
+    uint32_t max_stacks;         /* distinct stacks, power of two 256 .. 2^24                     (default 2^16) */
+    uint32_t max_frames;         /* frames stored in all distinct stacks, 1024 .. 2^26             (default 2^20) */
+    uint32_t freed_capacity;     /* freed samples kept with their lifetime, 0 .. 2^26              (default 2^16) */
+    int max_depth;               /* frames per sample, 1 .. 256                                     (default 64) */
+    int hook_native;             /* 1: redirect the malloc family of loaded objects (GOT entries)   (default 1) */
+    spprof_mem_walk_fn walker;   /* NULL: frame-pointer walk of the allocating thread */
+    void *walker_user;
+    uint64_t seed;               /* 0: from the clock */
+} spprof_mem_config;
+
+typedef struct spprof_mem_stats {
+    uint64_t samples;            /* allocations sampled this session */
+    uint64_t frees_seen;         /* frees of sampled allocations */
+    uint64_t live_samples;       /* in the heap map now */
+    uint64_t heap_map_capacity;
+    uint64_t heap_map_used;      /* slots live or tombstoned (load = used / capacity) */
+    uint64_t collisions;         /* probe steps past the home slot (inserts and lookups of sampled frees) */
+    uint64_t dropped_map_full;   /* samples not tracked: heap map full */
+    uint64_t dropped_stacks_full;/* samples recorded without a stack: stack table full */
+    uint64_t freed_dropped;      /* freed samples not logged: freed log full (still counted as freed) */
+    uint64_t stale_reclaimed;    /* sampled addresses allocated again without their free being seen */
+    uint64_t death_during_birth; /* frees that raced the insert of their own sample */
+    uint64_t bloom_rebuilds;
+    uint64_t unique_stacks;
+    uint64_t frames_used;
+    uint64_t estimated_live_bytes;
+    uint64_t estimated_live_count;
+    uint64_t estimated_allocated_bytes; /* all sampled allocations of the session, weighted */
+    uint64_t got_entries_patched;
+    uint64_t footprint_bytes;    /* memory the memory profiler itself holds */
+    uint64_t sampling_rate;
+    int state;                   /* 0 off, 1 sampling, 2 stopped (frees still tracked), 3 shut down */
+} spprof_mem_stats;
+
+typedef struct spprof_mem_sample {
+    uint64_t addr;
+    uint64_t size;               /* requested bytes */
+    double est_bytes;            /* unbiased estimate of the bytes this sample stands for */
+    double est_count;            /* ... and of the number of allocations */
+    uint64_t t_alloc_ns;         /* CLOCK_MONOTONIC */
+    uint64_t t_free_ns;          /* 0: still live */
+    int tid;                     /* allocating thread */
+    uint32_t stack_id;           /* UINT32_MAX: no stack (table full) */
+    const spprof_frame *frames;  /* leaf first */
+    int nframes;
+} spprof_mem_sample;
+typedef int (*spprof_mem_sample_fn)(const spprof_mem_sample *s, void *user); /* return non-zero to stop */
+enum { SPPROF_MEM_LIVE = 1, SPPROF_MEM_FREED = 2 };
+
+SPPROF_API spprof_mem_config spprof_mem_config_default(void);
+/* Starts sampling (a new session: the previous session's samples are dropped). Not while sampling. */
+SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg);
+/* Stops sampling new allocations; frees of sampled allocations are still tracked, snapshots still work. */
+SPPROF_API spprof_result spprof_mem_stop(void);
+/* One-way: stops, puts the GOT entries back and forgets every sample. Hooks still running stay safe (late
+   frees are passed through). Memory of the tables is kept (a late free may still read it). */
+SPPROF_API spprof_result spprof_mem_shutdown(void);
+SPPROF_API int spprof_mem_state(void);  /* as spprof_mem_stats.state */
+SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *out);
+/* Calls fn for the live samples and/or the logged freed ones (SPPROF_MEM_LIVE | SPPROF_MEM_FREED). */
+SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_fn fn, void *user);
+/* Totals per stack over the whole session (live and freed), for "which code churns memory". */
+typedef int (*spprof_mem_stack_fn)(uint32_t stack_id, const spprof_frame *frames, int nframes, uint64_t samples,
+                                   double est_bytes, double est_count, void *user);
+SPPROF_API spprof_result spprof_mem_foreach_stack(spprof_mem_stack_fn fn, void *user);
+/* Collapsed stacks of the live heap (or, with SPPROF_MEM_FREED, of everything allocated), weighted in bytes. */
+SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which);
+/* [hook-safe] For allocators of your own: call after an allocation succeeded and before the memory is freed. */
+SPPROF_API void spprof_mem_record_alloc(void *ptr, size_t size);
+SPPROF_API void spprof_mem_record_free(void *ptr);
+/* [hook-safe] Re-entrancy guard of the calling thread: allocations between enter and leave are not sampled. */
+SPPROF_API void spprof_mem_enter(void);
+SPPROF_API void spprof_mem_leave(void);
+SPPROF_API spprof_result spprof_mem_set_walker(spprof_mem_walk_fn walker, void *user);
+
+/* Every memory-profiler entry point, as a table: the LD_PRELOAD library exports its own as
+   spprof_alloc_shim_api(), and a module loaded later (spprof_python.h) uses that one, so that there is a
+   single heap map in the process. */
+typedef struct spprof_mem_api {
+    int version;  /* 1 */
+    spprof_result (*start)(const spprof_mem_config *cfg);
+    spprof_result (*stop)(void);
+    spprof_result (*shutdown)(void);
+    int (*state)(void);
+    spprof_result (*get_stats)(spprof_mem_stats *out);
+    spprof_result (*foreach_sample)(int which, spprof_mem_sample_fn fn, void *user);
+    spprof_result (*foreach_stack)(spprof_mem_stack_fn fn, void *user);
+    void (*record_alloc)(void *ptr, size_t size);
+    void (*record_free)(void *ptr);
+    void (*enter)(void);
+    void (*leave)(void);
+    spprof_result (*set_walker)(spprof_mem_walk_fn walker, void *user);
+    const char *(*last_error)(void);
+} spprof_mem_api;
+SPPROF_API const spprof_mem_api *spprof_mem_get_api(void);
+
 SPPROF_API const char *spprof_result_string(spprof_result r);
 SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last error message, or "" */
 
@@ -2509,6 +2620,885 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
     SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(counts); SPPROF_FREE(canon);
     return spprof__out_close(&o);
 }
+
+/* ==== @memprof ========================================================================================
+   Sampling memory profiler. Paths, and what each may do:
+   - allocation fast path (every malloc/PyMem call): thread-local `left -= size` and a branch on a session
+     number. Thread-local state is initial-exec TLS (no __tls_get_addr, which may malloc on a thread's first
+     access to a dlopen'ed object's TLS).
+   - allocation slow path (about once per sampling_rate bytes): draw the next exponential threshold, walk the
+     stack, intern it (lock-free table), insert into the heap map (lock-free). Re-entrancy guard set; memory
+     only from mmap; bounded loops.
+   - free: bloom-filter test (2 bits); only if both are set, a bounded probe of the heap map.
+   Ordering argument for the heap map: the free hook removes a pointer before the real free(), the malloc hook
+   inserts after the real malloc() returned. The allocator orders free(p) before any later malloc() returning
+   p, so a removal and a later insert of one address never overlap. "Death during birth" (a free of p while p's
+   insert is still in progress, possible only with a custom allocator that publishes p before
+   spprof_mem_record_alloc returns) is handled: the free marks the reserved key, the insert sees it and logs a
+   freed sample of lifetime 0. A free that was missed (memory released inside libc, which is not hooked)
+   leaves a stale entry; when the address is sampled again the stale entry is logged as freed (counted). */
+#ifndef SPPROF_MEM_MAX_PROBE
+#  define SPPROF_MEM_MAX_PROBE 128   /* bound on heap-map and stack-table probes */
+#endif
+#ifndef SPPROF_MEM_BLOOM_BITS
+#  define SPPROF_MEM_BLOOM_BITS (1u << 22)  /* 512 KiB; rebuilt after BITS/16 inserts (at most 16 times) */
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#  define SPPROF__TLS_IE __attribute__((tls_model("initial-exec")))
+#  define SPPROF__LIKELY(x) __builtin_expect(!!(x), 1)
+#  define SPPROF__NOINLINE __attribute__((noinline))
+#else
+#  define SPPROF__TLS_IE
+#  define SPPROF__LIKELY(x) (x)
+#  define SPPROF__NOINLINE
+#endif
+
+#define SPPROF__MEM_EMPTY 0u
+#define SPPROF__MEM_TOMB 1u
+#define SPPROF__MEM_BIRTH 2u   /* low bits of a key: being inserted */
+#define SPPROF__MEM_DIED 4u    /* ... and freed meanwhile */
+#define SPPROF__MEM_NOSTACK 0xffffffffu
+
+typedef struct spprof__mem_tls {
+    int64_t left;        /* bytes until the next sample */
+    uint32_t sess;       /* session the threshold was drawn for */
+    int busy;            /* re-entrancy depth */
+    uint64_t rng;
+    uintptr_t stack_lo, stack_hi;
+} spprof__mem_tls;
+static __thread spprof__mem_tls spprof__mt SPPROF__TLS_IE;
+
+typedef struct spprof__mem_entry { uint64_t key, size, t_alloc; uint32_t stack; int32_t tid; } spprof__mem_entry;
+typedef struct spprof__mem_freed { uint64_t addr, size, t_alloc, t_free; uint32_t stack; int32_t tid; } spprof__mem_freed;
+typedef struct spprof__mem_stack {
+    uint64_t hash;       /* 0: empty; set first (claims the slot) */
+    uint32_t off;        /* frames in the pool */
+    uint16_t n;
+    uint16_t ready;      /* 1: off/n published */
+    uint64_t samples, est_bytes, est_count_fx;  /* session totals; count in 1/1024 */
+} spprof__mem_stack;
+
+typedef struct spprof__mem_state {
+    int state;                 /* as spprof_mem_stats.state */
+    uint32_t sess;             /* 0 unless sampling: the fast path's only global read */
+    uint64_t rate;
+    spprof_mem_config cfg;
+    spprof_mem_walk_fn walker;
+    void *walker_user;
+    spprof__mem_entry *map;    uint32_t map_mask; uint32_t map_used;
+    uint64_t *bloom;           /* active filter; bloom_next while a rebuild runs (inserts set bits in both) */
+    uint64_t *bloom_next;
+    uint64_t *bloom_retired[17];
+    uint32_t nretired, bloom_inserts, rebuilding;
+    spprof__mem_stack *stacks; uint32_t stacks_mask;
+    spprof_frame *pool;        uint32_t pool_cap, pool_used;
+    spprof__mem_freed *freed;  uint32_t freed_cap, freed_n;
+    uint64_t samples, frees_seen, collisions, dropped_map, dropped_stacks, freed_dropped, stale, ddb, rebuilds;
+    uint64_t footprint, got_patched;
+} spprof__mem_state;
+static spprof__mem_state spprof__m;
+static pthread_mutex_t spprof__mem_lock = PTHREAD_MUTEX_INITIALIZER;  /* API calls only, never the hooks */
+
+/* -- small math without libm: ln for thresholds, exp for weights (relative error < 1e-7) -- */
+static double spprof__ln(double x) {  /* x > 0 */
+    union { double d; uint64_t u; } v;
+    double m, s, s2;
+    int e;
+    v.d = x;
+    e = (int)((v.u >> 52) & 0x7ff) - 1023;
+    v.u = (v.u & 0x000fffffffffffffull) | 0x3ff0000000000000ull;  /* mantissa in [1, 2) */
+    m = v.d;
+    if (m > 1.41421356237) { m *= 0.5; e++; }
+    s = (m - 1) / (m + 1); s2 = s * s;
+    return e * 0.69314718055994531 + 2 * s * (1 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 / 11)))));
+}
+static double spprof__exp_neg(double x) {  /* exp(-x), x >= 0 */
+    double r, t = 1, sum = 1;
+    int k, i;
+    if (x > 700) return 0;
+    k = (int)(x / 0.69314718055994531);
+    r = x - k * 0.69314718055994531;       /* exp(-x) = exp(-r) / 2^k, 0 <= r < ln 2 */
+    for (i = 1; i < 16; i++) { t *= -r / i; sum += t; }
+    while (k-- > 0) sum *= 0.5;
+    return sum;
+}
+/* Probability that an allocation of `size` is sampled, and its weight 1/p (tcmalloc's unbiased estimator). */
+static double spprof__mem_inv_p(uint64_t size, uint64_t rate) {
+    double x = (double)size / (double)rate;
+    if (rate <= 1) return 1;
+    if (x < 1e-5) return 1 / x + 0.5;     /* 1 / (1 - exp(-x)) ~ 1/x + 1/2 */
+    return 1 / (1 - spprof__exp_neg(x));
+}
+static uint64_t spprof__mem_rand(spprof__mem_tls *t) {  /* xorshift64* */
+    t->rng ^= t->rng >> 12; t->rng ^= t->rng << 25; t->rng ^= t->rng >> 27;
+    return t->rng * 0x2545F4914F6CDD1Dull;
+}
+static int64_t spprof__mem_draw(spprof__mem_tls *t, uint64_t rate) {  /* exponential, mean rate */
+    double u = ((double)(spprof__mem_rand(t) >> 11) + 1) * (1.0 / 9007199254740993.0);  /* (0, 1] */
+    double d;
+    if (rate <= 1) return 0;
+    d = -spprof__ln(u) * (double)rate;
+    return d < 1 ? 1 : d > 9e18 ? (int64_t)9e18 : (int64_t)d;
+}
+
+static void *spprof__mem_map_pages(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    SPPROF__ADD(&spprof__m.footprint, bytes);
+    return p;
+}
+
+static uint64_t spprof__mem_hash(uint64_t p) { p ^= p >> 33; p *= 0xff51afd7ed558ccdull; p ^= p >> 33; p *= 0xc4ceb9fe1a85ec53ull; return p ^ (p >> 33); }
+
+static void spprof__bloom_set(uint64_t *b, uint64_t h) {
+    uint32_t i = (uint32_t)h & (SPPROF_MEM_BLOOM_BITS - 1), j = (uint32_t)(h >> 32) & (SPPROF_MEM_BLOOM_BITS - 1);
+    __atomic_fetch_or(&b[i >> 6], 1ull << (i & 63), __ATOMIC_RELAXED);
+    __atomic_fetch_or(&b[j >> 6], 1ull << (j & 63), __ATOMIC_RELAXED);
+}
+static int spprof__bloom_test(const uint64_t *b, uint64_t h) {
+    uint32_t i = (uint32_t)h & (SPPROF_MEM_BLOOM_BITS - 1), j = (uint32_t)(h >> 32) & (SPPROF_MEM_BLOOM_BITS - 1);
+    return ((SPPROF__LOADR(&b[i >> 6]) >> (i & 63)) & (SPPROF__LOADR(&b[j >> 6]) >> (j & 63)) & 1) != 0;
+}
+
+/* Rebuild when saturated: a fresh filter is published as bloom_next (inserts from now on set bits in both),
+   filled from the heap map, then made active. The old one is retired, never freed: a free that loaded the
+   old pointer may still test it, and it still holds every bit it ever had. At most 16 rebuilds; after that
+   the filter just gets less selective (frees of unsampled pointers probe the map more often). */
+static void spprof__bloom_rebuild(void) {
+    uint32_t expect = 0, i;
+    uint64_t *nb;
+    if (spprof__m.nretired >= 16 || !__atomic_compare_exchange_n(&spprof__m.rebuilding, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) return;
+    nb = (uint64_t *)spprof__mem_map_pages(SPPROF_MEM_BLOOM_BITS / 8);
+    if (nb) {
+        __atomic_store_n(&spprof__m.bloom_next, nb, __ATOMIC_SEQ_CST);
+        for (i = 0; i <= spprof__m.map_mask; i++) {
+            uint64_t k = __atomic_load_n(&spprof__m.map[i].key, __ATOMIC_SEQ_CST);
+            if (k > SPPROF__MEM_TOMB) spprof__bloom_set(nb, spprof__mem_hash(k & ~(uint64_t)7));
+        }
+        spprof__m.bloom_retired[spprof__m.nretired++] = spprof__m.bloom;
+        __atomic_store_n(&spprof__m.bloom, nb, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&spprof__m.bloom_next, (uint64_t *)NULL, __ATOMIC_SEQ_CST);
+        SPPROF__STORER(&spprof__m.bloom_inserts, 0u);
+        SPPROF__ADD(&spprof__m.rebuilds, 1);
+    }
+    SPPROF__STORE(&spprof__m.rebuilding, 0u);
+}
+
+/* Interns frames[0, n); returns the stack id or SPPROF__MEM_NOSTACK. Lock-free: a slot is claimed by CAS on
+   its hash, then filled and published (ready). A reader that meets a claimed, unpublished slot with its hash
+   keeps probing and may intern a duplicate: harmless (same frames, two ids). */
+static uint32_t spprof__mem_intern(const spprof_frame *f, int n) {
+    uint64_t h = 0x84222325cbf29ce4ull;
+    uint32_t i, k;
+    int j;
+    for (j = 0; j < n; j++) h = spprof__mix(spprof__mix(h, f[j].addr), ((uint64_t)f[j].kind << 32) | f[j].aux);
+    h |= 1;
+    for (k = 0, i = (uint32_t)h & spprof__m.stacks_mask; k < SPPROF_MEM_MAX_PROBE; k++, i = (i + 1) & spprof__m.stacks_mask) {
+        spprof__mem_stack *s = &spprof__m.stacks[i];
+        uint64_t cur = SPPROF__LOAD(&s->hash), zero = 0;
+        if (cur == h) {
+            if (SPPROF__LOAD(&s->ready) == 1 && s->n == n && !memcmp(&spprof__m.pool[s->off], f, (size_t)n * sizeof *f)) return i;
+            continue;
+        }
+        if (cur != 0) continue;
+        if (__atomic_compare_exchange_n(&s->hash, &zero, h, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            uint32_t off = SPPROF__ADD(&spprof__m.pool_used, (uint32_t)n);
+            if ((uint64_t)off + (uint64_t)n > spprof__m.pool_cap) { SPPROF__STORE(&s->ready, (uint16_t)2); return SPPROF__MEM_NOSTACK; }
+            memcpy(&spprof__m.pool[off], f, (size_t)n * sizeof *f);
+            s->off = off; s->n = (uint16_t)n;
+            SPPROF__STORE(&s->ready, (uint16_t)1);
+            return i;
+        }
+        if (SPPROF__LOAD(&s->hash) == h) k--, i = (i - 1) & spprof__m.stacks_mask;  /* lost the race to the same stack: look again */
+    }
+    return SPPROF__MEM_NOSTACK;
+}
+
+static void spprof__mem_log_freed(const spprof__mem_entry *e, uint64_t addr, uint64_t t_free) {
+    uint32_t i = SPPROF__ADD(&spprof__m.freed_n, 1u);
+    spprof__mem_freed *r;
+    SPPROF__ADD(&spprof__m.frees_seen, 1);
+    if (i >= spprof__m.freed_cap) { SPPROF__ADD(&spprof__m.freed_dropped, 1); SPPROF__STORER(&spprof__m.freed_n, spprof__m.freed_cap); return; }
+    r = &spprof__m.freed[i];
+    r->size = e->size; r->t_alloc = e->t_alloc; r->stack = e->stack; r->tid = e->tid; r->t_free = t_free;
+    SPPROF__STORE(&r->addr, addr);  /* published last: readers skip records with addr 0 */
+}
+
+/* [hook] Frame-pointer walk of the calling thread from frame address fp, inside its own stack mapping (found
+   once per thread from /proc/self/maps with open/read). Reads stay in that mapping, so a chain broken by code
+   without frame pointers ends the walk instead of faulting. */
+static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, void *user) {
+    spprof__mem_tls *t = &spprof__mt;
+    uintptr_t fp = (uintptr_t)fp_;
+    int n = 0;
+    (void)user;
+    if (!t->stack_hi || fp < t->stack_lo || fp >= t->stack_hi) {
+        uintptr_t lo, hi;
+        if (!spprof__find_mapping(fp, &lo, &hi)) return 0;
+        t->stack_lo = lo; t->stack_hi = hi;
+    }
+    while (n < max && fp >= t->stack_lo && fp <= t->stack_hi - 2 * sizeof(uintptr_t) && !(fp & (sizeof(uintptr_t) - 1))) {
+        uintptr_t next = ((const uintptr_t *)fp)[0], ret = ((const uintptr_t *)fp)[1];
+        if (ret < 4096) break;
+        frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
+        if (next <= fp) break;
+        fp = next;
+    }
+    return n;
+}
+
+/* Inserts a sample for p. Returns 0 when the map had no room. */
+static int spprof__mem_insert(uint64_t p, uint64_t size, uint32_t stack, int tid) {
+    uint32_t i, k, used;
+    uint64_t h = spprof__mem_hash(p);
+    uint64_t *nb;
+    for (k = 0, i = (uint32_t)h & spprof__m.map_mask; k < SPPROF_MEM_MAX_PROBE; k++, i = (i + 1) & spprof__m.map_mask) {
+        spprof__mem_entry *e = &spprof__m.map[i];
+        uint64_t cur = SPPROF__LOAD(&e->key), birth = p | SPPROF__MEM_BIRTH;
+        if (cur == p) {  /* p is being allocated again: its free was not seen */
+            spprof__mem_entry copy = *e;
+            if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                SPPROF__ADD(&spprof__m.stale, 1);
+                spprof__mem_log_freed(&copy, p, spprof__now_ns());
+                cur = SPPROF__MEM_TOMB;
+            }
+        }
+        if (cur == SPPROF__MEM_EMPTY) {
+            used = SPPROF__LOADR(&spprof__m.map_used);
+            if (used >= (spprof__m.map_mask + 1) / 4 * 3) { k = SPPROF_MEM_MAX_PROBE; break; }  /* keep probes short */
+        }
+        if (cur != SPPROF__MEM_EMPTY && cur != SPPROF__MEM_TOMB) continue;
+        if (!__atomic_compare_exchange_n(&e->key, &cur, birth, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) continue;
+        if (cur == SPPROF__MEM_EMPTY) SPPROF__ADD(&spprof__m.map_used, 1u);
+        if (k) SPPROF__ADD(&spprof__m.collisions, k);
+        e->size = size; e->t_alloc = spprof__now_ns(); e->stack = stack; e->tid = tid;
+        spprof__bloom_set(SPPROF__LOAD(&spprof__m.bloom), h);
+        nb = __atomic_load_n(&spprof__m.bloom_next, __ATOMIC_SEQ_CST);
+        if (nb) spprof__bloom_set(nb, h);
+        if (!__atomic_compare_exchange_n(&e->key, &birth, p, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            /* died during birth: the free marked the key; log it with lifetime 0 and release the slot */
+            spprof__mem_entry copy = *e;
+            SPPROF__ADD(&spprof__m.ddb, 1);
+            spprof__mem_log_freed(&copy, p, copy.t_alloc);
+            SPPROF__STORE(&e->key, (uint64_t)SPPROF__MEM_TOMB);
+        }
+        if (SPPROF__ADD(&spprof__m.bloom_inserts, 1u) > SPPROF_MEM_BLOOM_BITS / 16) spprof__bloom_rebuild();
+        return 1;
+    }
+    return 0;
+}
+
+SPPROF__NOINLINE static void spprof__mem_sample(spprof__mem_tls *t, void *ptr, size_t size, void *fp) {
+    uint32_t sess = SPPROF__LOADR(&spprof__m.sess);
+    spprof_frame frames[256];
+    int n;
+    uint32_t stack;
+    double w;
+    if (t->sess != sess || !t->rng) {  /* first allocation of this thread in this session */
+        if (!t->rng) t->rng = (spprof__m.cfg.seed ? spprof__m.cfg.seed : spprof__now_ns()) ^ ((uint64_t)(uintptr_t)t << 16) ^ (uint64_t)spprof_gettid();
+        if (!t->rng) t->rng = 1;
+        t->sess = sess;
+        if (!sess) { t->left = INT64_MAX; return; }   /* not sampling: the fast path ends up here again */
+        t->left = spprof__mem_draw(t, spprof__m.rate) - (int64_t)size;
+        if (t->left > 0) return;
+    }
+    if (!sess) { t->left = INT64_MAX; return; }
+    /* One sample, however many thresholds the allocation crossed; the next threshold counts from its end
+       (memoryless, so the process over the bytes stays Poisson). */
+    t->left = spprof__mem_draw(t, spprof__m.rate);
+    if (t->busy || !ptr) return;   /* the profiler's own allocation, or one inside another hook */
+    t->busy++;
+    n = spprof__m.walker ? spprof__m.walker(frames, spprof__m.cfg.max_depth, fp, spprof__m.walker_user) : 0;
+    if (n < 0) n = 0;
+    stack = spprof__mem_intern(frames, n);
+    if (stack == SPPROF__MEM_NOSTACK) SPPROF__ADD(&spprof__m.dropped_stacks, 1);
+    w = spprof__mem_inv_p(size, spprof__m.rate);
+    if (stack != SPPROF__MEM_NOSTACK) {
+        SPPROF__ADD(&spprof__m.stacks[stack].samples, 1);
+        SPPROF__ADD(&spprof__m.stacks[stack].est_bytes, (uint64_t)(w * (double)size + 0.5));
+        SPPROF__ADD(&spprof__m.stacks[stack].est_count_fx, (uint64_t)(w * 1024 + 0.5));
+    }
+    SPPROF__ADD(&spprof__m.samples, 1);
+    if (!spprof__mem_insert((uint64_t)(uintptr_t)ptr, size, stack, spprof_gettid())) SPPROF__ADD(&spprof__m.dropped_map, 1);
+    t->busy--;
+}
+
+/* The allocation fast path. */
+static inline void spprof__mem_on_alloc(void *ptr, size_t size, void *fp) {
+    spprof__mem_tls *t = &spprof__mt;
+    /* busy: the bytes of a nested call (malloc under PyMem_Malloc) were counted by the outer hook */
+    if (SPPROF__LIKELY(t->busy || (t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0))) return;
+    spprof__mem_sample(t, ptr, size, fp);
+}
+
+SPPROF__NOINLINE static void spprof__mem_free_slow(uint64_t p, uint64_t h) {
+    uint32_t i, k;
+    for (k = 0, i = (uint32_t)h & spprof__m.map_mask; k < SPPROF_MEM_MAX_PROBE; k++, i = (i + 1) & spprof__m.map_mask) {
+        spprof__mem_entry *e = &spprof__m.map[i];
+        uint64_t cur = SPPROF__LOAD(&e->key);
+        if (cur == SPPROF__MEM_EMPTY) return;
+        if (cur == p) {
+            spprof__mem_entry copy = *e;   /* the slot is p's until the CAS below */
+            if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                if (k) SPPROF__ADD(&spprof__m.collisions, k);
+                spprof__mem_log_freed(&copy, p, spprof__now_ns());
+            }
+            return;
+        }
+        if (cur == (p | SPPROF__MEM_BIRTH)) {  /* freed while its insert runs: tell the inserter */
+            __atomic_compare_exchange_n(&e->key, &cur, p | SPPROF__MEM_DIED, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
+/* The free fast path: two bits of the bloom filter. */
+static inline void spprof__mem_on_free(void *ptr) {
+    const uint64_t *b = (const uint64_t *)SPPROF__LOAD(&spprof__m.bloom);
+    uint64_t h;
+    if (!ptr || !b || spprof__mt.busy) return;  /* busy: the outer hook handled this pointer */
+    h = spprof__mem_hash((uint64_t)(uintptr_t)ptr);
+    if (SPPROF__LIKELY(!spprof__bloom_test(b, h))) return;
+    spprof__mem_free_slow((uint64_t)(uintptr_t)ptr, h);
+}
+
+SPPROF_API void spprof_mem_record_alloc(void *ptr, size_t size) { spprof__mem_on_alloc(ptr, size, __builtin_frame_address(0)); }
+SPPROF_API void spprof_mem_record_free(void *ptr) { spprof__mem_on_free(ptr); }
+SPPROF_API void spprof_mem_enter(void) { spprof__mt.busy++; }
+SPPROF_API void spprof_mem_leave(void) { spprof__mt.busy--; }
+
+/* -- native hooks: the malloc family of loaded objects, through their GOT ----------------------------------
+   Every object's relocations (DT_JMPREL and DT_RELA) are scanned for JUMP_SLOT/GLOB_DAT entries of malloc,
+   calloc, realloc, free, posix_memalign, aligned_alloc, memalign, valloc, pvalloc and dlopen; each such GOT
+   entry is pointed at a hook that calls the process's real function (dlsym(RTLD_DEFAULT) at start, i.e. what
+   the entry would have been bound to) and records. An entry that holds something else (an object bound to a
+   different allocator) is left alone. The dlopen hook patches objects loaded later. Not patched: ld.so, libc
+   (its internal allocations are direct calls anyway), the vDSO, sanitizer runtimes. A RELRO page is made
+   writable for the write and read-only again. spprof_mem_shutdown puts the saved values back. */
+typedef struct spprof__mem_real {
+    void *(*malloc_)(size_t);
+    void *(*calloc_)(size_t, size_t);
+    void *(*realloc_)(void *, size_t);
+    void (*free_)(void *);
+    int (*posix_memalign_)(void **, size_t, size_t);
+    void *(*aligned_alloc_)(size_t, size_t);
+    void *(*memalign_)(size_t, size_t);
+    void *(*valloc_)(size_t);
+    void *(*pvalloc_)(size_t);
+    void *(*dlopen_)(const char *, int);
+} spprof__mem_real;
+static spprof__mem_real spprof__mr;
+
+static void *spprof__h_malloc(size_t n) { void *p = spprof__mr.malloc_(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+static void *spprof__h_calloc(size_t a, size_t b) {
+    void *p = spprof__mr.calloc_(a, b);
+    if (p) spprof__mem_on_alloc(p, a * b, __builtin_frame_address(0));
+    return p;
+}
+static void *spprof__h_realloc(void *old, size_t n) {
+    void *p;
+    if (old) spprof__mem_on_free(old);  /* before: once realloc returns, old may belong to someone else */
+    p = spprof__mr.realloc_(old, n);
+    if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0));
+    return p;
+}
+static void spprof__h_free(void *p) { spprof__mem_on_free(p); spprof__mr.free_(p); }
+static int spprof__h_posix_memalign(void **out, size_t al, size_t n) {
+    int r = spprof__mr.posix_memalign_(out, al, n);
+    if (!r && *out) spprof__mem_on_alloc(*out, n, __builtin_frame_address(0));
+    return r;
+}
+static void *spprof__h_aligned_alloc(size_t al, size_t n) { void *p = spprof__mr.aligned_alloc_(al, n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+static void *spprof__h_memalign(size_t al, size_t n) { void *p = spprof__mr.memalign_(al, n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+static void *spprof__h_valloc(size_t n) { void *p = spprof__mr.valloc_(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+static void *spprof__h_pvalloc(size_t n) { void *p = spprof__mr.pvalloc_(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+static void spprof__mem_patch_all(void);
+static void *spprof__h_dlopen(const char *file, int flags) {
+    void *h = spprof__mr.dlopen_(file, flags);
+    if (h && SPPROF__LOAD(&spprof__m.state) != 0 && SPPROF__LOAD(&spprof__m.state) != 3) spprof__mem_patch_all();
+    return h;
+}
+
+typedef struct spprof__mem_fn { const char *name; void **real; void *hook; } spprof__mem_fn;
+#define SPPROF__MEM_NFN 10
+static spprof__mem_fn spprof__mem_fns[SPPROF__MEM_NFN];
+typedef struct spprof__mem_patch { void **slot; void *orig; } spprof__mem_patch;
+static spprof__mem_patch *spprof__mem_patches;  /* mmap'ed, 4096 entries */
+static uint32_t spprof__mem_npatches;
+static pthread_mutex_t spprof__mem_patch_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int spprof__mem_resolve_real(void) {
+    static const char *names[SPPROF__MEM_NFN] = {"malloc", "calloc", "realloc", "free", "posix_memalign",
+                                                 "aligned_alloc", "memalign", "valloc", "pvalloc", "dlopen"};
+    typedef void (*spprof__anyfn)(void);
+    spprof__anyfn fns[SPPROF__MEM_NFN];
+    void **reals[SPPROF__MEM_NFN];
+    void *hooks[SPPROF__MEM_NFN];
+    int i;
+    fns[0] = (spprof__anyfn)spprof__h_malloc; fns[1] = (spprof__anyfn)spprof__h_calloc; fns[2] = (spprof__anyfn)spprof__h_realloc;
+    fns[3] = (spprof__anyfn)spprof__h_free; fns[4] = (spprof__anyfn)spprof__h_posix_memalign; fns[5] = (spprof__anyfn)spprof__h_aligned_alloc;
+    fns[6] = (spprof__anyfn)spprof__h_memalign; fns[7] = (spprof__anyfn)spprof__h_valloc; fns[8] = (spprof__anyfn)spprof__h_pvalloc;
+    fns[9] = (spprof__anyfn)spprof__h_dlopen;
+    for (i = 0; i < SPPROF__MEM_NFN; i++) memcpy(&hooks[i], &fns[i], sizeof(void *));  /* POSIX: same representation */
+    reals[0] = (void **)&spprof__mr.malloc_; reals[1] = (void **)&spprof__mr.calloc_; reals[2] = (void **)&spprof__mr.realloc_;
+    reals[3] = (void **)&spprof__mr.free_; reals[4] = (void **)&spprof__mr.posix_memalign_; reals[5] = (void **)&spprof__mr.aligned_alloc_;
+    reals[6] = (void **)&spprof__mr.memalign_; reals[7] = (void **)&spprof__mr.valloc_; reals[8] = (void **)&spprof__mr.pvalloc_;
+    reals[9] = (void **)&spprof__mr.dlopen_;
+    for (i = 0; i < SPPROF__MEM_NFN; i++) {
+        void *f = dlsym(RTLD_DEFAULT, names[i]);
+        if (!f) return 0;
+        *reals[i] = f;
+        spprof__mem_fns[i].name = names[i]; spprof__mem_fns[i].real = reals[i]; spprof__mem_fns[i].hook = hooks[i];
+    }
+    return 1;
+}
+
+static int spprof__mem_skip_object(const char *name) {
+    const char *b = spprof__basename(name);
+    return !strncmp(b, "ld-linux", 8) || !strncmp(b, "ld64.so", 7) || !strncmp(b, "libc.so", 7) || !strncmp(b, "linux-vdso", 10) ||
+           !strncmp(b, "linux-gate", 10) || !strncmp(b, "libasan", 7) || !strncmp(b, "libtsan", 7) || !strncmp(b, "liblsan", 7) ||
+           !strncmp(b, "libspprof_alloc", 15);
+}
+
+static void spprof__mem_patch_slot(void **slot, int fn, uintptr_t lo, uintptr_t hi, uintptr_t relro_lo, uintptr_t relro_hi) {
+    void *cur = SPPROF__LOADR(slot);
+    uintptr_t page = (uintptr_t)slot & ~(uintptr_t)4095;
+    int ro = (uintptr_t)slot >= relro_lo && (uintptr_t)slot < relro_hi;
+    /* only what it would be bound to anyway: the real function, or a lazy-binding stub inside the object */
+    if (cur == spprof__mem_fns[fn].hook) return;
+    if (cur != *spprof__mem_fns[fn].real && !((uintptr_t)cur >= lo && (uintptr_t)cur < hi)) return;
+    if (spprof__mem_npatches >= 4096) return;
+    if (ro && mprotect((void *)page, 4096 + (((uintptr_t)slot & 4095) + sizeof(void *) > 4096 ? 4096 : 0), PROT_READ | PROT_WRITE) != 0) return;
+    spprof__mem_patches[spprof__mem_npatches].slot = slot;
+    spprof__mem_patches[spprof__mem_npatches].orig = cur;
+    spprof__mem_npatches++;
+    __atomic_store_n(slot, spprof__mem_fns[fn].hook, __ATOMIC_RELEASE);
+    if (ro) mprotect((void *)page, 4096, PROT_READ);
+    spprof__m.got_patched++;
+}
+
+static int spprof__mem_patch_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    const ElfW(Dyn) *dyn = NULL;
+    const ElfW(Sym) *symtab = NULL;
+    const char *strtab = NULL;
+    uintptr_t base = (uintptr_t)info->dlpi_addr, lo = UINTPTR_MAX, hi = 0, relro_lo = 0, relro_hi = 0;
+    uintptr_t jmprel = 0, rela = 0;
+    size_t jmprelsz = 0, relasz = 0;
+    int i, pass;
+    (void)size; (void)data;
+    if (info->dlpi_name && info->dlpi_name[0] && spprof__mem_skip_object(info->dlpi_name)) return 0;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_DYNAMIC) dyn = (const ElfW(Dyn) *)(base + ph->p_vaddr);
+        if (ph->p_type == PT_LOAD) {
+            if (base + ph->p_vaddr < lo) lo = base + ph->p_vaddr;
+            if (base + ph->p_vaddr + ph->p_memsz > hi) hi = base + ph->p_vaddr + ph->p_memsz;
+        }
+        if (ph->p_type == PT_GNU_RELRO) { relro_lo = (base + ph->p_vaddr) & ~(uintptr_t)4095; relro_hi = base + ph->p_vaddr + ph->p_memsz; }
+    }
+    if (!dyn) return 0;
+    /* glibc relocates the d_ptr values in place where .dynamic is writable; else they are link-time addresses */
+#define SPPROF__DPTR(v) ((uintptr_t)(v) < base ? base + (uintptr_t)(v) : (uintptr_t)(v))
+    for (; dyn->d_tag != DT_NULL; dyn++) {
+        switch (dyn->d_tag) {
+        case DT_SYMTAB: symtab = (const ElfW(Sym) *)SPPROF__DPTR(dyn->d_un.d_ptr); break;
+        case DT_STRTAB: strtab = (const char *)SPPROF__DPTR(dyn->d_un.d_ptr); break;
+        case DT_JMPREL: jmprel = SPPROF__DPTR(dyn->d_un.d_ptr); break;
+        case DT_PLTRELSZ: jmprelsz = dyn->d_un.d_val; break;
+        case DT_RELA: rela = SPPROF__DPTR(dyn->d_un.d_ptr); break;
+        case DT_RELASZ: relasz = dyn->d_un.d_val; break;
+        default: break;
+        }
+    }
+#undef SPPROF__DPTR
+    if (!symtab || !strtab) return 0;
+    for (pass = 0; pass < 2; pass++) {
+        const ElfW(Rela) *r = (const ElfW(Rela) *)(pass ? rela : jmprel);
+        size_t nr = (pass ? relasz : jmprelsz) / sizeof(ElfW(Rela)), j;
+        if (!r) continue;
+        for (j = 0; j < nr; j++) {
+            unsigned long type = ELF64_R_TYPE(r[j].r_info);
+            const char *nm;
+            int fn;
+#if defined(__x86_64__)
+            if (type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT) continue;
+#elif defined(__aarch64__)
+            if (type != R_AARCH64_JUMP_SLOT && type != R_AARCH64_GLOB_DAT) continue;
+#endif
+            if (!ELF64_R_SYM(r[j].r_info)) continue;
+            nm = strtab + symtab[ELF64_R_SYM(r[j].r_info)].st_name;
+            for (fn = 0; fn < SPPROF__MEM_NFN; fn++)
+                if (!strcmp(nm, spprof__mem_fns[fn].name)) {
+                    spprof__mem_patch_slot((void **)(base + r[j].r_offset), fn, lo, hi, relro_lo, relro_hi);
+                    break;
+                }
+        }
+    }
+    return 0;
+}
+
+static void spprof__mem_patch_all(void) {
+    pthread_mutex_lock(&spprof__mem_patch_lock);
+    if (!spprof__mem_patches) spprof__mem_patches = (spprof__mem_patch *)spprof__mem_map_pages(4096 * sizeof(spprof__mem_patch));
+    if (spprof__mem_patches) { spprof__mt.busy++; dl_iterate_phdr(spprof__mem_patch_cb, NULL); spprof__mt.busy--; }
+    pthread_mutex_unlock(&spprof__mem_patch_lock);
+}
+
+static void spprof__mem_unpatch_all(void) {
+    uint32_t i;
+    pthread_mutex_lock(&spprof__mem_patch_lock);
+    for (i = spprof__mem_npatches; i-- > 0;) {
+        void **slot = spprof__mem_patches[i].slot;
+        uintptr_t page = (uintptr_t)slot & ~(uintptr_t)4095;
+        int ok = mprotect((void *)page, 4096, PROT_READ | PROT_WRITE) == 0;  /* a RELRO page or a plain one: both end RW-able */
+        if (!ok) continue;
+        __atomic_store_n(slot, spprof__mem_patches[i].orig, __ATOMIC_RELEASE);
+    }
+    spprof__mem_npatches = 0;
+    spprof__m.got_patched = 0;
+    pthread_mutex_unlock(&spprof__mem_patch_lock);
+}
+
+/* -- lifecycle ------------------------------------------------------------------------------------------ */
+SPPROF_API spprof_mem_config spprof_mem_config_default(void) {
+    spprof_mem_config c;
+    memset(&c, 0, sizeof c);
+    c.sampling_rate = 512u * 1024u;
+    c.heap_map_capacity = 1u << 18;
+    c.max_stacks = 1u << 16;
+    c.max_frames = 1u << 20;
+    c.freed_capacity = 1u << 16;
+    c.max_depth = 64;
+    c.hook_native = 1;
+    return c;
+}
+
+static int spprof__pow2(uint64_t v) { return v && !(v & (v - 1)); }
+
+static void spprof__mem_atfork_child(void) {
+    /* Only the forking thread exists in the child; the patch lock may have been held by another thread. The
+       samples stay: the child's heap is a copy of the parent's, so they are still true there. */
+    pthread_mutex_init(&spprof__mem_lock, NULL);
+    pthread_mutex_init(&spprof__mem_patch_lock, NULL);
+}
+static pthread_once_t spprof__mem_once = PTHREAD_ONCE_INIT;
+static void spprof__mem_once_init(void) { pthread_atfork(NULL, NULL, spprof__mem_atfork_child); }
+
+SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
+    spprof_mem_config c = cfg_in ? *cfg_in : spprof_mem_config_default();
+    spprof_result r = SPPROF_OK;
+    size_t need;
+    pthread_once(&spprof__mem_once, spprof__mem_once_init);
+    if (c.sampling_rate < 1 || c.sampling_rate > (1ull << 40))
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: sampling_rate must be 1 .. 2^40 bytes (got %llu)", (unsigned long long)c.sampling_rate);
+    if (!spprof__pow2(c.heap_map_capacity) || c.heap_map_capacity < 1024 || c.heap_map_capacity > (1u << 26))
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: heap_map_capacity must be a power of two, 1024 .. 2^26 (got %u)", c.heap_map_capacity);
+    if (!spprof__pow2(c.max_stacks) || c.max_stacks < 256 || c.max_stacks > (1u << 24))
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: max_stacks must be a power of two, 256 .. 2^24 (got %u)", c.max_stacks);
+    if (c.max_frames < 1024 || c.max_frames > (1u << 26))
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: max_frames must be 1024 .. 2^26 (got %u)", c.max_frames);
+    if (c.freed_capacity > (1u << 26))
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: freed_capacity must be at most 2^26 (got %u)", c.freed_capacity);
+    if (c.max_depth < 1 || c.max_depth > 256)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: max_depth must be 1 .. 256 (got %d)", c.max_depth);
+    pthread_mutex_lock(&spprof__mem_lock);
+    if (spprof__m.state == 1) { pthread_mutex_unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof_mem_start: the memory profiler is already sampling"); }
+    if (spprof__m.state == 3) { pthread_mutex_unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_BAD_STATE, "spprof_mem_start: the memory profiler was shut down (one-way)"); }
+    /* A new session. Tables of the right size are reused (cleared: hooks of the old session that may still be
+       running see either the old or the cleared contents, both safe to read); a size change maps new ones and
+       leaves the old mapped (a late free may still be reading them). */
+    spprof__mt.busy++;
+    SPPROF__STORE(&spprof__m.sess, 0u);
+    if (!spprof__m.map || spprof__m.map_mask + 1 != c.heap_map_capacity) {
+        spprof__m.map = (spprof__mem_entry *)spprof__mem_map_pages((size_t)c.heap_map_capacity * sizeof(spprof__mem_entry));
+        spprof__m.map_mask = c.heap_map_capacity - 1;
+    } else memset(spprof__m.map, 0, (size_t)c.heap_map_capacity * sizeof(spprof__mem_entry));
+    if (!spprof__m.stacks || spprof__m.stacks_mask + 1 != c.max_stacks) {
+        spprof__m.stacks = (spprof__mem_stack *)spprof__mem_map_pages((size_t)c.max_stacks * sizeof(spprof__mem_stack));
+        spprof__m.stacks_mask = c.max_stacks - 1;
+    } else memset(spprof__m.stacks, 0, (size_t)c.max_stacks * sizeof(spprof__mem_stack));
+    if (!spprof__m.pool || spprof__m.pool_cap != c.max_frames) {
+        spprof__m.pool = (spprof_frame *)spprof__mem_map_pages((size_t)c.max_frames * sizeof(spprof_frame));
+        spprof__m.pool_cap = c.max_frames;
+    }
+    need = (size_t)(c.freed_capacity ? c.freed_capacity : 1) * sizeof(spprof__mem_freed);
+    if (!spprof__m.freed || spprof__m.freed_cap != c.freed_capacity) {
+        spprof__m.freed = (spprof__mem_freed *)spprof__mem_map_pages(need);
+        spprof__m.freed_cap = c.freed_capacity;
+    } else memset(spprof__m.freed, 0, need);
+    if (!spprof__m.bloom) spprof__m.bloom = (uint64_t *)spprof__mem_map_pages(SPPROF_MEM_BLOOM_BITS / 8);
+    else memset(spprof__m.bloom, 0, SPPROF_MEM_BLOOM_BITS / 8);
+    if (!spprof__m.map || !spprof__m.stacks || !spprof__m.pool || !spprof__m.freed || !spprof__m.bloom) {
+        r = spprof__fail(SPPROF_ERR_NO_MEMORY, "spprof_mem_start: mmap of the tables failed: %s", strerror(errno));
+        goto out;
+    }
+    spprof__m.pool_used = 0; spprof__m.freed_n = 0; spprof__m.map_used = 0; spprof__m.bloom_inserts = 0;
+    spprof__m.samples = spprof__m.frees_seen = spprof__m.collisions = spprof__m.dropped_map = 0;
+    spprof__m.dropped_stacks = spprof__m.freed_dropped = spprof__m.stale = spprof__m.ddb = 0;
+    spprof__m.cfg = c;
+    spprof__m.rate = c.sampling_rate;
+    if (c.walker) { spprof__m.walker = c.walker; spprof__m.walker_user = c.walker_user; }
+    else { spprof__m.walker = spprof__mem_walk_native; spprof__m.walker_user = NULL; }
+    if (c.hook_native) {
+        if (!spprof__mr.malloc_ && !spprof__mem_resolve_real()) {
+            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "spprof_mem_start: the malloc family was not found with dlsym");
+            goto out;
+        }
+        spprof__mem_patch_all();
+    }
+    SPPROF__STORE(&spprof__m.state, 1);
+    {   /* session numbers skip 0 (0 = not sampling) */
+        static uint32_t next_sess;
+        if (++next_sess == 0) next_sess = 1;
+        SPPROF__STORE(&spprof__m.sess, next_sess);
+    }
+out:
+    spprof__mt.busy--;
+    pthread_mutex_unlock(&spprof__mem_lock);
+    return r;
+}
+
+SPPROF_API spprof_result spprof_mem_stop(void) {
+    pthread_mutex_lock(&spprof__mem_lock);
+    if (spprof__m.state != 1) {
+        pthread_mutex_unlock(&spprof__mem_lock);
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_stop: the memory profiler is not sampling");
+    }
+    SPPROF__STORE(&spprof__m.sess, 0u);
+    SPPROF__STORE(&spprof__m.state, 2);
+    pthread_mutex_unlock(&spprof__mem_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_mem_shutdown(void) {
+    pthread_mutex_lock(&spprof__mem_lock);
+    if (spprof__m.state == 3) { pthread_mutex_unlock(&spprof__mem_lock); return SPPROF_OK; }
+    SPPROF__STORE(&spprof__m.sess, 0u);
+    SPPROF__STORE(&spprof__m.state, 3);
+    spprof__mem_unpatch_all();
+    /* Frees from now on stop at the NULL filter. The tables stay mapped: a free that loaded the filter just
+       before may still probe the map. */
+    __atomic_store_n(&spprof__m.bloom, (uint64_t *)NULL, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&spprof__mem_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API int spprof_mem_state(void) { return SPPROF__LOAD(&spprof__m.state); }
+
+SPPROF_API spprof_result spprof_mem_set_walker(spprof_mem_walk_fn walker, void *user) {
+    pthread_mutex_lock(&spprof__mem_lock);
+    spprof__m.walker_user = user;  /* a sample taken meanwhile may pair the old walker with the new user */
+    SPPROF__STORE(&spprof__m.walker, walker ? walker : spprof__mem_walk_native);
+    pthread_mutex_unlock(&spprof__mem_lock);
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_fn fn, void *user) {
+    spprof_mem_sample s;
+    uint32_t i, n;
+    if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_foreach_sample: fn is NULL");
+    if (!spprof__m.map || SPPROF__LOAD(&spprof__m.state) == 3 || SPPROF__LOAD(&spprof__m.state) == 0)
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_sample: the memory profiler has no session");
+    spprof__mt.busy++;
+    if (which & SPPROF_MEM_LIVE) {
+        for (i = 0; i <= spprof__m.map_mask; i++) {
+            spprof__mem_entry e = spprof__m.map[i];
+            uint64_t k = SPPROF__LOAD(&spprof__m.map[i].key);
+            if (k <= SPPROF__MEM_TOMB || (k & 7) || k != e.key) continue;  /* empty, tombstone, in flux */
+            memset(&s, 0, sizeof s);
+            s.addr = k; s.size = e.size; s.t_alloc_ns = e.t_alloc; s.tid = e.tid; s.stack_id = e.stack;
+            s.est_count = spprof__mem_inv_p(e.size, spprof__m.rate); s.est_bytes = s.est_count * (double)e.size;
+            if (e.stack != SPPROF__MEM_NOSTACK && e.stack <= spprof__m.stacks_mask && spprof__m.stacks[e.stack].ready == 1) {
+                s.frames = &spprof__m.pool[spprof__m.stacks[e.stack].off]; s.nframes = spprof__m.stacks[e.stack].n;
+            }
+            if (fn(&s, user)) break;
+        }
+    }
+    if (which & SPPROF_MEM_FREED) {
+        n = SPPROF__LOAD(&spprof__m.freed_n);
+        if (n > spprof__m.freed_cap) n = spprof__m.freed_cap;
+        for (i = 0; i < n; i++) {
+            const spprof__mem_freed *f = &spprof__m.freed[i];
+            if (!SPPROF__LOAD(&f->addr)) continue;
+            memset(&s, 0, sizeof s);
+            s.addr = f->addr; s.size = f->size; s.t_alloc_ns = f->t_alloc; s.t_free_ns = f->t_free ? f->t_free : 1;
+            s.tid = f->tid; s.stack_id = f->stack;
+            s.est_count = spprof__mem_inv_p(f->size, spprof__m.rate); s.est_bytes = s.est_count * (double)f->size;
+            if (f->stack != SPPROF__MEM_NOSTACK && f->stack <= spprof__m.stacks_mask && spprof__m.stacks[f->stack].ready == 1) {
+                s.frames = &spprof__m.pool[spprof__m.stacks[f->stack].off]; s.nframes = spprof__m.stacks[f->stack].n;
+            }
+            if (fn(&s, user)) break;
+        }
+    }
+    spprof__mt.busy--;
+    return SPPROF_OK;
+}
+
+SPPROF_API spprof_result spprof_mem_foreach_stack(spprof_mem_stack_fn fn, void *user) {
+    uint32_t i;
+    if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_foreach_stack: fn is NULL");
+    if (!spprof__m.stacks || SPPROF__LOAD(&spprof__m.state) == 3 || SPPROF__LOAD(&spprof__m.state) == 0)
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_stack: the memory profiler has no session");
+    for (i = 0; i <= spprof__m.stacks_mask; i++) {
+        const spprof__mem_stack *s = &spprof__m.stacks[i];
+        if (SPPROF__LOAD(&s->ready) != 1 || !s->samples) continue;
+        if (fn(i, &spprof__m.pool[s->off], s->n, s->samples, (double)s->est_bytes, (double)s->est_count_fx / 1024.0, user)) break;
+    }
+    return SPPROF_OK;
+}
+
+typedef struct spprof__mem_sum { uint64_t live, bytes, count; } spprof__mem_sum;
+static int spprof__mem_sum_cb(const spprof_mem_sample *s, void *user) {
+    spprof__mem_sum *m = (spprof__mem_sum *)user;
+    m->live++; m->bytes += (uint64_t)(s->est_bytes + 0.5); m->count += (uint64_t)(s->est_count + 0.5);
+    return 0;
+}
+static int spprof__mem_alloc_sum_cb(uint32_t id, const spprof_frame *f, int n, uint64_t samples, double b, double c, void *user) {
+    (void)id; (void)f; (void)n; (void)samples; (void)c;
+    *(uint64_t *)user += (uint64_t)b;
+    return 0;
+}
+
+SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
+    spprof__mem_sum sum = {0, 0, 0};
+    uint32_t i;
+    if (!o) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_get_stats: out is NULL");
+    memset(o, 0, sizeof *o);
+    o->state = SPPROF__LOAD(&spprof__m.state);
+    o->footprint_bytes = SPPROF__LOADR(&spprof__m.footprint);
+    if (o->state == 0 || o->state == 3 || !spprof__m.map) return SPPROF_OK;
+    spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_sum_cb, &sum);
+    spprof_mem_foreach_stack(spprof__mem_alloc_sum_cb, &o->estimated_allocated_bytes);
+    o->samples = SPPROF__LOADR(&spprof__m.samples);
+    o->frees_seen = SPPROF__LOADR(&spprof__m.frees_seen);
+    o->live_samples = sum.live;
+    o->estimated_live_bytes = sum.bytes;
+    o->estimated_live_count = sum.count;
+    o->heap_map_capacity = spprof__m.map_mask + 1u;
+    o->heap_map_used = SPPROF__LOADR(&spprof__m.map_used);
+    o->collisions = SPPROF__LOADR(&spprof__m.collisions);
+    o->dropped_map_full = SPPROF__LOADR(&spprof__m.dropped_map);
+    o->dropped_stacks_full = SPPROF__LOADR(&spprof__m.dropped_stacks);
+    o->freed_dropped = SPPROF__LOADR(&spprof__m.freed_dropped);
+    o->stale_reclaimed = SPPROF__LOADR(&spprof__m.stale);
+    o->death_during_birth = SPPROF__LOADR(&spprof__m.ddb);
+    o->bloom_rebuilds = SPPROF__LOADR(&spprof__m.rebuilds);
+    for (i = 0; i <= spprof__m.stacks_mask; i++) if (SPPROF__LOADR(&spprof__m.stacks[i].ready) == 1) o->unique_stacks++;
+    o->frames_used = SPPROF__LOADR(&spprof__m.pool_used);
+    if (o->frames_used > spprof__m.pool_cap) o->frames_used = spprof__m.pool_cap;
+    o->got_entries_patched = spprof__m.got_patched;
+    o->sampling_rate = spprof__m.rate;
+    return SPPROF_OK;
+}
+
+typedef struct spprof__mem_wc { FILE *f; int which; } spprof__mem_wc;
+static void spprof__mem_wc_line(FILE *f, const spprof_frame *fr, int n, double bytes) {
+    int m;
+    for (m = n; m-- > 0;) {
+        spprof_symbol y;
+        memset(&y, 0, sizeof y);
+        if (!spprof_resolve(&fr[m], &y)) snprintf(y.name, sizeof y.name, "0x%llx", (unsigned long long)fr[m].addr);
+        spprof__collapsed_name(f, y.name);
+        if (y.line > 0) { fputs(" (", f); spprof__collapsed_name(f, y.file); fprintf(f, ":%d)", y.line); }
+        if (m) fputc(';', f);
+    }
+    if (!n) fputs("[no stack]", f);
+    fprintf(f, " %llu\n", (unsigned long long)(bytes + 0.5));
+}
+static int spprof__mem_wc_live(const spprof_mem_sample *s, void *user) {
+    spprof__mem_wc_line(((spprof__mem_wc *)user)->f, s->frames, s->nframes, s->est_bytes);
+    return 0;
+}
+static int spprof__mem_wc_stack(uint32_t id, const spprof_frame *f, int n, uint64_t samples, double b, double c, void *user) {
+    (void)id; (void)samples; (void)c;
+    spprof__mem_wc_line(((spprof__mem_wc *)user)->f, f, n, b);
+    return 0;
+}
+SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which) {
+    spprof__out o;
+    spprof__mem_wc w;
+    spprof_result r = spprof__out_open(&o, path);
+    if (r != SPPROF_OK) return r;
+    w.f = o.f; w.which = which;
+    spprof__mt.busy++;
+    r = (which & SPPROF_MEM_FREED) ? spprof_mem_foreach_stack(spprof__mem_wc_stack, &w) : spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_wc_live, &w);
+    spprof__mt.busy--;
+    if (r != SPPROF_OK) { fclose(o.f); unlink(o.tmp); return r; }
+    return spprof__out_close(&o);
+}
+
+SPPROF_API const spprof_mem_api *spprof_mem_get_api(void) {
+    static spprof_mem_api api;
+    if (!api.version) {
+        api.start = spprof_mem_start; api.stop = spprof_mem_stop; api.shutdown = spprof_mem_shutdown;
+        api.state = spprof_mem_state; api.get_stats = spprof_mem_get_stats; api.foreach_sample = spprof_mem_foreach_sample;
+        api.foreach_stack = spprof_mem_foreach_stack; api.record_alloc = spprof_mem_record_alloc;
+        api.record_free = spprof_mem_record_free; api.enter = spprof_mem_enter; api.leave = spprof_mem_leave;
+        api.set_walker = spprof_mem_set_walker; api.last_error = spprof_last_error;
+        SPPROF__STORE(&api.version, 1);
+    }
+    return &api;
+}
+
+/* ---- LD_PRELOAD library (SPPROF_ALLOC_SHIM) --------------------------------------------------------------
+   Build: cc -shared -fPIC -O2 -D_GNU_SOURCE -DSPPROF_IMPLEMENTATION -DSPPROF_ALLOC_SHIM -x c spprof.h \
+             -o libspprof_alloc.so -pthread -ldl
+   Run:   LD_PRELOAD=./libspprof_alloc.so SPPROF_MEM_RATE=524288 program
+   Defines malloc and friends for the whole process (on top of glibc's __libc_* functions) and starts sampling
+   in its constructor, so allocations are seen from process start (with native stacks until a module sets
+   another walker through spprof_alloc_shim_api(); spprof_python.h does). SPPROF_MEM_RATE=0 loads it without
+   starting. A program that uses another allocator (jemalloc, tcmalloc) should not preload this. */
+#ifdef SPPROF_ALLOC_SHIM
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+#define SPPROF__SHIM_API __attribute__((visibility("default")))
+SPPROF__SHIM_API void *malloc(size_t n) { void *p = __libc_malloc(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+SPPROF__SHIM_API void *calloc(size_t a, size_t b) { void *p = __libc_calloc(a, b); if (p) spprof__mem_on_alloc(p, a * b, __builtin_frame_address(0)); return p; }
+SPPROF__SHIM_API void *realloc(void *old, size_t n) {
+    void *p;
+    if (old) spprof__mem_on_free(old);
+    p = __libc_realloc(old, n);
+    if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0));
+    return p;
+}
+SPPROF__SHIM_API void *reallocarray(void *old, size_t a, size_t b) {
+    if (b && a > (size_t)-1 / b) { errno = ENOMEM; return NULL; }
+    return realloc(old, a * b);
+}
+SPPROF__SHIM_API void free(void *p) { spprof__mem_on_free(p); __libc_free(p); }
+SPPROF__SHIM_API void cfree(void *p) { free(p); }
+SPPROF__SHIM_API int posix_memalign(void **out, size_t al, size_t n) {
+    void *p;
+    if (al < sizeof(void *) || (al & (al - 1))) return EINVAL;
+    p = __libc_memalign(al, n);
+    if (!p) return ENOMEM;
+    spprof__mem_on_alloc(p, n, __builtin_frame_address(0));
+    *out = p;
+    return 0;
+}
+SPPROF__SHIM_API void *aligned_alloc(size_t al, size_t n) { void *p = __libc_memalign(al, n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+SPPROF__SHIM_API void *memalign(size_t al, size_t n) { void *p = __libc_memalign(al, n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+SPPROF__SHIM_API void *valloc(size_t n) { void *p = __libc_valloc(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+SPPROF__SHIM_API void *pvalloc(size_t n) { void *p = __libc_pvalloc(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+SPPROF__SHIM_API const spprof_mem_api *spprof_alloc_shim_api(void) { return spprof_mem_get_api(); }
+
+__attribute__((constructor)) static void spprof__shim_init(void) {
+    const char *rate = getenv("SPPROF_MEM_RATE");
+    spprof_mem_config c = spprof_mem_config_default();
+    c.hook_native = 0;  /* this library is malloc: nothing to redirect */
+    if (rate && *rate) c.sampling_rate = strtoull(rate, NULL, 10);
+    if (rate && *rate && c.sampling_rate == 0) return;
+    if (spprof_mem_start(&c) != SPPROF_OK) {
+        static const char msg[] = "libspprof_alloc: not started (bad SPPROF_MEM_RATE?)\n";
+        if (write(2, msg, sizeof msg - 1) < 0) { /* nothing else to do */ }
+    }
+}
+#endif /* SPPROF_ALLOC_SHIM */
 
 #ifdef __cplusplus
 }

@@ -621,32 +621,35 @@ SPPROF_API void spprof_py_release_code_objects(void) {
 }
 
 /* The pinning thread: woken by the collector's drain hook when new frames were seen; takes the GIL and pins.
-   stop does not join it. On a free-threaded build, PyGILState_Ensure can wait seconds to attach while another
-   thread keeps requesting stop-the-world pauses (a gc.collect() loop did 2.2 s), and stop must not wait for
-   that. So each thread belongs to one session (spprof__py_pin_gen when it was started); stop moves the
-   generation on, which retires it, and waits only while it is pinning (microseconds, and the table is then
-   stop's to use). A retired thread that gets its thread state later sees the new generation and leaves
-   without touching the table. Threads are detached. */
+   One per process, started by the first spprof_py_start and kept (idle on a condition variable) between
+   sessions. stop does not wait for it to get the GIL: on a free-threaded build PyGILState_Ensure can wait
+   seconds to attach while another thread keeps requesting stop-the-world pauses (a gc.collect() loop did
+   2.2 s). Instead each wake-up belongs to a session (spprof__py_pin_gen); stop moves the generation on and
+   waits only while a pin is in progress (microseconds; the table is then stop's). A thread that gets its
+   thread state after its session ended leaves the table alone. */
 static pthread_mutex_t spprof__py_pin_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t spprof__py_pin_cv = PTHREAD_COND_INITIALIZER;
-static unsigned spprof__py_pin_gen;  /* sessions started so far; a pinning thread serves only its own */
-static int spprof__py_pin_wake, spprof__py_pinning, spprof__py_pin_signo;
+static unsigned spprof__py_pin_gen;  /* moved on by every start and stop */
+static int spprof__py_pin_wake, spprof__py_pinning, spprof__py_pin_started;
 
 static void *spprof__py_pin_main(void *arg) {
-    unsigned gen = (unsigned)(uintptr_t)arg;
     sigset_t set;
+    int sig;
+    (void)arg;
     sigemptyset(&set);
-    sigaddset(&set, spprof__py_pin_signo);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);  /* never sampled */
+    sigaddset(&set, SIGPROF);  /* never sampled, whatever signal a later session uses */
+    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaddset(&set, sig);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     for (;;) {
         PyGILState_STATE st;
+        unsigned gen;
         int mine;
         pthread_mutex_lock(&spprof__py_pin_mu);
-        while (gen == spprof__py_pin_gen && !spprof__py_pin_wake) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
-        mine = gen == spprof__py_pin_gen;
-        if (mine) spprof__py_pin_wake = 0;
+        while (!spprof__py_pin_wake) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
+        spprof__py_pin_wake = 0;
+        gen = spprof__py_pin_gen;
         pthread_mutex_unlock(&spprof__py_pin_mu);
-        if (!mine || !Py_IsInitialized()) break;
+        if (!Py_IsInitialized()) continue;
         st = PyGILState_Ensure();  /* may take long (see above); the session may have ended meanwhile */
         pthread_mutex_lock(&spprof__py_pin_mu);
         mine = gen == spprof__py_pin_gen;
@@ -658,7 +661,6 @@ static void *spprof__py_pin_main(void *arg) {
         pthread_cond_broadcast(&spprof__py_pin_cv);
         pthread_mutex_unlock(&spprof__py_pin_mu);
         PyGILState_Release(st);
-        if (!mine) break;
     }
     return NULL;
 }
@@ -677,6 +679,8 @@ static void spprof__py_drain_hook(uint32_t nframes, void *user) {
    must not be used again there: start over with fresh ones. */
 static void spprof__py_atfork_child(void) {
     spprof__py_pinning = 0;
+    spprof__py_pin_wake = 0;
+    spprof__py_pin_started = 0;
     spprof__py_pin_gen++;
     pthread_mutex_init(&spprof__py_pin_mu, NULL);
     pthread_cond_init(&spprof__py_pin_cv, NULL);
@@ -686,9 +690,6 @@ static void spprof__py_atfork_init(void) { pthread_atfork(NULL, NULL, spprof__py
 
 SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     spprof_result r;
-    pthread_attr_t attr;
-    pthread_t th;
-    unsigned gen;
     pthread_once(&spprof__py_atfork_once, spprof__py_atfork_init);
     r = spprof_py_check_layout();
     if (r != SPPROF_OK) return r;
@@ -696,15 +697,18 @@ SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     r = spprof_start(cfg);
     if (r != SPPROF_OK) return r;
     pthread_mutex_lock(&spprof__py_pin_mu);
-    gen = ++spprof__py_pin_gen;
+    spprof__py_pin_gen++;
     spprof__py_pin_wake = 0;
-    spprof__py_pin_signo = cfg ? cfg->signo : SIGPROF;
+    if (!spprof__py_pin_started) {
+        pthread_attr_t attr;
+        pthread_t th;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        /* without the thread, code objects are still pinned (and validated) at stop */
+        spprof__py_pin_started = pthread_create(&th, &attr, spprof__py_pin_main, NULL) == 0;
+        pthread_attr_destroy(&attr);
+    }
     pthread_mutex_unlock(&spprof__py_pin_mu);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    /* without the thread, code objects are still pinned (and validated) at stop */
-    if (pthread_create(&th, &attr, spprof__py_pin_main, (void *)(uintptr_t)gen) != 0) { /* see above */ }
-    pthread_attr_destroy(&attr);
     return SPPROF_OK;
 }
 

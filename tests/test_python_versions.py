@@ -47,7 +47,8 @@ def test_line_numbers(run):
     # the loop (head, line 3; body, line 4) has nearly all the time; line 2 and 5 run once per call
     assert (leaf.get(3, 0) + leaf.get(4, 0)) >= 0.95 * total, res
     assert leaf.get(4, 0) > leaf.get(3, 0), res
-    assert set(leaf) <= {2, 3, 4, 5}, res
+    # line 1: the function's first instruction (RESUME, located on the def line since 3.11), rarely caught
+    assert set(leaf) <= {1, 2, 3, 4, 5}, res
     # the caller is shown at its call line (offset 0 from call_line)
     assert caller.get(0, 0) >= 0.99 * sum(caller.values()), res
 
