@@ -26,9 +26,15 @@ PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
 all: $(BUILD)/native_demo $(TEST_BINS) pypkg
 
 # The importable package: PYTHONPATH=build python3 -c "import spprof"
-pypkg:
+pypkg: $(BUILD)/spprof/libspprof_alloc.so
 	@sh tools/build-ext.sh $(BUILD) $(PYTHONS)
 	@cp python/spprof/*.py python/spprof/*.pyi python/spprof/py.typed $(BUILD)/spprof/ 2>/dev/null || true
+
+# The LD_PRELOAD memory-sampling library (spprof.h built with SPPROF_ALLOC_SHIM), used by record --memory.
+$(BUILD)/spprof/libspprof_alloc.so: spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) $(FPFLAGS) $(CFLAGS) -fPIC -shared -fvisibility=hidden -DSPPROF_IMPLEMENTATION -DSPPROF_ALLOC_SHIM \
+	  -x c spprof.h -o $@ $(LDLIBS)
 
 $(BUILD)/native_demo: examples/native_demo.c spprof.h
 	@mkdir -p $(dir $@)

@@ -3441,8 +3441,10 @@ SPPROF_API const spprof_mem_api *spprof_mem_get_api(void) {
 }
 
 /* ---- LD_PRELOAD library (SPPROF_ALLOC_SHIM) --------------------------------------------------------------
-   Build: cc -shared -fPIC -O2 -D_GNU_SOURCE -DSPPROF_IMPLEMENTATION -DSPPROF_ALLOC_SHIM -x c spprof.h \
-             -o libspprof_alloc.so -pthread -ldl
+   Build: cc -shared -fPIC -fvisibility=hidden -O2 -D_GNU_SOURCE -DSPPROF_IMPLEMENTATION -DSPPROF_ALLOC_SHIM \
+             -x c spprof.h -o libspprof_alloc.so -pthread -ldl
+   (-fvisibility=hidden: only malloc & co. and spprof_alloc_shim_api are exported; exported spprof_* functions
+   would take the place of those of another copy of spprof.h in the process, splitting its state.)
    Run:   LD_PRELOAD=./libspprof_alloc.so SPPROF_MEM_RATE=524288 program
    Defines malloc and friends for the whole process (on top of glibc's __libc_* functions) and starts sampling
    in its constructor, so allocations are seen from process start (with native stacks until a module sets

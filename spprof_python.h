@@ -76,6 +76,11 @@ SPPROF_API void spprof_py_release_code_objects(void);
    (_PyRuntime.debug_offsets, CPython 3.13+; always SPPROF_OK before 3.13). spprof_py_start calls it and
    refuses to start on a difference (SPPROF_ERR_UNSUPPORTED, the difference in spprof_last_error()). */
 SPPROF_API spprof_result spprof_py_check_layout(void);
+/* [GIL] Memory profiler for Python (see @memprof): PyMem hooks + the Python walker, on spprof.h's
+   spprof_mem_* (or on the preloaded libspprof_alloc.so's heap map when present). */
+SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg);
+SPPROF_API spprof_result spprof_py_mem_stop(void);
+SPPROF_API spprof_result spprof_py_mem_shutdown(void);
 
 #ifdef __cplusplus
 }
@@ -390,6 +395,9 @@ static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
 /* Walks the thread's Python frames, leaf first, into frames[0, max). With run_ends: run_ends[k] = index one
    past the last frame of run k (leaf run first), *nruns = runs (a run cut short by max is closed). Returns the
    number of frames, -1 on a torn/stale read or fault, -2 when the thread has no Python frames. */
+/* ctx NULL: the calling thread's own frames, read synchronously (the memory profiler's hooks). Nothing else
+   changes them meanwhile, and each frame holds a reference to its code object: no guard needed. */
+#define SPPROF__PY_UNGUARD() do { if (ctx) spprof_guard_release(&g); } while (0)
 static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
                                   uint16_t *run_ends, int max_runs, int *nruns) {
     spprof_guard g;
@@ -400,8 +408,10 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
     if (nruns) *nruns = 0;
     if (max_frames <= 0) return -1;
     if (!ts) return -2;  /* a thread that never ran Python */
-    if (!spprof_guard_claim(&g, ctx->tid)) return -1;
-    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return -1; }  /* a read faulted: drop the sample */
+    if (ctx) {  /* another thread's frames, read from a signal handler: under the fault guard */
+        if (!spprof_guard_claim(&g, ctx->tid)) return -1;
+        if (sigsetjmp(g.env, 1)) { SPPROF__PY_UNGUARD(); return -1; }  /* a read faulted: drop the sample */
+    }
     f = SPPROF__PY_TOP_FRAME(ts);
     /* Bounded: at most max_frames recorded and 4 * max_frames + 64 frames visited (skipped ones included). */
     for (steps = 0; f && n < max_frames && steps < 4 * max_frames + 64; steps++, f = SPPROF__PY_PREV(f)) {
@@ -409,16 +419,16 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
         const PyCodeObject *co;
         ptrdiff_t off;
         int skip;
-        if (((uintptr_t)f & (sizeof(void *) - 1)) != 0) { spprof_guard_release(&g); return -1; }
+        if (((uintptr_t)f & (sizeof(void *) - 1)) != 0) { SPPROF__PY_UNGUARD(); return -1; }
         skip = SPPROF__PY_SKIP(f);
-        if (skip < 0) { spprof_guard_release(&g); return -1; }  /* not a frame: torn or stale */
+        if (skip < 0) { SPPROF__PY_UNGUARD(); return -1; }  /* not a frame: torn or stale */
         if (skip) {                                              /* a C-stack or interpreter entry frame */
             if (run_ends && SPPROF__PY_IS_BOUNDARY(f) && r < max_runs && n > (r ? run_ends[r - 1] : 0)) run_ends[r++] = (uint16_t)n;
             continue;
         }
         ex = SPPROF__PY_EXEC(f);
         if (!ex || ((uintptr_t)ex & (sizeof(void *) - 1)) != 0 || Py_TYPE(ex) != &PyCode_Type) {
-            spprof_guard_release(&g);
+            SPPROF__PY_UNGUARD();
             return -1;  /* torn or stale: drop rather than guess */
         }
         co = (const PyCodeObject *)ex;
@@ -431,11 +441,12 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
         n++;
         if (run_ends && SPPROF__PY_RUN_ENDS_AFTER(f) && r < max_runs) run_ends[r++] = (uint16_t)n;
     }
-    spprof_guard_release(&g);
+    SPPROF__PY_UNGUARD();
     if (run_ends && n > (r ? run_ends[r - 1] : 0) && r < max_runs) run_ends[r++] = (uint16_t)n;
     if (nruns) *nruns = r;
     return n ? n : -2;
 }
+#undef SPPROF__PY_UNGUARD
 
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     int n = spprof__py_walk_frames(ctx, frames, max_frames, NULL, 0, NULL);
@@ -778,6 +789,154 @@ SPPROF_API void spprof_py_configure(spprof_config *cfg) {
     cfg->guard_faults = 1;
 }
 
+/* ==== @memprof ========================================================================================
+   The memory profiler's Python side: PyMem hooks (MEM and OBJ domains; RAW too when the malloc family is not
+   hooked otherwise, since RAW is malloc) that wrap the interpreter's allocators, and a stack walker that
+   records the allocating thread's Python frames (its native frames when it runs no Python).
+   If the LD_PRELOAD library (spprof.h with SPPROF_ALLOC_SHIM) is in the process, its heap map is used, through
+   spprof_alloc_shim_api(): one heap map per process. The hooks keep the interpreter's own ctx pointer as
+   theirs and call the saved functions with it, so a thread that reads the allocator while it is being
+   swapped (function of one, ctx of the other) still works. */
+typedef struct spprof__py_memdom { PyMemAllocatorEx orig; int installed; } spprof__py_memdom;
+static spprof__py_memdom spprof__py_memdoms[3];  /* RAW, MEM, OBJ */
+static const spprof_mem_api *spprof__py_mapi;
+static int spprof__py_mem_shim;
+
+#define SPPROF__PY_MEM_ENTER() do { if (spprof__py_mem_shim) spprof__py_mapi->enter(); else spprof__mt.busy++; } while (0)
+#define SPPROF__PY_MEM_LEAVE() do { if (spprof__py_mem_shim) spprof__py_mapi->leave(); else spprof__mt.busy--; } while (0)
+#define SPPROF__PY_MEM_ALLOC(p, n) do { if (spprof__py_mem_shim) spprof__py_mapi->record_alloc((p), (n)); \
+                                        else spprof__mem_on_alloc((p), (n), __builtin_frame_address(0)); } while (0)
+#define SPPROF__PY_MEM_FREE(p) do { if (spprof__py_mem_shim) spprof__py_mapi->record_free(p); else spprof__mem_on_free(p); } while (0)
+
+#define SPPROF__PY_MEM_HOOKS(D)                                                                                   \
+    static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
+        void *p;                                                                                                \
+        SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.malloc(ctx, n); SPPROF__PY_MEM_LEAVE();           \
+        if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
+        return p;                                                                                               \
+    }                                                                                                           \
+    static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {                                         \
+        void *p;                                                                                                \
+        SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.calloc(ctx, k, n); SPPROF__PY_MEM_LEAVE();        \
+        if (p) SPPROF__PY_MEM_ALLOC(p, k * n);                                                                  \
+        return p;                                                                                               \
+    }                                                                                                           \
+    static void *spprof__py_realloc_##D(void *ctx, void *old, size_t n) {                                       \
+        void *p;                                                                                                \
+        if (old) SPPROF__PY_MEM_FREE(old);  /* before: once realloc returns, old may be someone else's */        \
+        SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.realloc(ctx, old, n); SPPROF__PY_MEM_LEAVE();     \
+        if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
+        return p;                                                                                               \
+    }                                                                                                           \
+    static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
+        if (p) SPPROF__PY_MEM_FREE(p);                                                                          \
+        SPPROF__PY_MEM_ENTER(); spprof__py_memdoms[D].orig.free(ctx, p); SPPROF__PY_MEM_LEAVE();                 \
+    }
+SPPROF__PY_MEM_HOOKS(0)
+SPPROF__PY_MEM_HOOKS(1)
+SPPROF__PY_MEM_HOOKS(2)
+
+/* [hook] The allocating thread's Python frames; its native frames when it runs no Python. */
+static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, void *user) {
+    int n = spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL);
+    (void)user;
+    return n == -2 ? spprof__mem_walk_native(frames, max_frames, fp, NULL) : n;
+}
+
+static const PyMemAllocatorDomain spprof__py_domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
+
+/* [GIL] Wraps the allocators of the domains in mask (1 RAW, 2 MEM, 4 OBJ) that are not wrapped yet. */
+static void spprof__py_mem_hook(int mask) {
+    int d;
+    for (d = 0; d < 3; d++) {
+        PyMemAllocatorEx a;
+        if (!(mask & (1 << d)) || spprof__py_memdoms[d].installed) continue;
+        PyMem_GetAllocator(spprof__py_domains[d], &spprof__py_memdoms[d].orig);
+        a.ctx = spprof__py_memdoms[d].orig.ctx;
+        a.malloc = d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2;
+        a.calloc = d == 0 ? spprof__py_calloc_0 : d == 1 ? spprof__py_calloc_1 : spprof__py_calloc_2;
+        a.realloc = d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2;
+        a.free = d == 0 ? spprof__py_free_0 : d == 1 ? spprof__py_free_1 : spprof__py_free_2;
+        PyMem_SetAllocator(spprof__py_domains[d], &a);
+        spprof__py_memdoms[d].installed = 1;
+    }
+}
+
+/* [GIL] Puts the interpreter's allocators back where ours are still the ones installed. Memory allocated
+   through the hooks is freed through the originals from then on, which is right: the hooks only wrap. */
+static void spprof__py_mem_unhook(void) {
+    int d;
+    for (d = 0; d < 3; d++) {
+        PyMemAllocatorEx cur;
+        if (!spprof__py_memdoms[d].installed) continue;
+        PyMem_GetAllocator(spprof__py_domains[d], &cur);
+        if (cur.malloc == (d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2))
+            PyMem_SetAllocator(spprof__py_domains[d], &spprof__py_memdoms[d].orig);
+        spprof__py_memdoms[d].installed = 0;
+    }
+}
+
+/* The heap map to use: the preloaded library's, or this file's. */
+static const spprof_mem_api *spprof__py_mem_api(void) {
+    if (!spprof__py_mapi) {
+        typedef const spprof_mem_api *(*getter)(void);
+        void *sym = dlsym(RTLD_DEFAULT, "spprof_alloc_shim_api");
+        getter g;
+        const spprof_mem_api *shim;
+        memcpy(&g, &sym, sizeof g);
+        shim = sym ? g() : NULL;
+        spprof__py_mem_shim = shim && shim->version >= 1 && shim != spprof_mem_get_api();
+        spprof__py_mapi = spprof__py_mem_shim ? shim : spprof_mem_get_api();
+    }
+    return spprof__py_mapi;
+}
+
+/* [GIL] Starts the memory profiler for Python: PyMem hooks and the Python walker. With the preloaded library
+   already sampling (spprof record --memory), its session goes on (allocations since process start are kept)
+   and only gets the Python walker. */
+SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
+    const spprof_mem_api *api = spprof__py_mem_api();
+    spprof_mem_config c = cfg_in ? *cfg_in : spprof_mem_config_default();
+    spprof_result r;
+    c.walker = spprof__py_mem_walk;
+    c.walker_user = NULL;
+    if (spprof__py_mem_shim) {
+        c.hook_native = 0;  /* the library is malloc itself */
+        if (api->state() == 1) {
+            r = api->set_walker(spprof__py_mem_walk, NULL);
+        } else r = api->start(&c);
+        if (r != SPPROF_OK) return spprof__fail(r, "%s", api->last_error());
+        spprof__py_mem_hook(2 | 4);
+        return SPPROF_OK;
+    }
+    r = spprof_mem_start(&c);
+    if (r != SPPROF_OK) return r;
+    spprof__py_mem_hook(c.hook_native ? (2 | 4) : (1 | 2 | 4));
+    return SPPROF_OK;
+}
+
+/* [GIL] Stops sampling; the hooks stay (frees are still tracked). */
+SPPROF_API spprof_result spprof_py_mem_stop(void) {
+    const spprof_mem_api *api = spprof__py_mem_api();
+    spprof_result r = api->stop();
+    if (r != SPPROF_OK && spprof__py_mem_shim) return spprof__fail(r, "%s", api->last_error());
+    return r;
+}
+
+/* [GIL] One-way: allocators back, GOT entries back, samples forgotten. */
+SPPROF_API spprof_result spprof_py_mem_shutdown(void) {
+    const spprof_mem_api *api = spprof__py_mem_api();
+    spprof__py_mem_unhook();
+    return api->shutdown();
+}
+
+/* [GIL] Resolves a memory-profiler frame: Python frames by their code object, native ones by symbol. */
+static void spprof__py_mem_resolve(const spprof_frame *f, spprof_symbol *out) {
+    memset(out, 0, sizeof *out);
+    if (spprof_py_resolve(f, out, NULL)) return;
+    if (!spprof_symbolize_native(f->addr, f->aux, out)) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)f->addr);
+}
+
 /* ==== @module =========================================================================================
    The extension module `_spprof` (SPPROF_PYTHON_MODULE). The public Python API (package `spprof`) is a thin
    layer on top of it. */
@@ -1009,7 +1168,158 @@ static PyObject *spprof__py_check_layout_fn(PyObject *self, PyObject *args) {
 #endif
 }
 
+/* -- memory profiler functions (_spprof.mem_*) -- */
+static PyObject *spprof__py_mem_start_fn(PyObject *self, PyObject *args, PyObject *kw) {
+    static const char *kwlist[] = {"sampling_rate", "heap_map_capacity", "max_stacks", "max_frames", "freed_capacity",
+                                   "max_depth", "native_hooks", NULL};
+    spprof_mem_config c = spprof_mem_config_default();
+    unsigned long long rate = c.sampling_rate;
+    unsigned int cap = c.heap_map_capacity, stacks = c.max_stacks, frames = c.max_frames, freed = c.freed_capacity;
+    int depth = c.max_depth, native = 1;
+    spprof_result r;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|KIIIIip", (char **)kwlist, &rate, &cap, &stacks, &frames, &freed, &depth, &native))
+        return NULL;
+    c.sampling_rate = rate; c.heap_map_capacity = cap; c.max_stacks = stacks; c.max_frames = frames;
+    c.freed_capacity = freed; c.max_depth = depth; c.hook_native = native;
+    r = spprof_py_mem_start(&c);
+    return spprof__py_none_or_raise(r);
+}
+static PyObject *spprof__py_mem_stop_fn(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return spprof__py_none_or_raise(spprof_py_mem_stop());
+}
+static PyObject *spprof__py_mem_shutdown_fn(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return spprof__py_none_or_raise(spprof_py_mem_shutdown());
+}
+static PyObject *spprof__py_mem_state_fn(PyObject *self, PyObject *noargs) {
+    static const char *names[4] = {"off", "sampling", "stopped", "shutdown"};
+    int st = spprof__py_mem_api()->state();
+    (void)self; (void)noargs;
+    return PyUnicode_FromString(names[st & 3]);
+}
+static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
+    const spprof_mem_api *api = spprof__py_mem_api();
+    spprof_mem_stats st;
+    PyObject *d;
+    (void)self; (void)noargs;
+    api->enter();
+    api->get_stats(&st);
+    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsi}",
+        "samples", (unsigned long long)st.samples, "frees_seen", (unsigned long long)st.frees_seen,
+        "live_samples", (unsigned long long)st.live_samples, "heap_map_capacity", (unsigned long long)st.heap_map_capacity,
+        "heap_map_used", (unsigned long long)st.heap_map_used, "collisions", (unsigned long long)st.collisions,
+        "dropped_map_full", (unsigned long long)st.dropped_map_full, "dropped_stacks_full", (unsigned long long)st.dropped_stacks_full,
+        "freed_dropped", (unsigned long long)st.freed_dropped, "stale_reclaimed", (unsigned long long)st.stale_reclaimed,
+        "death_during_birth", (unsigned long long)st.death_during_birth, "bloom_rebuilds", (unsigned long long)st.bloom_rebuilds,
+        "unique_stacks", (unsigned long long)st.unique_stacks, "frames_used", (unsigned long long)st.frames_used,
+        "estimated_live_bytes", (unsigned long long)st.estimated_live_bytes, "estimated_live_count", (unsigned long long)st.estimated_live_count,
+        "estimated_allocated_bytes", (unsigned long long)st.estimated_allocated_bytes, "got_entries_patched", (unsigned long long)st.got_entries_patched,
+        "footprint_bytes", (unsigned long long)st.footprint_bytes, "sampling_rate", (unsigned long long)st.sampling_rate,
+        "preloaded", spprof__py_mem_shim);
+    api->leave();
+    return d;
+}
+
+typedef struct spprof__py_memcollect { PyObject *list; PyObject *stacks; spprof__py_collect fc; int failed; } spprof__py_memcollect;
+
+/* stack id -> tuple of resolved frames (leaf first), cached in mc->stacks */
+static PyObject *spprof__py_mem_frames(spprof__py_memcollect *mc, uint32_t id, const spprof_frame *f, int n) {
+    PyObject *key = PyLong_FromUnsignedLong(id), *t;
+    int i;
+    if (!key) return NULL;
+    t = PyDict_GetItemWithError(mc->stacks, key);
+    if (t || PyErr_Occurred()) { Py_DECREF(key); Py_XINCREF(t); return t; }
+    t = PyTuple_New(f ? n : 0);
+    for (i = 0; t && f && i < n; i++) {
+        PyObject *k2 = Py_BuildValue("(KII)", (unsigned long long)f[i].addr, (unsigned)f[i].aux, (unsigned)f[i].kind), *v;
+        spprof_symbol sym;
+        if (!k2) { Py_CLEAR(t); break; }
+        v = PyDict_GetItemWithError(mc->fc.cache, k2);
+        if (v) Py_INCREF(v);
+        else if (!PyErr_Occurred()) {
+            spprof__py_mem_resolve(&f[i], &sym);
+            v = Py_BuildValue("(ssi)", sym.name, sym.file, sym.line);
+            if (v && PyDict_SetItem(mc->fc.cache, k2, v) != 0) Py_CLEAR(v);
+        }
+        Py_DECREF(k2);
+        if (!v) { Py_CLEAR(t); break; }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    if (t && PyDict_SetItem(mc->stacks, key, t) != 0) Py_CLEAR(t);
+    Py_DECREF(key);
+    return t;
+}
+
+static int spprof__py_mem_sample_cb(const spprof_mem_sample *s, void *user) {
+    spprof__py_memcollect *mc = (spprof__py_memcollect *)user;
+    PyObject *fr = spprof__py_mem_frames(mc, s->stack_id, s->frames, s->nframes), *item;
+    if (!fr) { mc->failed = 1; return 1; }
+    item = Py_BuildValue("(KddKKiN)", (unsigned long long)s->size, s->est_bytes, s->est_count, (unsigned long long)s->t_alloc_ns,
+                         (unsigned long long)s->t_free_ns, s->tid, fr);
+    if (!item || PyList_Append(mc->list, item) != 0) { Py_XDECREF(item); mc->failed = 1; return 1; }
+    Py_DECREF(item);
+    return 0;
+}
+
+static int spprof__py_mem_stack_cb(uint32_t id, const spprof_frame *f, int n, uint64_t samples, double b, double c, void *user) {
+    spprof__py_memcollect *mc = (spprof__py_memcollect *)user;
+    PyObject *fr = spprof__py_mem_frames(mc, id, f, n), *item;
+    if (!fr) { mc->failed = 1; return 1; }
+    item = Py_BuildValue("(NKdd)", fr, (unsigned long long)samples, b, c);
+    if (!item || PyList_Append(mc->list, item) != 0) { Py_XDECREF(item); mc->failed = 1; return 1; }
+    Py_DECREF(item);
+    return 0;
+}
+
+/* mem_samples(which) -> [(size, est_bytes, est_count, t_alloc_ns, t_free_ns (0: live), tid, frames)];
+   mem_stacks() -> [(frames, samples, est_bytes, est_count)] over the session. frames: ((name, file, line), ...)
+   leaf first. Allocations made while these lists are built are not sampled. */
+static PyObject *spprof__py_mem_collect(int which) {
+    const spprof_mem_api *api = spprof__py_mem_api();
+    spprof__py_memcollect mc;
+    spprof_result r;
+    int gc_was_on;
+    memset(&mc, 0, sizeof mc);
+    api->enter();
+    mc.list = PyList_New(0); mc.stacks = PyDict_New(); mc.fc.cache = PyDict_New();
+    if (!mc.list || !mc.stacks || !mc.fc.cache) { r = SPPROF_ERR_NO_MEMORY; mc.failed = 1; goto out; }
+    gc_was_on = spprof__py_gc_off();
+    r = which ? api->foreach_sample(which, spprof__py_mem_sample_cb, &mc) : api->foreach_stack(spprof__py_mem_stack_cb, &mc);
+    if (gc_was_on) spprof__py_gc_on();
+out:
+    api->leave();
+    Py_XDECREF(mc.stacks); Py_XDECREF(mc.fc.cache);
+    if (r != SPPROF_OK && !mc.failed) {
+        Py_XDECREF(mc.list);
+        PyErr_SetString(spprof__py_error, api->last_error()[0] ? api->last_error() : spprof_result_string(r));
+        return NULL;
+    }
+    if (mc.failed) { Py_XDECREF(mc.list); if (!PyErr_Occurred()) PyErr_NoMemory(); return NULL; }
+    return mc.list;
+}
+static PyObject *spprof__py_mem_samples_fn(PyObject *self, PyObject *args) {
+    int which = SPPROF_MEM_LIVE;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|i", &which)) return NULL;
+    if (which < 1 || which > 3) { PyErr_SetString(PyExc_ValueError, "which must be 1 (live), 2 (freed) or 3 (both)"); return NULL; }
+    return spprof__py_mem_collect(which);
+}
+static PyObject *spprof__py_mem_stacks_fn(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return spprof__py_mem_collect(0);
+}
+
 static PyMethodDef spprof__py_methods[] = {
+    {"mem_start", (PyCFunction)(void (*)(void))spprof__py_mem_start_fn, METH_VARARGS | METH_KEYWORDS,
+     "mem_start(sampling_rate=524288, heap_map_capacity=2**18, max_stacks=2**16, max_frames=2**20, freed_capacity=2**16, max_depth=64, native_hooks=True)"},
+    {"mem_stop", spprof__py_mem_stop_fn, METH_NOARGS, "mem_stop(): stop sampling new allocations (frees still tracked)"},
+    {"mem_shutdown", spprof__py_mem_shutdown_fn, METH_NOARGS, "mem_shutdown(): unhook and forget (one-way)"},
+    {"mem_state", spprof__py_mem_state_fn, METH_NOARGS, "mem_state() -> 'off' | 'sampling' | 'stopped' | 'shutdown'"},
+    {"mem_stats", spprof__py_mem_stats_fn, METH_NOARGS, "mem_stats() -> dict"},
+    {"mem_samples", spprof__py_mem_samples_fn, METH_VARARGS, "mem_samples(which=1) -> list of sampled allocations (1 live, 2 freed, 3 both)"},
+    {"mem_stacks", spprof__py_mem_stacks_fn, METH_NOARGS, "mem_stacks() -> per-stack totals of the session"},
     {"start", (PyCFunction)(void (*)(void))spprof__py_start, METH_VARARGS | METH_KEYWORDS,
      "start(interval_ns, mode=0, max_depth=128, memory_limit=100 MiB, source=0, native=0): start sampling (mode 0 = cpu, 1 = wall; source: spprof_source; native: mixed native + Python stacks)"},
     {"stop", spprof__py_stop, METH_NOARGS, "stop(): stop sampling; the profile stays readable until the next start"},

@@ -1,0 +1,296 @@
+"""spprof.memprof: sampling memory profiler (which code holds memory, which code churns it).
+
+    import spprof.memprof as memprof
+    memprof.start(sampling_rate_kb=512)      # one sample per 512 KiB allocated, on average
+    run()
+    snap = memprof.get_snapshot()            # live sampled allocations, with unbiased estimates
+    for frame, nbytes, count in snap.top_allocators(5):
+        print(f"{nbytes / 2**20:8.1f} MiB  {frame}")
+    snap.save("heap.json")                   # Speedscope; "heap.collapsed" for flame graphs
+    memprof.stop()                           # no new samples; frees are still tracked
+    memprof.shutdown()                       # one-way: hooks removed, samples forgotten
+
+    with memprof.MemoryProfiler(sampling_rate_kb=64) as mp:
+        build_index()
+    mp.snapshot.top_allocators()
+
+Allocations are sampled as a Poisson process over the bytes: an allocation of `size` bytes is sampled with
+probability 1 - exp(-size / rate) and then stands for size / p bytes and 1 / p allocations, so totals are
+unbiased. Seen: Python's allocators (PyMem / PyObject, every domain), and malloc, calloc, realloc, free,
+posix_memalign, aligned_alloc, memalign, valloc, pvalloc called from any loaded library (NumPy's buffers, C
+extensions), including libraries loaded later. Not seen: memory a library gets with mmap directly, and
+allocations inside libc itself (strdup, fopen buffers...). `tools/spprof record --memory` preloads
+libspprof_alloc.so instead, which sees malloc from process start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+from . import Error, Frame, __version__, _atomic_write, _check_number, _collapsed_name, _format_for
+from . import _spprof as _C
+
+__all__ = ["Error", "start", "stop", "shutdown", "get_snapshot", "get_stats", "state", "is_active", "HeapSnapshot",
+           "MemorySample", "MemoryProfiler"]
+
+DEFAULT_SAMPLING_RATE_KB = 512
+
+
+class MemorySample(NamedTuple):
+    """One sampled allocation.
+
+    size: bytes requested. estimated_bytes / estimated_count: what this sample stands for (unbiased).
+    frames: tuple of Frame, ROOT FIRST (frames[-1] is the code that allocated).
+    alloc_time / free_time: time.monotonic() seconds; free_time is None while the allocation is live."""
+    size: int
+    estimated_bytes: float
+    estimated_count: float
+    thread_id: int
+    frames: Tuple[Frame, ...]
+    alloc_time: float
+    free_time: Optional[float]
+
+    @property
+    def leaf(self) -> Optional[Frame]:
+        return self.frames[-1] if self.frames else None
+
+    @property
+    def lifetime(self) -> Optional[float]:
+        """Seconds from allocation to free (None while live)."""
+        return None if self.free_time is None else max(0.0, self.free_time - self.alloc_time)
+
+
+class StackTotal(NamedTuple):
+    """Everything one stack allocated during the session (live and freed): churn."""
+    frames: Tuple[Frame, ...]
+    samples: int
+    estimated_bytes: float
+    estimated_count: float
+
+
+def _frames(raw: Iterable[Tuple[str, str, int]], cache: Dict[tuple, Tuple[Frame, ...]]) -> Tuple[Frame, ...]:
+    key = tuple(raw)
+    fr = cache.get(key)
+    if fr is None:
+        fr = cache[key] = tuple(Frame(n, f, ln) for n, f, ln in reversed(key))
+    return fr
+
+
+class HeapSnapshot:
+    """The sampled heap at one moment: `samples` (live), `freed` (logged freed samples, with lifetimes),
+    `allocations` (per-stack totals of the whole session), `stats`. Independent of the C core once taken."""
+
+    def __init__(self, samples: List[MemorySample], freed: List[MemorySample], allocations: List[StackTotal],
+                 stats: Dict[str, Any], timestamp: float):
+        self.samples = samples
+        self.freed = freed
+        self.allocations = allocations
+        self.stats = stats
+        self.timestamp = timestamp
+        self.sampling_rate = int(stats.get("sampling_rate", 0))
+
+    def __repr__(self) -> str:
+        return (f"<HeapSnapshot {len(self.samples)} live samples, ~{self.total_bytes / 2**20:.1f} MiB live, "
+                f"{len(self.freed)} freed>")
+
+    @property
+    def total_bytes(self) -> float:
+        """Estimated live bytes (sum over live samples)."""
+        return sum(s.estimated_bytes for s in self.samples)
+
+    @property
+    def total_count(self) -> float:
+        """Estimated number of live allocations."""
+        return sum(s.estimated_count for s in self.samples)
+
+    def top_allocators(self, n: int = 10, by: str = "bytes", live: bool = True,
+                       inclusive: bool = False) -> List[Tuple[Frame, float, float]]:
+        """The n frames holding the most memory: [(frame, estimated_bytes, estimated_count)], largest first.
+
+        by: "bytes" or "count". live=False ranks by everything allocated in the session (churn) instead of
+        what is live now. inclusive=False credits the allocating frame (the leaf); True credits every frame
+        on the stack once (a function and everything it called)."""
+        if by not in ("bytes", "count"):
+            raise ValueError(f"by must be 'bytes' or 'count', got {by!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        acc: Dict[Frame, List[float]] = {}
+        rows: Iterable[Tuple[Tuple[Frame, ...], float, float]]
+        if live:
+            rows = ((s.frames, s.estimated_bytes, s.estimated_count) for s in self.samples)
+        else:
+            rows = ((a.frames, a.estimated_bytes, a.estimated_count) for a in self.allocations)
+        for frames, nbytes, count in rows:
+            targets = set(frames) if inclusive else ([frames[-1]] if frames else [Frame("[no stack]", "", 0)])
+            for f in targets:
+                a = acc.setdefault(f, [0.0, 0.0])
+                a[0] += nbytes
+                a[1] += count
+        key = 0 if by == "bytes" else 1
+        top = sorted(acc.items(), key=lambda kv: -kv[1][key])[:n]
+        return [(f, v[0], v[1]) for f, v in top]
+
+    def _stacks(self, live: bool) -> List[Tuple[Tuple[Frame, ...], float]]:
+        if live:
+            return [(s.frames, s.estimated_bytes) for s in self.samples]
+        return [(a.frames, a.estimated_bytes) for a in self.allocations]
+
+    def to_collapsed(self, live: bool = True) -> str:
+        """Collapsed stacks "root;...;leaf BYTES" of the live heap (live=False: of everything allocated)."""
+        acc: Dict[str, float] = {}
+        for frames, nbytes in self._stacks(live):
+            key = ";".join(_collapsed_name(str(f)) for f in frames) or "[no stack]"
+            acc[key] = acc.get(key, 0.0) + nbytes
+        return "".join(f"{k} {int(round(v))}\n" for k, v in acc.items() if round(v) > 0)
+
+    def to_speedscope(self) -> Dict[str, Any]:
+        """Speedscope document with two profiles, weighted in bytes: the live heap, and everything the
+        session allocated (per stack)."""
+        frame_index: Dict[Frame, int] = {}
+        frames: List[Dict[str, Any]] = []
+        profiles = []
+        for name, live in (("live heap (estimated bytes)", True), ("allocated during the session (estimated bytes)", False)):
+            stacks, weights = [], []
+            for fr, nbytes in self._stacks(live):
+                w = int(round(nbytes))
+                if w <= 0:
+                    continue
+                st = []
+                for f in fr:
+                    i = frame_index.get(f)
+                    if i is None:
+                        i = frame_index[f] = len(frames)
+                        d: Dict[str, Any] = {"name": f.function or "?"}
+                        if f.file:
+                            d["file"] = f.file
+                        if f.line > 0:
+                            d["line"] = f.line
+                        frames.append(d)
+                    st.append(i)
+                stacks.append(st)
+                weights.append(w)
+            profiles.append({"type": "sampled", "name": name, "unit": "bytes", "startValue": 0,
+                             "endValue": sum(weights), "samples": stacks, "weights": weights})
+        return {
+            "$schema": "https://www.speedscope.app/file-format-schema.json",
+            "exporter": f"spprof {__version__} (python)",
+            "name": f"spprof heap snapshot (1 sample per {self.sampling_rate} bytes)",
+            "activeProfileIndex": 0,
+            "shared": {"frames": frames},
+            "profiles": profiles,
+        }
+
+    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, live: bool = True) -> str:
+        """Write the snapshot: "speedscope" (JSON, both views) or "collapsed" (live heap; live=False: all
+        allocations); None picks by extension (.json -> speedscope). Written atomically; on failure OSError
+        says why and the snapshot is unchanged (save it elsewhere)."""
+        path = os.fspath(path)
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        if not path:
+            raise ValueError("HeapSnapshot.save: path is empty")
+        fmt = _format_for(path, format)
+        if fmt == "speedscope":
+            data = json.dumps(self.to_speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
+        else:
+            data = self.to_collapsed(live=live)
+        _atomic_write(path, data)
+        return path
+
+
+def start(sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, *, native_hooks: bool = True, max_depth: int = 64,
+          heap_map_capacity: int = 1 << 18, max_stacks: int = 1 << 16, max_frames: int = 1 << 20,
+          freed_capacity: int = 1 << 16) -> None:
+    """Start sampling allocations: on average one sample per `sampling_rate_kb` KiB allocated (fractions
+    allowed; 1/1024 samples every allocation). A new session: samples of a previous one are dropped.
+
+    native_hooks: also sample malloc & co. called from loaded libraries (default). heap_map_capacity: live
+    samples tracked (power of two); when full, further samples are counted in stats ("dropped_map_full"),
+    never a crash. Raises spprof.Error if already sampling or after shutdown(), ValueError/TypeError on bad
+    arguments."""
+    rate_kb = _check_number("sampling_rate_kb", sampling_rate_kb, 1.0 / 1024, float(1 << 30), " KiB")
+    for name, v in (("max_depth", max_depth), ("heap_map_capacity", heap_map_capacity), ("max_stacks", max_stacks),
+                    ("max_frames", max_frames), ("freed_capacity", freed_capacity)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__} ({v!r})")
+    _C.mem_start(sampling_rate=max(1, int(round(rate_kb * 1024))), heap_map_capacity=heap_map_capacity,
+                 max_stacks=max_stacks, max_frames=max_frames, freed_capacity=freed_capacity,
+                 max_depth=max_depth, native_hooks=bool(native_hooks))
+
+
+def stop() -> None:
+    """Stop sampling new allocations. Frees of sampled allocations are still tracked, so later snapshots
+    stay true. Raises spprof.Error when not sampling."""
+    _C.mem_stop()
+
+
+def shutdown() -> None:
+    """One-way: stop, remove the hooks, forget every sample. Safe with frees still arriving."""
+    _C.mem_shutdown()
+
+
+def state() -> str:
+    """'off', 'sampling', 'stopped' (frees still tracked) or 'shutdown'."""
+    return _C.mem_state()
+
+
+def is_active() -> bool:
+    return _C.mem_state() == "sampling"
+
+
+def get_stats() -> Dict[str, Any]:
+    """Counters: samples, frees_seen, live_samples, heap_map_capacity/heap_map_used (load), collisions,
+    dropped_map_full, dropped_stacks_full, freed_dropped, estimated_live_bytes, estimated_allocated_bytes,
+    footprint_bytes (the profiler's own memory), ..."""
+    return _C.mem_stats()
+
+
+def get_snapshot(freed: bool = True) -> HeapSnapshot:
+    """The live sampled heap now (and the logged freed samples, with their lifetimes, unless freed=False).
+    Works while sampling and after stop(); raises spprof.Error before the first start or after shutdown()."""
+    ts = time.monotonic()
+    stats = _C.mem_stats()
+    cache: Dict[tuple, Tuple[Frame, ...]] = {}
+    raw = _C.mem_samples(3 if freed else 1)
+    live: List[MemorySample] = []
+    dead: List[MemorySample] = []
+    for size, eb, ec, ta, tf, tid, fr in raw:
+        s = MemorySample(size, eb, ec, tid, _frames(fr, cache), ta / 1e9, tf / 1e9 if tf else None)
+        (dead if tf else live).append(s)
+    allocs = [StackTotal(_frames(fr, cache), n, eb, ec) for fr, n, eb, ec in _C.mem_stacks()]
+    return HeapSnapshot(live, dead, allocs, stats, ts)
+
+
+class MemoryProfiler:
+    """Context manager: samples allocations inside the block; on exit takes `snapshot` (what the block left
+    live, what it freed, what it allocated) and stops sampling.
+
+        with MemoryProfiler(sampling_rate_kb=64) as mp:
+            work()
+        print(mp.snapshot.top_allocators(5))"""
+
+    def __init__(self, sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, native_hooks: bool = True,
+                 output: Optional[str] = None, format: Optional[str] = None):
+        _check_number("sampling_rate_kb", sampling_rate_kb, 1.0 / 1024, float(1 << 30), " KiB")
+        self.sampling_rate_kb = sampling_rate_kb
+        self.native_hooks = native_hooks
+        self.output = output
+        self.format = format
+        self.snapshot: Optional[HeapSnapshot] = None
+
+    def __enter__(self) -> "MemoryProfiler":
+        start(self.sampling_rate_kb, native_hooks=self.native_hooks)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            self.snapshot = get_snapshot()
+        finally:
+            if state() == "sampling":
+                stop()
+        if self.output is not None:
+            self.snapshot.save(self.output, self.format)
+        return False
+
