@@ -3245,7 +3245,7 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
             goto out;
         }
         spprof__mem_patch_all();
-    }
+    } else if (spprof__mem_npatches) spprof__mem_unpatch_all();  /* a session before this one hooked */
     SPPROF__STORE(&spprof__m.state, 1);
     {   /* session numbers skip 0 (0 = not sampling) */
         static uint32_t next_sess;

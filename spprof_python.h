@@ -836,10 +836,53 @@ SPPROF__PY_MEM_HOOKS(0)
 SPPROF__PY_MEM_HOOKS(1)
 SPPROF__PY_MEM_HOOKS(2)
 
+/* Code objects of sampled stacks are kept alive until the session ends (as tracemalloc keeps its file
+   names): a snapshot taken later (at exit, say) can still name a function whose code is gone by then (the
+   __main__ module's, a generated function's). Taken in the hook, only when the thread holds the GIL (is
+   attached): Py_INCREF then needs nothing else. The set is a fixed mmap'ed table (no allocation in the hook)
+   behind a try-lock (contended: this sample's code objects are simply not pinned); when 3/4 full, pinning
+   stops. */
+#define SPPROF__PY_MPIN_CAP 65536u
+static PyObject **spprof__py_mpins;
+static uint32_t spprof__py_mpins_n, spprof__py_mpin_lock;
+
+static void spprof__py_mem_pin(const spprof_frame *f, int n) {
+    uint32_t zero = 0;
+    int i;
+    if (!PyGILState_Check() || !__atomic_compare_exchange_n(&spprof__py_mpin_lock, &zero, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    if (!spprof__py_mpins) {
+        void *m = mmap(NULL, SPPROF__PY_MPIN_CAP * sizeof(PyObject *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        spprof__py_mpins = m == MAP_FAILED ? NULL : (PyObject **)m;
+    }
+    for (i = 0; spprof__py_mpins && i < n && spprof__py_mpins_n < SPPROF__PY_MPIN_CAP / 4 * 3; i++) {
+        PyObject *co = (PyObject *)(uintptr_t)f[i].addr;
+        uint32_t h;
+        if (SPPROF_FRAME_KIND(f[i].kind) != SPPROF_FRAME_PYTHON || f[i].addr <= SPPROF__PY_MARK_ADDR) continue;
+        for (h = (uint32_t)((uintptr_t)co >> 4) & (SPPROF__PY_MPIN_CAP - 1); spprof__py_mpins[h] && spprof__py_mpins[h] != co;
+             h = (h + 1) & (SPPROF__PY_MPIN_CAP - 1)) {}
+        if (spprof__py_mpins[h]) continue;
+        Py_INCREF(co);  /* alive: it is on this thread's stack */
+        spprof__py_mpins[h] = co;
+        spprof__py_mpins_n++;
+    }
+    __atomic_store_n(&spprof__py_mpin_lock, 0u, __ATOMIC_RELEASE);
+}
+
+/* [GIL] Drops the references of the last session. */
+static void spprof__py_mem_unpin(void) {
+    uint32_t zero = 0, i;
+    while (!__atomic_compare_exchange_n(&spprof__py_mpin_lock, &zero, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) { zero = 0; sched_yield(); }
+    for (i = 0; spprof__py_mpins && i < SPPROF__PY_MPIN_CAP; i++)
+        if (spprof__py_mpins[i]) { PyObject *o = spprof__py_mpins[i]; spprof__py_mpins[i] = NULL; Py_DECREF(o); }
+    spprof__py_mpins_n = 0;
+    __atomic_store_n(&spprof__py_mpin_lock, 0u, __ATOMIC_RELEASE);
+}
+
 /* [hook] The allocating thread's Python frames; its native frames when it runs no Python. */
 static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, void *user) {
     int n = spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL);
     (void)user;
+    if (n > 0) spprof__py_mem_pin(frames, n);
     return n == -2 ? spprof__mem_walk_native(frames, max_frames, fp, NULL) : n;
 }
 
@@ -911,6 +954,7 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
     }
     r = spprof_mem_start(&c);
     if (r != SPPROF_OK) return r;
+    spprof__py_mem_unpin();  /* the last session's samples are gone */
     spprof__py_mem_hook(c.hook_native ? (2 | 4) : (1 | 2 | 4));
     return SPPROF_OK;
 }
@@ -926,8 +970,11 @@ SPPROF_API spprof_result spprof_py_mem_stop(void) {
 /* [GIL] One-way: allocators back, GOT entries back, samples forgotten. */
 SPPROF_API spprof_result spprof_py_mem_shutdown(void) {
     const spprof_mem_api *api = spprof__py_mem_api();
+    spprof_result r;
     spprof__py_mem_unhook();
-    return api->shutdown();
+    r = api->shutdown();
+    spprof__py_mem_unpin();
+    return r;
 }
 
 /* [GIL] Resolves a memory-profiler frame: Python frames by their code object, native ones by symbol. */
@@ -1306,6 +1353,18 @@ static PyObject *spprof__py_mem_samples_fn(PyObject *self, PyObject *args) {
     if (which < 1 || which > 3) { PyErr_SetString(PyExc_ValueError, "which must be 1 (live), 2 (freed) or 3 (both)"); return NULL; }
     return spprof__py_mem_collect(which);
 }
+/* mem_enter()/mem_leave(): the calling thread's allocations in between are not sampled (the package's own
+   snapshot building); frees are not looked at either, so keep the garbage collector off meanwhile. */
+static PyObject *spprof__py_mem_enter_fn(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    spprof__py_mem_api()->enter();
+    Py_RETURN_NONE;
+}
+static PyObject *spprof__py_mem_leave_fn(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    spprof__py_mem_api()->leave();
+    Py_RETURN_NONE;
+}
 static PyObject *spprof__py_mem_stacks_fn(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     return spprof__py_mem_collect(0);
@@ -1320,6 +1379,8 @@ static PyMethodDef spprof__py_methods[] = {
     {"mem_stats", spprof__py_mem_stats_fn, METH_NOARGS, "mem_stats() -> dict"},
     {"mem_samples", spprof__py_mem_samples_fn, METH_VARARGS, "mem_samples(which=1) -> list of sampled allocations (1 live, 2 freed, 3 both)"},
     {"mem_stacks", spprof__py_mem_stacks_fn, METH_NOARGS, "mem_stacks() -> per-stack totals of the session"},
+    {"mem_enter", spprof__py_mem_enter_fn, METH_NOARGS, "mem_enter(): this thread's allocations are not sampled until mem_leave()"},
+    {"mem_leave", spprof__py_mem_leave_fn, METH_NOARGS, "mem_leave()"},
     {"start", (PyCFunction)(void (*)(void))spprof__py_start, METH_VARARGS | METH_KEYWORDS,
      "start(interval_ns, mode=0, max_depth=128, memory_limit=100 MiB, source=0, native=0): start sampling (mode 0 = cpu, 1 = wall; source: spprof_source; native: mixed native + Python stacks)"},
     {"stop", spprof__py_stop, METH_NOARGS, "stop(): stop sampling; the profile stays readable until the next start"},

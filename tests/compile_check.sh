@@ -35,6 +35,7 @@ for cc in gcc clang; do
   check "$cc c99 static" "$tmp/static.c" $cc -std=c99 -D_GNU_SOURCE -x c
   check "$cc c99 impl, no perf events" "$tmp/impl.c" $cc -std=c99 -D_GNU_SOURCE -DSPPROF_NO_PERF_EVENTS -x c
   check "$cc c99 impl, libunwind" "$tmp/impl.c" $cc -std=c99 -D_GNU_SOURCE -DSPPROF_USE_LIBUNWIND -x c
+  check "$cc c99 impl, LD_PRELOAD library" "$tmp/impl.c" $cc -std=c99 -D_GNU_SOURCE -DSPPROF_ALLOC_SHIM -fPIC -x c
 done
 for cxx in g++ clang++; do
   check "$cxx c++11 api" "$tmp/api.c" $cxx -std=c++11 -x c++

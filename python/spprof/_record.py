@@ -38,6 +38,8 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "memory_limit_mb": float(env.get(ENV_PREFIX + "MEMORY_LIMIT_MB", "100")),
         "threads": env.get(ENV_PREFIX + "THREADS") == "1",
         "quiet": env.get(ENV_PREFIX + "QUIET") == "1",
+        "memory": env.get(ENV_PREFIX + "MEMORY") == "1",
+        "memory_rate_kb": float(env.get(ENV_PREFIX + "MEMORY_RATE_KB", "512")),
     }
 
 
@@ -60,8 +62,15 @@ class Recorder:
 
     def begin(self) -> None:
         c = self.cfg
-        spprof.start(interval_ms=c["interval_ms"], mode=c["mode"], memory_limit_mb=c["memory_limit_mb"],
-                     source=c.get("source", "auto"), native=c.get("native", False))
+        if c.get("memory"):
+            import spprof.memprof as memprof
+            # The preloaded library has sampled since process start; this gives it Python stacks. Programs
+            # this one starts do not inherit the library.
+            _drop_preload()
+            memprof.start(c["memory_rate_kb"])
+        else:
+            spprof.start(interval_ms=c["interval_ms"], mode=c["mode"], memory_limit_mb=c["memory_limit_mb"],
+                         source=c.get("source", "auto"), native=c.get("native", False))
         atexit.register(self.finish)
         for name in ("SIGTERM", "SIGHUP"):
             signo = getattr(signal, name, None)
@@ -85,6 +94,9 @@ class Recorder:
         if self.done or os.getpid() != self.pid:  # once; never in a forked child
             return
         self.done = True
+        if self.cfg.get("memory"):
+            self._finish_memory(reason)
+            return
         try:
             prof = spprof.stop()
         except spprof.Error as e:
@@ -107,21 +119,46 @@ class Recorder:
             _say(f"{prof.sample_count} samples ({prof.total_time:.2f} s of {prof.mode} time) in "
                  f"{nthreads} thread{'s' if nthreads != 1 else ''}, {dropped} dropped{why} -> {', '.join(written)}")
 
-    def _save(self, prof: "spprof.Profile", out: str) -> Optional[str]:
+    def _finish_memory(self, reason: Optional[str]) -> None:
+        import spprof.memprof as memprof
+        try:
+            snap = memprof.get_snapshot()
+            memprof.stop()
+        except spprof.Error as e:
+            _say(f"no memory profile written: {e}")
+            return
+        written = [w for w in (self._save(snap, out) for out in self.cfg["outputs"]) if w]
+        if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
+            st = snap.stats
+            why = f", at {reason}" if reason else ""
+            _say(f"{st['samples']} allocation samples, ~{snap.total_bytes / 2**20:.1f} MiB live at exit, "
+                 f"~{st['estimated_allocated_bytes'] / 2**20:.1f} MiB allocated{why} -> {', '.join(written)}")
+
+    def _save(self, prof: Any, out: str) -> Optional[str]:
         """Saves to out, else to a temporary file; returns what to tell the user (None: nothing written)."""
         c = self.cfg
         fmt = c["format"] or ("speedscope" if out.lower().endswith(".json") else "collapsed")
+        kw = {} if c.get("memory") else {"threads": c["threads"]}
         try:
-            return prof.save(out, fmt, threads=c["threads"])
+            return prof.save(out, fmt, **kw)
         except OSError as e:
             try:
                 fd, alt = tempfile.mkstemp(prefix="spprof-", suffix=".json" if fmt == "speedscope" else ".collapsed")
                 os.close(fd)
-                prof.save(alt, fmt, threads=c["threads"])
+                prof.save(alt, fmt, **kw)
                 return f"{alt} (could not write {out}: {os.strerror(e.errno) if e.errno else e})"
             except Exception as e2:
                 _say(f"no profile written for {out}: could not write it ({e}) nor a temporary file ({e2})")
                 return None
+
+
+def _drop_preload() -> None:
+    pre = os.environ.get("LD_PRELOAD", "")
+    rest = " ".join(p for p in pre.replace(":", " ").split() if not p.endswith("libspprof_alloc.so"))
+    if rest:
+        os.environ["LD_PRELOAD"] = rest
+    else:
+        os.environ.pop("LD_PRELOAD", None)
 
 
 _recorder: Optional[Recorder] = None

@@ -24,6 +24,7 @@ libspprof_alloc.so instead, which sees malloc from process start.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -250,17 +251,26 @@ def get_stats() -> Dict[str, Any]:
 def get_snapshot(freed: bool = True) -> HeapSnapshot:
     """The live sampled heap now (and the logged freed samples, with their lifetimes, unless freed=False).
     Works while sampling and after stop(); raises spprof.Error before the first start or after shutdown()."""
-    ts = time.monotonic()
-    stats = _C.mem_stats()
-    cache: Dict[tuple, Tuple[Frame, ...]] = {}
-    raw = _C.mem_samples(3 if freed else 1)
-    live: List[MemorySample] = []
-    dead: List[MemorySample] = []
-    for size, eb, ec, ta, tf, tid, fr in raw:
-        s = MemorySample(size, eb, ec, tid, _frames(fr, cache), ta / 1e9, tf / 1e9 if tf else None)
-        (dead if tf else live).append(s)
-    allocs = [StackTotal(_frames(fr, cache), n, eb, ec) for fr, n, eb, ec in _C.mem_stacks()]
-    return HeapSnapshot(live, dead, allocs, stats, ts)
+    gc_was_on = gc.isenabled()
+    gc.disable()            # frees are not looked at inside mem_enter/mem_leave: no collection meanwhile
+    _C.mem_enter()          # the snapshot's own objects are not sampled
+    try:
+        ts = time.monotonic()
+        stats = _C.mem_stats()
+        cache: Dict[tuple, Tuple[Frame, ...]] = {}
+        raw = _C.mem_samples(3 if freed else 1)
+        live: List[MemorySample] = []
+        dead: List[MemorySample] = []
+        for size, eb, ec, ta, tf, tid, fr in raw:
+            s = MemorySample(size, eb, ec, tid, _frames(fr, cache), ta / 1e9, tf / 1e9 if tf else None)
+            (dead if tf else live).append(s)
+        allocs = [StackTotal(_frames(fr, cache), n, eb, ec) for fr, n, eb, ec in _C.mem_stacks()]
+        del raw
+        return HeapSnapshot(live, dead, allocs, stats, ts)
+    finally:
+        _C.mem_leave()
+        if gc_was_on:
+            gc.enable()
 
 
 class MemoryProfiler:
