@@ -52,14 +52,16 @@ $(BUILD)/tsan/%: tests/%.c tests/testutil.h spprof.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) $(FPFLAGS) $(SANFLAGS_TSAN) -I. $< -o $@ $(LDLIBS)
 
-# The main job: profile the shipped workloads (Python: 4 threads with a known 50/30/20 split; C: 3 threads),
-# write Speedscope + collapsed stacks into out/, print the top functions.
+# The main job: profile the shipped workloads (Python: 4 threads with a known 50/30/20 split; C: 3 threads;
+# memory: examples/memory_demo.py), write Speedscope + collapsed stacks into out/, print the top functions.
 demo: $(BUILD)/native_demo pypkg
 	@mkdir -p out
 	$(PYTHON) tools/spprof record -r 1000 -o out/python.speedscope.json -o out/python.collapsed -- $(PYTHON) examples/python_demo.py 3
 	@$(PYTHON) tools/top.py out/python.collapsed 5
 	./$(BUILD)/native_demo out 3
 	@$(PYTHON) tools/top.py out/native.collapsed 5
+	$(PYTHON) tools/spprof record --memory -o out/memory.speedscope.json -o out/memory.collapsed -- $(PYTHON) examples/memory_demo.py
+	@echo "live at exit, by allocating function (bytes):"; $(PYTHON) tools/top.py out/memory.collapsed 5
 
 # Install what the tests need (compilers, a venv with pytest + jsonschema). Idempotent; quiet when present.
 deps:

@@ -15,8 +15,15 @@
        spprof_write_speedscope("out.speedscope.json");   // open in https://www.speedscope.app
        spprof_write_collapsed("out.collapsed", 0);       // flamegraph.pl / speedscope / inferno
 
+   Memory profiler (same header; any thread, any time, alone or with the sampler):
+       spprof_mem_config mc = spprof_mem_config_default();   // one sample per 512 KiB allocated
+       spprof_mem_start(&mc);                                 // hooks the malloc family of loaded objects
+       work();
+       spprof_mem_write_collapsed("heap.collapsed", SPPROF_MEM_LIVE);  // live heap, weighted in bytes
+       spprof_mem_stop(); spprof_mem_shutdown();
+
    Contents (search for the banner):   @api  @config  @impl  @atomics  @errors  @ring  @registry
-       @walk  @handler  @profile  @collector  @lifecycle  @symbolize  @writers  @license
+       @walk  @handler  @profile  @collector  @lifecycle  @symbolize  @writers  @memprof  @license
 
    What it does: per thread, a perf_event task-clock counter (CPU mode, where the kernel allows it: exact
    rate) or a POSIX timer (CLOCK_THREAD_CPUTIME of that thread, or CLOCK_MONOTONIC in wall mode) sends a
@@ -3180,6 +3187,34 @@ static void spprof__mem_unpatch_all(void) {
     spprof__m.got_patched = 0;
     pthread_mutex_unlock(&spprof__mem_patch_lock);
 }
+
+/* -- macOS: malloc_logger ----------------------------------------------------------------------------------
+   Written from libmalloc's malloc_logger protocol; NOT compiled or run (no macOS machine here, and the rest
+   of this file does not build on macOS yet: the Mach thread_suspend sampler is still to come). libmalloc calls
+   the global malloc_logger, when set, for every zone: allocations after they succeed (type ALLOCATE, arg2 =
+   size, result = pointer), frees before the memory is released (DEALLOCATE, arg2 = pointer), realloc once
+   after the fact (ALLOCATE|DEALLOCATE, arg2 = old pointer, arg3 = size, result = new pointer: the old pointer
+   is removed late there, so another thread may already have been given it). spprof_mem_start would set it
+   where Linux patches GOT entries. */
+#if defined(__APPLE__)
+typedef void (spprof__malloc_logger_t)(uint32_t type, uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t result,
+                                       uint32_t num_hot_frames_to_skip);
+extern spprof__malloc_logger_t *malloc_logger;
+#define SPPROF__MLOG_ALLOCATE 2u
+#define SPPROF__MLOG_DEALLOCATE 4u
+static void spprof__mac_malloc_logger(uint32_t type, uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t result, uint32_t skip) {
+    (void)arg1; (void)skip;
+    if ((type & SPPROF__MLOG_ALLOCATE) && (type & SPPROF__MLOG_DEALLOCATE)) {   /* realloc */
+        if (arg2) spprof__mem_on_free((void *)arg2);
+        if (result) spprof__mem_on_alloc((void *)result, (size_t)arg3, __builtin_frame_address(0));
+    } else if (type & SPPROF__MLOG_DEALLOCATE) {
+        spprof__mem_on_free((void *)arg2);
+    } else if ((type & SPPROF__MLOG_ALLOCATE) && result) {
+        spprof__mem_on_alloc((void *)result, (size_t)arg2, __builtin_frame_address(0));
+    }
+}
+static void spprof__mac_hook(int on) { malloc_logger = on ? spprof__mac_malloc_logger : NULL; }
+#endif
 
 /* -- lifecycle ------------------------------------------------------------------------------------------ */
 SPPROF_API spprof_mem_config spprof_mem_config_default(void) {

@@ -107,9 +107,9 @@ static void user_plain_handler(int sig) {
     __atomic_fetch_add(&g_user_calls, 1, __ATOMIC_SEQ_CST);
     if (sig != __atomic_load_n(&g_plain_sig, __ATOMIC_SEQ_CST)) __atomic_fetch_add(&g_user_bad, 1, __ATOMIC_SEQ_CST);
 }
-static int wait_calls(int target) {  /* wait up to 1 s for the user handler to have run `target` times */
+static int wait_calls(int target) {  /* wait up to 5 s (a loaded machine) for the user handler to have run `target` times */
     int i;
-    for (i = 0; i < 1000 && __atomic_load_n(&g_user_calls, __ATOMIC_SEQ_CST) < target; i++) sleep_ms_full(1);
+    for (i = 0; i < 5000 && __atomic_load_n(&g_user_calls, __ATOMIC_SEQ_CST) < target; i++) sleep_ms_full(1);
     return __atomic_load_n(&g_user_calls, __ATOMIC_SEQ_CST) >= target;
 }
 
