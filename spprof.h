@@ -3051,7 +3051,7 @@ static void *spprof__h_dlopen(const char *file, int flags) {
 typedef struct spprof__mem_fn { const char *name; void **real; void *hook; } spprof__mem_fn;
 #define SPPROF__MEM_NFN 10
 static spprof__mem_fn spprof__mem_fns[SPPROF__MEM_NFN];
-typedef struct spprof__mem_patch { void **slot; void *orig; } spprof__mem_patch;
+typedef struct spprof__mem_patch { void **slot; void *orig; int fn, ro; } spprof__mem_patch;
 static spprof__mem_patch *spprof__mem_patches;  /* mmap'ed, 4096 entries */
 static uint32_t spprof__mem_npatches;
 static pthread_mutex_t spprof__mem_patch_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -3091,18 +3091,20 @@ static int spprof__mem_skip_object(const char *name) {
 
 static void spprof__mem_patch_slot(void **slot, int fn, uintptr_t lo, uintptr_t hi, uintptr_t relro_lo, uintptr_t relro_hi) {
     void *cur = SPPROF__LOADR(slot);
-    uintptr_t page = (uintptr_t)slot & ~(uintptr_t)4095;
+    uintptr_t pagesz = (uintptr_t)sysconf(_SC_PAGESIZE), page = (uintptr_t)slot & ~(pagesz - 1);
     int ro = (uintptr_t)slot >= relro_lo && (uintptr_t)slot < relro_hi;
     /* only what it would be bound to anyway: the real function, or a lazy-binding stub inside the object */
     if (cur == spprof__mem_fns[fn].hook) return;
     if (cur != *spprof__mem_fns[fn].real && !((uintptr_t)cur >= lo && (uintptr_t)cur < hi)) return;
     if (spprof__mem_npatches >= 4096) return;
-    if (ro && mprotect((void *)page, 4096 + (((uintptr_t)slot & 4095) + sizeof(void *) > 4096 ? 4096 : 0), PROT_READ | PROT_WRITE) != 0) return;
+    if (ro && mprotect((void *)page, pagesz, PROT_READ | PROT_WRITE) != 0) return;
     spprof__mem_patches[spprof__mem_npatches].slot = slot;
     spprof__mem_patches[spprof__mem_npatches].orig = cur;
+    spprof__mem_patches[spprof__mem_npatches].fn = fn;
+    spprof__mem_patches[spprof__mem_npatches].ro = ro;
     spprof__mem_npatches++;
     __atomic_store_n(slot, spprof__mem_fns[fn].hook, __ATOMIC_RELEASE);
-    if (ro) mprotect((void *)page, 4096, PROT_READ);
+    if (ro) mprotect((void *)page, pagesz, PROT_READ);
     spprof__m.got_patched++;
 }
 
@@ -3173,15 +3175,20 @@ static void spprof__mem_patch_all(void) {
     pthread_mutex_unlock(&spprof__mem_patch_lock);
 }
 
+/* Puts the saved GOT values back, in objects that are still loaded (dladdr finds them) and whose entry still
+   holds our hook: an object unloaded meanwhile, its address range possibly reused, is left alone. */
 static void spprof__mem_unpatch_all(void) {
     uint32_t i;
+    uintptr_t pagesz = (uintptr_t)sysconf(_SC_PAGESIZE);
     pthread_mutex_lock(&spprof__mem_patch_lock);
     for (i = spprof__mem_npatches; i-- > 0;) {
-        void **slot = spprof__mem_patches[i].slot;
-        uintptr_t page = (uintptr_t)slot & ~(uintptr_t)4095;
-        int ok = mprotect((void *)page, 4096, PROT_READ | PROT_WRITE) == 0;  /* a RELRO page or a plain one: both end RW-able */
-        if (!ok) continue;
-        __atomic_store_n(slot, spprof__mem_patches[i].orig, __ATOMIC_RELEASE);
+        spprof__mem_patch *pt = &spprof__mem_patches[i];
+        uintptr_t page = (uintptr_t)pt->slot & ~(pagesz - 1);
+        Dl_info info;
+        if (!dladdr((void *)pt->slot, &info) || SPPROF__LOADR(pt->slot) != spprof__mem_fns[pt->fn].hook) continue;
+        if (pt->ro && mprotect((void *)page, pagesz, PROT_READ | PROT_WRITE) != 0) continue;
+        __atomic_store_n(pt->slot, pt->orig, __ATOMIC_RELEASE);
+        if (pt->ro) mprotect((void *)page, pagesz, PROT_READ);
     }
     spprof__mem_npatches = 0;
     spprof__m.got_patched = 0;

@@ -849,7 +849,7 @@ static uint32_t spprof__py_mpins_n, spprof__py_mpin_lock;
 static void spprof__py_mem_pin(const spprof_frame *f, int n) {
     uint32_t zero = 0;
     int i;
-    if (!PyGILState_Check() || !__atomic_compare_exchange_n(&spprof__py_mpin_lock, &zero, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    if (!__atomic_compare_exchange_n(&spprof__py_mpin_lock, &zero, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
     if (!spprof__py_mpins) {
         void *m = mmap(NULL, SPPROF__PY_MPIN_CAP * sizeof(PyObject *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         spprof__py_mpins = m == MAP_FAILED ? NULL : (PyObject **)m;
@@ -878,9 +878,13 @@ static void spprof__py_mem_unpin(void) {
     __atomic_store_n(&spprof__py_mpin_lock, 0u, __ATOMIC_RELEASE);
 }
 
-/* [hook] The allocating thread's Python frames; its native frames when it runs no Python. */
+/* [hook] The allocating thread's Python frames, when it holds the GIL (is attached); its native frames when
+   it runs no Python or has released the GIL. Only then is its thread state safe from others: at
+   finalization the main thread frees the thread states of daemon threads that may be in C code, allocating,
+   without the GIL. (So an allocation made with the GIL released, e.g. inside a NumPy loop, shows its native
+   stack.) */
 static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, void *user) {
-    int n = spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL);
+    int n = PyGILState_Check() ? spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL) : -2;
     (void)user;
     if (n > 0) spprof__py_mem_pin(frames, n);
     return n == -2 ? spprof__mem_walk_native(frames, max_frames, fp, NULL) : n;
