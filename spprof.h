@@ -3244,6 +3244,9 @@ static void spprof__mem_atfork_child(void) {
        samples stay: the child's heap is a copy of the parent's, so they are still true there. */
     pthread_mutex_init(&spprof__mem_lock, NULL);
     pthread_mutex_init(&spprof__mem_patch_lock, NULL);
+    /* a bloom rebuild another thread had begun is abandoned (its half-filled filter never becomes active) */
+    __atomic_store_n(&spprof__m.bloom_next, (uint64_t *)NULL, __ATOMIC_SEQ_CST);
+    spprof__m.rebuilding = 0;
 }
 static pthread_once_t spprof__mem_once = PTHREAD_ONCE_INIT;
 static void spprof__mem_once_init(void) { pthread_atfork(NULL, NULL, spprof__mem_atfork_child); }

@@ -688,7 +688,9 @@ static void spprof__py_drain_hook(uint32_t nframes, void *user) {
 
 /* Threads are not inherited by a fork child, and a condition variable that had a waiter (the pinning thread)
    must not be used again there: start over with fresh ones. */
+static unsigned spprof__py_mpin_lock_at_fork(void);
 static void spprof__py_atfork_child(void) {
+    spprof__py_mpin_lock_at_fork();
     spprof__py_pinning = 0;
     spprof__py_pin_wake = 0;
     spprof__py_pin_started = 0;
@@ -868,6 +870,9 @@ static void spprof__py_mem_pin(const spprof_frame *f, int n) {
     __atomic_store_n(&spprof__py_mpin_lock, 0u, __ATOMIC_RELEASE);
 }
 
+/* fork child: the thread that held the try-lock does not exist there */
+static unsigned spprof__py_mpin_lock_at_fork(void) { return spprof__py_mpin_lock = 0; }
+
 /* [GIL] Drops the references of the last session. */
 static void spprof__py_mem_unpin(void) {
     uint32_t zero = 0, i;
@@ -943,6 +948,7 @@ static const spprof_mem_api *spprof__py_mem_api(void) {
    and only gets the Python walker. */
 SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
     const spprof_mem_api *api = spprof__py_mem_api();
+    pthread_once(&spprof__py_atfork_once, spprof__py_atfork_init);
     spprof_mem_config c = cfg_in ? *cfg_in : spprof_mem_config_default();
     spprof_result r;
     c.walker = spprof__py_mem_walk;
