@@ -293,7 +293,7 @@ SPPROF_API int spprof_symbol_range(uintptr_t near, const char *name, uintptr_t *
    malloc family of every loaded object (hook_native: their GOT entries are redirected, also in objects loaded
    later with dlopen), through spprof_python.h's PyMem hooks, or through the LD_PRELOAD library built with
    SPPROF_ALLOC_SHIM (see @memprof). The allocation fast path is a thread-local decrement and a branch; a free
-   of an unsampled pointer is a bloom-filter test. No lock, no malloc, no stdio in either path. */
+   of an unsampled pointer is a counting-bloom-filter test. No lock, no malloc, no stdio in either path. */
 typedef int (*spprof_mem_walk_fn)(spprof_frame *frames, int max_frames, void *frame_address, void *user);
 
 typedef struct spprof_mem_config {
@@ -321,7 +321,7 @@ typedef struct spprof_mem_stats {
     uint64_t freed_dropped;      /* freed samples not logged: freed log full (still counted as freed) */
     uint64_t stale_reclaimed;    /* sampled addresses allocated again without their free being seen */
     uint64_t death_during_birth; /* frees that raced the insert of their own sample */
-    uint64_t bloom_rebuilds;
+    uint64_t bloom_saturated;    /* filter counters stuck at their maximum (they then only cost speed) */
     uint64_t unique_stacks;
     uint64_t frames_used;
     uint64_t estimated_live_bytes;
@@ -2636,7 +2636,8 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
    - allocation slow path (about once per sampling_rate bytes): draw the next exponential threshold, walk the
      stack, intern it (lock-free table), insert into the heap map (lock-free). Re-entrancy guard set; memory
      only from mmap; bounded loops.
-   - free: bloom-filter test (2 bits); only if both are set, a bounded probe of the heap map.
+   - free: counting-bloom-filter test (2 counters in one cache line); only if both are non-zero, a bounded
+     probe of the heap map.
    Ordering argument for the heap map: the free hook removes a pointer before the real free(), the malloc hook
    inserts after the real malloc() returned. The allocator orders free(p) before any later malloc() returning
    p, so a removal and a later insert of one address never overlap. "Death during birth" (a free of p while p's
@@ -2647,14 +2648,15 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
 #ifndef SPPROF_MEM_MAX_PROBE
 #  define SPPROF_MEM_MAX_PROBE 128   /* bound on stack-table probes */
 #endif
-#ifndef SPPROF_MEM_BLOOM_BITS
-#  define SPPROF_MEM_BLOOM_BITS (1u << 22)  /* 512 KiB; rebuilt after BITS/16 inserts (at most 16 times) */
-#endif
+/* The bloom filter has heap_map_capacity / 4 counters (64 KiB by default): small enough to stay in cache,
+   which is what a free of an unsampled pointer pays for. */
 #if defined(__GNUC__) || defined(__clang__)
 #  define SPPROF__TLS_IE __attribute__((tls_model("initial-exec")))
 #  define SPPROF__LIKELY(x) __builtin_expect(!!(x), 1)
 #  define SPPROF__NOINLINE __attribute__((noinline))
+#  define SPPROF__HOT static inline __attribute__((always_inline))
 #else
+#  define SPPROF__HOT static inline
 #  define SPPROF__TLS_IE
 #  define SPPROF__LIKELY(x) (x)
 #  define SPPROF__NOINLINE
@@ -2693,14 +2695,12 @@ typedef struct spprof__mem_state {
     spprof_mem_walk_fn walker;
     void *walker_user;
     spprof__mem_entry *map;    uint32_t map_mask; uint32_t map_used, map_live;
-    uint64_t *bloom;           /* active filter; bloom_next while a rebuild runs (inserts set bits in both) */
-    uint64_t *bloom_next;
-    uint64_t *bloom_retired[17];
-    uint32_t nretired, bloom_inserts, rebuilding;
+    uint8_t *bloom;            /* counting bloom filter of the pointers in the map; NULL: off */
+    uint32_t bloom_mask;       /* counters - 1 */
     spprof__mem_stack *stacks; uint32_t stacks_mask;
     spprof_frame *pool;        uint32_t pool_cap, pool_used;
     spprof__mem_freed *freed;  uint32_t freed_cap, freed_n;
-    uint64_t samples, frees_seen, collisions, dropped_map, dropped_stacks, freed_dropped, stale, ddb, rebuilds;
+    uint64_t samples, frees_seen, collisions, dropped_map, dropped_stacks, freed_dropped, stale, ddb;
     uint64_t footprint, got_patched;
 } spprof__mem_state;
 static spprof__mem_state spprof__m;
@@ -2755,40 +2755,39 @@ static void *spprof__mem_map_pages(size_t bytes) {
     return p;
 }
 
-static uint64_t spprof__mem_hash(uint64_t p) { p ^= p >> 33; p *= 0xff51afd7ed558ccdull; p ^= p >> 33; p *= 0xc4ceb9fe1a85ec53ull; return p ^ (p >> 33); }
+/* Fibonacci hashing of the pointer (allocations are at least 16-aligned): one multiply; the high half is
+   well mixed and is what the map and the filter index with. */
+SPPROF__HOT uint64_t spprof__mem_hash(uint64_t p) { return (p >> 4) * 0x9E3779B97F4A7C15ull; }
 
-static void spprof__bloom_set(uint64_t *b, uint64_t h) {
-    uint32_t i = (uint32_t)h & (SPPROF_MEM_BLOOM_BITS - 1), j = (uint32_t)(h >> 32) & (SPPROF_MEM_BLOOM_BITS - 1);
-    __atomic_fetch_or(&b[i >> 6], 1ull << (i & 63), __ATOMIC_RELAXED);
-    __atomic_fetch_or(&b[j >> 6], 1ull << (j & 63), __ATOMIC_RELAXED);
+/* Counting bloom filter over the pointers in the heap map: a pointer's two 8-bit counters (in one cache line)
+   go up when it is inserted and down when it leaves, so a freed sample stops costing anything. (A filter of
+   bits cannot forget: pymalloc hands a freed address out again at once, and every later free of that address
+   went to the slow path; that made the hooks cost 50 % on an object-churning loop.) A counter that reaches
+   250 sticks at 255 (never decremented again): only a false positive, counted in bloom_saturated. */
+SPPROF__HOT void spprof__bloom_idx(uint64_t h, uint32_t *i, uint32_t *j) {
+    *i = (uint32_t)(h >> 32) & SPPROF__LOADR(&spprof__m.bloom_mask);
+    *j = (*i & ~63u) | ((uint32_t)(h >> 26) & 63u);
+    if (*j == *i) *j ^= 1;
 }
-static int spprof__bloom_test(const uint64_t *b, uint64_t h) {
-    uint32_t i = (uint32_t)h & (SPPROF_MEM_BLOOM_BITS - 1), j = (uint32_t)(h >> 32) & (SPPROF_MEM_BLOOM_BITS - 1);
-    return ((SPPROF__LOADR(&b[i >> 6]) >> (i & 63)) & (SPPROF__LOADR(&b[j >> 6]) >> (j & 63)) & 1) != 0;
-}
-
-/* Rebuild when saturated: a fresh filter is published as bloom_next (inserts from now on set bits in both),
-   filled from the heap map, then made active. The old one is retired, never freed: a free that loaded the
-   old pointer may still test it, and it still holds every bit it ever had. At most 16 rebuilds; after that
-   the filter just gets less selective (frees of unsampled pointers probe the map more often). */
-static void spprof__bloom_rebuild(void) {
-    uint32_t expect = 0, i;
-    uint64_t *nb;
-    if (spprof__m.nretired >= 16 || !__atomic_compare_exchange_n(&spprof__m.rebuilding, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) return;
-    nb = (uint64_t *)spprof__mem_map_pages(SPPROF_MEM_BLOOM_BITS / 8);
-    if (nb) {
-        __atomic_store_n(&spprof__m.bloom_next, nb, __ATOMIC_SEQ_CST);
-        for (i = 0; i <= spprof__m.map_mask; i++) {
-            uint64_t k = __atomic_load_n(&spprof__m.map[i].key, __ATOMIC_SEQ_CST);
-            if (k > SPPROF__MEM_TOMB) spprof__bloom_set(nb, spprof__mem_hash(k & ~(uint64_t)7));
+static void spprof__bloom_add(uint8_t *b, uint64_t h, int up) {
+    uint32_t k[2];
+    int n;
+    spprof__bloom_idx(h, &k[0], &k[1]);
+    for (n = 0; n < 2; n++) {
+        uint8_t v = SPPROF__LOADR(&b[k[n]]);
+        if (v == 255) continue;  /* stuck */
+        if (up) {
+            if (v >= 250) SPPROF__STORER(&b[k[n]], (uint8_t)255);
+            else __atomic_fetch_add(&b[k[n]], (uint8_t)1, __ATOMIC_RELAXED);
+        } else if (v > 0) {
+            __atomic_fetch_sub(&b[k[n]], (uint8_t)1, __ATOMIC_RELAXED);
         }
-        spprof__m.bloom_retired[spprof__m.nretired++] = spprof__m.bloom;
-        __atomic_store_n(&spprof__m.bloom, nb, __ATOMIC_SEQ_CST);
-        __atomic_store_n(&spprof__m.bloom_next, (uint64_t *)NULL, __ATOMIC_SEQ_CST);
-        SPPROF__STORER(&spprof__m.bloom_inserts, 0u);
-        SPPROF__ADD(&spprof__m.rebuilds, 1);
     }
-    SPPROF__STORE(&spprof__m.rebuilding, 0u);
+}
+SPPROF__HOT int spprof__bloom_test(const uint8_t *b, uint64_t h) {
+    uint32_t i, j;
+    spprof__bloom_idx(h, &i, &j);
+    return SPPROF__LOADR(&b[i]) && SPPROF__LOADR(&b[j]);
 }
 
 /* Interns frames[0, n); returns the stack id or SPPROF__MEM_NOSTACK. Lock-free: a slot is claimed by CAS on
@@ -2867,10 +2866,9 @@ static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, voi
 static int spprof__mem_insert(uint64_t p, uint64_t size, uint32_t stack, int tid) {
     uint32_t i, k, home, taken = UINT32_MAX;
     uint64_t h = spprof__mem_hash(p), birth = p | SPPROF__MEM_BIRTH;
-    uint64_t *nb;
     spprof__mem_entry *e;
     if (SPPROF__LOADR(&spprof__m.map_live) >= (spprof__m.map_mask + 1) / 2) return 0;
-    home = (uint32_t)h & spprof__m.map_mask;
+    home = (uint32_t)(h >> 32) & spprof__m.map_mask;
     /* One pass over the window: retire a stale entry of p (allocated again, so its free was missed), and take
        the first free slot. */
     for (k = 0; k < SPPROF_MEM_WINDOW; k++) {
@@ -2883,6 +2881,7 @@ static int spprof__mem_insert(uint64_t p, uint64_t size, uint32_t stack, int tid
             if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
                 SPPROF__SUB(&spprof__m.map_live, 1u);
                 SPPROF__ADD(&spprof__m.stale, 1);
+                spprof__bloom_add(spprof__m.bloom, h, 0);
                 spprof__mem_log_freed(&copy, p, spprof__now_ns());
                 cur = SPPROF__MEM_TOMB;
             }
@@ -2897,9 +2896,7 @@ static int spprof__mem_insert(uint64_t p, uint64_t size, uint32_t stack, int tid
     if (taken == UINT32_MAX) return 0;
     e = &spprof__m.map[taken];
     e->size = size; e->t_alloc = spprof__now_ns(); e->stack = stack; e->tid = tid;
-    spprof__bloom_set(SPPROF__LOAD(&spprof__m.bloom), h);
-    nb = __atomic_load_n(&spprof__m.bloom_next, __ATOMIC_SEQ_CST);
-    if (nb) spprof__bloom_set(nb, h);
+    spprof__bloom_add(spprof__m.bloom, h, 1);
     if (__atomic_compare_exchange_n(&e->key, &birth, p, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         SPPROF__ADD(&spprof__m.map_live, 1u);
     } else {
@@ -2908,8 +2905,8 @@ static int spprof__mem_insert(uint64_t p, uint64_t size, uint32_t stack, int tid
         SPPROF__ADD(&spprof__m.ddb, 1);
         spprof__mem_log_freed(&copy, p, copy.t_alloc);
         SPPROF__STORE(&e->key, (uint64_t)SPPROF__MEM_TOMB);
+        spprof__bloom_add(spprof__m.bloom, h, 0);
     }
-    if (SPPROF__ADD(&spprof__m.bloom_inserts, 1u) > SPPROF_MEM_BLOOM_BITS / 16) spprof__bloom_rebuild();
     return 1;
 }
 
@@ -2949,7 +2946,7 @@ SPPROF__NOINLINE static void spprof__mem_sample(spprof__mem_tls *t, void *ptr, s
 }
 
 /* The allocation fast path. */
-static inline void spprof__mem_on_alloc(void *ptr, size_t size, void *fp) {
+SPPROF__HOT void spprof__mem_on_alloc(void *ptr, size_t size, void *fp) {
     spprof__mem_tls *t = &spprof__mt;
     /* busy: the bytes of a nested call (malloc under PyMem_Malloc) were counted by the outer hook */
     if (SPPROF__LIKELY(t->busy || (t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0))) return;
@@ -2957,7 +2954,7 @@ static inline void spprof__mem_on_alloc(void *ptr, size_t size, void *fp) {
 }
 
 SPPROF__NOINLINE static void spprof__mem_free_slow(uint64_t p, uint64_t h) {
-    uint32_t i, k, home = (uint32_t)h & spprof__m.map_mask;
+    uint32_t i, k, home = (uint32_t)(h >> 32) & spprof__m.map_mask;
     for (k = 0; k < SPPROF_MEM_WINDOW; k++) {
         spprof__mem_entry *e;
         uint64_t cur;
@@ -2969,6 +2966,7 @@ SPPROF__NOINLINE static void spprof__mem_free_slow(uint64_t p, uint64_t h) {
             if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
                 SPPROF__SUB(&spprof__m.map_live, 1u);
                 if (k) SPPROF__ADD(&spprof__m.collisions, k);
+                spprof__bloom_add(spprof__m.bloom, h, 0);
                 spprof__mem_log_freed(&copy, p, spprof__now_ns());
             }
             return;
@@ -2981,8 +2979,8 @@ SPPROF__NOINLINE static void spprof__mem_free_slow(uint64_t p, uint64_t h) {
 }
 
 /* The free fast path: two bits of the bloom filter. */
-static inline void spprof__mem_on_free(void *ptr) {
-    const uint64_t *b = (const uint64_t *)SPPROF__LOAD(&spprof__m.bloom);
+SPPROF__HOT void spprof__mem_on_free(void *ptr) {
+    const uint8_t *b = (const uint8_t *)SPPROF__LOAD(&spprof__m.bloom);
     uint64_t h;
     if (!ptr || !b || spprof__mt.busy) return;  /* busy: the outer hook handled this pointer */
     h = spprof__mem_hash((uint64_t)(uintptr_t)ptr);
@@ -3244,9 +3242,6 @@ static void spprof__mem_atfork_child(void) {
        samples stay: the child's heap is a copy of the parent's, so they are still true there. */
     pthread_mutex_init(&spprof__mem_lock, NULL);
     pthread_mutex_init(&spprof__mem_patch_lock, NULL);
-    /* a bloom rebuild another thread had begun is abandoned (its half-filled filter never becomes active) */
-    __atomic_store_n(&spprof__m.bloom_next, (uint64_t *)NULL, __ATOMIC_SEQ_CST);
-    spprof__m.rebuilding = 0;
 }
 static pthread_once_t spprof__mem_once = PTHREAD_ONCE_INIT;
 static void spprof__mem_once_init(void) { pthread_atfork(NULL, NULL, spprof__mem_atfork_child); }
@@ -3293,13 +3288,17 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
         spprof__m.freed = (spprof__mem_freed *)spprof__mem_map_pages(need);
         spprof__m.freed_cap = c.freed_capacity;
     } else memset(spprof__m.freed, 0, need);
-    if (!spprof__m.bloom) spprof__m.bloom = (uint64_t *)spprof__mem_map_pages(SPPROF_MEM_BLOOM_BITS / 8);
-    else memset(spprof__m.bloom, 0, SPPROF_MEM_BLOOM_BITS / 8);
+    if (!spprof__m.bloom || spprof__m.bloom_mask + 1 != c.heap_map_capacity / 4) {
+        /* a new size: the old filter stays mapped (a late free may still read it) */
+        __atomic_store_n(&spprof__m.bloom, (uint8_t *)NULL, __ATOMIC_SEQ_CST);
+        spprof__m.bloom_mask = c.heap_map_capacity / 4 - 1;
+        __atomic_store_n(&spprof__m.bloom, (uint8_t *)spprof__mem_map_pages(c.heap_map_capacity / 4), __ATOMIC_SEQ_CST);
+    } else memset(spprof__m.bloom, 0, c.heap_map_capacity / 4);
     if (!spprof__m.map || !spprof__m.stacks || !spprof__m.pool || !spprof__m.freed || !spprof__m.bloom) {
         r = spprof__fail(SPPROF_ERR_NO_MEMORY, "spprof_mem_start: mmap of the tables failed: %s", strerror(errno));
         goto out;
     }
-    spprof__m.pool_used = 0; spprof__m.freed_n = 0; spprof__m.map_used = 0; spprof__m.map_live = 0; spprof__m.bloom_inserts = 0;
+    spprof__m.pool_used = 0; spprof__m.freed_n = 0; spprof__m.map_used = 0; spprof__m.map_live = 0;
     spprof__m.samples = spprof__m.frees_seen = spprof__m.collisions = spprof__m.dropped_map = 0;
     spprof__m.dropped_stacks = spprof__m.freed_dropped = spprof__m.stale = spprof__m.ddb = 0;
     spprof__m.cfg = c;
@@ -3345,7 +3344,7 @@ SPPROF_API spprof_result spprof_mem_shutdown(void) {
     spprof__mem_unpatch_all();
     /* Frees from now on stop at the NULL filter. The tables stay mapped: a free that loaded the filter just
        before may still probe the map. */
-    __atomic_store_n(&spprof__m.bloom, (uint64_t *)NULL, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&spprof__m.bloom, (uint8_t *)NULL, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }
@@ -3449,7 +3448,7 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     o->freed_dropped = SPPROF__LOADR(&spprof__m.freed_dropped);
     o->stale_reclaimed = SPPROF__LOADR(&spprof__m.stale);
     o->death_during_birth = SPPROF__LOADR(&spprof__m.ddb);
-    o->bloom_rebuilds = SPPROF__LOADR(&spprof__m.rebuilds);
+    for (i = 0; i <= spprof__m.bloom_mask; i++) o->bloom_saturated += SPPROF__LOADR(&spprof__m.bloom[i]) == 255;
     for (i = 0; i <= spprof__m.stacks_mask; i++) if (SPPROF__LOADR(&spprof__m.stacks[i].ready) == 1) o->unique_stacks++;
     o->frames_used = SPPROF__LOADR(&spprof__m.pool_used);
     if (o->frames_used > spprof__m.pool_cap) o->frames_used = spprof__m.pool_cap;

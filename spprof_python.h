@@ -799,7 +799,7 @@ SPPROF_API void spprof_py_configure(spprof_config *cfg) {
    spprof_alloc_shim_api(): one heap map per process. The hooks keep the interpreter's own ctx pointer as
    theirs and call the saved functions with it, so a thread that reads the allocator while it is being
    swapped (function of one, ctx of the other) still works. */
-typedef struct spprof__py_memdom { PyMemAllocatorEx orig; int installed; } spprof__py_memdom;
+typedef struct spprof__py_memdom { PyMemAllocatorEx orig; int installed; size_t guard_above; } spprof__py_memdom;
 static spprof__py_memdom spprof__py_memdoms[3];  /* RAW, MEM, OBJ */
 static const spprof_mem_api *spprof__py_mapi;
 static int spprof__py_mem_shim;
@@ -810,10 +810,19 @@ static int spprof__py_mem_shim;
                                         else spprof__mem_on_alloc((p), (n), __builtin_frame_address(0)); } while (0)
 #define SPPROF__PY_MEM_FREE(p) do { if (spprof__py_mem_shim) spprof__py_mapi->record_free(p); else spprof__mem_on_free(p); } while (0)
 
+/* Nested calls: a domain's allocator may itself call malloc (pymalloc for requests above 512 bytes, or every
+   request when PYTHONMALLOC=malloc), which the GOT hooks see again; the busy counter around the call makes
+   that inner call neither sample nor count. Requests pymalloc/mimalloc serve themselves need no guard:
+   spprof__py_memdoms[D].guard_above is 448 for them (512 less the debug hooks' padding), 0 when the
+   domain's allocator is the raw one.
+   Frees need no guard at all: the outer hook has already taken the pointer out of the map, so the inner
+   free finds nothing. */
 #define SPPROF__PY_MEM_HOOKS(D)                                                                                   \
     static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
         void *p;                                                                                                \
-        SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.malloc(ctx, n); SPPROF__PY_MEM_LEAVE();           \
+        if (n > spprof__py_memdoms[D].guard_above) {                                                            \
+            SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.malloc(ctx, n); SPPROF__PY_MEM_LEAVE();       \
+        } else p = spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
         if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
         return p;                                                                                               \
     }                                                                                                           \
@@ -832,7 +841,7 @@ static int spprof__py_mem_shim;
     }                                                                                                           \
     static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
         if (p) SPPROF__PY_MEM_FREE(p);                                                                          \
-        SPPROF__PY_MEM_ENTER(); spprof__py_memdoms[D].orig.free(ctx, p); SPPROF__PY_MEM_LEAVE();                 \
+        spprof__py_memdoms[D].orig.free(ctx, p);                                                                \
     }
 SPPROF__PY_MEM_HOOKS(0)
 SPPROF__PY_MEM_HOOKS(1)
@@ -904,6 +913,11 @@ static void spprof__py_mem_hook(int mask) {
         PyMemAllocatorEx a;
         if (!(mask & (1 << d)) || spprof__py_memdoms[d].installed) continue;
         PyMem_GetAllocator(spprof__py_domains[d], &spprof__py_memdoms[d].orig);
+        {   /* the raw domain is malloc; a domain whose allocator is the raw one's (PYTHONMALLOC=malloc) too */
+            PyMemAllocatorEx raw;
+            PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &raw);
+            spprof__py_memdoms[d].guard_above = (d == 0 || spprof__py_memdoms[d].orig.malloc == raw.malloc) ? 0 : 448;  /* 512, less the debug hooks' padding */
+        }
         a.ctx = spprof__py_memdoms[d].orig.ctx;
         a.malloc = d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2;
         a.calloc = d == 0 ? spprof__py_calloc_0 : d == 1 ? spprof__py_calloc_1 : spprof__py_calloc_2;
@@ -1269,7 +1283,7 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         "heap_map_used", (unsigned long long)st.heap_map_used, "collisions", (unsigned long long)st.collisions,
         "dropped_map_full", (unsigned long long)st.dropped_map_full, "dropped_stacks_full", (unsigned long long)st.dropped_stacks_full,
         "freed_dropped", (unsigned long long)st.freed_dropped, "stale_reclaimed", (unsigned long long)st.stale_reclaimed,
-        "death_during_birth", (unsigned long long)st.death_during_birth, "bloom_rebuilds", (unsigned long long)st.bloom_rebuilds,
+        "death_during_birth", (unsigned long long)st.death_during_birth, "bloom_saturated", (unsigned long long)st.bloom_saturated,
         "unique_stacks", (unsigned long long)st.unique_stacks, "frames_used", (unsigned long long)st.frames_used,
         "estimated_live_bytes", (unsigned long long)st.estimated_live_bytes, "estimated_live_count", (unsigned long long)st.estimated_live_count,
         "estimated_allocated_bytes", (unsigned long long)st.estimated_allocated_bytes, "got_entries_patched", (unsigned long long)st.got_entries_patched,

@@ -118,9 +118,9 @@ static void test_death_during_birth(void) {
     uint64_t p = 0x300000000ull, h = spprof__mem_hash(p);
     spprof__mem_entry *e;
     CHECK(spprof_mem_start(&c) == SPPROF_OK, "start");
-    e = &spprof__m.map[(uint32_t)h & spprof__m.map_mask];
+    e = &spprof__m.map[(uint32_t)(h >> 32) & spprof__m.map_mask];
     e->key = p | SPPROF__MEM_BIRTH;
-    spprof__bloom_set(spprof__m.bloom, h);
+    spprof__bloom_add(spprof__m.bloom, h, 1);
     spprof_mem_record_free((void *)(uintptr_t)p);
     CHECK(e->key == (p | SPPROF__MEM_DIED), "the free marked the reserved key (died during birth)");
     e->key = SPPROF__MEM_TOMB;
