@@ -1001,12 +1001,6 @@ SPPROF_API spprof_result spprof_py_mem_shutdown(void) {
     return r;
 }
 
-/* [GIL] Resolves a memory-profiler frame: Python frames by their code object, native ones by symbol. */
-static void spprof__py_mem_resolve(const spprof_frame *f, spprof_symbol *out) {
-    memset(out, 0, sizeof *out);
-    if (spprof_py_resolve(f, out, NULL)) return;
-    if (!spprof_symbolize_native(f->addr, f->aux, out)) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)f->addr);
-}
 
 /* ==== @module =========================================================================================
    The extension module `_spprof` (SPPROF_PYTHON_MODULE). The public Python API (package `spprof`) is a thin
@@ -1240,6 +1234,12 @@ static PyObject *spprof__py_check_layout_fn(PyObject *self, PyObject *args) {
 }
 
 /* -- memory profiler functions (_spprof.mem_*) -- */
+/* [GIL] Resolves a memory-profiler frame: Python frames by their code object, native ones by symbol. */
+static void spprof__py_mem_resolve(const spprof_frame *f, spprof_symbol *out) {
+    memset(out, 0, sizeof *out);
+    if (spprof_py_resolve(f, out, NULL)) return;
+    if (!spprof_symbolize_native(f->addr, f->aux, out)) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)f->addr);
+}
 static PyObject *spprof__py_mem_start_fn(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *kwlist[] = {"sampling_rate", "heap_map_capacity", "max_stacks", "max_frames", "freed_capacity",
                                    "max_depth", "native_hooks", NULL};
