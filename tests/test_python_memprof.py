@@ -312,6 +312,7 @@ def test_stress_a_million_allocations_per_second(run):
           "load": st["heap_map_used"] / st["heap_map_capacity"], "dropped": st["dropped_map_full"]})
     """), timeout=120).ok()
     res = r.result
+    assert res["rate"] > 1e6, res      # measured: 3.3 M/s (3.11 debug build) to 9.5 M/s (3.11), sampling at 1 KiB
     assert res["samples"] > 1000 and res["frees"] > 0.9 * (res["samples"] - res["live"]), res
     assert res["dropped"] == 0, res
     assert res["load"] < 0.75, res
