@@ -551,15 +551,31 @@ static size_t spprof__py_npins, spprof__py_pins_cap;
 static uint32_t spprof__py_pinned_upto;   /* frames [0, upto) of the profile were looked at */
 static int spprof__py_pipe[2] = {-1, -1};
 
+/* The table is used by the pinning thread and by resolution (the CPU profile's, a memory snapshot's): with
+   the GIL that is one at a time, on a free-threaded build it is not, hence the mutex. It is held only for the
+   table itself (Py_INCREF inside, never a call that could run Python code or wait for the interpreter). */
+static pthread_mutex_t spprof__py_pins_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int spprof__py_is_pinned(const void *p) {
     size_t i;
-    if (!spprof__py_pins_cap) return 0;
-    for (i = ((uintptr_t)p >> 4) & (spprof__py_pins_cap - 1); spprof__py_pins[i]; i = (i + 1) & (spprof__py_pins_cap - 1))
-        if (spprof__py_pins[i] == (PyObject *)p) return 1;
-    return 0;
+    int found = 0;
+    pthread_mutex_lock(&spprof__py_pins_mu);
+    if (spprof__py_pins_cap)
+        for (i = ((uintptr_t)p >> 4) & (spprof__py_pins_cap - 1); spprof__py_pins[i]; i = (i + 1) & (spprof__py_pins_cap - 1))
+            if (spprof__py_pins[i] == (PyObject *)p) { found = 1; break; }
+    pthread_mutex_unlock(&spprof__py_pins_mu);
+    return found;
 }
 
+static int spprof__py_pin_add_locked(PyObject *o);
 static int spprof__py_pin_add(PyObject *o) {
+    int r;
+    pthread_mutex_lock(&spprof__py_pins_mu);
+    r = spprof__py_pin_add_locked(o);
+    pthread_mutex_unlock(&spprof__py_pins_mu);
+    return r;
+}
+static int spprof__py_pin_add_locked(PyObject *o) {
     size_t i;
     if (spprof__py_npins + 1 > spprof__py_pins_cap / 2) {
         size_t ncap = spprof__py_pins_cap ? spprof__py_pins_cap * 2 : 1024, k;
@@ -624,11 +640,15 @@ SPPROF_API int spprof_py_pin_code_objects(void) {
 }
 
 SPPROF_API void spprof_py_release_code_objects(void) {
-    size_t i;
-    for (i = 0; i < spprof__py_pins_cap; i++) Py_XDECREF(spprof__py_pins[i]);
-    SPPROF_FREE(spprof__py_pins);
+    size_t i, cap;
+    PyObject **t;
+    pthread_mutex_lock(&spprof__py_pins_mu);
+    t = spprof__py_pins; cap = spprof__py_pins_cap;
     spprof__py_pins = NULL; spprof__py_npins = spprof__py_pins_cap = 0;
     spprof__py_pinned_upto = 0;
+    pthread_mutex_unlock(&spprof__py_pins_mu);
+    for (i = 0; i < cap; i++) Py_XDECREF(t[i]);  /* outside the lock: a weakref callback may run */
+    SPPROF_FREE(t);
 }
 
 /* The pinning thread: woken by the collector's drain hook when new frames were seen; takes the GIL and pins.
@@ -691,6 +711,7 @@ static void spprof__py_drain_hook(uint32_t nframes, void *user) {
 static unsigned spprof__py_mpin_lock_at_fork(void);
 static void spprof__py_atfork_child(void) {
     spprof__py_mpin_lock_at_fork();
+    pthread_mutex_init(&spprof__py_pins_mu, NULL);
     spprof__py_pinning = 0;
     spprof__py_pin_wake = 0;
     spprof__py_pin_started = 0;
