@@ -862,9 +862,33 @@ static int spprof__leaf_return(uintptr_t pc, uintptr_t cand) {
 #endif
 }
 
+/* [signal-safe] Follows the frame-pointer chain from fp, reading only inside [lo, hi) (the thread's stack),
+   appending return addresses to frames[n..max). Shared by the signal handler's walk and the memory
+   profiler's (which runs on the thread itself). With check_exec, a return address must point into the code
+   of a loaded object: anything else means the chain passed through code without frame pointers and the rest
+   would be invented (JIT code ends the walk). */
+SPPROF__NO_SANITIZE
+static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_exec, spprof_frame *frames, int n, int max) {
+    uintptr_t seg_lo = 1, seg_hi = 0;  /* last executable segment a return address fell in */
+    while (n < max) {
+        uintptr_t next, ret;
+        if (fp < lo || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)) != 0) break;
+        next = ((const uintptr_t *)fp)[0];
+        ret = ((const uintptr_t *)fp)[1];
+        if (ret < 4096) break;
+        /* most callers share a segment with the previous one: look the table up only when they do not */
+        if (check_exec && (ret - 1 < seg_lo || ret > seg_hi) && !spprof__exec_segment(ret - 1, &seg_lo, &seg_hi)) break;
+        frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
+        if (next <= fp) break;
+        lo = fp + 2 * sizeof(uintptr_t);  /* callers' frames are above */
+        fp = next;
+    }
+    return n;
+}
+
 SPPROF__NO_SANITIZE
 SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
-    uintptr_t pc, sp, fp, hi, seg_lo = 1, seg_hi = 0;  /* last executable segment a return address fell in */
+    uintptr_t pc, sp, fp, hi;
     int n = 0;
     if (!ctx || !ctx->ucontext || max_frames <= 0) return -1;
     spprof__context_regs(ctx->ucontext, &pc, &sp, &fp);
@@ -888,22 +912,7 @@ SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *fram
         }
     }
 #endif
-    while (n < max_frames) {
-        uintptr_t next, ret;
-        if (fp < sp || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)) != 0) break;
-        next = ((const uintptr_t *)fp)[0];
-        ret = ((const uintptr_t *)fp)[1];
-        /* A return address must point into the code of a loaded object; anything else means the chain
-           passed through code without frame pointers and the rest would be invented (JIT code ends the walk). */
-        if (ret < 4096) break;
-        /* most callers share a segment with the previous one: look the table up only when they do not */
-        if ((ret - 1 < seg_lo || ret > seg_hi) && !spprof__exec_segment(ret - 1, &seg_lo, &seg_hi)) break;
-        frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
-        if (next <= fp) break;
-        sp = fp + 2 * sizeof(uintptr_t);
-        fp = next;
-    }
-    return n;
+    return spprof__fp_chain(fp, sp, hi, 1, frames, n, max_frames);
 }
 
 /* [signal-safe] Find the mapping that contains sp by parsing /proc/self/maps with open/read/close (all three
@@ -2690,7 +2699,6 @@ typedef struct spprof__mem_stack {
 typedef struct spprof__mem_state {
     int state;                 /* as spprof_mem_stats.state */
     uint32_t sess;             /* 0 unless sampling: the fast path's only global read */
-    uint64_t rate;
     spprof_mem_config cfg;
     spprof_mem_walk_fn walker;
     void *walker_user;
@@ -2832,25 +2840,18 @@ static void spprof__mem_log_freed(const spprof__mem_entry *e, uint64_t addr, uin
 
 /* [hook] Frame-pointer walk of the calling thread from frame address fp, inside its own stack mapping (found
    once per thread from /proc/self/maps with open/read). Reads stay in that mapping, so a chain broken by code
-   without frame pointers ends the walk instead of faulting. */
+   without frame pointers ends the walk instead of faulting. Return addresses are not checked against the
+   loaded code: the sampler's table of it is freed at its stop, which does not wait for allocation hooks. */
 static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, void *user) {
     spprof__mem_tls *t = &spprof__mt;
     uintptr_t fp = (uintptr_t)fp_;
-    int n = 0;
     (void)user;
     if (!t->stack_hi || fp < t->stack_lo || fp >= t->stack_hi) {
         uintptr_t lo, hi;
         if (!spprof__find_mapping(fp, &lo, &hi)) return 0;
         t->stack_lo = lo; t->stack_hi = hi;
     }
-    while (n < max && fp >= t->stack_lo && fp <= t->stack_hi - 2 * sizeof(uintptr_t) && !(fp & (sizeof(uintptr_t) - 1))) {
-        uintptr_t next = ((const uintptr_t *)fp)[0], ret = ((const uintptr_t *)fp)[1];
-        if (ret < 4096) break;
-        frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
-        if (next <= fp) break;
-        fp = next;
-    }
-    return n;
+    return spprof__fp_chain(fp, t->stack_lo, t->stack_hi, 0, frames, 0, max);
 }
 
 /* The heap map is open addressing within a window: p lives in one of the SPPROF_MEM_WINDOW slots from its
@@ -2921,20 +2922,20 @@ SPPROF__NOINLINE static void spprof__mem_sample(spprof__mem_tls *t, void *ptr, s
         if (!t->rng) t->rng = 1;
         t->sess = sess;
         if (!sess) { t->left = INT64_MAX; return; }   /* not sampling: the fast path ends up here again */
-        t->left = spprof__mem_draw(t, spprof__m.rate) - (int64_t)size;
+        t->left = spprof__mem_draw(t, spprof__m.cfg.sampling_rate) - (int64_t)size;
         if (t->left > 0) return;
     }
     if (!sess) { t->left = INT64_MAX; return; }
     /* One sample, however many thresholds the allocation crossed; the next threshold counts from its end
        (memoryless, so the process over the bytes stays Poisson). */
-    t->left = spprof__mem_draw(t, spprof__m.rate);
+    t->left = spprof__mem_draw(t, spprof__m.cfg.sampling_rate);
     if (t->busy || !ptr) return;   /* the profiler's own allocation, or one inside another hook */
     t->busy++;
     n = spprof__m.walker ? spprof__m.walker(frames, spprof__m.cfg.max_depth, fp, spprof__m.walker_user) : 0;
     if (n < 0) n = 0;
     stack = spprof__mem_intern(frames, n);
     if (stack == SPPROF__MEM_NOSTACK) SPPROF__ADD(&spprof__m.dropped_stacks, 1);
-    w = spprof__mem_inv_p(size, spprof__m.rate);
+    w = spprof__mem_inv_p(size, spprof__m.cfg.sampling_rate);
     if (stack != SPPROF__MEM_NOSTACK) {
         SPPROF__ADD(&spprof__m.stacks[stack].samples, 1);
         SPPROF__ADD(&spprof__m.stacks[stack].est_bytes, (uint64_t)(w * (double)size + 0.5));
@@ -3302,7 +3303,6 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     spprof__m.samples = spprof__m.frees_seen = spprof__m.collisions = spprof__m.dropped_map = 0;
     spprof__m.dropped_stacks = spprof__m.freed_dropped = spprof__m.stale = spprof__m.ddb = 0;
     spprof__m.cfg = c;
-    spprof__m.rate = c.sampling_rate;
     if (c.walker) { spprof__m.walker = c.walker; spprof__m.walker_user = c.walker_user; }
     else { spprof__m.walker = spprof__mem_walk_native; spprof__m.walker_user = NULL; }
     if (c.hook_native) {
@@ -3373,7 +3373,7 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
             if (k <= SPPROF__MEM_TOMB || (k & 7) || k != e.key) continue;  /* empty, tombstone, in flux */
             memset(&s, 0, sizeof s);
             s.addr = k; s.size = e.size; s.t_alloc_ns = e.t_alloc; s.tid = e.tid; s.stack_id = e.stack;
-            s.est_count = spprof__mem_inv_p(e.size, spprof__m.rate); s.est_bytes = s.est_count * (double)e.size;
+            s.est_count = spprof__mem_inv_p(e.size, spprof__m.cfg.sampling_rate); s.est_bytes = s.est_count * (double)e.size;
             if (e.stack != SPPROF__MEM_NOSTACK && e.stack <= spprof__m.stacks_mask && spprof__m.stacks[e.stack].ready == 1) {
                 s.frames = &spprof__m.pool[spprof__m.stacks[e.stack].off]; s.nframes = spprof__m.stacks[e.stack].n;
             }
@@ -3389,7 +3389,7 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
             memset(&s, 0, sizeof s);
             s.addr = f->addr; s.size = f->size; s.t_alloc_ns = f->t_alloc; s.t_free_ns = f->t_free ? f->t_free : 1;
             s.tid = f->tid; s.stack_id = f->stack;
-            s.est_count = spprof__mem_inv_p(f->size, spprof__m.rate); s.est_bytes = s.est_count * (double)f->size;
+            s.est_count = spprof__mem_inv_p(f->size, spprof__m.cfg.sampling_rate); s.est_bytes = s.est_count * (double)f->size;
             if (f->stack != SPPROF__MEM_NOSTACK && f->stack <= spprof__m.stacks_mask && spprof__m.stacks[f->stack].ready == 1) {
                 s.frames = &spprof__m.pool[spprof__m.stacks[f->stack].off]; s.nframes = spprof__m.stacks[f->stack].n;
             }
@@ -3453,11 +3453,11 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     o->frames_used = SPPROF__LOADR(&spprof__m.pool_used);
     if (o->frames_used > spprof__m.pool_cap) o->frames_used = spprof__m.pool_cap;
     o->got_entries_patched = spprof__m.got_patched;
-    o->sampling_rate = spprof__m.rate;
+    o->sampling_rate = spprof__m.cfg.sampling_rate;
     return SPPROF_OK;
 }
 
-typedef struct spprof__mem_wc { FILE *f; int which; } spprof__mem_wc;
+typedef struct spprof__mem_wc { FILE *f; } spprof__mem_wc;
 static void spprof__mem_wc_line(FILE *f, const spprof_frame *fr, int n, double bytes) {
     int m;
     for (m = n; m-- > 0;) {
@@ -3485,7 +3485,7 @@ SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which)
     spprof__mem_wc w;
     spprof_result r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
-    w.f = o.f; w.which = which;
+    w.f = o.f;
     spprof__mt.busy++;
     r = (which & SPPROF_MEM_FREED) ? spprof_mem_foreach_stack(spprof__mem_wc_stack, &w) : spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_wc_live, &w);
     spprof__mt.busy--;

@@ -567,14 +567,6 @@ static int spprof__py_is_pinned(const void *p) {
     return found;
 }
 
-static int spprof__py_pin_add_locked(PyObject *o);
-static int spprof__py_pin_add(PyObject *o) {
-    int r;
-    pthread_mutex_lock(&spprof__py_pins_mu);
-    r = spprof__py_pin_add_locked(o);
-    pthread_mutex_unlock(&spprof__py_pins_mu);
-    return r;
-}
 static int spprof__py_pin_add_locked(PyObject *o) {
     size_t i;
     if (spprof__py_npins + 1 > spprof__py_pins_cap / 2) {
@@ -596,6 +588,14 @@ static int spprof__py_pin_add_locked(PyObject *o) {
     spprof__py_pins[i] = o;
     spprof__py_npins++;
     return 1;
+}
+
+static int spprof__py_pin_add(PyObject *o) {
+    int r;
+    pthread_mutex_lock(&spprof__py_pins_mu);
+    r = spprof__py_pin_add_locked(o);
+    pthread_mutex_unlock(&spprof__py_pins_mu);
+    return r;
 }
 
 /* Is p a live code object? Copying its header through a pipe fails with EFAULT instead of faulting when the
@@ -708,9 +708,9 @@ static void spprof__py_drain_hook(uint32_t nframes, void *user) {
 
 /* Threads are not inherited by a fork child, and a condition variable that had a waiter (the pinning thread)
    must not be used again there: start over with fresh ones. */
-static unsigned spprof__py_mpin_lock_at_fork(void);
+static uint32_t spprof__py_mpin_lock;  /* the memory profiler's pin table try-lock (@memprof) */
 static void spprof__py_atfork_child(void) {
-    spprof__py_mpin_lock_at_fork();
+    spprof__py_mpin_lock = 0;  /* the thread that held it does not exist here */
     pthread_mutex_init(&spprof__py_pins_mu, NULL);
     spprof__py_pinning = 0;
     spprof__py_pin_wake = 0;
@@ -876,7 +876,7 @@ SPPROF__PY_MEM_HOOKS(2)
    stops. */
 #define SPPROF__PY_MPIN_CAP 65536u
 static PyObject **spprof__py_mpins;
-static uint32_t spprof__py_mpins_n, spprof__py_mpin_lock;
+static uint32_t spprof__py_mpins_n;
 
 static void spprof__py_mem_pin(const spprof_frame *f, int n) {
     uint32_t zero = 0;
@@ -899,9 +899,6 @@ static void spprof__py_mem_pin(const spprof_frame *f, int n) {
     }
     __atomic_store_n(&spprof__py_mpin_lock, 0u, __ATOMIC_RELEASE);
 }
-
-/* fork child: the thread that held the try-lock does not exist there */
-static unsigned spprof__py_mpin_lock_at_fork(void) { return spprof__py_mpin_lock = 0; }
 
 /* [GIL] Drops the references of the last session. */
 static void spprof__py_mem_unpin(void) {
@@ -1047,6 +1044,9 @@ static PyObject *spprof__py_none_or_raise(spprof_result r) {
     if (r != SPPROF_OK) return spprof__py_raise(r);
     Py_RETURN_NONE;
 }
+/* A module function without arguments that calls an spprof function and returns None or raises. */
+#define SPPROF__PY_NOARGS_CALL(name, call) \
+    static PyObject *name(PyObject *self, PyObject *noargs) { (void)self; (void)noargs; return spprof__py_none_or_raise(call); }
 
 static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *kwlist[] = {"interval_ns", "mode", "max_depth", "memory_limit", "source", "native", NULL};
@@ -1070,22 +1070,9 @@ static PyObject *spprof__py_start(PyObject *self, PyObject *args, PyObject *kw) 
     return spprof__py_none_or_raise(spprof_py_start(&cfg));
 }
 
-static PyObject *spprof__py_stop(PyObject *self, PyObject *noargs) {
-    spprof_result r;
-    (void)self; (void)noargs;
-    r = spprof_py_stop();
-    return spprof__py_none_or_raise(r);
-}
-
-static PyObject *spprof__py_pause(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    return spprof__py_none_or_raise(spprof_pause());
-}
-
-static PyObject *spprof__py_resume(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    return spprof__py_none_or_raise(spprof_resume());
-}
+SPPROF__PY_NOARGS_CALL(spprof__py_stop, spprof_py_stop())
+SPPROF__PY_NOARGS_CALL(spprof__py_pause, spprof_pause())
+SPPROF__PY_NOARGS_CALL(spprof__py_resume, spprof_resume())
 
 static PyObject *spprof__py_is_active(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
@@ -1218,10 +1205,7 @@ static PyObject *spprof__py_set_thread_name(PyObject *self, PyObject *args) {
     return PyBool_FromLong(spprof_thread_set_name(tid, name) == SPPROF_OK);
 }
 
-static PyObject *spprof__py_register_thread(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    return spprof__py_none_or_raise(spprof_thread_register());
-}
+SPPROF__PY_NOARGS_CALL(spprof__py_register_thread, spprof_thread_register())
 
 static PyObject *spprof__py_gettid(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
@@ -1277,14 +1261,8 @@ static PyObject *spprof__py_mem_start_fn(PyObject *self, PyObject *args, PyObjec
     r = spprof_py_mem_start(&c);
     return spprof__py_none_or_raise(r);
 }
-static PyObject *spprof__py_mem_stop_fn(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    return spprof__py_none_or_raise(spprof_py_mem_stop());
-}
-static PyObject *spprof__py_mem_shutdown_fn(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    return spprof__py_none_or_raise(spprof_py_mem_shutdown());
-}
+SPPROF__PY_NOARGS_CALL(spprof__py_mem_stop_fn, spprof_py_mem_stop())
+SPPROF__PY_NOARGS_CALL(spprof__py_mem_shutdown_fn, spprof_py_mem_shutdown())
 static PyObject *spprof__py_mem_state_fn(PyObject *self, PyObject *noargs) {
     static const char *names[4] = {"off", "sampling", "stopped", "shutdown"};
     int st = spprof__py_mem_api()->state();

@@ -2,7 +2,6 @@
 scoping, lifetimes, threads, fork, stress, overflow, re-entrancy, CPU + memory together, bad input,
 `record --memory`. Every check runs in a subprocess under each interpreter (see conftest)."""
 import json
-import os
 import subprocess
 import textwrap
 

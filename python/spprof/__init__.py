@@ -173,8 +173,7 @@ class Profile:
         """The Speedscope document (https://www.speedscope.app/file-format-schema.json) as a dict."""
         interval_ns = int(round(self.interval_ms * 1e6))
         t0 = int(round(self.start_time * 1e9))
-        frame_index: Dict[Frame, int] = {}
-        frames: List[Dict[str, Any]] = []
+        frames = _SpeedscopeFrames()
         per_thread: Dict[int, List[Sample]] = {}
         for s in self.samples:
             per_thread.setdefault(s.thread_id, []).append(s)
@@ -182,19 +181,7 @@ class Profile:
         for tid, runs in per_thread.items():
             stacks, weights = [], []
             for s in runs:
-                stack = []
-                for f in s.frames:  # root first, as Speedscope wants
-                    i = frame_index.get(f)
-                    if i is None:
-                        i = frame_index[f] = len(frames)
-                        d: Dict[str, Any] = {"name": f.function or "?"}
-                        if f.file:
-                            d["file"] = f.file
-                        if f.line > 0:
-                            d["line"] = f.line
-                        frames.append(d)
-                    stack.append(i)
-                stacks.append(stack)
+                stacks.append(frames.stack(s.frames))  # root first, as Speedscope wants
                 weights.append(s.weight * interval_ns)
             start = max(0, int(round(runs[0].timestamp * 1e9)) - t0)
             profiles.append({
@@ -209,14 +196,7 @@ class Profile:
         if not profiles:  # a valid file that viewers still open
             profiles.append({"type": "sampled", "name": "no samples", "unit": "nanoseconds",
                              "startValue": 0, "endValue": 0, "samples": [], "weights": []})
-        return {
-            "$schema": "https://www.speedscope.app/file-format-schema.json",
-            "exporter": f"spprof {__version__} (python)",
-            "name": f"spprof profile ({self.mode} time, {self.interval_ms:g} ms)",
-            "activeProfileIndex": 0,
-            "shared": {"frames": frames},
-            "profiles": profiles,
-        }
+        return _speedscope_document(f"spprof profile ({self.mode} time, {self.interval_ms:g} ms)", frames, profiles)
 
     def to_collapsed(self, threads: bool = False) -> str:
         """Collapsed stacks: one "root;...;leaf COUNT" line per distinct stack, COUNT in sampling intervals
@@ -238,18 +218,57 @@ class Profile:
         else -> collapsed). threads: collapsed only, prefix each stack with its thread.
         The file is written to a temporary file next to it and renamed, so a failed save leaves no partial
         file; it raises OSError with the reason and this Profile is unchanged (save it elsewhere)."""
-        path = os.fspath(path)
-        if not isinstance(path, str):
-            path = os.fsdecode(path)
-        if not path:
-            raise ValueError("Profile.save: path is empty")
-        fmt = _format_for(path, format)
-        if fmt == "speedscope":
-            data = json.dumps(self.to_speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
-        else:
-            data = self.to_collapsed(threads=threads)
-        _atomic_write(path, data)
-        return path
+        return _save(path, format, "Profile.save", self.to_speedscope, lambda: self.to_collapsed(threads=threads))
+
+
+class _SpeedscopeFrames:
+    """The shared frame table of a Speedscope document: each distinct Frame once, stacks as indices."""
+
+    def __init__(self) -> None:
+        self.index: Dict[Frame, int] = {}
+        self.frames: List[Dict[str, Any]] = []
+
+    def stack(self, frames: Iterable[Frame]) -> List[int]:
+        out = []
+        for f in frames:
+            i = self.index.get(f)
+            if i is None:
+                i = self.index[f] = len(self.frames)
+                d: Dict[str, Any] = {"name": f.function or "?"}
+                if f.file:
+                    d["file"] = f.file
+                if f.line > 0:
+                    d["line"] = f.line
+                self.frames.append(d)
+            out.append(i)
+        return out
+
+
+def _speedscope_document(name: str, frames: _SpeedscopeFrames, profiles: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {
+        "$schema": "https://www.speedscope.app/file-format-schema.json",
+        "exporter": f"spprof {__version__} (python)",
+        "name": name,
+        "activeProfileIndex": 0,
+        "shared": {"frames": frames.frames},
+        "profiles": profiles,
+    }
+
+
+def _save(path: "os.PathLike[str] | str", format: Optional[str], what: str,
+          speedscope: Callable[[], Dict[str, Any]], collapsed: Callable[[], str]) -> str:
+    """Writes speedscope() as JSON or collapsed() as text to path (format, or by extension), atomically."""
+    path = os.fspath(path)
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
+    if not path:
+        raise ValueError(f"{what}: path is empty")
+    if _format_for(path, format) == "speedscope":
+        data = json.dumps(speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
+    else:
+        data = collapsed()
+    _atomic_write(path, data)
+    return path
 
 
 def _collapsed_name(s: str) -> str:

@@ -25,12 +25,11 @@ libspprof_alloc.so instead, which sees malloc from process start.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import time
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from . import Error, Frame, __version__, _atomic_write, _check_number, _collapsed_name, _format_for
+from . import Error, Frame, _check_number, _collapsed_name, _save, _speedscope_document, _SpeedscopeFrames
 from . import _spprof as _C
 
 __all__ = ["Error", "start", "stop", "shutdown", "get_snapshot", "get_stats", "state", "is_active", "HeapSnapshot",
@@ -149,56 +148,21 @@ class HeapSnapshot:
     def to_speedscope(self) -> Dict[str, Any]:
         """Speedscope document with two profiles, weighted in bytes: the live heap, and everything the
         session allocated (per stack)."""
-        frame_index: Dict[Frame, int] = {}
-        frames: List[Dict[str, Any]] = []
+        frames = _SpeedscopeFrames()
         profiles = []
         for name, live in (("live heap (estimated bytes)", True), ("allocated during the session (estimated bytes)", False)):
-            stacks, weights = [], []
-            for fr, nbytes in self._stacks(live):
-                w = int(round(nbytes))
-                if w <= 0:
-                    continue
-                st = []
-                for f in fr:
-                    i = frame_index.get(f)
-                    if i is None:
-                        i = frame_index[f] = len(frames)
-                        d: Dict[str, Any] = {"name": f.function or "?"}
-                        if f.file:
-                            d["file"] = f.file
-                        if f.line > 0:
-                            d["line"] = f.line
-                        frames.append(d)
-                    st.append(i)
-                stacks.append(st)
-                weights.append(w)
+            rows = [(fr, int(round(nbytes))) for fr, nbytes in self._stacks(live)]
+            stacks = [frames.stack(fr) for fr, w in rows if w > 0]
+            weights = [w for fr, w in rows if w > 0]
             profiles.append({"type": "sampled", "name": name, "unit": "bytes", "startValue": 0,
                              "endValue": sum(weights), "samples": stacks, "weights": weights})
-        return {
-            "$schema": "https://www.speedscope.app/file-format-schema.json",
-            "exporter": f"spprof {__version__} (python)",
-            "name": f"spprof heap snapshot (1 sample per {self.sampling_rate} bytes)",
-            "activeProfileIndex": 0,
-            "shared": {"frames": frames},
-            "profiles": profiles,
-        }
+        return _speedscope_document(f"spprof heap snapshot (1 sample per {self.sampling_rate} bytes)", frames, profiles)
 
     def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, live: bool = True) -> str:
         """Write the snapshot: "speedscope" (JSON, both views) or "collapsed" (live heap; live=False: all
         allocations); None picks by extension (.json -> speedscope). Written atomically; on failure OSError
         says why and the snapshot is unchanged (save it elsewhere)."""
-        path = os.fspath(path)
-        if not isinstance(path, str):
-            path = os.fsdecode(path)
-        if not path:
-            raise ValueError("HeapSnapshot.save: path is empty")
-        fmt = _format_for(path, format)
-        if fmt == "speedscope":
-            data = json.dumps(self.to_speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
-        else:
-            data = self.to_collapsed(live=live)
-        _atomic_write(path, data)
-        return path
+        return _save(path, format, "HeapSnapshot.save", self.to_speedscope, lambda: self.to_collapsed(live=live))
 
 
 def start(sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, *, native_hooks: bool = True, max_depth: int = 64,
