@@ -127,6 +127,25 @@ static void test_death_during_birth(void) {
     spprof_mem_stop();
 }
 
+/* The filter forgets a freed sample (counting filter), and an address allocated again without its free
+   being seen is logged as freed then. */
+static void test_filter_and_stale(void) {
+    spprof_mem_config c = t_mem(1);
+    spprof_mem_stats st;
+    void *p = (void *)(uintptr_t)0x900000000ull;
+    CHECK(spprof_mem_start(&c) == SPPROF_OK, "start");
+    spprof_mem_record_alloc(p, 64);
+    CHECK(spprof__bloom_test(spprof__m.bloom, spprof__mem_hash((uint64_t)(uintptr_t)p)), "a sampled pointer passes the filter");
+    spprof_mem_record_free(p);
+    CHECK(!spprof__bloom_test(spprof__m.bloom, spprof__mem_hash((uint64_t)(uintptr_t)p)), "after its free it no longer does");
+    spprof_mem_record_alloc(p, 64);
+    spprof_mem_record_alloc(p, 128);  /* again, without a free in between */
+    spprof_mem_get_stats(&st);
+    CHECK(st.stale_reclaimed == 1 && st.live_samples == 1 && st.frees_seen == 2, "stale entry logged as freed (%llu stale, %llu live, %llu frees)",
+          (unsigned long long)st.stale_reclaimed, (unsigned long long)st.live_samples, (unsigned long long)st.frees_seen);
+    spprof_mem_stop();
+}
+
 static void test_overflow(void) {
     spprof_mem_config c = t_mem(1);
     spprof_mem_stats st;
@@ -264,6 +283,7 @@ int main(void) {
     test_unbiased();
     test_concurrent();
     test_death_during_birth();
+    test_filter_and_stale();
     test_overflow();
     test_stack_table_full();
     test_fork();
