@@ -3017,29 +3017,34 @@ typedef struct spprof__mem_real {
 } spprof__mem_real;
 static spprof__mem_real spprof__mr;
 
-static void *spprof__h_malloc(size_t n) { void *p = spprof__mr.malloc_(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
-static void *spprof__h_calloc(size_t a, size_t b) {
-    void *p = spprof__mr.calloc_(a, b);
-    if (p) spprof__mem_on_alloc(p, a * b, __builtin_frame_address(0));
-    return p;
-}
-static void *spprof__h_realloc(void *old, size_t n) {
-    void *p;
-    if (old) spprof__mem_on_free(old);  /* before: once realloc returns, old may belong to someone else */
-    p = spprof__mr.realloc_(old, n);
-    if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0));
-    return p;
-}
-static void spprof__h_free(void *p) { spprof__mem_on_free(p); spprof__mr.free_(p); }
+/* The malloc family's wrappers, written once and defined twice: here as GOT hooks (static, calling what
+   dlsym found), and in the LD_PRELOAD library as malloc & co. themselves (calling glibc's __libc_*).
+   LINK: linkage; NAME(x): the wrapper's name; REAL(x): the function it wraps. A realloc takes the old
+   pointer out first: once realloc returns, that address may already be someone else's. */
+#define SPPROF__MEM_ALLOCATED(p, n) do { if (p) spprof__mem_on_alloc((p), (n), __builtin_frame_address(0)); } while (0)
+#define SPPROF__MEM_WRAPPERS(LINK, NAME, REAL)                                                                      \
+    LINK void *NAME(malloc)(size_t n) { void *p = REAL(malloc)(n); SPPROF__MEM_ALLOCATED(p, n); return p; }           \
+    LINK void *NAME(calloc)(size_t a, size_t b) { void *p = REAL(calloc)(a, b); SPPROF__MEM_ALLOCATED(p, a * b); return p; } \
+    LINK void *NAME(realloc)(void *old, size_t n) {                                                               \
+        void *p;                                                                                                  \
+        if (old) spprof__mem_on_free(old);                                                                        \
+        p = REAL(realloc)(old, n);                                                                                \
+        SPPROF__MEM_ALLOCATED(p, n);                                                                              \
+        return p;                                                                                                 \
+    }                                                                                                             \
+    LINK void NAME(free)(void *p) { spprof__mem_on_free(p); REAL(free)(p); }                                      \
+    LINK void *NAME(memalign)(size_t al, size_t n) { void *p = REAL(memalign)(al, n); SPPROF__MEM_ALLOCATED(p, n); return p; } \
+    LINK void *NAME(valloc)(size_t n) { void *p = REAL(valloc)(n); SPPROF__MEM_ALLOCATED(p, n); return p; }           \
+    LINK void *NAME(pvalloc)(size_t n) { void *p = REAL(pvalloc)(n); SPPROF__MEM_ALLOCATED(p, n); return p; }
+#define SPPROF__H_NAME(x) spprof__h_##x
+#define SPPROF__MR_REAL(x) spprof__mr.x##_
+SPPROF__MEM_WRAPPERS(static, SPPROF__H_NAME, SPPROF__MR_REAL)
 static int spprof__h_posix_memalign(void **out, size_t al, size_t n) {
     int r = spprof__mr.posix_memalign_(out, al, n);
-    if (!r && *out) spprof__mem_on_alloc(*out, n, __builtin_frame_address(0));
+    if (!r) SPPROF__MEM_ALLOCATED(*out, n);
     return r;
 }
-static void *spprof__h_aligned_alloc(size_t al, size_t n) { void *p = spprof__mr.aligned_alloc_(al, n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
-static void *spprof__h_memalign(size_t al, size_t n) { void *p = spprof__mr.memalign_(al, n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
-static void *spprof__h_valloc(size_t n) { void *p = spprof__mr.valloc_(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
-static void *spprof__h_pvalloc(size_t n) { void *p = spprof__mr.pvalloc_(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+static void *spprof__h_aligned_alloc(size_t al, size_t n) { void *p = spprof__mr.aligned_alloc_(al, n); SPPROF__MEM_ALLOCATED(p, n); return p; }
 static void spprof__mem_patch_all(void);
 static void *spprof__h_dlopen(const char *file, int flags) {
     void *h = spprof__mr.dlopen_(file, flags);
@@ -3525,34 +3530,24 @@ extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 #define SPPROF__SHIM_API __attribute__((visibility("default")))
-SPPROF__SHIM_API void *malloc(size_t n) { void *p = __libc_malloc(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
-SPPROF__SHIM_API void *calloc(size_t a, size_t b) { void *p = __libc_calloc(a, b); if (p) spprof__mem_on_alloc(p, a * b, __builtin_frame_address(0)); return p; }
-SPPROF__SHIM_API void *realloc(void *old, size_t n) {
-    void *p;
-    if (old) spprof__mem_on_free(old);
-    p = __libc_realloc(old, n);
-    if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0));
-    return p;
-}
+#define SPPROF__SHIM_NAME(x) x
+#define SPPROF__LIBC_REAL(x) __libc_##x
+SPPROF__MEM_WRAPPERS(SPPROF__SHIM_API, SPPROF__SHIM_NAME, SPPROF__LIBC_REAL)
 SPPROF__SHIM_API void *reallocarray(void *old, size_t a, size_t b) {
     if (b && a > (size_t)-1 / b) { errno = ENOMEM; return NULL; }
     return realloc(old, a * b);
 }
-SPPROF__SHIM_API void free(void *p) { spprof__mem_on_free(p); __libc_free(p); }
 SPPROF__SHIM_API void cfree(void *p) { free(p); }
 SPPROF__SHIM_API int posix_memalign(void **out, size_t al, size_t n) {
     void *p;
     if (al < sizeof(void *) || (al & (al - 1))) return EINVAL;
     p = __libc_memalign(al, n);
     if (!p) return ENOMEM;
-    spprof__mem_on_alloc(p, n, __builtin_frame_address(0));
+    SPPROF__MEM_ALLOCATED(p, n);
     *out = p;
     return 0;
 }
-SPPROF__SHIM_API void *aligned_alloc(size_t al, size_t n) { void *p = __libc_memalign(al, n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
-SPPROF__SHIM_API void *memalign(size_t al, size_t n) { void *p = __libc_memalign(al, n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
-SPPROF__SHIM_API void *valloc(size_t n) { void *p = __libc_valloc(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
-SPPROF__SHIM_API void *pvalloc(size_t n) { void *p = __libc_pvalloc(n); if (p) spprof__mem_on_alloc(p, n, __builtin_frame_address(0)); return p; }
+SPPROF__SHIM_API void *aligned_alloc(size_t al, size_t n) { void *p = __libc_memalign(al, n); SPPROF__MEM_ALLOCATED(p, n); return p; }
 SPPROF__SHIM_API const spprof_mem_api *spprof_alloc_shim_api(void) { return spprof_mem_get_api(); }
 
 __attribute__((constructor)) static void spprof__shim_init(void) {
