@@ -86,8 +86,10 @@ def test_no_double_counting_when_pymalloc_is_off(run):
     truth = sum(sys.getsizeof(b) for b in kept)
     snap = mp.get_snapshot(freed=False)
     emit({"truth": truth, "mine": sum(s.estimated_bytes for s in snap.samples if s.frames and s.frames[-1].function == "keep_these")})
-    """), env={"PYTHONMALLOC": "malloc"}).ok()
-    res = r.result
+    """), env={"PYTHONMALLOC": "malloc"})
+    if r.returncode != 0 and "PYTHONMALLOC: unknown allocator" in r.stderr:
+        pytest.skip("this build has no PYTHONMALLOC=malloc (free-threaded builds: mimalloc only)")
+    res = r.ok().result
     assert abs(res["mine"] / res["truth"] - 1) < 0.15, res   # standard deviation ~3 %; counted twice: ~+100 %
 
 
