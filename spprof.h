@@ -31,7 +31,8 @@
    frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the ring into
    a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded by a memory
    limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope JSON or
-   collapsed stacks.
+   collapsed stacks: a regular file (a symlink: its target) atomically by rename, a device, FIFO or
+   /dev/stdout-style path in place, never replaced.
 
    Does not do (yet): macOS / Windows samplers; DWARF / libunwind unwinding. Build the code you profile with
    -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller
@@ -2390,9 +2391,11 @@ SPPROF_API int spprof_resolve(const spprof_frame *f, spprof_symbol *out) {
 }
 
 /* ==== @writers ========================================================================================
-   Both writers hold prof_lock while they run (the collector waits), write to "<path>.tmp.<pid>" and rename
-   it over path only when everything was written, so a failed write never leaves a truncated file and never
-   loses the profile: it stays in memory and can be written again elsewhere. */
+   Both writers hold prof_lock while they run (the collector waits). A regular file (or a symlink to one, which
+   stays a symlink) is written to "<real target>.tmp.<pid>" and renamed over the target only when everything
+   was written, so a failed write never leaves a truncated file; devices, FIFOs and /dev/stdout-style paths are
+   written in place, never replaced (spprof__out_open). A failed write never loses the profile: it stays in
+   memory and can be written again elsewhere. */
 SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) {
     spprof__profile *p = &spprof__g.prof;
     spprof_frame buf[SPPROF_MAX_DEPTH_LIMIT];
@@ -2443,25 +2446,107 @@ static void spprof__json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-typedef struct spprof__out { FILE *f; char tmp[4096]; const char *path; } spprof__out;
+/* The one output policy of every writer (Python's spprof._write_output does the same):
+   - "/dev/stdout", "/dev/stderr", "/dev/fd/N", "/proc/self/fd/N": written to a dup of that descriptor (its
+     offset and O_APPEND; reopening would start at offset 0, a rename would replace what the shell opened);
+   - an existing path that is not a regular file (character device, FIFO, socket): opened for writing in
+     place, without O_CREAT / O_TRUNC, never renamed over (/dev/null stays a device, /dev/full gives ENOSPC);
+   - otherwise (a regular file or nothing): symlinks resolved, "<real>.tmp.<pid>" written beside the real
+     target with the target's permission bits (else 0666 & ~umask) and renamed over it at close: a symlink
+     stays a symlink, a failed write leaves no partial file.
+   tmp is "" when writing in place, so the callers' unlink(o.tmp) on an error is then a harmless ENOENT. */
+typedef struct spprof__out { FILE *f; char tmp[4096]; char real[4096]; const char *path; } spprof__out;
+
+/* The descriptor a /dev/stdout-style path names, else -1. */
+static int spprof__out_fd_path(const char *path) {
+    const char *num = NULL;
+    char *end;
+    long n;
+    if (!strcmp(path, "/dev/stdout")) return 1;
+    if (!strcmp(path, "/dev/stderr")) return 2;
+    if (!strncmp(path, "/dev/fd/", 8)) num = path + 8;
+    else if (!strncmp(path, "/proc/self/fd/", 14)) num = path + 14;
+    if (!num || *num < '0' || *num > '9') return -1;
+    n = strtol(num, &end, 10);
+    return (*end || n > 1 << 20) ? -1 : (int)n;
+}
+
+/* real := path with its symlinks followed (also a dangling last link: its target is what gets written). */
+static int spprof__out_resolve(const char *path, char *real, size_t cap) {
+    char cur[4096], link[4096];
+    int hops;
+    if ((size_t)snprintf(cur, sizeof cur, "%s", path) >= sizeof cur) return ENAMETOOLONG;
+    for (hops = 0; hops < 40; hops++) {
+        struct stat ls;
+        ssize_t n;
+        if (realpath(cur, real) && strlen(real) < cap) return 0;
+        if (lstat(cur, &ls) != 0 || !S_ISLNK(ls.st_mode)) break;  /* absent: written as named */
+        n = readlink(cur, link, sizeof link - 1);
+        if (n < 0) return errno;
+        link[n] = 0;
+        if (link[0] != '/') {  /* relative to the link's directory */
+            char *slash = strrchr(cur, '/');
+            char joined[4096];
+            int len = slash ? (int)(slash - cur + 1) : 0;
+            if ((size_t)snprintf(joined, sizeof joined, "%.*s%s", len, cur, link) >= sizeof joined) return ENAMETOOLONG;
+            memcpy(cur, joined, sizeof cur);
+        } else {
+            memcpy(cur, link, (size_t)n + 1);
+        }
+    }
+    if (hops == 40) return ELOOP;
+    if ((size_t)snprintf(real, cap, "%s", cur) >= cap) return ENAMETOOLONG;
+    return 0;
+}
 
 static spprof_result spprof__out_open(spprof__out *o, const char *path) {
+    struct stat st;
+    int fd = -1;
+    int have;
+    int err;
     if (!path || !path[0]) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "output path is empty");
+    have = stat(path, &st) == 0;
     o->path = path;
-    if ((size_t)snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%d", path, (int)getpid()) >= sizeof o->tmp)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "output path is too long");
-    o->f = fopen(o->tmp, "w");
-    if (!o->f) return spprof__fail(SPPROF_ERR_IO, "cannot write '%s': %s (the profile is kept in memory; write it elsewhere)", path, strerror(errno));
-    return SPPROF_OK;
+    o->tmp[0] = 0;
+    o->real[0] = 0;
+    if (spprof__out_fd_path(path) >= 0) {
+        fd = fcntl(spprof__out_fd_path(path), F_DUPFD_CLOEXEC, 3);
+    } else if (have && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) { errno = EISDIR; goto fail; }
+        fd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC);  /* in place: no O_CREAT, no O_TRUNC */
+    } else {
+        err = spprof__out_resolve(path, o->real, sizeof o->real);
+        if (err) { errno = err; goto fail; }
+        if ((size_t)snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%d", o->real, (int)getpid()) >= sizeof o->tmp)
+            return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "output path is too long");
+        fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (fd >= 0 && have && fchmod(fd, st.st_mode & 07777) != 0) {  /* keep the target's permissions */
+            err = errno;
+            close(fd);
+            unlink(o->tmp);
+            errno = err;
+            fd = -1;
+        }
+    }
+    if (fd < 0) goto fail;
+    o->f = fdopen(fd, "w");
+    if (o->f) return SPPROF_OK;
+    err = errno;
+    close(fd);
+    if (o->tmp[0]) unlink(o->tmp);
+    errno = err;
+fail:
+    o->tmp[0] = 0;
+    return spprof__fail(SPPROF_ERR_IO, "cannot write '%s': %s (the profile is kept in memory; write it elsewhere)", path, strerror(errno));
 }
 
 static spprof_result spprof__out_close(spprof__out *o) {
-    int bad = ferror(o->f);
+    int bad = fflush(o->f) != 0 || ferror(o->f);
     int err = errno;
-    if (fclose(o->f) != 0) { bad = 1; err = errno; }
-    if (!bad && rename(o->tmp, o->path) != 0) { bad = 1; err = errno; }
+    if (fclose(o->f) != 0 && !bad) { bad = 1; err = errno; }
+    if (!bad && o->tmp[0] && rename(o->tmp, o->real) != 0) { bad = 1; err = errno; }
     if (bad) {
-        unlink(o->tmp);
+        if (o->tmp[0]) unlink(o->tmp);
         return spprof__fail(SPPROF_ERR_IO, "cannot write '%s': %s (the profile is kept in memory; write it elsewhere)", o->path, strerror(err));
     }
     return SPPROF_OK;

@@ -1393,6 +1393,164 @@ static PyObject *spprof__py_mem_stacks_fn(PyObject *self, PyObject *noargs) {
     return spprof__py_mem_collect(0);
 }
 
+/* ---- exit signals: a profile written on a terminating signal, without a Python-level handler ----------
+   exit_signals_arm(callback, signals) (used by `spprof record`): for each signal whose disposition is SIG_DFL
+   (and whose default action terminates), a C handler is installed that only writes the signal number to a
+   pipe (async-signal-safe: one write(2), errno saved). A thread blocked on that pipe takes the GIL, calls
+   callback(signo) (which writes the profile), puts SIG_DFL back and raises the signal again from itself, so
+   the process dies of it with the status it would have had without spprof. Why not signal.signal():
+   - signal.getsignal() answers from CPython's own table, filled at start-up: it still says SIG_DFL, as it
+     would without spprof; a handler the program installs later replaces ours (sigaction), so it wins;
+   - fork children must not inherit a handler (multiprocessing's Pool.terminate() sends SIGTERM to workers
+     and waits for them to die): a pthread_atfork child handler puts SIG_DFL back where ours is installed.
+   exit_signals_disarm() puts SIG_DFL back where ours is still installed (called once the profile is written
+   at exit, so a signal during interpreter finalization just terminates). */
+#define SPPROF__PY_NSIG 65
+static int spprof__py_sig_pipe[2] = {-1, -1};
+static unsigned char spprof__py_sig_mine[SPPROF__PY_NSIG];  /* 1: our handler was installed for it */
+static PyObject *spprof__py_sig_cb;
+
+static void spprof__py_sig_handler(int signo) {
+    int saved = errno;  /* [signal-safe]: one write(2) to a pipe, nothing else */
+    unsigned char b = (unsigned char)signo;
+    if (write(spprof__py_sig_pipe[1], &b, 1) < 0) {
+        /* the pipe is full: a byte is already waiting, the thread will act on it */
+    }
+    errno = saved;
+}
+
+static int spprof__py_sig_is_ours(int signo) {
+    struct sigaction cur;
+    return spprof__py_sig_mine[signo] && sigaction(signo, NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) &&
+           cur.sa_handler == spprof__py_sig_handler;
+}
+
+static void spprof__py_sig_restore_all(void) {
+    int signo;
+    for (signo = 1; signo < SPPROF__PY_NSIG; signo++) {
+        if (spprof__py_sig_is_ours(signo)) {
+            struct sigaction dfl;
+            memset(&dfl, 0, sizeof dfl);
+            dfl.sa_handler = SIG_DFL;
+            sigemptyset(&dfl.sa_mask);
+            sigaction(signo, &dfl, NULL);
+        }
+        spprof__py_sig_mine[signo] = 0;
+    }
+}
+
+static void spprof__py_sig_atfork_child(void) {
+    /* the pipe and the thread are the parent's: the child gets the default dispositions back */
+    spprof__py_sig_restore_all();
+    if (spprof__py_sig_pipe[0] >= 0) close(spprof__py_sig_pipe[0]);
+    if (spprof__py_sig_pipe[1] >= 0) close(spprof__py_sig_pipe[1]);
+    spprof__py_sig_pipe[0] = spprof__py_sig_pipe[1] = -1;
+}
+
+static void spprof__py_sig_atfork_init_fn(void) { pthread_atfork(NULL, NULL, spprof__py_sig_atfork_child); }
+
+static void *spprof__py_sig_thread(void *arg) {
+    unsigned char b = 0;
+    ssize_t n;
+    int signo;
+    sigset_t one;
+    (void)arg;
+    do {
+        n = read(spprof__py_sig_pipe[0], &b, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) return NULL;
+    signo = b;
+    {
+        PyGILState_STATE g = PyGILState_Ensure();
+        PyObject *r = PyObject_CallFunction(spprof__py_sig_cb, "i", signo);
+        if (!r) PyErr_WriteUnraisable(spprof__py_sig_cb);
+        Py_XDECREF(r);
+        PyGILState_Release(g);
+    }
+    /* die of the signal as the program would have: default action, delivered to this thread */
+    spprof__py_sig_mine[signo] = 1;
+    {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(signo, &dfl, NULL);
+    }
+    sigemptyset(&one);
+    sigaddset(&one, signo);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    raise(signo);
+    _exit(128 + signo);  /* not reached: every signal armed here terminates by default */
+    return NULL;
+}
+
+static PyObject *spprof__py_exit_signals_arm(PyObject *self, PyObject *args) {
+    PyObject *cb, *sigs, *armed;
+    Py_ssize_t i;
+    pthread_t th;
+    sigset_t all, old;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO", &cb, &sigs)) return NULL;
+    if (!PyCallable_Check(cb)) { PyErr_SetString(PyExc_TypeError, "callback must be callable"); return NULL; }
+    if (spprof__py_sig_pipe[0] >= 0) return spprof__py_raise((spprof_result)spprof__fail(SPPROF_ERR_ALREADY_STARTED, "exit signals are already armed"));
+    sigs = PySequence_Fast(sigs, "signals must be a sequence of ints");
+    if (!sigs) return NULL;
+    armed = PyList_New(0);
+    if (!armed) { Py_DECREF(sigs); return NULL; }
+    if (pipe2(spprof__py_sig_pipe, O_CLOEXEC) != 0) {
+        Py_DECREF(sigs);
+        Py_DECREF(armed);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    /* the handler must never block: the write end is non-blocking (a full pipe already holds a byte) */
+    fcntl(spprof__py_sig_pipe[1], F_SETFL, fcntl(spprof__py_sig_pipe[1], F_GETFL) | O_NONBLOCK);
+    pthread_once(&once, spprof__py_sig_atfork_init_fn);
+    Py_XDECREF(spprof__py_sig_cb);
+    Py_INCREF(cb);
+    spprof__py_sig_cb = cb;
+    /* The thread takes no signals: they go to the program's threads as before. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (pthread_create(&th, NULL, spprof__py_sig_thread, NULL) != 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        close(spprof__py_sig_pipe[0]);
+        close(spprof__py_sig_pipe[1]);
+        spprof__py_sig_pipe[0] = spprof__py_sig_pipe[1] = -1;
+        Py_DECREF(sigs);
+        Py_DECREF(armed);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_detach(th);
+    for (i = 0; i < PySequence_Fast_GET_SIZE(sigs); i++) {
+        long signo = PyLong_AsLong(PySequence_Fast_GET_ITEM(sigs, i));
+        struct sigaction cur, sa;
+        PyObject *v;
+        if (signo == -1 && PyErr_Occurred()) { Py_DECREF(sigs); Py_DECREF(armed); return NULL; }
+        if (signo <= 0 || signo >= SPPROF__PY_NSIG || sigaction((int)signo, NULL, &cur) != 0) continue;
+        if ((cur.sa_flags & SA_SIGINFO) || cur.sa_handler != SIG_DFL) continue;  /* the program's choice */
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = spprof__py_sig_handler;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;  /* the program's system calls go on as if nothing happened */
+        spprof__py_sig_mine[signo] = 1;
+        if (sigaction((int)signo, &sa, NULL) != 0) { spprof__py_sig_mine[signo] = 0; continue; }
+        v = PyLong_FromLong(signo);
+        if (!v || PyList_Append(armed, v) != 0) { Py_XDECREF(v); Py_DECREF(sigs); Py_DECREF(armed); return NULL; }
+        Py_DECREF(v);
+    }
+    Py_DECREF(sigs);
+    return armed;
+}
+
+static PyObject *spprof__py_exit_signals_disarm(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    spprof__py_sig_restore_all();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef spprof__py_methods[] = {
     {"mem_start", (PyCFunction)(void (*)(void))spprof__py_mem_start_fn, METH_VARARGS | METH_KEYWORDS,
      "mem_start(sampling_rate=524288, heap_map_capacity=2**18, max_stacks=2**16, max_frames=2**20, freed_capacity=2**16, max_depth=64, native_hooks=True)"},
@@ -1419,6 +1577,11 @@ static PyMethodDef spprof__py_methods[] = {
     {"set_thread_name", spprof__py_set_thread_name, METH_VARARGS, "set_thread_name(tid, name) -> bool"},
     {"register_thread", spprof__py_register_thread, METH_NOARGS, "register_thread(): sample the calling thread now"},
     {"gettid", spprof__py_gettid, METH_NOARGS, "gettid() -> the OS thread id"},
+    {"exit_signals_arm", spprof__py_exit_signals_arm, METH_VARARGS,
+     "exit_signals_arm(callback, signals) -> armed: callback(signo) runs on a terminating signal, then the "
+     "process dies of it (only signals at SIG_DFL; no Python-level handler; fork children get SIG_DFL)"},
+    {"exit_signals_disarm", spprof__py_exit_signals_disarm, METH_NOARGS,
+     "exit_signals_disarm(): SIG_DFL again where exit_signals_arm's handler is still installed"},
     {"_check_layout", spprof__py_check_layout_fn, METH_VARARGS,
      "_check_layout(data=None) -> bool: compare the compiled-in frame layout with _PyRuntime.debug_offsets "
      "(or with `data`, a copy of its first DEBUG_OFFSETS_SIZE bytes); raises Error on a difference; False when "

@@ -1,6 +1,7 @@
 """Profile.save: Speedscope JSON valid against the published schema (also with zero samples), collapsed
 stacks in the flamegraph format, both written from the Profile's own data."""
 import json
+import os
 import re
 
 from conftest import validate_speedscope
@@ -151,3 +152,63 @@ def test_writers_on_a_synthetic_profile(run):
     assert res["shares"] == {"a": 4 / 7, "[native code]": 2 / 7, "b": 1 / 7}
     assert res["incl"]["<module>"] == 5 / 7 and res["t2"] == {"[native code]": 1.0}
     assert res["threads"] == {"11": "MainThread", "12": "t2"} and abs(res["total"] - 0.014) < 1e-9
+
+
+def test_save_output_policy(run, tmp_path):
+    # One policy for Profile.save and HeapSnapshot.save (spprof._write_output): a symlink stays a symlink and
+    # its target gets the profile (with its mode kept), a FIFO's reader gets it, a device node stays a device,
+    # /dev/full is a clear error, /dev/fd/N writes at the descriptor's offset. Device nodes are mknod copies
+    # (1,3 and 1,7) in tmp_path (root only), never the machine's own /dev/null or /dev/full.
+    r = run("""
+    import os, stat, threading
+    import spprof.memprof as memprof
+    F, S = spprof.Frame, spprof.Sample
+    p = spprof.Profile([S(11, "MainThread", 100.5, 2, 3, (F("a", "m.py", 5),), 100.6)],
+                       interval_ms=2, mode="cpu", start_time=100.0, duration=1.0)
+    res = {}
+    os.symlink("target.json", "link.json")
+    p.save("link.json")
+    os.chmod("target.json", 0o600)
+    memprof.start(1)
+    x = [bytearray(1000) for _ in range(100)]
+    snap = memprof.get_snapshot()
+    memprof.stop()
+    snap.save("link.json")
+    res["link"] = os.path.islink("link.json")
+    res["target_mode"] = oct(stat.S_IMODE(os.stat("target.json").st_mode))
+    res["target_schema"] = "$schema" in open("target.json").read()
+    os.mkfifo("fifo")
+    got = []
+    t = threading.Thread(target=lambda: got.append(open("fifo").read()))
+    t.start()
+    p.save("fifo", "collapsed")
+    t.join(10)
+    res["fifo"] = [stat.S_ISFIFO(os.stat("fifo").st_mode), got]
+    fd = os.open("viafd", os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, b"before\\n")
+    p.save(f"/dev/fd/{fd}", "collapsed")
+    os.close(fd)
+    res["viafd"] = open("viafd").read()
+    res["devices"] = {}
+    for name, minor in (("null", 3), ("full", 7)):  # Linux's mem devices: major 1
+        try:
+            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+        except PermissionError:
+            continue
+        try:
+            p.save(name, "collapsed")
+            err = None
+        except OSError as e:
+            err = str(e)
+        st = os.stat(name)
+        res["devices"][name] = [stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, minor), err]
+    emit(res)
+    """).ok()
+    res = r.result
+    assert res["link"] and res["target_schema"] and res["target_mode"] == "0o600", res
+    assert res["fifo"] == [True, ["a (m.py:5) 3\n"]], res["fifo"]
+    assert res["viafd"] == "before\na (m.py:5) 3\n", res["viafd"]
+    if os.geteuid() == 0:
+        assert res["devices"]["null"] == [True, None], res["devices"]
+        ok, err = res["devices"]["full"]
+        assert ok and err and "full" in err and "space" in err, res["devices"]

@@ -196,6 +196,14 @@ def test_record_help_documents_every_option():
     (["record", "-o", "x.json", "--bogus", "--", sys.executable, "x.py"], "unrecognized arguments"),
     (["record", "-o", "x.json", "--", "python3", "-I", "x.py"], "-I"),
     (["record", "-o", "x.json", "--", "python3", "-sE", "x.py"], "-E"),
+    (["record", "-o", "x.json", "--memory-rate-kb", "64", "--", sys.executable, "x.py"], "only with --memory"),
+    (["record", "-o", "x.json", "--memory", "-r", "500", "--", sys.executable, "x.py"], "-r/--rate does not apply"),
+    (["record", "-o", "x.json", "--memory", "--native", "--", sys.executable, "x.py"], "--native does not apply"),
+    (["record", "-o", "x.json", "--memory", "--mode", "wall", "--", sys.executable, "x.py"], "--mode does not"),
+    (["record", "-o", "x.json", "--memory", "--threads", "--", sys.executable, "x.py"], "--threads does not"),
+    (["record", "-o", "x.json", "--memory", "--source", "posix", "--", sys.executable, "x.py"], "--source does"),
+    (["record", "-o", "x.json", "--memory", "--memory-limit", "50", "--", sys.executable, "x.py"],
+     "--memory-limit does not"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_record_bad_options_exit_2(args, needle, tmp_path):
@@ -209,3 +217,195 @@ def test_record_command_not_found(tmp_path):
     proc = subprocess.run([TOOL, "record", "-o", str(tmp_path / "x.json"), "--", "no-such-command-spprof"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 127 and "command not found" in proc.stderr
+
+
+# ---- outputs: one policy (see spprof._write_output), and a run that profiled nothing leaves them alone ----
+
+def test_record_output_symlink_fifo_device_stdout(py, prog, tmp_path):
+    target = tmp_path / "real" / "target.json"
+    target.parent.mkdir()
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    dev = tmp_path / "null"
+    try:
+        os.mknod(dev, 0o020666, os.makedev(1, 3))  # a copy of /dev/null's node, never the real one
+    except PermissionError:
+        dev = None
+    got = []
+    import threading
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    args = ["-o", str(link), "-o", str(fifo), "-o", "-", "-f", "collapsed"] + (["-o", str(dev)] if dev else [])
+    proc = record(args, [py.path, str(prog), "exit0"])
+    reader.join(30)
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert "hot_loop (" in target.read_text()
+    assert len(got) == 1 and "hot_loop (" in got[0], got
+    assert fifo.is_fifo()
+    assert "hot_loop (" in proc.stdout  # -o -
+    assert "standard output" in proc.stderr or "/dev/stdout" in proc.stderr
+    if dev:
+        st = os.stat(dev)
+        assert (st.st_mode & 0o170000) == 0o020000 and st.st_rdev == os.makedev(1, 3), "the device was replaced"
+
+
+def test_record_nothing_profiled_keeps_existing_output(py, tmp_path):
+    out = tmp_path / "a.json"
+    good = b'{"a good profile": 1}\n'
+    out.write_bytes(good)
+    proc = record(["-o", str(out)], [py.path, str(tmp_path / "nosuchfile.py")])
+    assert proc.returncode == 2, proc.stderr
+    assert out.read_bytes() == good
+    assert "left as it was" in proc.stderr and str(out) in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("cmd,code", [(["/bin/ls", "/no/such/dir"], 2), (["sh", "-c", "exit 5"], 5)],
+                         ids=["ls", "sh"])
+def test_record_not_python_says_so(cmd, code, tmp_path):
+    out = tmp_path / "a.json"
+    out.write_text("good\n")
+    proc = record(["-o", str(out)], cmd)
+    assert proc.returncode == code, proc.stderr
+    assert "not a Python program" in proc.stderr and "no profile written" in proc.stderr, proc.stderr
+    assert out.read_text() == "good\n"
+
+
+def test_record_unwritable_output_fallback_is_private(py, prog, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out = blocker / "x.collapsed"
+    proc = record(["-o", str(out)], [py.path, str(prog), "exit0"])
+    m = re.search(r"-> (\S+\.collapsed) \(could not write", proc.stderr)
+    assert proc.returncode == 0 and m, proc.stderr
+    try:
+        assert oct(os.stat(m.group(1)).st_mode & 0o777) == "0o600"  # profiles hold paths, arguments, names
+    finally:
+        os.unlink(m.group(1))
+
+
+def test_record_refuses_an_interpreter_without_a_build(tmp_path):
+    import glob
+    build = os.path.join(os.path.dirname(TOOL), os.pardir, "build", "spprof")
+    have = {os.path.basename(p) for p in glob.glob(os.path.join(build, "_spprof*.so"))}
+    for other in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[0-9]*/bin/python3"))):
+        v = subprocess.run([other, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+                           capture_output=True, text=True).stdout.strip()
+        if v and "_spprof" + v not in have:
+            break
+    else:
+        pytest.skip("no interpreter without a build of spprof")
+    marker = tmp_path / "ran"
+    proc = record(["-o", str(tmp_path / "a.json")], [other, "-c", f"open({str(marker)!r}, 'w')"])
+    assert proc.returncode == 2, proc.stderr
+    assert f"make pypkg PYTHON={other}" in proc.stderr and "builds:" in proc.stderr, proc.stderr
+    assert not marker.exists() and not (tmp_path / "a.json").exists()
+
+
+# ---- exit paths: signals without a Python-level handler, os._exit, what no code can see ----
+
+SIGNAL_PROG = r"""
+import os, signal, sys, time
+def hot_loop(seconds):
+    t_end = time.thread_time() + seconds
+    x = 0
+    while time.thread_time() < t_end:
+        for i in range(1000): x = (x * 31 + i) & 0xFFFF
+what = sys.argv[1]
+if what == "getsignal":
+    print(repr([signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+                                             signal.SIGQUIT)]))
+    sys.exit(0)
+hot_loop(0.3)
+if what == "os_exit":
+    sys.stdout.flush()
+    os._exit(3)
+if what == "fork_child_os_exit":
+    pid = os.fork()
+    if pid == 0:
+        hot_loop(0.1)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("after child:", os.path.exists(sys.argv[2]), flush=True)
+    sys.exit(0)
+if what == "kill":
+    os.kill(os.getpid(), int(sys.argv[2]))
+    time.sleep(30)
+    print("not killed")
+"""
+
+
+@pytest.fixture
+def sigprog(tmp_path):
+    p = tmp_path / "sigprog.py"
+    p.write_text(SIGNAL_PROG)
+    return p
+
+
+def test_record_getsignal_unchanged(py, sigprog, tmp_path):
+    plain = subprocess.run([py.path, str(sigprog), "getsignal"], capture_output=True, text=True, timeout=60)
+    proc = record(["-o", str(tmp_path / "a.json")], [py.path, str(sigprog), "getsignal"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == plain.stdout and "Handlers.SIG_DFL" in plain.stdout, (proc.stdout, plain.stdout)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT],
+                         ids=lambda s: signal.Signals(s).name)
+def test_record_exit_signal_writes_profile_and_dies_of_it(py, sigprog, tmp_path, sig):
+    out = tmp_path / "sig.collapsed"
+    plain = subprocess.run([py.path, str(sigprog), "kill", str(int(sig))], capture_output=True, timeout=60)
+    proc = record(["-o", str(out)], [py.path, str(sigprog), "kill", str(int(sig))])
+    assert plain.returncode == -sig
+    assert proc.returncode == -sig, (proc.returncode, proc.stderr)
+    assert "hot_loop (" in out.read_text()
+    assert signal.Signals(sig).name in proc.stderr and "not killed" not in proc.stdout
+
+
+def test_record_os_exit_writes_profile(py, sigprog, tmp_path):
+    out = tmp_path / "e.collapsed"
+    proc = record(["-o", str(out)], [py.path, str(sigprog), "os_exit"])
+    assert proc.returncode == 3, proc.stderr
+    assert "hot_loop (" in out.read_text() and "os._exit" in proc.stderr
+
+
+def test_record_fork_child_os_exit_does_not_write(py, sigprog, tmp_path):
+    out = tmp_path / "f.collapsed"
+    proc = record(["-o", str(out), "-q"], [py.path, str(sigprog), "fork_child_os_exit", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert "after child: False" in proc.stdout  # the child's os._exit wrote nothing
+    assert "hot_loop (" in out.read_text()
+
+
+def test_record_sigkill_is_reported(py, sigprog, tmp_path):
+    out = tmp_path / "k.json"
+    proc = record(["-o", str(out)], [py.path, str(sigprog), "kill", str(int(signal.SIGKILL))])
+    assert proc.returncode == -signal.SIGKILL
+    assert "no profile written" in proc.stderr and "SIGKILL" in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+POOL_PROG = r"""
+import multiprocessing as mp, sys
+def f(x):
+    return x * x
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    for i in range(30):
+        pool = ctx.Pool(2)
+        assert pool.map(f, range(8)) == [x * x for x in range(8)]
+        pool.terminate()
+        pool.join()
+    print("pools done", flush=True)
+"""
+
+
+def test_record_fork_pool_terminate(py, tmp_path):
+    # fork workers must not inherit a handler: Pool.terminate() SIGTERMs them and waits for them to die
+    p = tmp_path / "pool.py"
+    p.write_text(POOL_PROG)
+    out = tmp_path / "pool.json"
+    proc = record(["-o", str(out)], [py.path, str(p)], timeout=120)
+    assert proc.returncode == 0 and "pools done" in proc.stdout, proc.stderr
+    load_speedscope(out)

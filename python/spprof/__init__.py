@@ -39,6 +39,8 @@ import json
 import math
 import numbers
 import os
+import re
+import stat
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
@@ -216,8 +218,10 @@ class Profile:
 
         format: "speedscope" (JSON) or "collapsed"; None picks by extension (.json -> speedscope, anything
         else -> collapsed). threads: collapsed only, prefix each stack with its thread.
-        The file is written to a temporary file next to it and renamed, so a failed save leaves no partial
-        file; it raises OSError with the reason and this Profile is unchanged (save it elsewhere)."""
+        A regular file (or a symlink to one, which stays a symlink) is written beside its real target and
+        renamed over it, so a failed save leaves no partial file; a device, FIFO or /dev/stdout-style path is
+        written in place, never replaced. On failure it raises OSError with the reason and this Profile is
+        unchanged (save it elsewhere)."""
         return _save(path, format, "Profile.save", self.to_speedscope, lambda: self.to_collapsed(threads=threads))
 
 
@@ -267,7 +271,7 @@ def _save(path: "os.PathLike[str] | str", format: Optional[str], what: str,
         data = json.dumps(speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
     else:
         data = collapsed()
-    _atomic_write(path, data)
+    _write_output(path, data)
     return path
 
 
@@ -283,20 +287,69 @@ def _format_for(path: str, format: Optional[str]) -> str:
     return format
 
 
-def _atomic_write(path: str, data: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
+_FD_PATH = re.compile(r"^/(?:dev/fd|proc/self/fd)/([0-9]+)$")
+_STD_PATHS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _write_output(path: str, data: str) -> None:
+    """The one output policy of every Python writer (the C writers do the same, spprof.h @writers):
+    - /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N: written to that descriptor as it is (its offset,
+      its O_APPEND; reopening would start at offset 0 and a rename would replace what the shell opened);
+    - an existing path that is not a regular file (character device, FIFO, socket): opened for writing in
+      place, without O_CREAT / O_TRUNC, never renamed over (/dev/null stays a device, a FIFO's reader gets
+      the profile, /dev/full gives ENOSPC);
+    - otherwise (a regular file or nothing): symlinks resolved, "<real>.tmp.<pid>" written beside the real
+      target with the target's permission bits (else 0666 & ~umask) and renamed over it: a symlink stays a
+      symlink, a failed write leaves no partial file.
+    Raises OSError naming path and the reason."""
+    raw = data.encode("utf-8", "replace")
+    tmp = None
     try:
-        with open(tmp, "w", encoding="utf-8", errors="replace") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
+        m = _FD_PATH.match(path)
+        fdno = int(m.group(1)) if m else _STD_PATHS.get(path)
+        if fdno is not None:
+            _write_all(fdno, raw)
+            return
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+            st: Optional[os.stat_result] = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(_errno.EISDIR, os.strerror(_errno.EISDIR))
+            fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                _write_all(fd, raw)
+            finally:
+                os.close(fd)
+            return
+        real = os.path.realpath(path)
+        tmp = f"{real}.tmp.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            if st is not None:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))  # keep the target's permissions (e.g. 0600)
+            _write_all(fd, raw)
+        finally:
+            os.close(fd)
+        os.replace(tmp, real)
+        tmp = None
+    except OSError as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         code = e.errno if e.errno is not None else _errno.EIO
         raise OSError(code, f"cannot write profile to {path!r}: {e.strerror or e} "
                             "(the profile is kept; save it elsewhere)", path) from e
+
+
+def _write_all(fd: int, raw: bytes) -> None:
+    view = memoryview(raw)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 # ---- validation ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from typing import Any, Dict, Optional
 
 import spprof
@@ -54,11 +55,24 @@ def _say(msg: str) -> None:
             pass
 
 
+EXIT_SIGNALS = ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT")  # default action: terminate
+
+
+def _report(fd: int, what: bytes) -> None:
+    if fd >= 0:
+        try:
+            os.write(fd, what)
+        except OSError:
+            pass
+
+
 class Recorder:
-    def __init__(self, cfg: Dict[str, Any]):
+    def __init__(self, cfg: Dict[str, Any], report_fd: int = -1):
         self.cfg = cfg
         self.pid = os.getpid()
         self.done = False
+        self.lock = threading.Lock()
+        self.report_fd = report_fd
 
     def begin(self) -> None:
         c = self.cfg
@@ -72,31 +86,67 @@ class Recorder:
             spprof.start(interval_ms=c["interval_ms"], mode=c["mode"], memory_limit_mb=c["memory_limit_mb"],
                          source=c.get("source", "auto"), native=c.get("native", False))
         atexit.register(self.finish)
-        for name in ("SIGTERM", "SIGHUP"):
-            signo = getattr(signal, name, None)
-            if signo is None:
-                continue
-            try:
-                if signal.getsignal(signo) == signal.SIG_DFL:  # the program's own choice wins
-                    signal.signal(signo, self._on_signal)
-            except (ValueError, OSError):
-                pass
+        signos = [getattr(signal, n) for n in EXIT_SIGNALS if hasattr(signal, n)]
+        try:
+            spprof._spprof.exit_signals_arm(self._on_signal, signos)
+        except (AttributeError, OSError, spprof.Error) as e:
+            _say(f"the profile will not be written on SIGTERM/SIGHUP/... ({e})")
+        self._wrap_os_exit()
+        _report(self.report_fd, b"S")
 
-    def _on_signal(self, signo: int, frame: Any) -> None:
-        self.finish(reason=signal.Signals(signo).name)
-        # die of the same signal, as the program would have without us
-        signal.signal(signo, signal.SIG_DFL)
-        os.kill(os.getpid(), signo)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signo])
-        os._exit(128 + signo)  # not reached: the default action of signo is to terminate
+    def _wrap_os_exit(self) -> None:
+        real_exit = os._exit
+        rec = self
+
+        def _exit(status: int) -> None:  # noqa: D401 - same signature as os._exit
+            if os.getpid() == rec.pid:  # fork children (pool workers) end this way: their exit is theirs
+                rec.finish(reason="os._exit")
+            real_exit(status)
+
+        _exit.__name__ = real_exit.__name__
+        _exit.__qualname__ = getattr(real_exit, "__qualname__", "_exit")
+        _exit.__doc__ = real_exit.__doc__
+        _exit.__module__ = getattr(real_exit, "__module__", "posix")
+        os._exit = _exit
+
+    def _on_signal(self, signo: int) -> None:
+        """Called by _spprof's exit-signal thread (GIL held); the C side then re-raises signo."""
+        try:
+            name = signal.Signals(signo).name
+        except ValueError:
+            name = f"signal {signo}"
+        self.finish(reason=name)
 
     def finish(self, reason: Optional[str] = None) -> None:
-        if self.done or os.getpid() != self.pid:  # once; never in a forked child
+        if os.getpid() != self.pid:  # never in a forked child
             return
-        self.done = True
-        if self.cfg.get("memory"):
-            self._finish_memory(reason)
-            return
+        with self.lock:  # a signal during the atexit write waits for it, then the process dies
+            if self.done:
+                return
+            self.done = True
+            try:
+                spprof._spprof.exit_signals_disarm()
+            except AttributeError:
+                pass
+            try:
+                if self.cfg.get("memory"):
+                    self._finish_memory(reason)
+                else:
+                    self._finish_cpu(reason)
+            finally:
+                _report(self.report_fd, b"D")
+
+    def _kept(self, nsamples: int) -> list:
+        """With nothing profiled, existing outputs stay as they were (a failed run must not replace a good
+        profile); returns the outputs to write."""
+        if nsamples > 0:
+            return list(self.cfg["outputs"])
+        keep = [o for o in self.cfg["outputs"] if os.path.lexists(o) and not _is_special(o)]
+        if keep:
+            _say(f"nothing was profiled (0 samples): {', '.join(keep)} left as {'they were' if len(keep) > 1 else 'it was'}")
+        return [o for o in self.cfg["outputs"] if o not in keep]
+
+    def _finish_cpu(self, reason: Optional[str]) -> None:
         try:
             prof = spprof.stop()
         except spprof.Error as e:
@@ -107,7 +157,7 @@ class Recorder:
             return
         c = self.cfg
         written = []
-        for out in c["outputs"]:
+        for out in self._kept(prof.sample_count):
             w = self._save(prof, out)
             if w:
                 written.append(w)
@@ -127,7 +177,8 @@ class Recorder:
         except spprof.Error as e:
             _say(f"no memory profile written: {e}")
             return
-        written = [w for w in (self._save(snap, out) for out in self.cfg["outputs"]) if w]
+        outs = self._kept(int(snap.stats.get("samples", 0)))
+        written = [w for w in (self._save(snap, out) for out in outs) if w]
         if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
             st = snap.stats
             why = f", at {reason}" if reason else ""
@@ -152,6 +203,17 @@ class Recorder:
                 return None
 
 
+def _is_special(path: str) -> bool:
+    """A device, FIFO or /dev/stdout-style path (written in place, never kept or replaced)."""
+    if path.startswith(("/dev/", "/proc/self/fd/")):
+        return True
+    try:
+        import stat as _stat
+        return not _stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _drop_preload() -> None:
     pre = os.environ.get("LD_PRELOAD", "")
     rest = " ".join(p for p in pre.replace(":", " ").split() if not p.endswith("libspprof_alloc.so"))
@@ -169,7 +231,17 @@ def begin() -> Optional[Recorder]:
     global _recorder
     if _recorder is not None:
         return _recorder
-    rec = Recorder(config_from_env())
-    rec.begin()
+    try:
+        fd = int(os.environ.get(ENV_PREFIX + "REPORT_FD", "-1"))
+        if fd >= 0:
+            os.set_inheritable(fd, False)  # not passed on to programs this one execs
+    except (ValueError, OSError):
+        fd = -1
+    rec = Recorder(config_from_env(), fd)
+    try:
+        rec.begin()
+    except BaseException:
+        _report(fd, b"D")  # the bootstrap says on stderr why the program runs unprofiled
+        raise
     _recorder = rec
     return rec

@@ -160,8 +160,8 @@ class HeapSnapshot:
 
     def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, live: bool = True) -> str:
         """Write the snapshot: "speedscope" (JSON, both views) or "collapsed" (live heap; live=False: all
-        allocations); None picks by extension (.json -> speedscope). Written atomically; on failure OSError
-        says why and the snapshot is unchanged (save it elsewhere)."""
+        allocations); None picks by extension (.json -> speedscope). Written as Profile.save writes (a regular
+        file atomically, a device or FIFO in place); on failure OSError says why and the snapshot is unchanged (save it elsewhere)."""
         return _save(path, format, "HeapSnapshot.save", self.to_speedscope, lambda: self.to_collapsed(live=live))
 
 
