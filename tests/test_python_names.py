@@ -75,10 +75,10 @@ def test_names_of_code_that_dies_right_after_it_is_sampled(run, interval_ms, sec
     # the real names, files and lines of the code that died
     made = [f for f in frames if re.fullmatch(r"made_\d+", f[0])]
     assert made, sorted(frames)[:20]
-    assert all(f[1] == "spprof_generated.py" and 3 <= f[2] <= 6 for f in made), made[:5]
+    assert all(f[1] == "spprof_generated.py" and 2 <= f[2] <= 6 for f in made), [f for f in made if not 2 <= f[2] <= 6]
     ft = [f for f in frames if re.fullmatch(r"ft_\d+(\.<locals>\.<genexpr>)?|<genexpr>", f[0])
           and f[1] == "spprof_fntype.py"]
-    assert ft and all(f[2] == 2 for f in ft), ft[:5]
+    assert ft and all(1 <= f[2] <= 2 for f in ft), [f for f in ft if not 1 <= f[2] <= 2]  # 1: the def line (RESUME)
     assert any(f[0].endswith("<lambda>") or f[0].endswith("<listcomp>") for f in frames if f[1] == "<string>")
 
 
