@@ -27,12 +27,16 @@
    checked against &PyCode_Type, and the depth is bounded.
 
    Code objects are resolved to (qualname, file, line) later, with the GIL. A code object seen in a sample can
-   die before that: a small pinning thread (it blocks the profiling signal, so it is never sampled) takes the
-   GIL when the collector has seen new code objects (at most every 20 ms) and holds a reference to each; a
-   code object not yet pinned is checked through a pipe write (EFAULT instead of a crash) and by its header
-   before it is touched; if it is gone, the frame reads "<freed code object 0x...>". (Py_AddPendingCall
-   would be simpler, but on 3.11 a call added from a non-main thread waits until the main thread switches
-   the GIL, which a single-threaded CPU-bound program never does.)
+   die before that (module and class bodies, generated and exec'd functions, lambdas: milliseconds after they
+   ran). The handler marks each sampled code object in a bitmap (one atomic OR); when a marked code object
+   dies while its profile is held, it is kept alive and pinned instead (3.13+: a code watcher, 3.9-3.12: a
+   wrapper of PyCode_Type's tp_dealloc; see @pin), so it is resolved with its real name, file and lines. A
+   small pinning thread (it blocks the profiling signal, so it is never sampled) also takes the GIL when the
+   collector has seen new code objects (at most every 20 ms) and holds a reference to each; a code object not
+   pinned is checked through a pipe write (EFAULT instead of a crash) and by its header before it is touched;
+   if it is gone (no hook: all code watchers taken; or out of memory), the frame reads "<freed code object
+   0x...>". (Py_AddPendingCall would be simpler than the thread, but on 3.11 a call added from a non-main
+   thread waits until the main thread switches the GIL, which a single-threaded CPU-bound program never does.)
 
    Supported: CPython 3.9 to 3.13 (run and tested: release builds, 3.11 debug build, 3.13 free-threaded),
    3.14 and 3.14t (written from the 3.14 headers, not run: no 3.14 interpreter was available). On 3.13+ the
