@@ -699,10 +699,11 @@ SPPROF_API int spprof_py_pin_code_objects(void) {
      PyObject_CallFinalizerFromDealloc does (_Py_NewReference: count 1, plus the Py_REF_DEBUG/Py_TRACE_REFS
      bookkeeping).
    Both run with the GIL (or, free-threaded, an attached thread state): the pin table's mutex, no Python code,
-   no exception state touched. Off (spprof__py_keep_on == 0) from the release of a profile's pins to the next
-   start, so released code objects die normally. Out of memory for the table: the object dies as before. */
+   no exception state touched. On from start until stop has pinned every code object of the profile (the
+   ring drained: no sample left that is not in the profile); after that a marked code object that dies is
+   only one that shares a bit with a sampled one, and dies normally. Out of memory for the table: the
+   object dies as before. */
 static uint32_t spprof__py_keep_on;
-static uint64_t spprof__py_kept;  /* code objects kept alive at death (under the pin table's mutex) */
 
 /* co is dying (count 0, or 1 inside 3.13's code_dealloc): returns 1 if it was pinned with a new reference. */
 static int spprof__py_keep_dying(PyObject *co) {
@@ -717,7 +718,6 @@ static int spprof__py_keep_dying(PyObject *co) {
         _Py_NewReference(co);
 #endif
         spprof__py_pin_insert_locked(co);
-        spprof__py_kept++;
     }
     pthread_mutex_unlock(&spprof__py_pins_mu);
     return ok;
@@ -878,7 +878,10 @@ SPPROF_API spprof_result spprof_py_stop(void) {
     while (spprof__py_pinning) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
     pthread_mutex_unlock(&spprof__py_pin_mu);
     Py_END_ALLOW_THREADS
-    if (r == SPPROF_OK) spprof_py_pin_code_objects();
+    if (r == SPPROF_OK) {
+        spprof_py_pin_code_objects();
+        SPPROF__STORE(&spprof__py_keep_on, 0u);  /* all pinned now (see the death hook) */
+    }
     return r;
 }
 
