@@ -103,3 +103,34 @@ def test_names_at_start_up(py, tmp_path):
     # module bodies appear as <module> with their own files
     stdlib = [m for m in modules if os.path.isabs(m) and m.endswith(".py")]
     assert len(stdlib) >= 3, sorted(modules)
+
+
+KEPT = r'''
+import gc, weakref
+
+SRC = "def short_lived():\n    x = 0\n    for k in range(10**9):\n        x += k\n        if k % 4096 == 0 and time.thread_time() > t_end:\n            return x\n"
+watchdog(60)
+spprof.start(interval_ms=0.2)
+ns = {"time": time, "t_end": time.thread_time() + 0.2}
+exec(compile(SRC, "spprof_short_lived.py", "exec"), ns)
+ref = weakref.ref(ns["short_lived"].__code__)
+ns["short_lived"]()
+del ns
+gc.collect()
+kept_while_held = ref() is not None
+p = spprof.stop()
+named = any(f.function == "short_lived" and f.file == "spprof_short_lived.py" for s in p.samples for f in s.frames)
+kept_after_stop = ref() is not None
+spprof.start(interval_ms=10)   # releases the previous profile's code objects
+spprof.stop()
+gc.collect()
+emit({"kept_while_held": kept_while_held, "named": named, "kept_after_stop": kept_after_stop,
+      "released": ref() is None})
+'''
+
+
+def test_sampled_code_is_kept_until_the_next_start(run):
+    """A sampled code object that dies during the session is kept (named in the profile), and released at the
+    next start: neither a leak nor an early release."""
+    res = run(KEPT).ok().result
+    assert res == {"kept_while_held": True, "named": True, "kept_after_stop": True, "released": True}, res
