@@ -27,12 +27,16 @@
    checked against &PyCode_Type, and the depth is bounded.
 
    Code objects are resolved to (qualname, file, line) later, with the GIL. A code object seen in a sample can
-   die before that: a small pinning thread (it blocks the profiling signal, so it is never sampled) takes the
-   GIL when the collector has seen new code objects (at most every 20 ms) and holds a reference to each; a
-   code object not yet pinned is checked through a pipe write (EFAULT instead of a crash) and by its header
-   before it is touched; if it is gone, the frame reads "<freed code object 0x...>". (Py_AddPendingCall
-   would be simpler, but on 3.11 a call added from a non-main thread waits until the main thread switches
-   the GIL, which a single-threaded CPU-bound program never does.)
+   die before that (module and class bodies, generated and exec'd functions, lambdas: milliseconds after they
+   ran). The handler marks each sampled code object in a bitmap (one atomic OR); when a marked code object
+   dies while its profile is held, it is kept alive and pinned instead (3.13+: a code watcher, 3.9-3.12: a
+   wrapper of PyCode_Type's tp_dealloc; see @pin), so it is resolved with its real name, file and lines. A
+   small pinning thread (it blocks the profiling signal, so it is never sampled) also takes the GIL when the
+   collector has seen new code objects (at most every 20 ms) and holds a reference to each; a code object not
+   pinned is checked through a pipe write (EFAULT instead of a crash) and by its header before it is touched;
+   if it is gone (no hook: all code watchers taken; or out of memory), the frame reads "<freed code object
+   0x...>". (Py_AddPendingCall would be simpler than the thread, but on 3.11 a call added from a non-main
+   thread waits until the main thread switches the GIL, which a single-threaded CPU-bound program never does.)
 
    Supported: CPython 3.9 to 3.13 (run and tested: release builds, 3.11 debug build, 3.13 free-threaded),
    3.14 and 3.14t (written from the 3.14 headers, not run: no 3.14 interpreter was available). On 3.13+ the
@@ -370,6 +374,28 @@ SPPROF_API spprof_result spprof_py_check_layout(void) {
    Each Python frame: addr = code object, aux = instruction offset (code units), kind = SPPROF_FRAME_PYTHON
    with a 16-bit fingerprint of the code object (first line, size, qualname object) in the high bits. An
    address that now holds another code object is caught by the fingerprint when it is resolved. */
+/* The "seen" bitmap: one bit per hash of a code-object address, set by the signal handler for every code
+   object it records (a relaxed load, then one atomic OR only when the bit is not set yet: lock-free, so
+   async-signal-safe) and read when a code object dies (@pin: a sampled code object is kept alive instead of
+   freed, so that its name, file and line table can still be read when the profile is written). 2^20 bits
+   (128 KiB, .bss: only the pages of bits set are touched); cleared when the code objects of the previous
+   profile are released. A bit set by another code object with the same hash only keeps an unsampled code
+   object alive too (a false positive costs memory, never a wrong name). */
+#define SPPROF__PY_SEEN_LOG2 20
+static uint64_t spprof__py_seen[(1u << SPPROF__PY_SEEN_LOG2) / 64];
+static uint32_t spprof__py_seen_hash(const void *co) {
+    return (uint32_t)((((uint64_t)(uintptr_t)co >> 4) * 0x9e3779b97f4a7c15ull) >> (64 - SPPROF__PY_SEEN_LOG2));
+}
+static void spprof__py_mark_seen(const void *co) {  /* [signal-safe] */
+    uint32_t h = spprof__py_seen_hash(co);
+    uint64_t bit = 1ull << (h & 63);
+    if (!(SPPROF__LOADR(&spprof__py_seen[h >> 6]) & bit)) __atomic_fetch_or(&spprof__py_seen[h >> 6], bit, __ATOMIC_RELEASE);
+}
+static int spprof__py_maybe_seen(const void *co) {
+    uint32_t h = spprof__py_seen_hash(co);
+    return (SPPROF__LOAD(&spprof__py_seen[h >> 6]) >> (h & 63)) & 1;
+}
+
 static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
     uint64_t h = ((uint64_t)(uint32_t)co->co_firstlineno << 32) ^ SPPROF__PY_FP_SIZE(co) ^ ((uint64_t)(uintptr_t)SPPROF__PY_NAME(co) >> 3);
     h ^= h >> 33; h *= 0xff51afd7ed558ccdull; h ^= h >> 33;
@@ -438,6 +464,7 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
         frames[n].addr = (uint64_t)(uintptr_t)co;
         frames[n].aux = (uint32_t)off;
         frames[n].kind = SPPROF_FRAME_PYTHON | (spprof__py_fingerprint(co) << 16);
+        if (ctx) spprof__py_mark_seen(co);  /* before the sample is published: see @pin's death hook */
         n++;
         if (run_ends && SPPROF__PY_RUN_ENDS_AFTER(f) && r < max_runs) run_ends[r++] = (uint16_t)n;
     }
@@ -567,7 +594,8 @@ static int spprof__py_is_pinned(const void *p) {
     return found;
 }
 
-static int spprof__py_pin_add_locked(PyObject *o) {
+/* Room for one more pin (the table at most half full); 0 when out of memory. */
+static int spprof__py_pin_reserve_locked(void) {
     size_t i;
     if (spprof__py_npins + 1 > spprof__py_pins_cap / 2) {
         size_t ncap = spprof__py_pins_cap ? spprof__py_pins_cap * 2 : 1024, k;
@@ -583,10 +611,21 @@ static int spprof__py_pin_add_locked(PyObject *o) {
         SPPROF_FREE(spprof__py_pins);
         spprof__py_pins = t; spprof__py_pins_cap = ncap;
     }
+    return 1;
+}
+
+/* Stores o, whose reference the table now owns (room reserved first). */
+static void spprof__py_pin_insert_locked(PyObject *o) {
+    size_t i;
     for (i = ((uintptr_t)o >> 4) & (spprof__py_pins_cap - 1); spprof__py_pins[i]; i = (i + 1) & (spprof__py_pins_cap - 1)) {}
-    Py_INCREF(o);
     spprof__py_pins[i] = o;
     spprof__py_npins++;
+}
+
+static int spprof__py_pin_add_locked(PyObject *o) {
+    if (!spprof__py_pin_reserve_locked()) return 0;
+    Py_INCREF(o);
+    spprof__py_pin_insert_locked(o);
     return 1;
 }
 
@@ -639,9 +678,90 @@ SPPROF_API int spprof_py_pin_code_objects(void) {
     return count;
 }
 
+/* ---- Code objects that die after being sampled ----
+   A code object can die milliseconds after a sample recorded it (module and class bodies, functions that
+   dataclasses, namedtuple and enum generate and drop, exec'd code, lambdas): before the collector has drained
+   the sample and the pinning thread has taken the GIL. Then only the address was left ("<freed code
+   object>": 82% of the samples of an import-heavy start-up). So the death itself is intercepted: when a code
+   object whose bit is set in the seen bitmap (@walk) dies while a profile is held, it is kept alive instead
+   and pinned, and is resolved like any other later, with its real name, file and line table.
+   Why keep the object rather than copy its name and line table at death: the line table formats differ in
+   every version (3.9 lnotab, 3.10 linetable, 3.11+ location table), and the pending samples' instruction
+   offsets are not known at death (they may still be in the ring); a kept object is resolved by the same
+   PyCode_Addr2Line as the living ones, and costs what pinning it 20 ms earlier would have cost.
+   The cost for every other code object that dies: one hash and one load of the bitmap.
+   - 3.13+: a code watcher (PyCode_AddWatcher); code_dealloc calls it with a count of 1 and lets the object
+     live if the count is higher afterwards (its documented resurrection path; also what the free-threaded
+     build does).
+   - 3.9-3.12: no watcher can keep the object (3.12's code_dealloc frees it after notifying), so PyCode_Type's
+     tp_dealloc is wrapped (with the GIL, once per process; never unwrapped, extension modules are never
+     unloaded); the wrapper runs before anything is freed and revives the object the way CPython's own
+     PyObject_CallFinalizerFromDealloc does (_Py_NewReference: count 1, plus the Py_REF_DEBUG/Py_TRACE_REFS
+     bookkeeping).
+   Both run with the GIL (or, free-threaded, an attached thread state): the pin table's mutex, no Python code,
+   no exception state touched. On from start until stop has pinned every code object of the profile (the
+   ring drained: no sample left that is not in the profile); after that a marked code object that dies is
+   only one that shares a bit with a sampled one, and dies normally. Out of memory for the table: the
+   object dies as before. */
+static uint32_t spprof__py_keep_on;
+
+/* co is dying (count 0, or 1 inside 3.13's code_dealloc): returns 1 if it was pinned with a new reference. */
+static int spprof__py_keep_dying(PyObject *co) {
+    int ok;
+    if (!SPPROF__LOADR(&spprof__py_keep_on) || !spprof__py_maybe_seen(co)) return 0;
+    pthread_mutex_lock(&spprof__py_pins_mu);
+    ok = spprof__py_pin_reserve_locked();
+    if (ok) {
+#if PY_VERSION_HEX >= 0x030D0000
+        Py_INCREF(co);  /* code_dealloc sees a count above the 1 it set and keeps the object */
+#else
+        _Py_NewReference(co);
+#endif
+        spprof__py_pin_insert_locked(co);
+    }
+    pthread_mutex_unlock(&spprof__py_pins_mu);
+    return ok;
+}
+
+#if PY_VERSION_HEX >= 0x030D0000
+static int spprof__py_code_watcher_id = -1;
+static int spprof__py_code_watcher(PyCodeEvent ev, PyCodeObject *co) {
+    if (ev == PY_CODE_EVENT_DESTROY) spprof__py_keep_dying((PyObject *)co);
+    return 0;
+}
+#else
+static destructor spprof__py_code_dealloc_next;
+static void spprof__py_code_dealloc(PyObject *co) {
+    if (!spprof__py_keep_dying(co)) spprof__py_code_dealloc_next(co);
+}
+#endif
+
+/* [GIL] Once per process (3.13+: per interpreter, the first one that starts). Without the hook (all eight
+   code watchers taken), the pinning thread alone protects code objects, as before. */
+static void spprof__py_install_death_hook(void) {
+#if PY_VERSION_HEX >= 0x030D0000
+    static int tried;
+    if (tried) return;
+    tried = 1;
+    spprof__py_code_watcher_id = PyCode_AddWatcher(spprof__py_code_watcher);
+    if (spprof__py_code_watcher_id < 0) {
+        PyErr_Clear();
+        SPPROF_LOG("no code watcher left (PyCode_AddWatcher failed): code objects that die before the pinning "
+                   "thread sees them will be unnamed");
+    }
+#else
+    if (PyCode_Type.tp_dealloc == spprof__py_code_dealloc) return;
+    spprof__py_code_dealloc_next = PyCode_Type.tp_dealloc;
+    PyCode_Type.tp_dealloc = spprof__py_code_dealloc;
+#endif
+}
+
 SPPROF_API void spprof_py_release_code_objects(void) {
     size_t i, cap;
     PyObject **t;
+    /* first stop keeping dying code objects, and forget what was sampled: the pins released below die now */
+    SPPROF__STORE(&spprof__py_keep_on, 0u);
+    memset(spprof__py_seen, 0, sizeof spprof__py_seen);
     pthread_mutex_lock(&spprof__py_pins_mu);
     t = spprof__py_pins; cap = spprof__py_pins_cap;
     spprof__py_pins = NULL; spprof__py_npins = spprof__py_pins_cap = 0;
@@ -728,6 +848,8 @@ SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     r = spprof_py_check_layout();
     if (r != SPPROF_OK) return r;
     spprof_py_release_code_objects();  /* the previous profile is about to be cleared */
+    spprof__py_install_death_hook();
+    SPPROF__STORE(&spprof__py_keep_on, 1u);  /* before the first sample; bits are clear until then */
     r = spprof_start(cfg);
     if (r != SPPROF_OK) return r;
     pthread_mutex_lock(&spprof__py_pin_mu);
@@ -756,7 +878,10 @@ SPPROF_API spprof_result spprof_py_stop(void) {
     while (spprof__py_pinning) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
     pthread_mutex_unlock(&spprof__py_pin_mu);
     Py_END_ALLOW_THREADS
-    if (r == SPPROF_OK) spprof_py_pin_code_objects();
+    if (r == SPPROF_OK) {
+        spprof_py_pin_code_objects();
+        SPPROF__STORE(&spprof__py_keep_on, 0u);  /* all pinned now (see the death hook) */
+    }
     return r;
 }
 
