@@ -149,6 +149,12 @@ typedef struct spprof_walk_ctx {
    frames, leaf first, and returns how many, or -1 to drop the sample (counted as a walk error). */
 typedef int (*spprof_walk_fn)(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
 
+/* Wall mode: called by the collector thread (a normal thread, not a signal handler) for a thread blocked in
+   the kernel, with frames[0, nnative) its recovered native stack (see @offcpu). It may replace them with up to
+   max_frames frames of its own (the thread does not run meanwhile) and returns their number, or 0 to keep the
+   native ones. spprof_python.h puts the thread's Python frames there. */
+typedef int (*spprof_offcpu_walk_fn)(int tid, spprof_frame *frames, int nnative, int max_frames, void *user);
+
 typedef struct spprof_symbol {
     char name[256];
     char file[256];  /* source file, or the shared object for native code */
@@ -199,7 +205,8 @@ typedef struct spprof_config {
     int scan_interval_ms;    /* how often new and exited threads are looked for, 1 .. 10000 (default 20) */
     int drain_interval_ms;   /* how often the collector drains the ring, 1 .. 10000  (default 20) */
     spprof_walk_fn walker;   /* NULL: spprof_walk_native() */
-    void *walker_user;
+    void *walker_user;       /* given to walker and offcpu_walker */
+    spprof_offcpu_walk_fn offcpu_walker; /* wall mode, blocked threads; NULL: their native stack */
     spprof_resolve_fn resolver; /* NULL: spprof_symbolize_native() only */
     void *resolver_user;
     spprof_drain_fn drain_hook; /* NULL: none */
@@ -1781,8 +1788,9 @@ static void spprof__xranges_free(void) {
    off-CPU time of one period goes to the stack the thread is blocked on at its end (a thread that blocked
    on several stacks within one period is seen on the last one); time a thread spends runnable but waiting
    for a CPU is carried for at most one period, then dropped. Off-CPU samples hold native frames only (the
-   configured walker needs the thread's own signal context): a Python thread blocked in time.sleep shows
-   the interpreter's C frames down to the system call, not its Python frames. */
+   configured walker needs the thread's own signal context), unless spprof_config.offcpu_walker replaces
+   them: spprof_python.h's Python walker reads a blocked thread's Python frames from its thread state
+   (3.11+; the mixed walker does not merge them yet: such samples show the native stack). */
 
 /* Reads the user-space sp and pc of a thread blocked in the kernel; 0 if it is running or the file cannot
    be read. Format: "nr a1 a2 a3 a4 a5 a6 sp pc" in a system call, "-1 sp pc" blocked outside one. */
@@ -1935,6 +1943,10 @@ static int spprof__offcpu_recover(spprof__offcpu_ctx *x, spprof__slot *s, int64_
     if (len > SPPROF_OFFCPU_STACK_BYTES) len = SPPROF_OFFCPU_STACK_BYTES;
     k = (len && x->mem_fd >= 0) ? pread(x->mem_fd, x->buf, len, (off_t)sp) : 0;
     n = spprof__offcpu_walk(x->mem_fd, pc, sp, x->buf, k > 0 ? (size_t)k : 0, s->off_frames, spprof__g.max_depth);
+    if (spprof__g.cfg.offcpu_walker) {
+        int m = spprof__g.cfg.offcpu_walker(s->tid, s->off_frames, n, spprof__g.max_depth, spprof__g.walker_user);
+        if (m > 0 && m <= spprof__g.max_depth) n = m;
+    }
     /* The thread did not run between the syscall file and the end of the copy: the copy is its stack. */
     if (spprof__thread_cpu_ns(s->tid) != cpu) return 0;
     return n;

@@ -398,11 +398,11 @@ static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
 /* ctx NULL: the calling thread's own frames, read synchronously (the memory profiler's hooks). Nothing else
    changes them meanwhile, and each frame holds a reference to its code object: no guard needed. */
 #define SPPROF__PY_UNGUARD() do { if (ctx) spprof_guard_release(&g); } while (0)
-static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
-                                  uint16_t *run_ends, int max_runs, int *nruns) {
+/* ts: the thread state whose frames are read (spprof__py_walk_frames: the calling thread's own). */
+static int spprof__py_walk_ts(PyThreadState *ts, const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
+                              uint16_t *run_ends, int max_runs, int *nruns) {
     spprof_guard g;
     volatile int n = 0, r = 0;
-    PyThreadState *ts = PyGILState_GetThisThreadState();  /* this thread's own state (TSS), or NULL */
     const SPPROF__PY_FRAME *f;
     int steps;
     if (nruns) *nruns = 0;
@@ -447,6 +447,48 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
     return n ? n : -2;
 }
 #undef SPPROF__PY_UNGUARD
+
+static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
+                                  uint16_t *run_ends, int max_runs, int *nruns) {
+    /* this thread's own state (TSS), or NULL */
+    return spprof__py_walk_ts(PyGILState_GetThisThreadState(), ctx, frames, max_frames, run_ends, max_runs, nruns);
+}
+
+/* Wall mode, a thread blocked in the kernel (spprof.h's @offcpu; runs on the collector thread, not in a
+   signal handler, without the GIL): its Python frames, read from its thread state. The thread does not run
+   while it is blocked, so its frame chain stands still (the collector trusts the sample only if the thread's
+   CPU clock did not move during the reads); thread states and frames of other threads may change, so every
+   read is under the fault guard and checked as in the handler. The thread state is found by native thread
+   id (PyThreadState.native_thread_id, 3.11+; before, no Python frames: the native stack stays). */
+static int spprof__py_offcpu_walk(int tid, spprof_frame *frames, int nnative, int max_frames, void *user) {
+#if PY_VERSION_HEX >= 0x030B0000
+    spprof_frame py[SPPROF_MAX_DEPTH_LIMIT];
+    spprof_walk_ctx ctx;
+    spprof_guard g;
+    PyThreadState *volatile ts = NULL;
+    PyInterpreterState *interp = PyInterpreterState_Main();
+    int n, k;
+    (void)nnative; (void)user;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.tid = spprof_gettid();  /* the guard is keyed by the thread that reads */
+    if (!interp || max_frames > SPPROF_MAX_DEPTH_LIMIT || !spprof_guard_claim(&g, ctx.tid)) return 0;
+    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return 0; }
+    {
+        PyThreadState *t = PyInterpreterState_ThreadHead(interp);
+        for (k = 0; t && k < 100000; k++, t = PyThreadState_Next(t))  /* bounded: a torn list cannot loop */
+            if (t->native_thread_id == (unsigned long)tid) { ts = t; break; }
+    }
+    spprof_guard_release(&g);
+    if (!ts) return 0;
+    n = spprof__py_walk_ts(ts, &ctx, py, max_frames, NULL, 0, NULL);
+    if (n <= 0) return 0;  /* no Python frame (or a torn read): the native stack stays */
+    memcpy(frames, py, (size_t)n * sizeof *frames);
+    return n;
+#else
+    (void)tid; (void)frames; (void)nnative; (void)max_frames; (void)user;
+    return 0;
+#endif
+}
 
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     int n = spprof__py_walk_frames(ctx, frames, max_frames, NULL, 0, NULL);
@@ -799,12 +841,14 @@ SPPROF_API int spprof_py_configure_mixed(spprof_config *cfg) {
     if (!spprof__py_find_eval()) return 0;
     spprof_py_configure(cfg);
     cfg->walker = spprof_py_walk_mixed;
+    cfg->offcpu_walker = NULL;  /* not merged with native frames yet: blocked threads show their native stack */
     return 1;
 }
 
 SPPROF_API void spprof_py_configure(spprof_config *cfg) {
     cfg->walker = spprof_py_walk;
     cfg->walker_user = NULL;
+    cfg->offcpu_walker = spprof__py_offcpu_walk;
     cfg->resolver = spprof_py_resolve;
     cfg->resolver_user = NULL;
     cfg->drain_hook = spprof__py_drain_hook;
