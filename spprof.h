@@ -1816,6 +1816,25 @@ static int spprof__blocked_regs(int tid, uintptr_t *sp, uintptr_t *pc) {
     return *sp != 0 && *pc != 0;
 }
 
+/* Does thread tid block signal signo (SigBlk in /proc/self/task/TID/status)? Such a thread is not sampled
+   (the documented contract: spprof's own helper threads, e.g. spprof_python.h's pinning thread, rely on
+   it), in wall mode neither, although no signal would be needed. Unreadable: 0. */
+static int spprof__blocks_signal(int tid, int signo) {
+    char path[64], buf[2048], *p;
+    int fd;
+    ssize_t k;
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    k = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (k <= 0) return 0;
+    buf[k] = 0;
+    p = strstr(buf, "\nSigBlk:");
+    if (!p) return 0;
+    return (int)((strtoull(p + 8, NULL, 16) >> (signo - 1)) & 1u);
+}
+
 #if defined(__x86_64__)
 /* Does the return address ret follow a call that can have entered the function holding inner (an address
    inside the callee)? Direct calls (E8 rel32) are checked: the target, or for a call through a PLT stub
@@ -1981,7 +2000,7 @@ static int spprof__offcpu_recover(spprof__offcpu_ctx *x, spprof__slot *s, int64_
     ssize_t k;
     size_t len;
     int n;
-    if (!spprof__blocked_regs(s->tid, &sp, &pc)) return 0;
+    if (!spprof__blocked_regs(s->tid, &sp, &pc) || spprof__blocks_signal(s->tid, spprof__g.cfg.signo)) return 0;
     if (!s->off_frames) s->off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
     if (!x->buf) x->buf = (unsigned char *)SPPROF_MALLOC(SPPROF_OFFCPU_STACK_BYTES);
     if (x->mem_fd < 0) x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
@@ -2033,6 +2052,23 @@ static void spprof__offcpu_emit(spprof__slot *s, uint32_t weight, uint64_t now) 
     SPPROF__ADD(&spprof__g.c.captured, 1);
 }
 
+/* The stack of the latest sample of slot s's thread in the profile, into s->off_frames (s->off_n frames);
+   0 if it has none yet. */
+static int spprof__offcpu_last_stack(spprof__slot *s) {
+    spprof__profile *p = &spprof__g.prof;
+    int n = 0;
+    if (!s->off_frames) s->off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
+    if (!s->off_frames) return 0;
+    pthread_mutex_lock(&spprof__prof_lock);
+    if (s->rec < p->nrecs && p->recs[s->rec].nruns > 0) {
+        const spprof__stack *st = &p->stacks[p->recs[s->rec].runs[p->recs[s->rec].nruns - 1].stack];
+        for (n = 0; n < (int)st->n && n < spprof__g.max_depth; n++) s->off_frames[n] = p->frames[p->stack_data[st->off + (uint32_t)n]];
+    }
+    pthread_mutex_unlock(&spprof__prof_lock);
+    s->off_n = n;
+    return n > 0;
+}
+
 /* One accounting round over the registry (collector, under reg_lock). While paused, only the clocks move
    on (paused time is not profiled). final: at stop, give out what remains (rounded to whole intervals). */
 static void spprof__offcpu_account(spprof__offcpu_ctx *x, int running, int final) {
@@ -2057,8 +2093,19 @@ static void spprof__offcpu_account(spprof__offcpu_ctx *x, int running, int final
             s->off_seen_cpu = s->off_n ? cpu : -1;
         }
         s->off_acc += off;
-        if (!s->off_n) {  /* runnable (waiting for a CPU) or unreadable: carried for at most one period */
-            if (s->off_acc > period) s->off_acc = period;
+        if (!s->off_n) {
+            /* Not blocked in the kernel now: runnable (preempted, waiting for a CPU: on a loaded machine a
+               busy thread's wall time is largely this), or its stack could not be read. Its time goes to the
+               stack of its latest sample in the profile (a runnable thread was preempted in the code it was
+               running, at most one interval of CPU time after that sample). */
+            if (s->off_acc >= iv && spprof__offcpu_last_stack(s)) {
+                int64_t w = s->off_acc / iv;
+                if (w > 1000000) w = 1000000;
+                spprof__offcpu_emit(s, (uint32_t)w, (uint64_t)now);
+                s->off_acc -= w * iv;
+                s->off_n = 0;
+            }
+            if (s->off_acc > period) s->off_acc = period;  /* no stack at all: carried at most one period */
             continue;
         }
         if (s->off_acc >= iv || (final && s->off_acc >= iv / 2)) {
