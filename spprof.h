@@ -1789,7 +1789,8 @@ static void spprof__xranges_free(void) {
    and the end of the copy (the thread did not run, so the stack did not change). What is approximate: the
    off-CPU time of one period goes to the stack the thread is blocked on at its end (a thread that blocked
    on several stacks within one period is seen on the last one); time a thread spends runnable but waiting
-   for a CPU is carried for at most one period, then dropped. Off-CPU samples hold native frames only (the
+   for a CPU goes to the stack of its latest sample (spprof__offcpu_last_stack). Threads that block the
+   profiling signal are left out, as in CPU mode. Off-CPU samples hold native frames only (the
    configured walker needs the thread's own signal context), unless spprof_config.offcpu_walker replaces
    them: spprof_python.h's Python walker reads a blocked thread's Python frames from its thread state
    (3.11+; the mixed walker does not merge them yet: such samples show the native stack). */
