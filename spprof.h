@@ -1792,8 +1792,8 @@ static void spprof__xranges_free(void) {
    for a CPU goes to the stack of its latest sample (spprof__offcpu_last_stack). Threads that block the
    profiling signal are left out, as in CPU mode. Off-CPU samples hold native frames only (the
    configured walker needs the thread's own signal context), unless spprof_config.offcpu_walker replaces
-   them: spprof_python.h's Python walker reads a blocked thread's Python frames from its thread state
-   (3.11+; the mixed walker does not merge them yet: such samples show the native stack). */
+   them: spprof_python.h reads a blocked thread's Python frames from its thread state (3.11+) and, with
+   the mixed walker, merges them with the recovered native frames. */
 
 /* Reads the user-space sp and pc of a thread blocked in the kernel; 0 if it is running or the file cannot
    be read. Format: "nr a1 a2 a3 a4 a5 a6 sp pc" in a system call, "-1 sp pc" blocked outside one. */

@@ -460,26 +460,37 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
    CPU clock did not move during the reads); thread states and frames of other threads may change, so every
    read is under the fault guard and checked as in the handler. The thread state is found by native thread
    id (PyThreadState.native_thread_id, 3.11+; before, no Python frames: the native stack stays). */
-static int spprof__py_offcpu_walk(int tid, spprof_frame *frames, int nnative, int max_frames, void *user) {
+static PyThreadState *spprof__py_offcpu_tstate(int tid, spprof_walk_ctx *ctx) {
 #if PY_VERSION_HEX >= 0x030B0000
-    spprof_frame py[SPPROF_MAX_DEPTH_LIMIT];
-    spprof_walk_ctx ctx;
     spprof_guard g;
     PyThreadState *volatile ts = NULL;
     PyInterpreterState *interp = PyInterpreterState_Main();
-    int n, k;
-    (void)nnative; (void)user;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.tid = spprof_gettid();  /* the guard is keyed by the thread that reads */
-    if (!interp || max_frames > SPPROF_MAX_DEPTH_LIMIT || !spprof_guard_claim(&g, ctx.tid)) return 0;
-    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return 0; }
+    int k;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->tid = spprof_gettid();  /* the guard is keyed by the thread that reads */
+    if (!interp || !spprof_guard_claim(&g, ctx->tid)) return NULL;
+    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return NULL; }
     {
         PyThreadState *t = PyInterpreterState_ThreadHead(interp);
         for (k = 0; t && k < 100000; k++, t = PyThreadState_Next(t))  /* bounded: a torn list cannot loop */
             if (t->native_thread_id == (unsigned long)tid) { ts = t; break; }
     }
     spprof_guard_release(&g);
-    if (!ts) return 0;
+    return ts;
+#else
+    (void)tid; (void)ctx;
+    return NULL;
+#endif
+}
+
+static int spprof__py_offcpu_walk(int tid, spprof_frame *frames, int nnative, int max_frames, void *user) {
+#if PY_VERSION_HEX >= 0x030B0000
+    spprof_frame py[SPPROF_MAX_DEPTH_LIMIT];
+    spprof_walk_ctx ctx;
+    PyThreadState *ts;
+    int n;
+    (void)nnative; (void)user;
+    if (max_frames > SPPROF_MAX_DEPTH_LIMIT || !(ts = spprof__py_offcpu_tstate(tid, &ctx))) return 0;
     n = spprof__py_walk_ts(ts, &ctx, py, max_frames, NULL, 0, NULL);
     if (n <= 0) return 0;  /* no Python frame (or a torn read): the native stack stays */
     memcpy(frames, py, (size_t)n * sizeof *frames);
@@ -544,10 +555,13 @@ static int spprof__py_in_eval(const spprof_frame *f) {
            ((pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi) || (pc >= spprof__py_cold_lo && pc < spprof__py_cold_hi));
 }
 
+static int spprof__py_merge(spprof_frame *frames, int max_frames, int pbase, int np, const uint16_t *run_ends,
+                            int nruns, const spprof_frame *nat, int nn);
+
 SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     spprof_frame nat[SPPROF_PY_NATIVE_MAX];
     uint16_t run_ends[SPPROF_PY_NATIVE_MAX];
-    int nn, np, nruns = 0, evals = 0, i, o = 0, run = 0, pbase, room;
+    int nn, np, nruns = 0, pbase, room;
     if (max_frames < 2) return spprof_py_walk(ctx, frames, max_frames);
     /* Python frames first, into the second half of the output (at most), native frames get the rest. */
     room = max_frames / 2;
@@ -561,6 +575,14 @@ SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *fr
     }
     nn = SPPROF__LIBUNWIND_OR_FP(ctx, nat, max_frames - np < SPPROF_PY_NATIVE_MAX ? max_frames - np : SPPROF_PY_NATIVE_MAX);
     if (nn < 0) nn = 0;
+    return spprof__py_merge(frames, max_frames, pbase, np, run_ends, nruns, nat, nn);
+}
+
+/* The merge of spprof_py_walk_mixed: the Python frames are in frames[pbase, pbase + np), in runs ending at
+   run_ends[0, nruns); nat[0, nn) the native frames (not inside frames). Returns the merged count. */
+static int spprof__py_merge(spprof_frame *frames, int max_frames, int pbase, int np, const uint16_t *run_ends,
+                            int nruns, const spprof_frame *nat, int nn) {
+    int evals = 0, i, o = 0, run = 0;
     for (i = 0; i < nn; i++) evals += spprof__py_in_eval(&nat[i]);
     /* Merge, leaf first. o <= pbase + (Python frames read) holds throughout: see @mixed. */
     for (i = 0; i < nn && o < max_frames; i++) {
@@ -584,6 +606,31 @@ SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *fr
         o++;
     }
     return o;
+}
+
+/* Wall mode with native=True, a blocked thread (see spprof__py_offcpu_walk): its recovered native frames
+   merged with its Python frames, as spprof_py_walk_mixed does in the handler. */
+static int spprof__py_offcpu_walk_mixed(int tid, spprof_frame *frames, int nnative, int max_frames, void *user) {
+    spprof_frame out[SPPROF_MAX_DEPTH_LIMIT];
+    uint16_t run_ends[SPPROF_PY_NATIVE_MAX];
+    spprof_walk_ctx ctx;
+    PyThreadState *ts;
+    int np, nruns = 0, pbase, room;
+    (void)user;
+    if (max_frames < 2 || max_frames > SPPROF_MAX_DEPTH_LIMIT || !(ts = spprof__py_offcpu_tstate(tid, &ctx))) return 0;
+    room = max_frames / 2;
+    np = spprof__py_walk_ts(ts, &ctx, out + (max_frames - room), room, run_ends, SPPROF_PY_NATIVE_MAX, &nruns);
+    if (np <= 0) return 0;  /* no Python frame (or a torn read): the native stack stays */
+    pbase = max_frames - room;
+    if (np < room) {
+        memmove(out + (max_frames - np), out + pbase, (size_t)np * sizeof *out);
+        pbase = max_frames - np;
+    }
+    if (nnative > max_frames - np) nnative = max_frames - np;
+    if (nnative > SPPROF_PY_NATIVE_MAX) nnative = SPPROF_PY_NATIVE_MAX;
+    np = spprof__py_merge(out, max_frames, pbase, np, run_ends, nruns, frames, nnative);
+    memcpy(frames, out, (size_t)np * sizeof *frames);
+    return np;
 }
 
 /* ==== @pin ============================================================================================
@@ -841,7 +888,7 @@ SPPROF_API int spprof_py_configure_mixed(spprof_config *cfg) {
     if (!spprof__py_find_eval()) return 0;
     spprof_py_configure(cfg);
     cfg->walker = spprof_py_walk_mixed;
-    cfg->offcpu_walker = NULL;  /* not merged with native frames yet: blocked threads show their native stack */
+    cfg->offcpu_walker = spprof__py_offcpu_walk_mixed;
     return 1;
 }
 

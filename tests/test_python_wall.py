@@ -60,3 +60,22 @@ def test_sleeping_thread_vs_busy_thread_shares(run):
         assert all(any(f[0] in ("Thread.run", "run") for f in s[5]) for s in ss), ss[:3]
     else:
         print("before 3.11: blocked threads keep their native stack", sh, file=sys.stderr)
+
+
+def test_sleeping_thread_mixed_stack(run):
+    # native=True: the blocked thread's recovered native frames (down to the system call) merged with its
+    # Python frames, as in the signal handler's mixed walk
+    r = run("""
+    def sleeper_fn():
+        time.sleep(0.6)
+    spprof.start(interval_ms=1, mode="wall", native=True)
+    s = threading.Thread(target=sleeper_fn, name="sleeper")
+    s.start(); s.join()
+    emit({"d": dump(spprof.stop()), "version": list(sys.version_info[:2])})
+    """, timeout=60).ok()
+    if tuple(r.result["version"]) < (3, 11):
+        return
+    ss = samples(r.result["d"], name="sleeper")
+    total = weight(ss)
+    merged = weight([s for s in ss if any(f[0] == "sleeper_fn" for f in s[5]) and leaf(s)[0] != "sleeper_fn"])
+    assert total >= 400 and merged >= 0.9 * total, (merged, total, ss[:3])
