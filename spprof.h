@@ -1792,7 +1792,7 @@ static void spprof__xranges_free(void) {
    for a CPU goes to the stack of its latest sample (spprof__offcpu_last_stack). Threads that block the
    profiling signal are left out, as in CPU mode. Off-CPU samples hold native frames only (the
    configured walker needs the thread's own signal context), unless spprof_config.offcpu_walker replaces
-   them: spprof_python.h reads a blocked thread's Python frames from its thread state (3.11+) and, with
+   them: spprof_python.h reads a blocked thread's Python frames from its thread state and, with
    the mixed walker, merges them with the recovered native frames. */
 
 /* Reads the user-space sp and pc of a thread blocked in the kernel; 0 if it is running or the file cannot

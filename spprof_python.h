@@ -459,9 +459,8 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
    while it is blocked, so its frame chain stands still (the collector trusts the sample only if the thread's
    CPU clock did not move during the reads); thread states and frames of other threads may change, so every
    read is under the fault guard and checked as in the handler. The thread state is found by native thread
-   id (PyThreadState.native_thread_id, 3.11+; before, no Python frames: the native stack stays). */
+   id (PyThreadState.native_thread_id, 3.11+; before, through its pthread_t's CPU clock id). */
 static PyThreadState *spprof__py_offcpu_tstate(int tid, spprof_walk_ctx *ctx) {
-#if PY_VERSION_HEX >= 0x030B0000
     spprof_guard g;
     PyThreadState *volatile ts = NULL;
     PyInterpreterState *interp = PyInterpreterState_Main();
@@ -472,19 +471,25 @@ static PyThreadState *spprof__py_offcpu_tstate(int tid, spprof_walk_ctx *ctx) {
     if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return NULL; }
     {
         PyThreadState *t = PyInterpreterState_ThreadHead(interp);
-        for (k = 0; t && k < 100000; k++, t = PyThreadState_Next(t))  /* bounded: a torn list cannot loop */
+        for (k = 0; t && k < 100000; k++, t = PyThreadState_Next(t)) {  /* bounded: a torn list cannot loop */
+#if PY_VERSION_HEX >= 0x030B0000
             if (t->native_thread_id == (unsigned long)tid) { ts = t; break; }
+#else
+            /* before 3.11 a thread state knows its pthread_t only: glibc's pthread_getcpuclockid gives the
+               CPU clock of that thread, which encodes its tid (the encoding of spprof__thread_cpu_ns) */
+            clockid_t c;
+            if (pthread_getcpuclockid((pthread_t)t->thread_id, &c) == 0 && c == (clockid_t)((~(unsigned)tid << 3) | 6u)) {
+                ts = t;
+                break;
+            }
+#endif
+        }
     }
     spprof_guard_release(&g);
     return ts;
-#else
-    (void)tid; (void)ctx;
-    return NULL;
-#endif
 }
 
 static int spprof__py_offcpu_walk(int tid, spprof_frame *frames, int nnative, int max_frames, void *user) {
-#if PY_VERSION_HEX >= 0x030B0000
     spprof_frame py[SPPROF_MAX_DEPTH_LIMIT];
     spprof_walk_ctx ctx;
     PyThreadState *ts;
@@ -495,10 +500,6 @@ static int spprof__py_offcpu_walk(int tid, spprof_frame *frames, int nnative, in
     if (n <= 0) return 0;  /* no Python frame (or a torn read): the native stack stays */
     memcpy(frames, py, (size_t)n * sizeof *frames);
     return n;
-#else
-    (void)tid; (void)frames; (void)nnative; (void)max_frames; (void)user;
-    return 0;
-#endif
 }
 
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
