@@ -424,11 +424,11 @@ static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
 /* ctx NULL: the calling thread's own frames, read synchronously (the memory profiler's hooks). Nothing else
    changes them meanwhile, and each frame holds a reference to its code object: no guard needed. */
 #define SPPROF__PY_UNGUARD() do { if (ctx) spprof_guard_release(&g); } while (0)
-static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
-                                  uint16_t *run_ends, int max_runs, int *nruns) {
+/* ts: the thread state whose frames are read (spprof__py_walk_frames: the calling thread's own). */
+static int spprof__py_walk_ts(PyThreadState *ts, const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
+                              uint16_t *run_ends, int max_runs, int *nruns) {
     spprof_guard g;
     volatile int n = 0, r = 0;
-    PyThreadState *ts = PyGILState_GetThisThreadState();  /* this thread's own state (TSS), or NULL */
     const SPPROF__PY_FRAME *f;
     int steps;
     if (nruns) *nruns = 0;
@@ -474,6 +474,60 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
     return n ? n : -2;
 }
 #undef SPPROF__PY_UNGUARD
+
+static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
+                                  uint16_t *run_ends, int max_runs, int *nruns) {
+    /* this thread's own state (TSS), or NULL */
+    return spprof__py_walk_ts(PyGILState_GetThisThreadState(), ctx, frames, max_frames, run_ends, max_runs, nruns);
+}
+
+/* Wall mode, a thread blocked in the kernel (spprof.h's @offcpu; runs on the collector thread, not in a
+   signal handler, without the GIL): its Python frames, read from its thread state. The thread does not run
+   while it is blocked, so its frame chain stands still (the collector trusts the sample only if the thread's
+   CPU clock did not move during the reads); thread states and frames of other threads may change, so every
+   read is under the fault guard and checked as in the handler. The thread state is found by native thread
+   id (PyThreadState.native_thread_id, 3.11+; before, through its pthread_t's CPU clock id). */
+static PyThreadState *spprof__py_offcpu_tstate(int tid, spprof_walk_ctx *ctx) {
+    spprof_guard g;
+    PyThreadState *volatile ts = NULL;
+    PyInterpreterState *interp = PyInterpreterState_Main();
+    int k;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->tid = spprof_gettid();  /* the guard is keyed by the thread that reads */
+    if (!interp || !spprof_guard_claim(&g, ctx->tid)) return NULL;
+    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return NULL; }
+    {
+        PyThreadState *t = PyInterpreterState_ThreadHead(interp);
+        for (k = 0; t && k < 100000; k++, t = PyThreadState_Next(t)) {  /* bounded: a torn list cannot loop */
+#if PY_VERSION_HEX >= 0x030B0000
+            if (t->native_thread_id == (unsigned long)tid) { ts = t; break; }
+#else
+            /* before 3.11 a thread state knows its pthread_t only: glibc's pthread_getcpuclockid gives the
+               CPU clock of that thread, which encodes its tid (the encoding of spprof__thread_cpu_ns) */
+            clockid_t c;
+            if (pthread_getcpuclockid((pthread_t)t->thread_id, &c) == 0 && c == (clockid_t)((~(unsigned)tid << 3) | 6u)) {
+                ts = t;
+                break;
+            }
+#endif
+        }
+    }
+    spprof_guard_release(&g);
+    return ts;
+}
+
+static int spprof__py_offcpu_walk(int tid, spprof_frame *frames, int nnative, int max_frames, void *user) {
+    spprof_frame py[SPPROF_MAX_DEPTH_LIMIT];
+    spprof_walk_ctx ctx;
+    PyThreadState *ts;
+    int n;
+    (void)nnative; (void)user;
+    if (max_frames > SPPROF_MAX_DEPTH_LIMIT || !(ts = spprof__py_offcpu_tstate(tid, &ctx))) return 0;
+    n = spprof__py_walk_ts(ts, &ctx, py, max_frames, NULL, 0, NULL);
+    if (n <= 0) return 0;  /* no Python frame (or a torn read): the native stack stays */
+    memcpy(frames, py, (size_t)n * sizeof *frames);
+    return n;
+}
 
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     int n = spprof__py_walk_frames(ctx, frames, max_frames, NULL, 0, NULL);
@@ -529,10 +583,13 @@ static int spprof__py_in_eval(const spprof_frame *f) {
            ((pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi) || (pc >= spprof__py_cold_lo && pc < spprof__py_cold_hi));
 }
 
+static int spprof__py_merge(spprof_frame *frames, int max_frames, int pbase, int np, const uint16_t *run_ends,
+                            int nruns, const spprof_frame *nat, int nn);
+
 SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     spprof_frame nat[SPPROF_PY_NATIVE_MAX];
     uint16_t run_ends[SPPROF_PY_NATIVE_MAX];
-    int nn, np, nruns = 0, evals = 0, i, o = 0, run = 0, pbase, room;
+    int nn, np, nruns = 0, pbase, room;
     if (max_frames < 2) return spprof_py_walk(ctx, frames, max_frames);
     /* Python frames first, into the second half of the output (at most), native frames get the rest. */
     room = max_frames / 2;
@@ -546,6 +603,14 @@ SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *fr
     }
     nn = SPPROF__LIBUNWIND_OR_FP(ctx, nat, max_frames - np < SPPROF_PY_NATIVE_MAX ? max_frames - np : SPPROF_PY_NATIVE_MAX);
     if (nn < 0) nn = 0;
+    return spprof__py_merge(frames, max_frames, pbase, np, run_ends, nruns, nat, nn);
+}
+
+/* The merge of spprof_py_walk_mixed: the Python frames are in frames[pbase, pbase + np), in runs ending at
+   run_ends[0, nruns); nat[0, nn) the native frames (not inside frames). Returns the merged count. */
+static int spprof__py_merge(spprof_frame *frames, int max_frames, int pbase, int np, const uint16_t *run_ends,
+                            int nruns, const spprof_frame *nat, int nn) {
+    int evals = 0, i, o = 0, run = 0;
     for (i = 0; i < nn; i++) evals += spprof__py_in_eval(&nat[i]);
     /* Merge, leaf first. o <= pbase + (Python frames read) holds throughout: see @mixed. */
     for (i = 0; i < nn && o < max_frames; i++) {
@@ -569,6 +634,31 @@ SPPROF_API int spprof_py_walk_mixed(const spprof_walk_ctx *ctx, spprof_frame *fr
         o++;
     }
     return o;
+}
+
+/* Wall mode with native=True, a blocked thread (see spprof__py_offcpu_walk): its recovered native frames
+   merged with its Python frames, as spprof_py_walk_mixed does in the handler. */
+static int spprof__py_offcpu_walk_mixed(int tid, spprof_frame *frames, int nnative, int max_frames, void *user) {
+    spprof_frame out[SPPROF_MAX_DEPTH_LIMIT];
+    uint16_t run_ends[SPPROF_PY_NATIVE_MAX];
+    spprof_walk_ctx ctx;
+    PyThreadState *ts;
+    int np, nruns = 0, pbase, room;
+    (void)user;
+    if (max_frames < 2 || max_frames > SPPROF_MAX_DEPTH_LIMIT || !(ts = spprof__py_offcpu_tstate(tid, &ctx))) return 0;
+    room = max_frames / 2;
+    np = spprof__py_walk_ts(ts, &ctx, out + (max_frames - room), room, run_ends, SPPROF_PY_NATIVE_MAX, &nruns);
+    if (np <= 0) return 0;  /* no Python frame (or a torn read): the native stack stays */
+    pbase = max_frames - room;
+    if (np < room) {
+        memmove(out + (max_frames - np), out + pbase, (size_t)np * sizeof *out);
+        pbase = max_frames - np;
+    }
+    if (nnative > max_frames - np) nnative = max_frames - np;
+    if (nnative > SPPROF_PY_NATIVE_MAX) nnative = SPPROF_PY_NATIVE_MAX;
+    np = spprof__py_merge(out, max_frames, pbase, np, run_ends, nruns, frames, nnative);
+    memcpy(frames, out, (size_t)np * sizeof *frames);
+    return np;
 }
 
 /* ==== @pin ============================================================================================
@@ -924,12 +1014,14 @@ SPPROF_API int spprof_py_configure_mixed(spprof_config *cfg) {
     if (!spprof__py_find_eval()) return 0;
     spprof_py_configure(cfg);
     cfg->walker = spprof_py_walk_mixed;
+    cfg->offcpu_walker = spprof__py_offcpu_walk_mixed;
     return 1;
 }
 
 SPPROF_API void spprof_py_configure(spprof_config *cfg) {
     cfg->walker = spprof_py_walk;
     cfg->walker_user = NULL;
+    cfg->offcpu_walker = spprof__py_offcpu_walk;
     cfg->resolver = spprof_py_resolve;
     cfg->resolver_user = NULL;
     cfg->drain_hook = spprof__py_drain_hook;
