@@ -80,6 +80,15 @@ test-c: $(TEST_BINS) $(BUILD)/tests/libunwind_check $(BUILD)/tests/cxx_demangle_
 	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS) $(BUILD)/tests/libunwind_check $(BUILD)/tests/cxx_demangle_check
 	@echo "c-tests: again with SPPROF_TEST_SOURCE=posix"; SPPROF_TEST_SOURCE=posix sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
 
+# The restricted-container launcher and the C workload it runs (tests/test_lockdown.py); not in TEST_BINS.
+$(BUILD)/tests/lockdown: tests/lockdown.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) $(CFLAGS) $< -o $@
+
+$(BUILD)/tests/lockdown_native: tests/lockdown_native.c spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
 # spprof.h in a C++ program: C++ frames come out demangled.
 $(BUILD)/tests/cxx_demangle_check: tests/cxx_demangle_check.cpp tests/testutil.h spprof.h
 	@mkdir -p $(dir $@)
@@ -109,7 +118,8 @@ test-tsan: $(TSAN_BINS)
 	  sh tests/run_c_tests.sh $(BUILD)/tsan $(TSAN_BINS)
 
 # The Python tests run under $(PYTHON), every interpreter in $(SPPROF_PYTHONS), python3 and python3.11-dbg.
-test-py: $(BUILD)/native_demo pypkg
+# tests/test_lockdown.py runs programs through $(BUILD)/tests/lockdown (uid 65534 + a Docker-like seccomp filter).
+test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native
 	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
 
 # Benchmarks (not part of `make test`): the core figures (benchmarks/RESULTS-core.md, a few minutes), then
