@@ -18,7 +18,7 @@ SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undef
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
 PHONY_EXTRA := pypkg
-.PHONY: all pypkg demo test test-compile test-c sanitize test-asan test-tsan test-py bench clean deps
+.PHONY: all pypkg demo test test-compile test-c sanitize test-asan test-tsan test-py test-regrtest bench clean deps
 
 # Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
 PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
@@ -67,7 +67,7 @@ demo: $(BUILD)/native_demo pypkg
 deps:
 	@sh tools/install-deps.sh "$(VENV)" "$(PYTHON)"
 
-test: deps pypkg test-compile test-c sanitize test-py
+test: deps pypkg test-compile test-c sanitize test-py test-regrtest
 
 # The header must compile alone as C99 and C++ with gcc and clang, with and without the implementation.
 test-compile:
@@ -121,6 +121,13 @@ test-tsan: $(TSAN_BINS)
 # tests/test_lockdown.py runs programs through $(BUILD)/tests/lockdown (uid 65534 + a Docker-like seccomp filter).
 test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native
 	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
+
+# CPython's own regression tests (signal, thread, fork, syscall modules; cases picked) unprofiled and under
+# record cpu/wall/native/memory; a case that passes unprofiled must pass profiled. About 4-5 minutes per
+# interpreter on 2 cores, so by default only for $(PYTHON); REGRTEST_PYTHONS="..." runs it for others too.
+REGRTEST_PYTHONS ?= $(PYTHON)
+test-regrtest: pypkg
+	@$(VENV)/bin/python tests/cpython_regrtest.py $(foreach p,$(REGRTEST_PYTHONS),--python $(p))
 
 # Benchmarks (not part of `make test`): the core figures (benchmarks/RESULTS-core.md, a few minutes), then
 # spprof beside py-spy, Austin, pyinstrument, vmprof, yappi and cProfile (benchmarks/RESULTS.md and
