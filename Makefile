@@ -18,7 +18,7 @@ SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undef
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
 PHONY_EXTRA := pypkg
-.PHONY: all pypkg demo test test-compile test-c sanitize test-asan test-tsan test-py bench clean deps
+.PHONY: all pypkg demo test test-compile test-c sanitize test-asan test-tsan test-py test-regrtest bench clean deps
 
 # Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
 PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
@@ -67,7 +67,7 @@ demo: $(BUILD)/native_demo pypkg
 deps:
 	@sh tools/install-deps.sh "$(VENV)" "$(PYTHON)"
 
-test: deps pypkg test-compile test-c sanitize test-py
+test: deps pypkg test-compile test-c sanitize test-py test-regrtest
 
 # The header must compile alone as C99 and C++ with gcc and clang, with and without the implementation.
 test-compile:
@@ -79,6 +79,15 @@ test-compile:
 test-c: $(TEST_BINS) $(BUILD)/tests/libunwind_check $(BUILD)/tests/cxx_demangle_check
 	@sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS) $(BUILD)/tests/libunwind_check $(BUILD)/tests/cxx_demangle_check
 	@echo "c-tests: again with SPPROF_TEST_SOURCE=posix"; SPPROF_TEST_SOURCE=posix sh tests/run_c_tests.sh $(BUILD)/tests $(TEST_BINS)
+
+# The restricted-container launcher and the C workload it runs (tests/test_lockdown.py); not in TEST_BINS.
+$(BUILD)/tests/lockdown: tests/lockdown.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) $(CFLAGS) $< -o $@
+
+$(BUILD)/tests/lockdown_native: tests/lockdown_native.c spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
 # spprof.h in a C++ program: C++ frames come out demangled.
 $(BUILD)/tests/cxx_demangle_check: tests/cxx_demangle_check.cpp tests/testutil.h spprof.h
@@ -109,8 +118,16 @@ test-tsan: $(TSAN_BINS)
 	  sh tests/run_c_tests.sh $(BUILD)/tsan $(TSAN_BINS)
 
 # The Python tests run under $(PYTHON), every interpreter in $(SPPROF_PYTHONS), python3 and python3.11-dbg.
-test-py: $(BUILD)/native_demo pypkg
+# tests/test_lockdown.py runs programs through $(BUILD)/tests/lockdown (uid 65534 + a Docker-like seccomp filter).
+test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native
 	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
+
+# CPython's own regression tests (signal, thread, fork, syscall modules; cases picked) unprofiled and under
+# record cpu/wall/native/memory; a case that passes unprofiled must pass profiled. About 4-5 minutes per
+# interpreter on 2 cores, so by default only for $(PYTHON); REGRTEST_PYTHONS="..." runs it for others too.
+REGRTEST_PYTHONS ?= $(PYTHON)
+test-regrtest: pypkg
+	@$(VENV)/bin/python tests/cpython_regrtest.py $(foreach p,$(REGRTEST_PYTHONS),--python $(p))
 
 # Benchmarks (not part of `make test`): the core figures (benchmarks/RESULTS-core.md, a few minutes), then
 # spprof beside py-spy, Austin, pyinstrument, vmprof, yappi and cProfile (benchmarks/RESULTS.md and
