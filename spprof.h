@@ -1333,7 +1333,7 @@ static uint32_t spprof__intern_stack(spprof__profile *p, const uint32_t *ids, ui
     { spprof__stack *q = (spprof__stack *)spprof__grow(p->stacks, sizeof *q, &p->stacks_cap, p->nstacks + 1, &p->bytes);
       if (!q) return UINT32_MAX;
       p->stacks = q; }
-    memcpy(p->stack_data + p->stack_data_len, ids, n * sizeof(uint32_t));
+    if (n) memcpy(p->stack_data + p->stack_data_len, ids, n * sizeof(uint32_t));  /* empty stack: stack_data may be NULL */
     p->stacks[p->nstacks].hash = h;
     p->stacks[p->nstacks].off = (uint32_t)p->stack_data_len;
     p->stacks[p->nstacks].n = n;
