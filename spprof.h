@@ -1318,7 +1318,7 @@ static uint32_t spprof__intern_stack(spprof__profile *p, const uint32_t *ids, ui
         spprof__stack *s;
         if (!id) break;
         s = &p->stacks[id - 1];
-        if (s->hash == h && s->n == n && memcmp(p->stack_data + s->off, ids, n * sizeof(uint32_t)) == 0) return id - 1;
+        if (s->hash == h && s->n == n && (!n || memcmp(p->stack_data + s->off, ids, n * sizeof(uint32_t)) == 0)) return id - 1;
     }
     if (p->stack_data_len + n > p->stack_data_cap) {
         size_t ncap = p->stack_data_cap ? p->stack_data_cap * 2 : 4096;
