@@ -496,6 +496,12 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #  define SPPROF_OFFCPU_STACK_BYTES (256u << 10)
 #endif
 
+/* How long spprof_stop() waits for signal handlers still running; after that their session's memory is
+   left allocated instead of freed (see spprof__stop_locked). */
+#ifndef SPPROF_STOP_WAIT_MS
+#  define SPPROF_STOP_WAIT_MS 2000
+#endif
+
 /* Define SPPROF_NO_PERF_EVENTS to build without the perf_event sample source (POSIX timers only), e.g.
    where <linux/perf_event.h> is missing. */
 #ifndef SPPROF_NO_PERF_EVENTS
@@ -740,8 +746,13 @@ typedef struct spprof__counters {  /* written from handlers with relaxed atomic 
 
 /* perf event fds -> cookie (same layout as a timer's sival_ptr), for the handler: a signal sent by a perf
    event carries only the fd (si_fd). Chunks of SPPROF__FDCHUNK entries are allocated under reg_lock and
-   published with a release store; entries are cleared before their fd is closed; chunks are freed only
-   when no handler can run (stop, after inflight reached zero; fork child). */
+   published with a release store. Chunks are never freed (8 KiB per 1024 fd numbers; the next session reuses
+   them): a handler may read the map at any time, even after stop or in a fork child. When one of our fds is
+   closed, its entry becomes a tombstone (SPPROF__PERF_TOMB in the generation field, the close time in ms
+   in the index field): a signal of ours that was still queued then is ignored for SPPROF__PERF_TOMB_MS,
+   after which the fd number may belong to another copy of spprof, whose signals are passed on. */
+#define SPPROF__PERF_TOMB 0x8000u
+#define SPPROF__PERF_TOMB_MS 200u
 #define SPPROF__FDCHUNK 1024u
 #define SPPROF__FDCHUNKS 1024u   /* fds below 2^20 */
 
@@ -766,6 +777,8 @@ typedef struct spprof__state_t {
     uint32_t *free_slots; uint32_t nfree, free_cap;
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
     int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
+    uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
+    void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
     int *explicit_tids; uint32_t nexplicit, explicit_cap;
     pthread_t collector; int collector_running; int collector_tid; int collector_stop;
     int handler_installed;
@@ -814,14 +827,10 @@ static int spprof__fdmap_set(int fd, uint64_t cookie) {
     SPPROF__STORE(&chunk[(unsigned)fd % SPPROF__FDCHUNK], cookie);
     return 1;
 }
-static void spprof__fdmap_free(void) {  /* no handler can be running */
-    unsigned i;
-    for (i = 0; i < SPPROF__FDCHUNKS; i++) {
-        uint64_t *chunk = spprof__g.fdmap[i];
-        if (!chunk) continue;
-        SPPROF__STORE(&spprof__g.fdmap[i], (uint64_t *)NULL);
-        SPPROF_FREE(chunk);
-    }
+/* Under reg_lock: the tombstone of a closed fd (see SPPROF__PERF_TOMB). */
+static void spprof__fdmap_tomb(int fd) {
+    uint32_t ms = (uint32_t)(spprof__now_ns() / 1000000u);
+    spprof__fdmap_set(fd, ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)SPPROF__PERF_TOMB << 32) | ms);
 }
 #endif
 
@@ -1080,16 +1089,27 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
     }
 #if SPPROF__HAVE_PERF
     else if ((info->si_code == POLL_IN || info->si_code == POLL_HUP) && SPPROF__LOADR(&spprof__g.perf_on)) {
-        /* A perf event (F_SETSIG): only the fd travels; its cookie is in the fd map. inflight before the
-           state check and the map read: the map is freed only after stop saw inflight == 0. */
-        int running;
+        /* A perf event (F_SETSIG): only the fd travels; its cookie is in the fd map, which is never freed
+           while the handler is installed (entries are cleared before their fd is closed). The cookie is
+           looked up whatever the state: a stopped copy must pass on the signals of another copy's running
+           perf events (it used to take every POLL_IN for its own while perf_on stayed set). A signal of one
+           of our own events that was still queued at stop finds its entry (cleared only when its fd is
+           closed, after the event was disabled) or nothing: if nothing, it is passed on like any foreign
+           signal; the previous handler ignores it or, if it is SIG_DFL, spprof__chain does. */
         __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
-        running = __atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) == SPPROF_STATE_RUNNING;
-        if (!running) { SPPROF__ADD(&spprof__g.c.ignored, 1); goto out; }  /* most likely ours, from a session that ended */
         cookie = spprof__fdmap_get(info->si_fd);
         if ((cookie >> 48) != SPPROF__COOKIE) {
             __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
             spprof__chain(signo, info, uc); errno = saved_errno; return;
+        }
+        if ((cookie >> 32 & 0xffffu) == SPPROF__PERF_TOMB) {  /* one of our closed events */
+            uint32_t ms = (uint32_t)(spprof__now_ns() / 1000000u);
+            if (ms - (uint32_t)cookie > SPPROF__PERF_TOMB_MS) {  /* long closed: the fd number is someone else's */
+                __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+                spprof__chain(signo, info, uc); errno = saved_errno; return;
+            }
+            SPPROF__ADD(&spprof__g.c.ignored, 1);
+            goto out;
         }
         perf = 1;
     }
@@ -1325,7 +1345,7 @@ static uint32_t spprof__intern_stack(spprof__profile *p, const uint32_t *ids, ui
         spprof__stack *s;
         if (!id) break;
         s = &p->stacks[id - 1];
-        if (s->hash == h && s->n == n && memcmp(p->stack_data + s->off, ids, n * sizeof(uint32_t)) == 0) return id - 1;
+        if (s->hash == h && s->n == n && (!n || memcmp(p->stack_data + s->off, ids, n * sizeof(uint32_t)) == 0)) return id - 1;
     }
     if (p->stack_data_len + n > p->stack_data_cap) {
         size_t ncap = p->stack_data_cap ? p->stack_data_cap * 2 : 4096;
@@ -1340,7 +1360,7 @@ static uint32_t spprof__intern_stack(spprof__profile *p, const uint32_t *ids, ui
     { spprof__stack *q = (spprof__stack *)spprof__grow(p->stacks, sizeof *q, &p->stacks_cap, p->nstacks + 1, &p->bytes);
       if (!q) return UINT32_MAX;
       p->stacks = q; }
-    memcpy(p->stack_data + p->stack_data_len, ids, n * sizeof(uint32_t));
+    if (n) memcpy(p->stack_data + p->stack_data_len, ids, n * sizeof(uint32_t));  /* empty stack: stack_data may be NULL */
     p->stacks[p->nstacks].hash = h;
     p->stacks[p->nstacks].off = (uint32_t)p->stack_data_len;
     p->stacks[p->nstacks].n = n;
@@ -1555,10 +1575,10 @@ static void spprof__delete_timer(spprof__slot *s) {
     if (!s->has_timer) return;
 #if SPPROF__HAVE_PERF
     if (s->perf_fd >= 0) {
-        /* A signal of this event may still be queued: its map entry keeps our cookie with a generation that
-           is never current, so that signal is counted as ignored rather than passed on. */
+        /* A signal of this event may still be queued: its map entry becomes a tombstone, so that signal is
+           counted as ignored rather than passed on (see SPPROF__PERF_TOMB). */
         ioctl(s->perf_fd, PERF_EVENT_IOC_DISABLE, 0);
-        spprof__fdmap_set(s->perf_fd, ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)((spprof__g.gen + 0x8000u) & 0xffffu) << 32));
+        spprof__fdmap_tomb(s->perf_fd);
         close(s->perf_fd);
         s->perf_fd = -1;
         s->has_timer = 0;
@@ -1695,9 +1715,13 @@ static void spprof__registry_free(void) {  /* under reg_lock, after all timers a
 #if SPPROF__HAVE_PERF
     for (i = 0; d && i < spprof__g.nslots_used; i++) {  /* perf fds are left open only in a fork child */
         spprof__slot *s = &d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
-        if (s->has_timer && s->perf_fd >= 0) { close(s->perf_fd); s->perf_fd = -1; s->has_timer = 0; }
+        if (s->has_timer && s->perf_fd >= 0) {
+            spprof__fdmap_set(s->perf_fd, 0);
+            close(s->perf_fd);
+            s->perf_fd = -1;
+            s->has_timer = 0;
+        }
     }
-    spprof__fdmap_free();
 #endif
     for (i = 0; d && i < spprof__g.nslots_used; i++) SPPROF_FREE(d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].off_frames);
     if (d) for (i = 0; i < d->nchunks; i++) SPPROF_FREE(d->chunks[i]);
@@ -2357,6 +2381,8 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     }
     if (r == SPPROF_OK) {
         SPPROF__STORE(&spprof__g.gen, spprof__g.gen + 1);
+        if ((spprof__g.gen & 0xffffu) == SPPROF__PERF_TOMB)  /* that value marks closed perf events */
+            SPPROF__STORE(&spprof__g.gen, spprof__g.gen + 1);
         SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_RUNNING);
         err = pthread_create(&spprof__g.collector, NULL, spprof__collector_main, NULL);
         if (err) r = spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the collector thread: %s", strerror(err));
@@ -2373,13 +2399,44 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     return r;
 }
 
+/* Waits up to ms milliseconds for the handlers in flight to finish (yielding first, then sleeping 1 ms);
+   returns 1 when none is left. */
+static int spprof__wait_handlers(int ms) {
+    uint64_t deadline = spprof__now_ns() + (uint64_t)ms * 1000000u;
+    int k;
+    for (k = 0; __atomic_load_n(&spprof__g.c.inflight, __ATOMIC_SEQ_CST) != 0; k++) {
+        if (spprof__now_ns() > deadline) return 0;
+        if (k < 1000) sched_yield();
+        else spprof__sleep_ms(1);
+    }
+    return 1;
+}
+
+/* Stop after a handler outlived spprof__wait_handlers: the registry directories, execution ranges and ring
+   cells stay allocated (the handler may still use them); the state forgets them so that the next session
+   builds new ones. The perf fds and timers are gone already. */
+static void spprof__registry_leak(void) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "spprof_stop: a signal handler was still running after %d ms; "
+             "its session's memory is left allocated rather than freed under it", SPPROF_STOP_WAIT_MS);
+    SPPROF_LOG(msg);
+    spprof__g.kept[0] = spprof__g.dir;
+    spprof__g.kept[1] = spprof__g.xr;
+    SPPROF__STORE(&spprof__g.dir, (spprof__dir *)NULL);
+    SPPROF__STORE(&spprof__g.xr, (spprof__xranges *)NULL);
+    spprof__g.free_slots = NULL;
+    spprof__g.nfree = spprof__g.free_cap = 0;
+    spprof__g.nslots_used = 0;
+    spprof__g.leaked_sessions++;
+}
+
 /* Stop: state first (handlers bail out), then delete every timer (collecting overruns), drain signals pending
    on this thread with sigtimedwait, wait for handlers in flight, join the collector, drain the ring. */
 static void spprof__stop_locked(void) {
     sigset_t set, old;
     struct timespec zero = {0, 0};
     uint32_t i;
-    int k;
+    int k, free_ok;
     SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
     if (spprof__g.collector_running) {
         uint64_t one = 1;
@@ -2408,15 +2465,30 @@ static void spprof__stop_locked(void) {
     }
     for (k = 0; k < 4096 && sigtimedwait(&set, NULL, &zero) > 0; k++) {}
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    /* Handlers that saw RUNNING are at most a few microseconds from done; bounded wait. */
-    for (k = 0; k < 100000 && __atomic_load_n(&spprof__g.c.inflight, __ATOMIC_SEQ_CST) != 0; k++) sched_yield();
-    spprof__registry_free();
-    spprof__xranges_free();
-    spprof__remove_fault_handler();  /* no handler is in flight any more */
+    /* Handlers in flight: inflight is raised before a handler reads the state (seq_cst on both sides), so
+       once stop has stored STOPPED and then sees inflight == 0, no handler can touch the registry, the
+       execution ranges or the ring any more. A handler that saw RUNNING runs a bounded number of steps, but
+       its thread may be preempted for long on a loaded machine, stopped by a debugger, or never come back
+       (a program's signal handler that longjmps out of a nested signal). So the wait is long but bounded,
+       and if it runs out, that memory is NOT freed (deliberately leaked, once, with a message): a late
+       handler only ever reads and writes memory that stays valid. The fd map is never freed (see
+       SPPROF__FDCHUNK). */
+    free_ok = spprof__wait_handlers(SPPROF_STOP_WAIT_MS);
+    if (free_ok) {
+        spprof__registry_free();
+        spprof__xranges_free();
+        spprof__remove_fault_handler();  /* no handler is in flight any more */
+    } else {
+        spprof__registry_leak();
+    }
     pthread_mutex_unlock(&spprof__reg_lock);
     pthread_mutex_lock(&spprof__prof_lock);
     spprof__drain();
-    spprof__ring_free(&spprof__g.ring);
+    if (free_ok) spprof__ring_free(&spprof__g.ring);
+    else {  /* kept with the registry: a late handler may still write its cell */
+        spprof__g.kept[2] = spprof__g.ring.cells;
+        spprof__g.ring.cells = NULL;
+    }
     spprof__g.prof.t_end = spprof__g.prof.t_end > spprof__g.prof.t_start ? spprof__g.prof.t_end : spprof__now_ns();
     pthread_mutex_unlock(&spprof__prof_lock);
     if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
@@ -3110,7 +3182,7 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
                 char title[128];
                 snprintf(title, sizeof title, "%s (tid %d)", rec->name[0] ? rec->name : "thread", rec->tid);
                 spprof__collapsed_name(o.f, title);
-                if (s->n) fputc(';', o.f);
+                fputc(';', o.f);  /* also before "[empty]": every line is "thread;frames count" */
             }
             for (m = s->n; m-- > 0;) {  /* "name", or "name (file:line)" when the line is known (as py-spy) */
                 const spprof_symbol *y = &syms[map[p->stack_data[s->off + m]]];
@@ -3186,12 +3258,27 @@ typedef struct spprof__mem_stack {
     uint64_t samples, est_bytes, est_count_fx;  /* session totals; count in 1/1024 */
 } spprof__mem_stack;
 
+/* The tables as the hooks see them, published as one unit by one atomic pointer store: a hook loads the
+   pointer once and uses that table with its own mask or capacity, even when a new session changed the sizes
+   meanwhile (separate stores let a late free index an old table with a new mask). Immutable once published
+   and never unmapped, like the tables themselves; a session that keeps every table reuses it. */
+typedef struct spprof__mem_tabs {
+    spprof__mem_entry *map;    uint32_t map_mask;
+    spprof__mem_stack *stacks; uint32_t stacks_mask;
+    spprof_frame *pool;        uint32_t pool_cap;
+    spprof__mem_freed *freed;  uint32_t freed_cap;
+    uint8_t *bloom;            uint32_t bloom_mask;
+} spprof__mem_tabs;
+
 typedef struct spprof__mem_state {
     int state;                 /* as spprof_mem_stats.state */
     uint32_t sess;             /* 0 unless sampling: the fast path's only global read */
     spprof_mem_config cfg;
     spprof_mem_walk_fn walker;
     void *walker_user;
+    spprof__mem_tabs *tabs;    /* atomic: what the hooks use; NULL after shutdown (frees stop there) */
+    spprof__mem_tabs *tabs_last;  /* the last one published (reused while no table changes) */
+    /* the same tables for the API (under spprof__mem_lock) */
     spprof__mem_entry *map;    uint32_t map_mask; uint32_t map_used, map_live;
     uint8_t *bloom;            /* counting bloom filter of the pointers in the map; NULL: off */
     uint32_t bloom_mask;       /* counters - 1 */
@@ -3262,15 +3349,16 @@ SPPROF__HOT uint64_t spprof__mem_hash(uint64_t p) { return (p >> 4) * 0x9E3779B9
    bits cannot forget: pymalloc hands a freed address out again at once, and every later free of that address
    went to the slow path; that made the hooks cost 50 % on an object-churning loop.) A counter that reaches
    250 sticks at 255 (never decremented again): only a false positive, counted in bloom_saturated. */
-SPPROF__HOT void spprof__bloom_idx(uint64_t h, uint32_t *i, uint32_t *j) {
-    *i = (uint32_t)(h >> 32) & SPPROF__LOADR(&spprof__m.bloom_mask);
+SPPROF__HOT void spprof__bloom_idx(const spprof__mem_tabs *t, uint64_t h, uint32_t *i, uint32_t *j) {
+    *i = (uint32_t)(h >> 32) & t->bloom_mask;
     *j = (*i & ~63u) | ((uint32_t)(h >> 26) & 63u);
     if (*j == *i) *j ^= 1;
 }
-static void spprof__bloom_add(uint8_t *b, uint64_t h, int up) {
+static void spprof__bloom_add(const spprof__mem_tabs *t, uint64_t h, int up) {
+    uint8_t *b = t->bloom;
     uint32_t k[2];
     int n;
-    spprof__bloom_idx(h, &k[0], &k[1]);
+    spprof__bloom_idx(t, h, &k[0], &k[1]);
     for (n = 0; n < 2; n++) {
         uint8_t v = SPPROF__LOADR(&b[k[n]]);
         if (v == 255) continue;  /* stuck */
@@ -3282,48 +3370,49 @@ static void spprof__bloom_add(uint8_t *b, uint64_t h, int up) {
         }
     }
 }
-SPPROF__HOT int spprof__bloom_test(const uint8_t *b, uint64_t h) {
+SPPROF__HOT int spprof__bloom_test(const spprof__mem_tabs *t, uint64_t h) {
+    const uint8_t *b = t->bloom;
     uint32_t i, j;
-    spprof__bloom_idx(h, &i, &j);
+    spprof__bloom_idx(t, h, &i, &j);
     return SPPROF__LOADR(&b[i]) && SPPROF__LOADR(&b[j]);
 }
 
 /* Interns frames[0, n); returns the stack id or SPPROF__MEM_NOSTACK. Lock-free: a slot is claimed by CAS on
    its hash, then filled and published (ready). A reader that meets a claimed, unpublished slot with its hash
    keeps probing and may intern a duplicate: harmless (same frames, two ids). */
-static uint32_t spprof__mem_intern(const spprof_frame *f, int n) {
+static uint32_t spprof__mem_intern(const spprof__mem_tabs *t, const spprof_frame *f, int n) {
     uint64_t h = 0x84222325cbf29ce4ull;
     uint32_t i, k;
     int j;
     for (j = 0; j < n; j++) h = spprof__mix(spprof__mix(h, f[j].addr), ((uint64_t)f[j].kind << 32) | f[j].aux);
     h |= 1;
-    for (k = 0, i = (uint32_t)h & spprof__m.stacks_mask; k < SPPROF_MEM_MAX_PROBE; k++, i = (i + 1) & spprof__m.stacks_mask) {
-        spprof__mem_stack *s = &spprof__m.stacks[i];
+    for (k = 0, i = (uint32_t)h & t->stacks_mask; k < SPPROF_MEM_MAX_PROBE; k++, i = (i + 1) & t->stacks_mask) {
+        spprof__mem_stack *s = &t->stacks[i];
         uint64_t cur = SPPROF__LOAD(&s->hash), zero = 0;
         if (cur == h) {
-            if (SPPROF__LOAD(&s->ready) == 1 && s->n == n && !memcmp(&spprof__m.pool[s->off], f, (size_t)n * sizeof *f)) return i;
+            if (SPPROF__LOAD(&s->ready) == 1 && s->n == n && !memcmp(&t->pool[s->off], f, (size_t)n * sizeof *f)) return i;
             continue;
         }
         if (cur != 0) continue;
         if (__atomic_compare_exchange_n(&s->hash, &zero, h, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
             uint32_t off = SPPROF__ADD(&spprof__m.pool_used, (uint32_t)n);
-            if ((uint64_t)off + (uint64_t)n > spprof__m.pool_cap) { SPPROF__STORE(&s->ready, (uint16_t)2); return SPPROF__MEM_NOSTACK; }
-            memcpy(&spprof__m.pool[off], f, (size_t)n * sizeof *f);
+            if ((uint64_t)off + (uint64_t)n > t->pool_cap) { SPPROF__STORE(&s->ready, (uint16_t)2); return SPPROF__MEM_NOSTACK; }
+            memcpy(&t->pool[off], f, (size_t)n * sizeof *f);
             s->off = off; s->n = (uint16_t)n;
             SPPROF__STORE(&s->ready, (uint16_t)1);
             return i;
         }
-        if (SPPROF__LOAD(&s->hash) == h) k--, i = (i - 1) & spprof__m.stacks_mask;  /* lost the race to the same stack: look again */
+        if (SPPROF__LOAD(&s->hash) == h) k--, i = (i - 1) & t->stacks_mask;  /* lost the race to the same stack: look again */
     }
     return SPPROF__MEM_NOSTACK;
 }
 
-static void spprof__mem_log_freed(const spprof__mem_entry *e, uint64_t addr, uint64_t t_free) {
+static void spprof__mem_log_freed(const spprof__mem_tabs *t, const spprof__mem_entry *e, uint64_t addr, uint64_t t_free) {
     uint32_t i = SPPROF__ADD(&spprof__m.freed_n, 1u);
     spprof__mem_freed *r;
     SPPROF__ADD(&spprof__m.frees_seen, 1);
-    if (i >= spprof__m.freed_cap) { SPPROF__ADD(&spprof__m.freed_dropped, 1); SPPROF__STORER(&spprof__m.freed_n, spprof__m.freed_cap); return; }
-    r = &spprof__m.freed[i];
+    if (i >= t->freed_cap) { SPPROF__ADD(&spprof__m.freed_dropped, 1); SPPROF__STORER(&spprof__m.freed_n, t->freed_cap); return; }
+    r = &t->freed[i];
     r->size = e->size; r->t_alloc = e->t_alloc; r->stack = e->stack; r->tid = e->tid; r->t_free = t_free;
     SPPROF__STORE(&r->addr, addr);  /* published last: readers skip records with addr 0 */
 }
@@ -3354,26 +3443,26 @@ static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, voi
 #ifndef SPPROF_MEM_WINDOW
 #  define SPPROF_MEM_WINDOW 64
 #endif
-static int spprof__mem_insert(uint64_t p, uint64_t size, uint32_t stack, int tid) {
+static int spprof__mem_insert(const spprof__mem_tabs *t, uint64_t p, uint64_t size, uint32_t stack, int tid) {
     uint32_t i, k, home, taken = UINT32_MAX;
     uint64_t h = spprof__mem_hash(p), birth = p | SPPROF__MEM_BIRTH;
     spprof__mem_entry *e;
-    if (SPPROF__LOADR(&spprof__m.map_live) >= (spprof__m.map_mask + 1) / 2) return 0;
-    home = (uint32_t)(h >> 32) & spprof__m.map_mask;
+    if (SPPROF__LOADR(&spprof__m.map_live) >= (t->map_mask + 1) / 2) return 0;
+    home = (uint32_t)(h >> 32) & t->map_mask;
     /* One pass over the window: retire a stale entry of p (allocated again, so its free was missed), and take
        the first free slot. */
     for (k = 0; k < SPPROF_MEM_WINDOW; k++) {
         uint64_t cur;
-        i = (home + k) & spprof__m.map_mask;
-        e = &spprof__m.map[i];
+        i = (home + k) & t->map_mask;
+        e = &t->map[i];
         cur = SPPROF__LOAD(&e->key);
         if (cur == p) {
             spprof__mem_entry copy = *e;
             if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
                 SPPROF__SUB(&spprof__m.map_live, 1u);
                 SPPROF__ADD(&spprof__m.stale, 1);
-                spprof__bloom_add(spprof__m.bloom, h, 0);
-                spprof__mem_log_freed(&copy, p, spprof__now_ns());
+                spprof__bloom_add(t, h, 0);
+                spprof__mem_log_freed(t, &copy, p, spprof__now_ns());
                 cur = SPPROF__MEM_TOMB;
             }
         }
@@ -3385,24 +3474,25 @@ static int spprof__mem_insert(uint64_t p, uint64_t size, uint32_t stack, int tid
         }
     }
     if (taken == UINT32_MAX) return 0;
-    e = &spprof__m.map[taken];
+    e = &t->map[taken];
     e->size = size; e->t_alloc = spprof__now_ns(); e->stack = stack; e->tid = tid;
-    spprof__bloom_add(spprof__m.bloom, h, 1);
+    spprof__bloom_add(t, h, 1);
     if (__atomic_compare_exchange_n(&e->key, &birth, p, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         SPPROF__ADD(&spprof__m.map_live, 1u);
     } else {
         /* died during birth: the free marked the key; log it with lifetime 0 and release the slot */
         spprof__mem_entry copy = *e;
         SPPROF__ADD(&spprof__m.ddb, 1);
-        spprof__mem_log_freed(&copy, p, copy.t_alloc);
+        spprof__mem_log_freed(t, &copy, p, copy.t_alloc);
         SPPROF__STORE(&e->key, (uint64_t)SPPROF__MEM_TOMB);
-        spprof__bloom_add(spprof__m.bloom, h, 0);
+        spprof__bloom_add(t, h, 0);
     }
     return 1;
 }
 
 SPPROF__NOINLINE static void spprof__mem_sample(spprof__mem_tls *t, void *ptr, size_t size, void *fp) {
     uint32_t sess = SPPROF__LOADR(&spprof__m.sess);
+    const spprof__mem_tabs *tab;
     spprof_frame frames[256];
     int n;
     uint32_t stack;
@@ -3420,19 +3510,21 @@ SPPROF__NOINLINE static void spprof__mem_sample(spprof__mem_tls *t, void *ptr, s
        (memoryless, so the process over the bytes stays Poisson). */
     t->left = spprof__mem_draw(t, spprof__m.cfg.sampling_rate);
     if (t->busy || !ptr) return;   /* the profiler's own allocation, or one inside another hook */
+    tab = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);  /* once: one session's tables throughout */
+    if (!tab) return;
     t->busy++;
     n = spprof__m.walker ? spprof__m.walker(frames, spprof__m.cfg.max_depth, fp, spprof__m.walker_user) : 0;
     if (n < 0) n = 0;
-    stack = spprof__mem_intern(frames, n);
+    stack = spprof__mem_intern(tab, frames, n);
     if (stack == SPPROF__MEM_NOSTACK) SPPROF__ADD(&spprof__m.dropped_stacks, 1);
     w = spprof__mem_inv_p(size, spprof__m.cfg.sampling_rate);
     if (stack != SPPROF__MEM_NOSTACK) {
-        SPPROF__ADD(&spprof__m.stacks[stack].samples, 1);
-        SPPROF__ADD(&spprof__m.stacks[stack].est_bytes, (uint64_t)(w * (double)size + 0.5));
-        SPPROF__ADD(&spprof__m.stacks[stack].est_count_fx, (uint64_t)(w * 1024 + 0.5));
+        SPPROF__ADD(&tab->stacks[stack].samples, 1);
+        SPPROF__ADD(&tab->stacks[stack].est_bytes, (uint64_t)(w * (double)size + 0.5));
+        SPPROF__ADD(&tab->stacks[stack].est_count_fx, (uint64_t)(w * 1024 + 0.5));
     }
     SPPROF__ADD(&spprof__m.samples, 1);
-    if (!spprof__mem_insert((uint64_t)(uintptr_t)ptr, size, stack, spprof_gettid())) SPPROF__ADD(&spprof__m.dropped_map, 1);
+    if (!spprof__mem_insert(tab, (uint64_t)(uintptr_t)ptr, size, stack, spprof_gettid())) SPPROF__ADD(&spprof__m.dropped_map, 1);
     t->busy--;
 }
 
@@ -3444,21 +3536,21 @@ SPPROF__HOT void spprof__mem_on_alloc(void *ptr, size_t size, void *fp) {
     spprof__mem_sample(t, ptr, size, fp);
 }
 
-SPPROF__NOINLINE static void spprof__mem_free_slow(uint64_t p, uint64_t h) {
-    uint32_t i, k, home = (uint32_t)(h >> 32) & spprof__m.map_mask;
+SPPROF__NOINLINE static void spprof__mem_free_slow(const spprof__mem_tabs *t, uint64_t p, uint64_t h) {
+    uint32_t i, k, home = (uint32_t)(h >> 32) & t->map_mask;
     for (k = 0; k < SPPROF_MEM_WINDOW; k++) {
         spprof__mem_entry *e;
         uint64_t cur;
-        i = (home + k) & spprof__m.map_mask;
-        e = &spprof__m.map[i];
+        i = (home + k) & t->map_mask;
+        e = &t->map[i];
         cur = SPPROF__LOAD(&e->key);
         if (cur == p) {
             spprof__mem_entry copy = *e;   /* the slot is p's until the CAS below */
             if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
                 SPPROF__SUB(&spprof__m.map_live, 1u);
                 if (k) SPPROF__ADD(&spprof__m.collisions, k);
-                spprof__bloom_add(spprof__m.bloom, h, 0);
-                spprof__mem_log_freed(&copy, p, spprof__now_ns());
+                spprof__bloom_add(t, h, 0);
+                spprof__mem_log_freed(t, &copy, p, spprof__now_ns());
             }
             return;
         }
@@ -3471,12 +3563,12 @@ SPPROF__NOINLINE static void spprof__mem_free_slow(uint64_t p, uint64_t h) {
 
 /* The free fast path: two bits of the bloom filter. */
 SPPROF__HOT void spprof__mem_on_free(void *ptr) {
-    const uint8_t *b = (const uint8_t *)SPPROF__LOAD(&spprof__m.bloom);
+    const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);
     uint64_t h;
-    if (!ptr || !b || spprof__mt.busy) return;  /* busy: the outer hook handled this pointer */
+    if (!ptr || !t || spprof__mt.busy) return;  /* busy: the outer hook handled this pointer */
     h = spprof__mem_hash((uint64_t)(uintptr_t)ptr);
-    if (SPPROF__LIKELY(!spprof__bloom_test(b, h))) return;
-    spprof__mem_free_slow((uint64_t)(uintptr_t)ptr, h);
+    if (SPPROF__LIKELY(!spprof__bloom_test(t, h))) return;
+    spprof__mem_free_slow(t, (uint64_t)(uintptr_t)ptr, h);
 }
 
 /* noinline: the walk starts at this function's frame, so the first frame is its caller's call site */
@@ -3583,6 +3675,14 @@ static int spprof__mem_skip_object(const char *name) {
            !strncmp(b, "libspprof_alloc", 15);
 }
 
+/* The pages the loader made read-only for a PT_GNU_RELRO segment [start, start + size): it rounds both ends
+   down to the page size (glibc's _dl_protect_relro), so the last partial page stays writable and must stay
+   so after a patch (on 64 KiB-page aarch64 that page often holds .data). */
+static void spprof__relro_pages(uintptr_t start, uintptr_t size, uintptr_t pagesz, uintptr_t *lo, uintptr_t *hi) {
+    *lo = start & ~(pagesz - 1);
+    *hi = (start + size) & ~(pagesz - 1);
+}
+
 static void spprof__mem_patch_slot(void **slot, int fn, uintptr_t lo, uintptr_t hi, uintptr_t relro_lo, uintptr_t relro_hi) {
     void *cur = SPPROF__LOADR(slot);
     uintptr_t pagesz = (uintptr_t)sysconf(_SC_PAGESIZE), page = (uintptr_t)slot & ~(pagesz - 1);
@@ -3619,7 +3719,8 @@ static int spprof__mem_patch_cb(struct dl_phdr_info *info, size_t size, void *da
             if (base + ph->p_vaddr < lo) lo = base + ph->p_vaddr;
             if (base + ph->p_vaddr + ph->p_memsz > hi) hi = base + ph->p_vaddr + ph->p_memsz;
         }
-        if (ph->p_type == PT_GNU_RELRO) { relro_lo = (base + ph->p_vaddr) & ~(uintptr_t)4095; relro_hi = base + ph->p_vaddr + ph->p_memsz; }
+        if (ph->p_type == PT_GNU_RELRO)
+            spprof__relro_pages(base + ph->p_vaddr, ph->p_memsz, (uintptr_t)sysconf(_SC_PAGESIZE), &relro_lo, &relro_hi);
     }
     if (!dyn) return 0;
     /* glibc relocates the d_ptr values in place where .dynamic is writable; else they are link-time addresses */
@@ -3786,13 +3887,31 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     } else memset(spprof__m.freed, 0, need);
     if (!spprof__m.bloom || spprof__m.bloom_mask + 1 != c.heap_map_capacity / 4) {
         /* a new size: the old filter stays mapped (a late free may still read it) */
-        __atomic_store_n(&spprof__m.bloom, (uint8_t *)NULL, __ATOMIC_SEQ_CST);
+        spprof__m.bloom = (uint8_t *)spprof__mem_map_pages(c.heap_map_capacity / 4);
         spprof__m.bloom_mask = c.heap_map_capacity / 4 - 1;
-        __atomic_store_n(&spprof__m.bloom, (uint8_t *)spprof__mem_map_pages(c.heap_map_capacity / 4), __ATOMIC_SEQ_CST);
     } else memset(spprof__m.bloom, 0, c.heap_map_capacity / 4);
     if (!spprof__m.map || !spprof__m.stacks || !spprof__m.pool || !spprof__m.freed || !spprof__m.bloom) {
         r = spprof__fail(SPPROF_ERR_NO_MEMORY, "spprof_mem_start: mmap of the tables failed: %s", strerror(errno));
         goto out;
+    }
+    {   /* publish the tables as one unit (see spprof__mem_tabs) */
+        spprof__mem_tabs nt, *cur = spprof__m.tabs_last;
+        memset(&nt, 0, sizeof nt);
+        nt.map = spprof__m.map; nt.map_mask = spprof__m.map_mask;
+        nt.stacks = spprof__m.stacks; nt.stacks_mask = spprof__m.stacks_mask;
+        nt.pool = spprof__m.pool; nt.pool_cap = spprof__m.pool_cap;
+        nt.freed = spprof__m.freed; nt.freed_cap = spprof__m.freed_cap;
+        nt.bloom = spprof__m.bloom; nt.bloom_mask = spprof__m.bloom_mask;
+        if (!cur || memcmp(cur, &nt, sizeof nt) != 0) {
+            cur = (spprof__mem_tabs *)spprof__mem_map_pages(sizeof nt);
+            if (!cur) {
+                r = spprof__fail(SPPROF_ERR_NO_MEMORY, "spprof_mem_start: mmap of the tables failed: %s", strerror(errno));
+                goto out;
+            }
+            *cur = nt;
+            spprof__m.tabs_last = cur;
+        }
+        SPPROF__STORE(&spprof__m.tabs, cur);
     }
     spprof__m.pool_used = 0; spprof__m.freed_n = 0; spprof__m.map_used = 0; spprof__m.map_live = 0;
     spprof__m.samples = spprof__m.frees_seen = spprof__m.collisions = spprof__m.dropped_map = 0;
@@ -3837,9 +3956,9 @@ SPPROF_API spprof_result spprof_mem_shutdown(void) {
     SPPROF__STORE(&spprof__m.sess, 0u);
     SPPROF__STORE(&spprof__m.state, 3);
     spprof__mem_unpatch_all();
-    /* Frees from now on stop at the NULL filter. The tables stay mapped: a free that loaded the filter just
-       before may still probe the map. */
-    __atomic_store_n(&spprof__m.bloom, (uint8_t *)NULL, __ATOMIC_SEQ_CST);
+    /* Frees from now on stop at the NULL tables pointer. The tables stay mapped: a free that loaded the
+       pointer just before may still probe the map. */
+    SPPROF__STORE(&spprof__m.tabs, (spprof__mem_tabs *)NULL);
     pthread_mutex_unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }
@@ -3925,9 +4044,11 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     uint32_t i;
     if (!o) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_get_stats: out is NULL");
     memset(o, 0, sizeof *o);
+    /* Under the lock: shutdown and start (another thread) change the state and the tables read below. */
+    pthread_mutex_lock(&spprof__mem_lock);
     o->state = SPPROF__LOAD(&spprof__m.state);
     o->footprint_bytes = SPPROF__LOADR(&spprof__m.footprint);
-    if (o->state == 0 || o->state == 3 || !spprof__m.map) return SPPROF_OK;
+    if (o->state == 0 || o->state == 3 || !spprof__m.map) { pthread_mutex_unlock(&spprof__mem_lock); return SPPROF_OK; }
     spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_sum_cb, &sum);
     spprof_mem_foreach_stack(spprof__mem_alloc_sum_cb, &o->estimated_allocated_bytes);
     o->samples = SPPROF__LOADR(&spprof__m.samples);
@@ -3949,6 +4070,7 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     if (o->frames_used > spprof__m.pool_cap) o->frames_used = spprof__m.pool_cap;
     o->got_entries_patched = spprof__m.got_patched;
     o->sampling_rate = spprof__m.cfg.sampling_rate;
+    pthread_mutex_unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }
 

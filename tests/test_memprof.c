@@ -120,7 +120,7 @@ static void test_death_during_birth(void) {
     CHECK(spprof_mem_start(&c) == SPPROF_OK, "start");
     e = &spprof__m.map[(uint32_t)(h >> 32) & spprof__m.map_mask];
     e->key = p | SPPROF__MEM_BIRTH;
-    spprof__bloom_add(spprof__m.bloom, h, 1);
+    spprof__bloom_add(spprof__m.tabs, h, 1);
     spprof_mem_record_free((void *)(uintptr_t)p);
     CHECK(e->key == (p | SPPROF__MEM_DIED), "the free marked the reserved key (died during birth)");
     e->key = SPPROF__MEM_TOMB;
@@ -135,9 +135,9 @@ static void test_filter_and_stale(void) {
     void *p = (void *)(uintptr_t)0x900000000ull;
     CHECK(spprof_mem_start(&c) == SPPROF_OK, "start");
     spprof_mem_record_alloc(p, 64);
-    CHECK(spprof__bloom_test(spprof__m.bloom, spprof__mem_hash((uint64_t)(uintptr_t)p)), "a sampled pointer passes the filter");
+    CHECK(spprof__bloom_test(spprof__m.tabs, spprof__mem_hash((uint64_t)(uintptr_t)p)), "a sampled pointer passes the filter");
     spprof_mem_record_free(p);
-    CHECK(!spprof__bloom_test(spprof__m.bloom, spprof__mem_hash((uint64_t)(uintptr_t)p)), "after its free it no longer does");
+    CHECK(!spprof__bloom_test(spprof__m.tabs, spprof__mem_hash((uint64_t)(uintptr_t)p)), "after its free it no longer does");
     spprof_mem_record_alloc(p, 64);
     spprof_mem_record_alloc(p, 128);  /* again, without a free in between */
     spprof_mem_get_stats(&st);
