@@ -3249,6 +3249,25 @@ typedef struct spprof__mem_tls {
 static __thread spprof__mem_tls spprof__mt SPPROF__TLS_IE;
 
 typedef struct spprof__mem_entry { uint64_t key, size, t_alloc; uint32_t stack; int32_t tid; } spprof__mem_entry;
+/* A copy of a heap-map entry that another thread may be filling or freeing: each field is read with a relaxed
+   atomic load (the writers store them atomically too), so a reader sees whole fields, never torn ones; the
+   reader decides from the key it reads before and after whether the copy is one entry's (seqlock style). */
+/* Clears a table that hooks of the previous session may still be reading (atomically): word by word with
+   relaxed atomic stores, so that each reader sees a whole old word or a zero, never a torn one (memset is not
+   atomic). The tables are whole pages and all their structs are multiples of 8 bytes. */
+static void spprof__mem_zero(void *p, size_t bytes) {
+    uint64_t *w = (uint64_t *)p;
+    size_t i;
+    for (i = 0; i < bytes / 8; i++) __atomic_store_n(&w[i], (uint64_t)0, __ATOMIC_RELAXED);
+}
+
+static void spprof__mem_entry_load(const spprof__mem_entry *src, spprof__mem_entry *dst) {
+    dst->key = __atomic_load_n(&src->key, __ATOMIC_ACQUIRE);
+    dst->size = __atomic_load_n(&src->size, __ATOMIC_RELAXED);
+    dst->t_alloc = __atomic_load_n(&src->t_alloc, __ATOMIC_RELAXED);
+    dst->stack = __atomic_load_n(&src->stack, __ATOMIC_RELAXED);
+    dst->tid = __atomic_load_n(&src->tid, __ATOMIC_RELAXED);
+}
 typedef struct spprof__mem_freed { uint64_t addr, size, t_alloc, t_free; uint32_t stack; int32_t tid; } spprof__mem_freed;
 typedef struct spprof__mem_stack {
     uint64_t hash;       /* 0: empty; set first (claims the slot) */
@@ -3457,7 +3476,8 @@ static int spprof__mem_insert(const spprof__mem_tabs *t, uint64_t p, uint64_t si
         e = &t->map[i];
         cur = SPPROF__LOAD(&e->key);
         if (cur == p) {
-            spprof__mem_entry copy = *e;
+            spprof__mem_entry copy;
+            spprof__mem_entry_load(e, &copy);
             if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
                 SPPROF__SUB(&spprof__m.map_live, 1u);
                 SPPROF__ADD(&spprof__m.stale, 1);
@@ -3475,13 +3495,17 @@ static int spprof__mem_insert(const spprof__mem_tabs *t, uint64_t p, uint64_t si
     }
     if (taken == UINT32_MAX) return 0;
     e = &t->map[taken];
-    e->size = size; e->t_alloc = spprof__now_ns(); e->stack = stack; e->tid = tid;
+    __atomic_store_n(&e->size, size, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->t_alloc, spprof__now_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&e->stack, stack, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->tid, tid, __ATOMIC_RELAXED);
     spprof__bloom_add(t, h, 1);
     if (__atomic_compare_exchange_n(&e->key, &birth, p, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         SPPROF__ADD(&spprof__m.map_live, 1u);
     } else {
         /* died during birth: the free marked the key; log it with lifetime 0 and release the slot */
-        spprof__mem_entry copy = *e;
+        spprof__mem_entry copy;
+        spprof__mem_entry_load(e, &copy);
         SPPROF__ADD(&spprof__m.ddb, 1);
         spprof__mem_log_freed(t, &copy, p, copy.t_alloc);
         SPPROF__STORE(&e->key, (uint64_t)SPPROF__MEM_TOMB);
@@ -3545,7 +3569,8 @@ SPPROF__NOINLINE static void spprof__mem_free_slow(const spprof__mem_tabs *t, ui
         e = &t->map[i];
         cur = SPPROF__LOAD(&e->key);
         if (cur == p) {
-            spprof__mem_entry copy = *e;   /* the slot is p's until the CAS below */
+            spprof__mem_entry copy;   /* the slot is p's until the CAS below */
+            spprof__mem_entry_load(e, &copy);
             if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
                 SPPROF__SUB(&spprof__m.map_live, 1u);
                 if (k) SPPROF__ADD(&spprof__m.collisions, k);
@@ -3871,11 +3896,11 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     if (!spprof__m.map || spprof__m.map_mask + 1 != c.heap_map_capacity) {
         spprof__m.map = (spprof__mem_entry *)spprof__mem_map_pages((size_t)c.heap_map_capacity * sizeof(spprof__mem_entry));
         spprof__m.map_mask = c.heap_map_capacity - 1;
-    } else memset(spprof__m.map, 0, (size_t)c.heap_map_capacity * sizeof(spprof__mem_entry));
+    } else spprof__mem_zero(spprof__m.map, (size_t)c.heap_map_capacity * sizeof(spprof__mem_entry));
     if (!spprof__m.stacks || spprof__m.stacks_mask + 1 != c.max_stacks) {
         spprof__m.stacks = (spprof__mem_stack *)spprof__mem_map_pages((size_t)c.max_stacks * sizeof(spprof__mem_stack));
         spprof__m.stacks_mask = c.max_stacks - 1;
-    } else memset(spprof__m.stacks, 0, (size_t)c.max_stacks * sizeof(spprof__mem_stack));
+    } else spprof__mem_zero(spprof__m.stacks, (size_t)c.max_stacks * sizeof(spprof__mem_stack));
     if (!spprof__m.pool || spprof__m.pool_cap != c.max_frames) {
         spprof__m.pool = (spprof_frame *)spprof__mem_map_pages((size_t)c.max_frames * sizeof(spprof_frame));
         spprof__m.pool_cap = c.max_frames;
@@ -3884,12 +3909,12 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     if (!spprof__m.freed || spprof__m.freed_cap != c.freed_capacity) {
         spprof__m.freed = (spprof__mem_freed *)spprof__mem_map_pages(need);
         spprof__m.freed_cap = c.freed_capacity;
-    } else memset(spprof__m.freed, 0, need);
+    } else spprof__mem_zero(spprof__m.freed, need);
     if (!spprof__m.bloom || spprof__m.bloom_mask + 1 != c.heap_map_capacity / 4) {
         /* a new size: the old filter stays mapped (a late free may still read it) */
         spprof__m.bloom = (uint8_t *)spprof__mem_map_pages(c.heap_map_capacity / 4);
         spprof__m.bloom_mask = c.heap_map_capacity / 4 - 1;
-    } else memset(spprof__m.bloom, 0, c.heap_map_capacity / 4);
+    } else spprof__mem_zero(spprof__m.bloom, c.heap_map_capacity / 4);
     if (!spprof__m.map || !spprof__m.stacks || !spprof__m.pool || !spprof__m.freed || !spprof__m.bloom) {
         r = spprof__fail(SPPROF_ERR_NO_MEMORY, "spprof_mem_start: mmap of the tables failed: %s", strerror(errno));
         goto out;
@@ -3913,9 +3938,19 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
         }
         SPPROF__STORE(&spprof__m.tabs, cur);
     }
-    spprof__m.pool_used = 0; spprof__m.freed_n = 0; spprof__m.map_used = 0; spprof__m.map_live = 0;
-    spprof__m.samples = spprof__m.frees_seen = spprof__m.collisions = spprof__m.dropped_map = 0;
-    spprof__m.dropped_stacks = spprof__m.freed_dropped = spprof__m.stale = spprof__m.ddb = 0;
+    /* counters that late hooks of the previous session may still be adding to: atomic stores */
+    SPPROF__STORE(&spprof__m.pool_used, 0);
+    SPPROF__STORE(&spprof__m.freed_n, 0);
+    SPPROF__STORE(&spprof__m.map_used, 0);
+    SPPROF__STORE(&spprof__m.map_live, 0);
+    SPPROF__STORE(&spprof__m.samples, 0);
+    SPPROF__STORE(&spprof__m.frees_seen, 0);
+    SPPROF__STORE(&spprof__m.collisions, 0);
+    SPPROF__STORE(&spprof__m.dropped_map, 0);
+    SPPROF__STORE(&spprof__m.dropped_stacks, 0);
+    SPPROF__STORE(&spprof__m.freed_dropped, 0);
+    SPPROF__STORE(&spprof__m.stale, 0);
+    SPPROF__STORE(&spprof__m.ddb, 0);
     spprof__m.cfg = c;
     if (c.walker) { spprof__m.walker = c.walker; spprof__m.walker_user = c.walker_user; }
     else { spprof__m.walker = spprof__mem_walk_native; spprof__m.walker_user = NULL; }
@@ -3982,8 +4017,10 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
     spprof__mt.busy++;
     if (which & SPPROF_MEM_LIVE) {
         for (i = 0; i <= spprof__m.map_mask; i++) {
-            spprof__mem_entry e = spprof__m.map[i];
-            uint64_t k = SPPROF__LOAD(&spprof__m.map[i].key);
+            spprof__mem_entry e;
+            uint64_t k;
+            spprof__mem_entry_load(&spprof__m.map[i], &e);
+            k = SPPROF__LOAD(&spprof__m.map[i].key);
             if (k <= SPPROF__MEM_TOMB || (k & 7) || k != e.key) continue;  /* empty, tombstone, in flux */
             memset(&s, 0, sizeof s);
             s.addr = k; s.size = e.size; s.t_alloc_ns = e.t_alloc; s.tid = e.tid; s.stack_id = e.stack;
@@ -4021,8 +4058,14 @@ SPPROF_API spprof_result spprof_mem_foreach_stack(spprof_mem_stack_fn fn, void *
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_stack: the memory profiler has no session");
     for (i = 0; i <= spprof__m.stacks_mask; i++) {
         const spprof__mem_stack *s = &spprof__m.stacks[i];
-        if (SPPROF__LOAD(&s->ready) != 1 || !s->samples) continue;
-        if (fn(i, &spprof__m.pool[s->off], s->n, s->samples, (double)s->est_bytes, (double)s->est_count_fx / 1024.0, user)) break;
+        uint64_t samples, bytes, count_fx;
+        if (SPPROF__LOAD(&s->ready) != 1) continue;
+        /* the totals grow under allocations on other threads: relaxed atomic reads (each whole, not torn) */
+        samples = SPPROF__LOADR(&s->samples);
+        bytes = SPPROF__LOADR(&s->est_bytes);
+        count_fx = SPPROF__LOADR(&s->est_count_fx);
+        if (!samples) continue;
+        if (fn(i, &spprof__m.pool[s->off], s->n, samples, (double)bytes, (double)count_fx / 1024.0, user)) break;
     }
     return SPPROF_OK;
 }
