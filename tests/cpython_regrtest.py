@@ -92,6 +92,17 @@ SUITES = [
 ]
 
 
+# Cases that fail under the profiler because of a bug that is known and still open, with the issue item. They run
+# in every mode and are reported under KNOWN OPEN (they do not fail the run); when one of them passes in every
+# mode, the run says so (a failure near the edge, 10001 for 10000, can pass by chance: it does not fail the run). Keep this list short and
+# never put a case here that is not tied to an open issue.
+KNOWN_OPEN = {
+    # issue 11, signals item 2: spprof samples with SIGPROF; a program that installs its own SIGPROF handler
+    # (this test: setitimer(ITIMER_PROF) + a counting handler) also receives spprof's timer signals (10001-10530
+    # counted for 10000 sent). Fix planned: a real-time signal by default and a check that the handler is ours.
+    "test.test_signal.StressTest.test_stress_delivery_dependent": "issue 11 item 2 (SIGPROF shared with the program)",
+}
+
 # Tests that can never share a process with any profiler, by name, with the reason. (None today. "It uses
 # SIGPROF" is not a reason: spprof can sample with another signal.)
 NEVER_WITH_A_PROFILER = {}
@@ -224,7 +235,7 @@ def run_interpreter(py, modes, outroot, only, jobs):
     os.makedirs(outdir, exist_ok=True)
     shimdir = None
     print(f"regrtest: {py} (Python {info['version']}), modes {', '.join(modes)}; logs in {outdir}")
-    rows, regressions, flakes = [], [], []
+    rows, regressions, flakes, known = [], [], [], []
     planned = []  # (module, regrtest name, match, ignore, testdir)
     for module, match, ignore in SUITES:
         if only and module not in only:
@@ -289,6 +300,9 @@ def run_interpreter(py, modes, outroot, only, jobs):
                 else:
                     g2 = Case("fail", "not run again: more than RETRY_CAP failures in this module and mode")
                 entry = (module, mode, name, got, log, g2)
+                if name in KNOWN_OPEN:
+                    known.append(entry)
+                    continue
                 # a process that died or hung is never a timing flake, even if the rerun got through
                 (flakes if g2.status == "pass" and not note else regressions).append(entry)
         rows.append((module, res))
@@ -296,7 +310,14 @@ def run_interpreter(py, modes, outroot, only, jobs):
     if shimdir:
         shutil.rmtree(shimdir, ignore_errors=True)
     print_matrix(py, info, rows, modes)
-    for title, lst in (("FLAKY (failed in the matrix, passed when run again alone)", flakes),
+    ran = set()
+    for module, res in rows:
+        ran.update(n for n, c in res["none"][0].items() if c.status == "pass")
+    fixed = [n for n in KNOWN_OPEN if n in ran and not any(e[2] == n for e in known)]
+    for n in fixed:
+        print(f"\nKNOWN_OPEN case now passes in every mode: {n} ({KNOWN_OPEN[n]}): remove it from KNOWN_OPEN")
+    for title, lst in (("KNOWN OPEN (fail under the profiler because of an open issue: see KNOWN_OPEN)", known),
+                       ("FLAKY (failed in the matrix, passed when run again alone)", flakes),
                        ("REGRESSIONS (pass unprofiled, not under the profiler; reproduced alone)", regressions)):
         if not lst:
             continue
