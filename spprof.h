@@ -1439,18 +1439,25 @@ static void spprof__profile_free(spprof__profile *p) {
 }
 
 /* ---- thread registry maintenance (under reg_lock) ---- */
-static void spprof__read_comm(int tid, char *out, size_t n) {
+/* Reads /proc/self/task/TID/<name> into buf (one read: these files are small), NUL-terminated; returns the
+   length, or -1 (buf empty) if it cannot be read. */
+static ssize_t spprof__read_task_file(int tid, const char *name, char *buf, size_t n) {
     char path[64];
     int fd;
     ssize_t k;
-    snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
-    out[0] = 0;
+    snprintf(path, sizeof path, "/proc/self/task/%d/%s", tid, name);
+    buf[0] = 0;
     fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    k = read(fd, out, n - 1);
+    if (fd < 0) return -1;
+    k = read(fd, buf, n - 1);
     close(fd);
-    if (k < 0) k = 0;
-    out[k] = 0;
+    if (k < 0) return -1;
+    buf[k] = 0;
+    return k;
+}
+
+static void spprof__read_comm(int tid, char *out, size_t n) {
+    ssize_t k = spprof__read_task_file(tid, "comm", out, n);
     if (k > 0 && out[k - 1] == '\n') out[k - 1] = 0;
 }
 
@@ -1823,17 +1830,9 @@ static void spprof__xranges_free(void) {
 /* Reads the user-space sp and pc of a thread blocked in the kernel; 0 if it is running or the file cannot
    be read. Format: "nr a1 a2 a3 a4 a5 a6 sp pc" in a system call, "-1 sp pc" blocked outside one. */
 static int spprof__blocked_regs(int tid, uintptr_t *sp, uintptr_t *pc) {
-    char path[64], buf[256];
+    char buf[256];
     char *p, *last = NULL, *prev = NULL;
-    int fd;
-    ssize_t k;
-    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    k = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (k <= 0 || buf[0] == 'r') return 0;  /* "running" */
-    buf[k] = 0;
+    if (spprof__read_task_file(tid, "syscall", buf, sizeof buf) <= 0 || buf[0] == 'r') return 0;  /* "running" */
     for (p = buf; *p; p++)
         if ((p == buf || p[-1] == ' ') && *p != ' ' && *p != '\n') { prev = last; last = p; }
     if (!prev || prev == buf) return 0;
@@ -1846,16 +1845,8 @@ static int spprof__blocked_regs(int tid, uintptr_t *sp, uintptr_t *pc) {
    (the documented contract: spprof's own helper threads, e.g. spprof_python.h's pinning thread, rely on
    it), in wall mode neither, although no signal would be needed. Unreadable: 0. */
 static int spprof__blocks_signal(int tid, int signo) {
-    char path[64], buf[2048], *p;
-    int fd;
-    ssize_t k;
-    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    k = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (k <= 0) return 0;
-    buf[k] = 0;
+    char buf[2048], *p;
+    if (spprof__read_task_file(tid, "status", buf, sizeof buf) <= 0) return 0;
     p = strstr(buf, "\nSigBlk:");
     if (!p) return 0;
     return (int)((strtoull(p + 8, NULL, 16) >> (signo - 1)) & 1u);

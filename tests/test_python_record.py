@@ -12,7 +12,8 @@ import pytest
 
 from conftest import TOOL, validate_speedscope
 
-PROG = r'''
+# CPU-bound for `seconds` of this thread's CPU time (shared by the test programs below)
+HOT_LOOP = r'''
 import os, sys, time
 
 def hot_loop(seconds):
@@ -21,6 +22,9 @@ def hot_loop(seconds):
     while time.thread_time() < t_end:
         for i in range(1000): x = (x * 31 + i) & 0xFFFF
     return x
+'''
+
+PROG = HOT_LOOP + r'''
 
 def main():
     what = sys.argv[1]
@@ -306,13 +310,8 @@ def test_record_refuses_an_interpreter_without_a_build(tmp_path):
 
 # ---- exit paths: signals without a Python-level handler, os._exit, what no code can see ----
 
-SIGNAL_PROG = r"""
-import os, signal, sys, time
-def hot_loop(seconds):
-    t_end = time.thread_time() + seconds
-    x = 0
-    while time.thread_time() < t_end:
-        for i in range(1000): x = (x * 31 + i) & 0xFFFF
+SIGNAL_PROG = HOT_LOOP + r"""
+import signal
 what = sys.argv[1]
 if what == "getsignal":
     print(repr([signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
