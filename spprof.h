@@ -22,8 +22,9 @@
        spprof_mem_write_collapsed("heap.collapsed", SPPROF_MEM_LIVE);  // live heap, weighted in bytes
        spprof_mem_stop(); spprof_mem_shutdown();
 
-   Contents (search for the banner):   @api  @config  @impl  @atomics  @errors  @ring  @registry
-       @walk  @handler  @profile  @collector  @lifecycle  @symbolize  @writers  @memprof  @license
+   Contents (search for the banner, in this order):   @api  @config  @impl  @atomics  @errors  @ring
+       @registry  @profile  @walk  @handler  @guard  @collector  @offcpu  @lifecycle  @symbolize  @writers
+       @memprof  @license
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
    POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (SIGPROF by default) to exactly that
