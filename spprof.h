@@ -36,11 +36,13 @@
    collapsed stacks: a regular file (a symlink: its target) atomically by rename, a device, FIFO or
    /dev/stdout-style path in place, never replaced.
 
-   Does not do (yet): macOS / Windows samplers; DWARF / libunwind unwinding. Build the code you profile with
+   Does not do (yet): macOS / Windows samplers. Without SPPROF_USE_LIBUNWIND, build the code you profile with
    -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller
-   (the walk goes from it straight to its caller's caller). No file:line for native code;
-   C++ demangling; 32-bit targets. Threads whose stack is switched (ucontext/boost.context coroutines)
-   re-read /proc/self/maps whenever their stack pointer leaves the last known stack mapping.
+   (the walk goes from it straight to its caller's caller). No file:line for native code; 32-bit targets.
+   Threads whose stack is switched (ucontext/boost.context coroutines) re-read /proc/self/maps whenever
+   their stack pointer leaves the last known stack mapping. A program that installs its own handler for the
+   profiling signal (SIGPROF by default; spprof_config.signo picks another) takes the signal over, and
+   spprof's timers then reach that handler: choose a signal the program does not use.
 
    Threads and signals:
    - The signal handler stays installed after spprof_stop() so that a timer signal which was still pending
