@@ -330,8 +330,19 @@ static void test_truth_and_writers(void) {
     CHECK(ts.checked >= (busy ? 20u : 200u), "enough samples to judge (%llu)", (unsigned long long)ts.checked);
     CHECK(ts.outside == 0, "no frame outside every loaded object, i.e. no invented frame past the root (%llu samples; first: %s)",
           (unsigned long long)ts.outside, ts.first_outside);
+#if defined(T_TSAN)
+    /* ThreadSanitizer defers an asynchronous signal to its next interceptor and hands the handler the ucontext
+       saved at arrival. A signal that arrives in the last instructions of leaf_a (after TSAN_POLL_END's
+       clock_gettime, before ret) is handled in middle's next clock_gettime, when leaf_a's frame is already
+       overwritten: the registers are stale, not spprof's walk (seen once in 1,477 samples in CI). Allow that
+       window, a few instructions of each ~300 us call, and nothing more. */
+    CHECK(ts.violations * 200 <= ts.checked, "every stack is leaf_a|leaf_b <- middle <- outer <- worker_main, nothing skipped or invented "
+          "(%llu violations in %llu, at most 0.5%% under TSan's deferred signals; first: %s)",
+          (unsigned long long)ts.violations, (unsigned long long)ts.checked, ts.first_violation);
+#else
     CHECK(ts.violations == 0, "every stack is leaf_a|leaf_b <- middle <- outer <- worker_main, nothing skipped or invented (%llu violations; first: %s)",
           (unsigned long long)ts.violations, ts.first_violation);
+#endif
     for (i = 0; i < MAXW; i++) {
         double ta = (double)w[i].cpu_a / (double)w[i].cpu_total, tb = (double)w[i].cpu_b / (double)w[i].cpu_total;
         double sa = ts.weight[i] ? (double)ts.weight_a[i] / (double)ts.weight[i] : 0;
