@@ -140,16 +140,21 @@ enum {
    walker keeps a fingerprint of the code object there, to detect an address reused by another object). */
 #define SPPROF_FRAME_KIND(kind) ((kind) & 0xffffu)
 
-/* What a stack walker is given, inside the signal handler. */
+/* What a stack walker is given: the interrupted thread's registers, inside its signal handler (Linux), or
+   read by the sampler thread while that thread is suspended (Windows). */
 typedef struct spprof_walk_ctx {
-    const void *ucontext;  /* the interrupted thread's ucontext_t */
-    uintptr_t stack_lo;    /* the mapping that holds the interrupted stack pointer: [stack_lo, stack_hi) */
-    uintptr_t stack_hi;    /* 0 when unknown */
-    int tid;
-    void *user;            /* spprof_config.walker_user */
+    uintptr_t pc, sp, fp;   /* program counter, stack pointer, frame pointer (rbp / x29) */
+    uintptr_t lr;           /* aarch64: link register x30; 0 on x86-64 */
+    const void *os_context; /* Linux: the handler's ucontext_t; Windows: the thread's CONTEXT */
+    uintptr_t stack_lo;     /* the thread's stack around sp: [stack_lo, stack_hi) */
+    uintptr_t stack_hi;     /* 0 when unknown */
+    int tid;                /* the sampled thread (Linux: the calling thread; Windows: a suspended one) */
+    void *user;             /* spprof_config.walker_user */
 } spprof_walk_ctx;
 
-/* A stack walker runs in the signal handler: it must be async-signal-safe. It writes at most max_frames
+/* A stack walker runs in the signal handler (Linux) or in the sampler thread while the sampled thread is
+   suspended (Windows): it must be async-signal-safe, and may take no lock, allocate nothing and call nothing
+   that could (the suspended thread may hold the heap's or the loader's lock). It writes at most max_frames
    frames, leaf first, and returns how many, or -1 to drop the sample (counted as a walk error). */
 typedef int (*spprof_walk_fn)(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames);
 
@@ -186,7 +191,7 @@ typedef void (*spprof_drain_fn)(uint32_t nframes_total, void *user);
    and read after a fault must be volatile.
    Declared only where <setjmp.h> declares sigjmp_buf (POSIX: _GNU_SOURCE, _POSIX_C_SOURCE, C++, or the
    compiler's default gnu modes), so a strict -std=c99 file that does not use the guard still compiles. */
-#if defined(__USE_POSIX) || defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(__cplusplus)
+#if !defined(_WIN32) && (defined(__USE_POSIX) || defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(__cplusplus))
 #define SPPROF_HAVE_GUARD 1
 typedef struct spprof_guard {
     sigjmp_buf env;
@@ -420,29 +425,34 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #if defined(SPPROF_IMPLEMENTATION) && !defined(SPPROF_IMPLEMENTATION_INCLUDED)
 #define SPPROF_IMPLEMENTATION_INCLUDED
 
-#if !defined(__linux__)
-#  error "spprof.h: only the Linux sampler is implemented so far (macOS and Windows samplers are planned)."
+/* Platform layer: exactly one of these is 1. Portable code calls the interface listed under @os; each OS
+   implements it in its own section (@os_linux: signals, timers, perf events, /proc; @os_windows: a sampler
+   thread that suspends threads). */
+#if defined(__linux__)
+#  define SPPROF__OS_LINUX 1
+#  define SPPROF__OS_WINDOWS 0
+#elif defined(_WIN32)
+#  define SPPROF__OS_LINUX 0
+#  define SPPROF__OS_WINDOWS 1
+#else
+#  error "spprof.h: the Linux and Windows samplers are implemented (macOS is planned)."
 #endif
 #if !defined(__x86_64__) && !defined(__aarch64__)
 #  error "spprof.h: the native stack walker supports x86-64 and aarch64."
 #endif
+
+#if SPPROF__OS_LINUX
 #ifndef _GNU_SOURCE
 #  define _GNU_SOURCE 1  /* effective only if no system header was included before this one */
 #endif
-
 #include <dirent.h>
 #include <dlfcn.h>
 #include <elf.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <link.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -450,10 +460,26 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
-
 #if !defined(__USE_GNU)
 #  error "spprof.h implementation needs _GNU_SOURCE: put '#define _GNU_SOURCE' before every #include in this file, or compile with -D_GNU_SOURCE"
 #endif
+#endif /* SPPROF__OS_LINUX */
+
+#if SPPROF__OS_WINDOWS
+#ifndef WIN32_LEAN_AND_MEAN
+#  define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#include <tlhelp32.h>
+#include <io.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#endif /* SPPROF__OS_WINDOWS */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* Allocator: define all three or none (in the implementation file). Never called from the signal handler. */
 #if defined(SPPROF_MALLOC) || defined(SPPROF_REALLOC) || defined(SPPROF_FREE)
@@ -507,7 +533,7 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 
 /* Define SPPROF_NO_PERF_EVENTS to build without the perf_event sample source (POSIX timers only), e.g.
    where <linux/perf_event.h> is missing. */
-#ifndef SPPROF_NO_PERF_EVENTS
+#if !defined(SPPROF_NO_PERF_EVENTS) && SPPROF__OS_LINUX
 #  include <linux/perf_event.h>
 #  include <sys/ioctl.h>
 #  define SPPROF__HAVE_PERF 1
@@ -546,6 +572,41 @@ extern "C" {
 #define SPPROF__SUB(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
 #define SPPROF__CAS(p, expp, v) __atomic_compare_exchange_n((p), (expp), (v), 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
 
+/* ==== @os ===============================================================================================
+   The platform layer. Portable code (ring, registry, profile, collector's aggregation, lifecycle, writers,
+   the memory profiler's tables) calls only this interface; each OS implements it in its own section:
+   - primitives (here, per OS): spprof__mutex + SPPROF__MUTEX_INIT + spprof__lock/unlock, spprof__once,
+     spprof__now_ns [signal-safe], spprof__sleep_ms, spprof__yield, spprof_gettid, spprof__os_slot (what a
+     registry slot holds for its sample source), spprof__os_state (per-session OS state);
+   - sample source of a thread (@os_linux: a POSIX timer or perf event sending a signal; @os_windows: the
+     sampler thread's tick): spprof__create_timer, spprof__arm, spprof__delete_timer, spprof__source_is_perf;
+   - threads: spprof__list_threads, spprof__thread_alive, spprof__read_comm (name), spprof__thread_at_exit;
+   - code ranges (spprof__refresh_xranges), symbols (spprof__os_symbolize), the collector or sampler thread
+     (spprof__os_begin / spprof__os_end), output files (spprof__out_open / spprof__out_close).
+   Both OSes hand a sample to the portable spprof__take_sample() (@sample): the Linux signal handler for its
+   own thread, the Windows sampler thread for a thread it has suspended. */
+static void spprof__yield(void);
+typedef int spprof__once_t;  /* 0: not run, 1: running, 2: done */
+/* Runs fn once per process, whoever calls first; the others wait until it has run. */
+static void spprof__once(spprof__once_t *o, void (*fn)(void)) {
+    int expect = 0;
+    if (SPPROF__LOAD(o) == 2) return;
+    if (__atomic_compare_exchange_n(o, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        fn();
+        SPPROF__STORE(o, 2);
+        return;
+    }
+    while (SPPROF__LOAD(o) != 2) spprof__yield();
+}
+
+#if SPPROF__OS_LINUX
+typedef pthread_mutex_t spprof__mutex;
+#define SPPROF__MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
+static void spprof__lock(spprof__mutex *m) { pthread_mutex_lock(m); }
+static void spprof__unlock(spprof__mutex *m) { pthread_mutex_unlock(m); }
+static void spprof__yield(void) { sched_yield(); }
+#define SPPROF__DEFAULT_SIGNO SIGPROF
+
 static uint64_t spprof__now_ns(void) {  /* [signal-safe]: clock_gettime is async-signal-safe (vDSO) */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -560,6 +621,46 @@ static void spprof__sleep_ms(int ms) {
     ts.tv_nsec = (long)(ms % 1000) * 1000000L;
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
+#endif /* SPPROF__OS_LINUX */
+
+#if SPPROF__OS_WINDOWS
+typedef SRWLOCK spprof__mutex;
+#define SPPROF__MUTEX_INIT SRWLOCK_INIT
+static void spprof__lock(spprof__mutex *m) { AcquireSRWLockExclusive(m); }
+static void spprof__unlock(spprof__mutex *m) { ReleaseSRWLockExclusive(m); }
+static void spprof__yield(void) { SwitchToThread(); }
+#define SPPROF__DEFAULT_SIGNO 0  /* no signals: spprof_config.signo is ignored */
+
+static uint64_t spprof__now_ns(void) {
+    static LARGE_INTEGER freq;  /* constant for the life of the system */
+    LARGE_INTEGER c;
+    if (!SPPROF__LOADR(&freq.QuadPart)) {
+        LARGE_INTEGER f;
+        QueryPerformanceFrequency(&f);
+        SPPROF__STORER(&freq.QuadPart, f.QuadPart);
+    }
+    QueryPerformanceCounter(&c);
+    return (uint64_t)(c.QuadPart / freq.QuadPart) * 1000000000u +
+           (uint64_t)(c.QuadPart % freq.QuadPart) * 1000000000u / (uint64_t)freq.QuadPart;
+}
+
+SPPROF_API int spprof_gettid(void) { return (int)GetCurrentThreadId(); }
+
+static void spprof__sleep_ms(int ms) { Sleep((DWORD)ms); }
+
+/* What a registry slot holds on Windows, and the sampler's state (see @os_windows). */
+typedef struct spprof__win_slot {
+    HANDLE th;               /* OpenThread: suspend/resume, get context, query information */
+    uint64_t cycles;         /* QueryThreadCycleTime at the previous tick */
+    uintptr_t stack_base;    /* the thread's stack: [stack_limit at sample time, stack_base) */
+} spprof__win_slot;
+typedef struct spprof__win_state {
+    HANDLE thread;           /* the sampler thread (it is also the collector) */
+    HANDLE wake;             /* auto-reset event: stop */
+    uint64_t ticks, ticks_late, suspensions, suspend_failures;
+    uint64_t suspend_ns_total, suspend_ns_max;
+} spprof__win_state;
+#endif /* SPPROF__OS_WINDOWS */
 
 /* ==== @errors =========================================================================================
    The last error message is per thread (never a plain global). */
@@ -683,7 +784,12 @@ typedef struct spprof__slot {
     uint32_t rec;          /* thread record for samples */
     uintptr_t stack_lo;    /* mapping that held sp at the last sample (set by the handler) */
     uintptr_t stack_hi;
+#if SPPROF__OS_LINUX
     timer_t timer;
+#endif
+#if SPPROF__OS_WINDOWS
+    spprof__win_slot win;  /* the thread's handle and CPU time (@os_windows) */
+#endif
     int has_timer;         /* a sample source exists: the POSIX timer, or perf_fd when perf_fd >= 0 */
     int timer_failed;      /* timer_create failed with EAGAIN (counted once) */
     int perf_fd;           /* perf task-clock event of this thread, or -1 */
@@ -783,22 +889,27 @@ typedef struct spprof__state_t {
     uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
     void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
     int *explicit_tids; uint32_t nexplicit, explicit_cap;
-    pthread_t collector; int collector_running; int collector_tid; int collector_stop;
+    int collector_running; int collector_tid; int collector_stop;
+#if SPPROF__OS_LINUX
+    pthread_t collector;
     int handler_installed;
     int installed_signo;
     struct sigaction old_action;
+#endif
+#if SPPROF__OS_WINDOWS
+    spprof__win_state win;         /* the sampler thread (@os_windows) */
+#endif
     spprof__profile prof;
     spprof_resolve_fn resolver; void *resolver_user;
 } spprof__state_t;
 
 static spprof__state_t spprof__g;
 /* Lock order: api_lock, then reg_lock, then prof_lock. None of them is ever taken by the signal handler. */
-static pthread_mutex_t spprof__api_lock = PTHREAD_MUTEX_INITIALIZER;   /* start/stop/pause/resume/clear */
-static pthread_mutex_t spprof__reg_lock = PTHREAD_MUTEX_INITIALIZER;   /* thread registry */
-static pthread_mutex_t spprof__prof_lock = PTHREAD_MUTEX_INITIALIZER;  /* profile; the ring's consumer side */
+static spprof__mutex spprof__api_lock = SPPROF__MUTEX_INIT;   /* start/stop/pause/resume/clear */
+static spprof__mutex spprof__reg_lock = SPPROF__MUTEX_INIT;   /* thread registry */
+static spprof__mutex spprof__prof_lock = SPPROF__MUTEX_INIT;  /* profile; the ring's consumer side */
 
-static pthread_key_t spprof__tls_key;
-static pthread_once_t spprof__tls_once = PTHREAD_ONCE_INIT;
+static int spprof__tls_once;
 
 /* [signal-safe] the slot for a cookie-carried index, or NULL. */
 static spprof__slot *spprof__slot_at(uint32_t idx) {
@@ -841,6 +952,7 @@ static void spprof__fdmap_tomb(int fd) {
    Frame-pointer walk. Every frame record is checked before it is read: inside [sp, stack_hi) of the mapping
    that holds the interrupted stack pointer (that mapping is entirely readable, so no read can fault), aligned
    to 8, strictly increasing (so the walk always terminates), and the depth is bounded by max_frames. */
+#if SPPROF__OS_LINUX
 static void spprof__context_regs(const void *uc_, uintptr_t *pc, uintptr_t *sp, uintptr_t *fp) {
     const ucontext_t *uc = (const ucontext_t *)uc_;
 #if defined(__x86_64__)
@@ -853,6 +965,7 @@ static void spprof__context_regs(const void *uc_, uintptr_t *pc, uintptr_t *sp, 
     *fp = (uintptr_t)uc->uc_mcontext.regs[29];
 #endif
 }
+#endif /* SPPROF__OS_LINUX */
 
 /* [signal-safe] Is [a, a+len) inside one executable, readable segment of a loaded object? */
 /* [signal-safe] The executable segment [*lo, *hi) that holds a, or 0 (then *lo = 1, *hi = 0: holds nothing). */
@@ -925,12 +1038,16 @@ static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_
     return n;
 }
 
+/* [signal-safe] The frame-pointer walk from the registers in ctx, with the leaf fix-up. spprof_walk_native on
+   Linux; on Windows the fallback of the unwind-table walk. */
 SPPROF__NO_SANITIZE
-SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+static int spprof__walk_fp(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     uintptr_t pc, sp, fp, hi;
     int n = 0;
-    if (!ctx || !ctx->ucontext || max_frames <= 0) return -1;
-    spprof__context_regs(ctx->ucontext, &pc, &sp, &fp);
+    if (!ctx || max_frames <= 0) return -1;
+    pc = ctx->pc;
+    sp = ctx->sp;
+    fp = ctx->fp;
     frames[n].addr = pc; frames[n].aux = 0; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
     hi = ctx->stack_hi;
     if (!hi || sp < ctx->stack_lo || sp >= hi) return n;  /* unknown stack: the leaf is all we can vouch for */
@@ -944,7 +1061,7 @@ SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *fram
     }
 #elif defined(__aarch64__)
     {   /* a frameless leaf keeps its return address in lr (x30) */
-        uintptr_t lr = (uintptr_t)((const ucontext_t *)ctx->ucontext)->uc_mcontext.regs[30];
+        uintptr_t lr = ctx->lr;
         int framed = fp >= sp && fp <= hi - 2 * sizeof(uintptr_t) && (fp & 7) == 0 && ((const uintptr_t *)fp)[1] == lr;
         if (n < max_frames && !framed && spprof__in_exec(lr - 4, 4)) {
             frames[n].addr = lr; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
@@ -952,6 +1069,11 @@ SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *fram
     }
 #endif
     return spprof__fp_chain(fp, sp, hi, 1, frames, n, max_frames);
+}
+
+#if SPPROF__OS_LINUX
+SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    return spprof__walk_fp(ctx, frames, max_frames);
 }
 
 /* [signal-safe] Find the mapping that contains sp by parsing /proc/self/maps with open/read/close (all three
@@ -1031,14 +1153,14 @@ SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *f
     uintptr_t pc, sp, fp;
     spprof_guard g;
     volatile int n = 0;
-    if (!ctx || !ctx->ucontext || max_frames <= 0) return -1;
-    spprof__context_regs(ctx->ucontext, &pc, &sp, &fp);
+    if (!ctx || !ctx->os_context || max_frames <= 0) return -1;
+    spprof__context_regs(ctx->os_context, &pc, &sp, &fp);
     (void)sp; (void)fp;
     if (pc >= spprof__ldso_lo && pc < spprof__ldso_hi && !(pc >= spprof__tlsget_lo && pc < spprof__tlsget_hi))
         return spprof_walk_native(ctx, frames, max_frames);
     if (!spprof_guard_claim(&g, ctx->tid)) return spprof_walk_native(ctx, frames, max_frames);
     if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return n > 0 ? n : -1; }
-    if (unw_init_local2(&cur, (unw_context_t *)ctx->ucontext, UNW_INIT_SIGNAL_FRAME) < 0) {
+    if (unw_init_local2(&cur, (unw_context_t *)ctx->os_context, UNW_INIT_SIGNAL_FRAME) < 0) {
         spprof_guard_release(&g);
         return spprof_walk_native(ctx, frames, max_frames);
     }
@@ -1054,6 +1176,45 @@ SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *f
 }
 #endif
 
+#endif /* SPPROF__OS_LINUX (the rest of @walk) */
+
+/* ==== @sample ==========================================================================================
+   [signal-safe] One sample of a thread, from the registers in ctx, weight intervals: claims a ring cell,
+   runs the walker into it, publishes it, and wakes the collector when the ring is half full. Called by the
+   Linux signal handler on the sampled thread itself, and by the Windows sampler thread while the sampled
+   thread is suspended: nothing here allocates, locks or makes a call that could. */
+static void spprof__wake_collector(void);
+SPPROF__NO_SANITIZE
+static void spprof__take_sample(const spprof_walk_ctx *ctx, uint32_t rec, uint32_t weight) {
+    spprof__sample_hdr *cell;
+    spprof_frame *frames;
+    uint64_t pos;
+    int n;
+    cell = spprof__ring_claim(&spprof__g.ring, &pos);
+    if (!cell) { SPPROF__ADD(&spprof__g.c.dropped, 1); return; }
+    cell->ts = spprof__now_ns();
+    cell->tid = ctx->tid;
+    cell->rec = rec;
+    cell->flags = 0;
+    cell->weight = weight;
+    frames = (spprof_frame *)(void *)(cell + 1);
+    /* A walk that fills every frame is counted as truncated (a stack of exactly max_depth frames too). */
+    n = spprof__g.walker(ctx, frames, spprof__g.max_depth);
+    if (n < 0) { SPPROF__ADD(&spprof__g.c.walk_errors, 1); cell->nframes = -1; }
+    else {
+        cell->nframes = n;
+        if (n >= spprof__g.max_depth) { cell->flags |= SPPROF__SAMPLE_TRUNCATED; SPPROF__ADD(&spprof__g.c.truncated, 1); }
+        SPPROF__ADD(&spprof__g.c.captured, 1);
+    }
+    spprof__ring_publish(cell, pos);
+    /* Wake the collector early when the ring is half full. */
+    if (spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2 && !SPPROF__LOADR(&spprof__g.wake_pending)) {
+        SPPROF__STORER(&spprof__g.wake_pending, 1);
+        spprof__wake_collector();
+    }
+}
+
+#if SPPROF__OS_LINUX
 /* ==== @handler ========================================================================================
    Async-signal-safety: the handler calls only async-signal-safe functions (syscall(gettid), clock_gettime,
    open/read/close once per thread, write on an eventfd), lock-free atomics, and the walker (which must be
@@ -1061,6 +1222,12 @@ SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *f
    bounded (ring retries, walk depth, maps read size). Signals that are not ours (wrong si_code or cookie)
    are passed to the previous handler. A signal from a timer of an earlier session (generation mismatch), or
    one that reaches a thread other than the slot's owner (the slot was reused), is counted and ignored. */
+/* [signal-safe] write() on an eventfd is async-signal-safe. */
+static void spprof__wake_collector(void) {
+    uint64_t one = 1;
+    if (write(spprof__g.wake_fd, &one, sizeof one) < 0) { /* the collector's poll times out anyway */ }
+}
+
 static void spprof__chain(int signo, siginfo_t *info, void *uc) {
     struct sigaction *old = &spprof__g.old_action;
     if (old->sa_flags & SA_SIGINFO) {
@@ -1073,14 +1240,12 @@ static void spprof__chain(int signo, siginfo_t *info, void *uc) {
 
 static void spprof__handler(int signo, siginfo_t *info, void *uc) {
     int saved_errno = errno;
-    uint64_t cookie, pos;
+    uint64_t cookie;
     spprof__slot *slot;
-    spprof__sample_hdr *cell;
     spprof_walk_ctx ctx;
-    spprof_frame *frames;
     uintptr_t pc, sp, fp, lo, hi;
     uint32_t weight;
-    int tid, n, perf = 0;
+    int tid, perf = 0;
 
     if (!info) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
     if (info->si_code == SI_TIMER) {  /* a POSIX timer: the cookie travels in sival_ptr */
@@ -1153,7 +1318,6 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
 
     /* Stack bounds: the mapping holding sp, cached in the slot (only this thread writes its own slot's bounds). */
     spprof__context_regs(uc, &pc, &sp, &fp);
-    (void)pc; (void)fp;
     lo = SPPROF__LOADR(&slot->stack_lo);
     hi = SPPROF__LOADR(&slot->stack_hi);
     if (sp < lo || sp >= hi) {
@@ -1161,30 +1325,12 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
         else { lo = hi = 0; }
     }
 
-    cell = spprof__ring_claim(&spprof__g.ring, &pos);
-    if (!cell) { SPPROF__ADD(&spprof__g.c.dropped, 1); goto out; }
-    cell->ts = spprof__now_ns();
-    cell->tid = tid;
-    cell->rec = SPPROF__LOADR(&slot->rec);
-    cell->flags = 0;
-    cell->weight = weight;
-    frames = (spprof_frame *)(void *)(cell + 1);
-    ctx.ucontext = uc; ctx.stack_lo = lo; ctx.stack_hi = hi; ctx.tid = tid; ctx.user = spprof__g.walker_user;
-    /* A walk that fills every frame is counted as truncated (a stack of exactly max_depth frames too). */
-    n = spprof__g.walker(&ctx, frames, spprof__g.max_depth);
-    if (n < 0) { SPPROF__ADD(&spprof__g.c.walk_errors, 1); cell->nframes = -1; }
-    else {
-        cell->nframes = n;
-        if (n >= spprof__g.max_depth) { cell->flags |= SPPROF__SAMPLE_TRUNCATED; SPPROF__ADD(&spprof__g.c.truncated, 1); }
-        SPPROF__ADD(&spprof__g.c.captured, 1);
-    }
-    spprof__ring_publish(cell, pos);
-    /* Wake the collector early when the ring is half full (write() on an eventfd is async-signal-safe). */
-    if (spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2 && !SPPROF__LOADR(&spprof__g.wake_pending)) {
-        uint64_t one = 1;
-        SPPROF__STORER(&spprof__g.wake_pending, 1);
-        if (write(spprof__g.wake_fd, &one, sizeof one) < 0) { /* nothing to do */ }
-    }
+    ctx.pc = pc; ctx.sp = sp; ctx.fp = fp; ctx.lr = 0;
+#if defined(__aarch64__)
+    ctx.lr = (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.regs[30];
+#endif
+    ctx.os_context = uc; ctx.stack_lo = lo; ctx.stack_hi = hi; ctx.tid = tid; ctx.user = spprof__g.walker_user;
+    spprof__take_sample(&ctx, SPPROF__LOADR(&slot->rec), weight);
 out:
     __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
     errno = saved_errno;
@@ -1262,6 +1408,8 @@ static void spprof__remove_fault_handler(void) {
     if (sigaction(SIGBUS, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__fault_handler)
         sigaction(SIGBUS, &spprof__old_bus, NULL);
 }
+
+#endif /* SPPROF__OS_LINUX (@handler, @guard) */
 
 /* ==== @collector ======================================================================================
    Aggregation of raw samples into the profile (under prof_lock). */
@@ -1442,6 +1590,7 @@ static void spprof__profile_free(spprof__profile *p) {
 }
 
 /* ---- thread registry maintenance (under reg_lock) ---- */
+#if SPPROF__OS_LINUX
 /* Reads /proc/self/task/TID/<name> into buf (one read: these files are small), NUL-terminated; returns the
    length, or -1 (buf empty) if it cannot be read. */
 static ssize_t spprof__read_task_file(int tid, const char *name, char *buf, size_t n) {
@@ -1600,6 +1749,35 @@ static void spprof__delete_timer(spprof__slot *s) {
     s->has_timer = 0;
 }
 
+/* The threads of the process (auto mode), in *tids (allocated); 0 if they cannot be listed. */
+static int spprof__list_threads(int **tids_out, size_t *n_out) {
+    int *tids = NULL;
+    size_t n = 0, cap = 0;
+    DIR *dp = opendir("/proc/self/task");
+    struct dirent *de;
+    if (!dp) return 0;
+    while ((de = readdir(dp)) != NULL) {
+        int tid = atoi(de->d_name);
+        if (tid <= 0) continue;
+        if (n == cap) {
+            int *q = (int *)SPPROF_REALLOC(tids, (cap ? cap * 2 : 64) * sizeof(int));
+            if (!q) break;
+            tids = q; cap = cap ? cap * 2 : 64;
+        }
+        tids[n++] = tid;
+    }
+    closedir(dp);
+    *tids_out = tids;
+    *n_out = n;
+    return 1;
+}
+
+/* Is thread tid of this process still alive? */
+static int spprof__thread_alive(int tid) { return syscall(SYS_tgkill, getpid(), tid, 0) == 0; }
+
+static int spprof__source_is_perf(const spprof__slot *s) { return s->has_timer && s->perf_fd >= 0; }
+#endif /* SPPROF__OS_LINUX */
+
 static spprof__slot *spprof__slot_alloc(uint32_t *idx_out) {
     spprof__dir *d = spprof__g.dir;
     uint32_t idx;
@@ -1629,9 +1807,9 @@ static void spprof__thread_add(int tid) {  /* under reg_lock */
     spprof__slot *s;
     if (tid == spprof__g.collector_tid) return;
     spprof__read_comm(tid, name, sizeof name);
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     rec = spprof__new_record(tid, name);
-    pthread_mutex_unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__prof_lock);
     if (rec == UINT32_MAX) return;
     s = spprof__slot_alloc(&idx);
     if (!s) return;
@@ -1675,29 +1853,16 @@ static int spprof__cmp_int(const void *a, const void *b) {
 static void spprof__sync_threads(void) {  /* under reg_lock */
     int *tids = NULL;
     unsigned char *seen;
-    size_t n = 0, cap = 0, i;
+    size_t n = 0, i;
     uint32_t nslots;
     spprof__dir *d;
     if (spprof__g.cfg.auto_threads) {
-        DIR *dp = opendir("/proc/self/task");
-        struct dirent *de;
-        if (!dp) return;
-        while ((de = readdir(dp)) != NULL) {
-            int tid = atoi(de->d_name);
-            if (tid <= 0) continue;
-            if (n == cap) {
-                int *q = (int *)SPPROF_REALLOC(tids, (cap ? cap * 2 : 64) * sizeof(int));
-                if (!q) break;
-                tids = q; cap = cap ? cap * 2 : 64;
-            }
-            tids[n++] = tid;
-        }
-        closedir(dp);
+        if (!spprof__list_threads(&tids, &n)) return;
     } else {
         tids = (int *)SPPROF_MALLOC((spprof__g.nexplicit + 1) * sizeof(int));
         if (!tids) return;
         for (i = 0; i < spprof__g.nexplicit; i++)  /* still alive? */
-            if (syscall(SYS_tgkill, getpid(), spprof__g.explicit_tids[i], 0) == 0) tids[n++] = spprof__g.explicit_tids[i];
+            if (spprof__thread_alive(spprof__g.explicit_tids[i])) tids[n++] = spprof__g.explicit_tids[i];
     }
     qsort(tids, n, sizeof(int), spprof__cmp_int);
     seen = (unsigned char *)SPPROF_MALLOC(n + 1);
@@ -1744,6 +1909,32 @@ static void spprof__registry_free(void) {  /* under reg_lock, after all timers a
 
 typedef struct spprof__xr_build { uintptr_t *r; uint32_t n, cap; uint64_t adds, subs; int oom; } spprof__xr_build;
 
+static int spprof__cmp_range(const void *a, const void *b) {
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Publishes the ranges in b (sorted here) as the new table; takes b->r. adds/subs: the OS's load counters. */
+static void spprof__publish_xranges(spprof__xr_build *b) {
+    spprof__xranges *old = spprof__g.xr, *x;
+    if (b->oom || (old && old->adds == b->adds && old->subs == b->subs)) { SPPROF_FREE(b->r); return; }
+    qsort(b->r, b->n, 2 * sizeof(uintptr_t), spprof__cmp_range);
+    x = (spprof__xranges *)SPPROF_MALLOC(sizeof(spprof__xranges) + (size_t)b->n * 2 * sizeof(uintptr_t));
+    if (!x) { SPPROF_FREE(b->r); return; }
+    x->n = b->n; x->older = old; x->adds = b->adds; x->subs = b->subs;
+    if (b->n) memcpy(x->r, b->r, (size_t)b->n * 2 * sizeof(uintptr_t));
+    SPPROF_FREE(b->r);
+    SPPROF__STORE(&spprof__g.xr, x);  /* old ones stay readable until stop */
+}
+
+static void spprof__xranges_free(void) {
+    spprof__xranges *x = spprof__g.xr, *older;
+    while (x) { older = x->older; SPPROF_FREE(x); x = older; }
+    SPPROF__STORE(&spprof__g.xr, (spprof__xranges *)NULL);
+}
+
+#if SPPROF__OS_LINUX
+
 static int spprof__xr_cb(struct dl_phdr_info *info, size_t size, void *data) {
     spprof__xr_build *b = (spprof__xr_build *)data;
     int i;
@@ -1765,10 +1956,6 @@ static int spprof__xr_cb(struct dl_phdr_info *info, size_t size, void *data) {
     return 0;
 }
 
-static int spprof__cmp_range(const void *a, const void *b) {
-    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
-    return (x > y) - (x < y);
-}
 
 /* Rebuild the executable-segment table when objects were loaded or unloaded since the last build. */
 static int spprof__xr_counts_cb(struct dl_phdr_info *info, size_t size, void *data) {
@@ -1779,7 +1966,7 @@ static int spprof__xr_counts_cb(struct dl_phdr_info *info, size_t size, void *da
 }
 
 static void spprof__refresh_xranges(void) {
-    spprof__xranges *old = spprof__g.xr, *x;
+    spprof__xranges *old = spprof__g.xr;
     spprof__xr_build b;
     uint64_t counts[2] = {0, 0};
     /* Every scan: only the load/unload counters (one callback), so that an unchanged process costs nothing. */
@@ -1787,20 +1974,7 @@ static void spprof__refresh_xranges(void) {
     if (old && old->adds == counts[0] && old->subs == counts[1]) return;
     memset(&b, 0, sizeof b);
     dl_iterate_phdr(spprof__xr_cb, &b);
-    if (b.oom || (old && old->adds == b.adds && old->subs == b.subs)) { SPPROF_FREE(b.r); return; }
-    qsort(b.r, b.n, 2 * sizeof(uintptr_t), spprof__cmp_range);
-    x = (spprof__xranges *)SPPROF_MALLOC(sizeof(spprof__xranges) + (size_t)b.n * 2 * sizeof(uintptr_t));
-    if (!x) { SPPROF_FREE(b.r); return; }
-    x->n = b.n; x->older = old; x->adds = b.adds; x->subs = b.subs;
-    if (b.n) memcpy(x->r, b.r, (size_t)b.n * 2 * sizeof(uintptr_t));
-    SPPROF_FREE(b.r);
-    SPPROF__STORE(&spprof__g.xr, x);  /* old ones stay readable until stop */
-}
-
-static void spprof__xranges_free(void) {
-    spprof__xranges *x = spprof__g.xr, *older;
-    while (x) { older = x->older; SPPROF_FREE(x); x = older; }
-    SPPROF__STORE(&spprof__g.xr, (spprof__xranges *)NULL);
+    spprof__publish_xranges(&b);
 }
 
 /* ==== @offcpu =========================================================================================
@@ -2055,9 +2229,9 @@ static void spprof__offcpu_emit(spprof__slot *s, uint32_t weight, uint64_t now) 
     uint64_t pos;
     spprof__sample_hdr *cell = spprof__ring_claim(&spprof__g.ring, &pos);
     if (!cell) {
-        pthread_mutex_lock(&spprof__prof_lock);
+        spprof__lock(&spprof__prof_lock);
         spprof__drain();
-        pthread_mutex_unlock(&spprof__prof_lock);
+        spprof__unlock(&spprof__prof_lock);
         cell = spprof__ring_claim(&spprof__g.ring, &pos);
     }
     if (!cell) { SPPROF__ADD(&spprof__g.c.dropped, 1); return; }
@@ -2079,12 +2253,12 @@ static int spprof__offcpu_last_stack(spprof__slot *s) {
     int n = 0;
     if (!s->off_frames) s->off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
     if (!s->off_frames) return 0;
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     if (s->rec < p->nrecs && p->recs[s->rec].nruns > 0) {
         const spprof__stack *st = &p->stacks[p->recs[s->rec].runs[p->recs[s->rec].nruns - 1].stack];
         for (n = 0; n < (int)st->n && n < spprof__g.max_depth; n++) s->off_frames[n] = p->frames[p->stack_data[st->off + (uint32_t)n]];
     }
-    pthread_mutex_unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__prof_lock);
     s->off_n = n;
     return n > 0;
 }
@@ -2169,23 +2343,23 @@ static void *spprof__collector_main(void *arg) {
         if (pfd.revents & POLLIN) { if (read(spprof__g.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
         if (SPPROF__LOAD(&spprof__g.collector_stop)) {
             if (spprof__g.cfg.mode == SPPROF_MODE_WALL) {  /* the time blocked threads spent since the last round */
-                pthread_mutex_lock(&spprof__reg_lock);
+                spprof__lock(&spprof__reg_lock);
                 spprof__offcpu_account(&ox, 1, 1);
-                pthread_mutex_unlock(&spprof__reg_lock);
+                spprof__unlock(&spprof__reg_lock);
             }
             break;
         }
         if (spprof__g.cfg.mode == SPPROF_MODE_WALL &&
             spprof__now_ns() - last_offcpu >= (uint64_t)SPPROF_OFFCPU_PERIOD_MS * 1000000u) {
-            pthread_mutex_lock(&spprof__reg_lock);
+            spprof__lock(&spprof__reg_lock);
             spprof__offcpu_account(&ox, SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING, 0);
-            pthread_mutex_unlock(&spprof__reg_lock);
+            spprof__unlock(&spprof__reg_lock);
             last_offcpu = spprof__now_ns();
         }
-        pthread_mutex_lock(&spprof__prof_lock);
+        spprof__lock(&spprof__prof_lock);
         spprof__drain();
         nframes = spprof__g.prof.nframes;
-        pthread_mutex_unlock(&spprof__prof_lock);
+        spprof__unlock(&spprof__prof_lock);
         if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
         captured = SPPROF__LOADR(&spprof__g.c.captured);
         if (captured != last_captured) idle_shift = 0;
@@ -2197,12 +2371,12 @@ static void *spprof__collector_main(void *arg) {
             int stat_ok = stat("/proc/self/task", &st) == 0;
             int full = !stat_ok || st.st_nlink != last_nlink ||
                        now - last_full_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 10000000u;
-            pthread_mutex_lock(&spprof__reg_lock);
+            spprof__lock(&spprof__reg_lock);
             if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
                 if (full) { spprof__sync_threads(); last_full_scan = now; last_nlink = stat_ok ? st.st_nlink : 0; }
                 spprof__refresh_xranges();
             }
-            pthread_mutex_unlock(&spprof__reg_lock);
+            spprof__unlock(&spprof__reg_lock);
             last_scan = now;
         }
     }
@@ -2212,13 +2386,15 @@ static void *spprof__collector_main(void *arg) {
     return NULL;
 }
 
+#endif /* SPPROF__OS_LINUX (code ranges, the collector thread, @offcpu) */
+
 /* ==== @lifecycle ====================================================================================== */
 SPPROF_API spprof_config spprof_config_default(void) {
     spprof_config c;
     memset(&c, 0, sizeof c);
     c.interval_ns = 10000000;
     c.mode = SPPROF_MODE_CPU;
-    c.signo = SIGPROF;
+    c.signo = SPPROF__DEFAULT_SIGNO;
     c.max_depth = 128;
     c.ring_slots = 4096;
     c.memory_limit = 100u << 20;
@@ -2228,6 +2404,7 @@ SPPROF_API spprof_config spprof_config_default(void) {
     return c;
 }
 
+static spprof_result spprof__os_validate(const spprof_config *c);
 static spprof_result spprof__validate(const spprof_config *c) {
     if (c->interval_ns < 50000 || c->interval_ns > 60000000000ll)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "interval_ns=%lld is out of range (50000 .. 60000000000 ns, i.e. 50 us .. 60 s)", (long long)c->interval_ns);
@@ -2238,8 +2415,6 @@ static spprof_result spprof__validate(const spprof_config *c) {
     if ((c->source == SPPROF_SOURCE_PERF || c->source == SPPROF_SOURCE_PERF_USER) && c->mode != SPPROF_MODE_CPU)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%s counts CPU time: it needs mode=SPPROF_MODE_CPU",
                             c->source == SPPROF_SOURCE_PERF ? "SPPROF_SOURCE_PERF" : "SPPROF_SOURCE_PERF_USER");
-    if (c->signo < 1 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "signo=%d is not a signal that can be caught", c->signo);
     if (c->max_depth < 1 || c->max_depth > SPPROF_MAX_DEPTH_LIMIT)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "max_depth=%d is out of range (1 .. %d)", c->max_depth, SPPROF_MAX_DEPTH_LIMIT);
     if (c->ring_slots < 16 || c->ring_slots > (1u << 20) || (c->ring_slots & (c->ring_slots - 1)) != 0)
@@ -2255,6 +2430,13 @@ static spprof_result spprof__validate(const spprof_config *c) {
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "auto_threads=%d must be 0 or 1", c->auto_threads);
     if (c->scan_interval_ms < 1 || c->scan_interval_ms > 10000 || c->drain_interval_ms < 1 || c->drain_interval_ms > 10000)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "scan_interval_ms=%d / drain_interval_ms=%d out of range (1 .. 10000)", c->scan_interval_ms, c->drain_interval_ms);
+    return spprof__os_validate(c);
+}
+
+#if SPPROF__OS_LINUX
+static spprof_result spprof__os_validate(const spprof_config *c) {
+    if (c->signo < 1 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "signo=%d is not a signal that can be caught", c->signo);
     return SPPROF_OK;
 }
 
@@ -2280,21 +2462,27 @@ static void spprof__tls_destructor(void *v) {
     (void)v;
     spprof_thread_unregister();
 }
+static pthread_key_t spprof__tls_key;
 static void spprof__tls_init(void) { pthread_key_create(&spprof__tls_key, spprof__tls_destructor); }
+/* The calling thread is unregistered when it exits (explicit registration). */
+static void spprof__thread_at_exit(void) {
+    spprof__once(&spprof__tls_once, spprof__tls_init);
+    pthread_setspecific(spprof__tls_key, (void *)1);
+}
 
 /* fork(): POSIX timers and threads are not inherited, so the child starts stopped and clean (its copy of
    the parent's profile is discarded), and may start its own session. The three locks are taken around fork
    so that the child never inherits one held by a thread that no longer exists there. */
-static pthread_once_t spprof__atfork_once = PTHREAD_ONCE_INIT;
+static int spprof__atfork_once;
 static void spprof__atfork_prepare(void) {
-    pthread_mutex_lock(&spprof__api_lock);
-    pthread_mutex_lock(&spprof__reg_lock);
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__api_lock);
+    spprof__lock(&spprof__reg_lock);
+    spprof__lock(&spprof__prof_lock);
 }
 static void spprof__atfork_parent(void) {
-    pthread_mutex_unlock(&spprof__prof_lock);
-    pthread_mutex_unlock(&spprof__reg_lock);
-    pthread_mutex_unlock(&spprof__api_lock);
+    spprof__unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__reg_lock);
+    spprof__unlock(&spprof__api_lock);
 }
 static void spprof__atfork_child(void) {
     SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
@@ -2311,6 +2499,69 @@ static void spprof__atfork_child(void) {
 static void spprof__atfork_init(void) {
     pthread_atfork(spprof__atfork_prepare, spprof__atfork_parent, spprof__atfork_child);
 }
+static void spprof__os_init_once(void) { spprof__once(&spprof__atfork_once, spprof__atfork_init); }
+
+/* Session start, under reg_lock: the collector's wake-up, the signal handler, the fault handler, and
+   whether perf events can be used. */
+static spprof_result spprof__os_begin(const spprof_config *cfg) {
+    spprof_result r = SPPROF_OK;
+    spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+#ifdef SPPROF_USE_LIBUNWIND
+    spprof__find_ldso();
+#endif
+    if (r == SPPROF_OK) r = spprof__install_handler(cfg->signo);
+    if (r == SPPROF_OK && cfg->guard_faults) r = spprof__install_fault_handler();
+    SPPROF__STORER(&spprof__g.perf_on, 0);
+    spprof__g.perf_exclude_kernel = cfg->source == SPPROF_SOURCE_PERF_USER;
+    /* Wall mode arms the same CPU-clock source as CPU mode (signals reach running threads only; see @offcpu) */
+    if (r == SPPROF_OK && cfg->source != SPPROF_SOURCE_POSIX) {
+#if SPPROF__HAVE_PERF
+        int fd = spprof__perf_open(spprof_gettid());  /* can this process open task-clock events at all? */
+        if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.perf_on, 1); }
+        else if (cfg->source != SPPROF_SOURCE_AUTO)
+            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "perf_event_open(task-clock): %s (seccomp, perf_event_paranoid=3, or no perf events in this kernel); use SPPROF_SOURCE_AUTO or SPPROF_SOURCE_POSIX", strerror(errno));
+#else
+        if (cfg->source != SPPROF_SOURCE_AUTO)
+            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "this build has no perf_event source (SPPROF_NO_PERF_EVENTS)");
+#endif
+    }
+    return r;
+}
+
+static spprof_result spprof__os_collector_start(void) {
+    int err = pthread_create(&spprof__g.collector, NULL, spprof__collector_main, NULL);
+    if (err) return spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the collector thread: %s", strerror(err));
+    return SPPROF_OK;
+}
+
+static void spprof__os_collector_stop(void) {
+    SPPROF__STORE(&spprof__g.collector_stop, 1);
+    spprof__wake_collector();
+    pthread_join(spprof__g.collector, NULL);
+}
+
+/* Around the deletion of the timers at stop: the signal is blocked on this thread, and the signals still
+   pending on it are consumed (sigtimedwait) before it is unblocked. Under api_lock. */
+static sigset_t spprof__stop_set, spprof__stop_old;
+static void spprof__os_quiesce_begin(void) {
+    sigemptyset(&spprof__stop_set);
+    sigaddset(&spprof__stop_set, spprof__g.cfg.signo ? spprof__g.cfg.signo : SIGPROF);
+    pthread_sigmask(SIG_BLOCK, &spprof__stop_set, &spprof__stop_old);
+}
+static void spprof__os_quiesce_end(void) {
+    struct timespec zero = {0, 0};
+    int k;
+    for (k = 0; k < 4096 && sigtimedwait(&spprof__stop_set, NULL, &zero) > 0; k++) {}
+    pthread_sigmask(SIG_SETMASK, &spprof__stop_old, NULL);
+}
+
+/* Session end, after no handler is in flight any more (handlers_done) or not. */
+static void spprof__os_end(int handlers_done) {
+    if (handlers_done) spprof__remove_fault_handler();
+    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+}
+#endif /* SPPROF__OS_LINUX */
 
 static void spprof__stop_locked(void);
 
@@ -2318,16 +2569,15 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     spprof_config cfg = cfg_in ? *cfg_in : spprof_config_default();
     spprof_result r = spprof__validate(&cfg);
     uint32_t i;
-    int err;
     if (r != SPPROF_OK) return r;
-    pthread_once(&spprof__atfork_once, spprof__atfork_init);
-    pthread_mutex_lock(&spprof__api_lock);
+    spprof__os_init_once();
+    spprof__lock(&spprof__api_lock);
     if (SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED) {
-        pthread_mutex_unlock(&spprof__api_lock);
+        spprof__unlock(&spprof__api_lock);
         return spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof_start: the profiler is already started; call spprof_stop() first");
     }
-    pthread_mutex_lock(&spprof__reg_lock);
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__reg_lock);
+    spprof__lock(&spprof__prof_lock);
     spprof__profile_free(&spprof__g.prof);
     spprof__g.cfg = cfg;
     spprof__g.prof.interval_ns = cfg.interval_ns;
@@ -2349,47 +2599,24 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     r = SPPROF_OK;
     if (!spprof__ring_init(&spprof__g.ring, cfg.ring_slots, cfg.max_depth))
         r = spprof__fail(SPPROF_ERR_NO_MEMORY, "cannot allocate the ring buffer (%u slots)", cfg.ring_slots);
-    pthread_mutex_unlock(&spprof__prof_lock);
-    if (r == SPPROF_OK) {
-        spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
-    }
-#ifdef SPPROF_USE_LIBUNWIND
-    spprof__find_ldso();
-#endif
-    if (r == SPPROF_OK) r = spprof__install_handler(cfg.signo);
-    if (r == SPPROF_OK && cfg.guard_faults) r = spprof__install_fault_handler();
-    SPPROF__STORER(&spprof__g.perf_on, 0);
-    spprof__g.perf_exclude_kernel = cfg.source == SPPROF_SOURCE_PERF_USER;
-    /* Wall mode arms the same CPU-clock source as CPU mode (signals reach running threads only; see @offcpu) */
-    if (r == SPPROF_OK && cfg.source != SPPROF_SOURCE_POSIX) {
-#if SPPROF__HAVE_PERF
-        int fd = spprof__perf_open(spprof_gettid());  /* can this process open task-clock events at all? */
-        if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.perf_on, 1); }
-        else if (cfg.source != SPPROF_SOURCE_AUTO)
-            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "perf_event_open(task-clock): %s (seccomp, perf_event_paranoid=3, or no perf events in this kernel); use SPPROF_SOURCE_AUTO or SPPROF_SOURCE_POSIX", strerror(errno));
-#else
-        if (cfg.source != SPPROF_SOURCE_AUTO)
-            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "this build has no perf_event source (SPPROF_NO_PERF_EVENTS)");
-#endif
-    }
+    spprof__unlock(&spprof__prof_lock);
+    if (r == SPPROF_OK) r = spprof__os_begin(&cfg);
     if (r == SPPROF_OK) {
         SPPROF__STORE(&spprof__g.gen, spprof__g.gen + 1);
         if ((spprof__g.gen & 0xffffu) == SPPROF__PERF_TOMB)  /* that value marks closed perf events */
             SPPROF__STORE(&spprof__g.gen, spprof__g.gen + 1);
         SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_RUNNING);
-        err = pthread_create(&spprof__g.collector, NULL, spprof__collector_main, NULL);
-        if (err) r = spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the collector thread: %s", strerror(err));
-        else {
+        r = spprof__os_collector_start();
+        if (r == SPPROF_OK) {
             spprof__g.collector_running = 1;
             for (i = 0; i < 1000 && !SPPROF__LOAD(&spprof__g.collector_tid); i++) spprof__sleep_ms(1);
             spprof__refresh_xranges();
             spprof__sync_threads();  /* every thread now (auto), or the registered ones */
         }
     }
-    pthread_mutex_unlock(&spprof__reg_lock);
+    spprof__unlock(&spprof__reg_lock);
     if (r != SPPROF_OK) spprof__stop_locked();  /* never leave a half-started profiler */
-    pthread_mutex_unlock(&spprof__api_lock);
+    spprof__unlock(&spprof__api_lock);
     return r;
 }
 
@@ -2400,7 +2627,7 @@ static int spprof__wait_handlers(int ms) {
     int k;
     for (k = 0; __atomic_load_n(&spprof__g.c.inflight, __ATOMIC_SEQ_CST) != 0; k++) {
         if (spprof__now_ns() > deadline) return 0;
-        if (k < 1000) sched_yield();
+        if (k < 1000) spprof__yield();
         else spprof__sleep_ms(1);
     }
     return 1;
@@ -2427,38 +2654,30 @@ static void spprof__registry_leak(void) {
 /* Stop: state first (handlers bail out), then delete every timer (collecting overruns), drain signals pending
    on this thread with sigtimedwait, wait for handlers in flight, join the collector, drain the ring. */
 static void spprof__stop_locked(void) {
-    sigset_t set, old;
-    struct timespec zero = {0, 0};
     uint32_t i;
-    int k, free_ok;
+    int free_ok;
     SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
     if (spprof__g.collector_running) {
-        uint64_t one = 1;
-        SPPROF__STORE(&spprof__g.collector_stop, 1);
-        if (write(spprof__g.wake_fd, &one, sizeof one) < 0) { /* poll times out anyway */ }
-        pthread_join(spprof__g.collector, NULL);
+        spprof__os_collector_stop();
         spprof__g.collector_running = 0;
     }
-    sigemptyset(&set);
-    sigaddset(&set, spprof__g.cfg.signo ? spprof__g.cfg.signo : SIGPROF);
-    pthread_sigmask(SIG_BLOCK, &set, &old);
-    pthread_mutex_lock(&spprof__reg_lock);
+    spprof__os_quiesce_begin();
+    spprof__lock(&spprof__reg_lock);
     if (spprof__g.dir) {
         for (i = 0; i < spprof__g.nslots_used; i++) {
             spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
             if (s->tid) {  /* take the latest name: threads often name themselves after they were discovered */
                 char name[64];
                 spprof__read_comm(s->tid, name, sizeof name);
-                pthread_mutex_lock(&spprof__prof_lock);
+                spprof__lock(&spprof__prof_lock);
                 if (name[0] && s->rec < spprof__g.prof.nrecs && !spprof__g.prof.recs[s->rec].name_set)
                     snprintf(spprof__g.prof.recs[s->rec].name, sizeof spprof__g.prof.recs[s->rec].name, "%s", name);
-                pthread_mutex_unlock(&spprof__prof_lock);
+                spprof__unlock(&spprof__prof_lock);
             }
             spprof__delete_timer(s);
         }
     }
-    for (k = 0; k < 4096 && sigtimedwait(&set, NULL, &zero) > 0; k++) {}
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    spprof__os_quiesce_end();
     /* Handlers in flight: inflight is raised before a handler reads the state (seq_cst on both sides), so
        once stop has stored STOPPED and then sees inflight == 0, no handler can touch the registry, the
        execution ranges or the ring any more. A handler that saw RUNNING runs a bounded number of steps, but
@@ -2471,12 +2690,11 @@ static void spprof__stop_locked(void) {
     if (free_ok) {
         spprof__registry_free();
         spprof__xranges_free();
-        spprof__remove_fault_handler();  /* no handler is in flight any more */
     } else {
         spprof__registry_leak();
     }
-    pthread_mutex_unlock(&spprof__reg_lock);
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__unlock(&spprof__reg_lock);
+    spprof__lock(&spprof__prof_lock);
     spprof__drain();
     if (free_ok) spprof__ring_free(&spprof__g.ring);
     else {  /* kept with the registry: a late handler may still write its cell */
@@ -2484,43 +2702,43 @@ static void spprof__stop_locked(void) {
         spprof__g.ring.cells = NULL;
     }
     spprof__g.prof.t_end = spprof__g.prof.t_end > spprof__g.prof.t_start ? spprof__g.prof.t_end : spprof__now_ns();
-    pthread_mutex_unlock(&spprof__prof_lock);
-    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+    spprof__unlock(&spprof__prof_lock);
+    spprof__os_end(free_ok);  /* the fault handler goes only when no handler is in flight any more */
 }
 
 SPPROF_API spprof_result spprof_stop(void) {
-    pthread_mutex_lock(&spprof__api_lock);
+    spprof__lock(&spprof__api_lock);
     if (SPPROF__LOAD(&spprof__g.state) == SPPROF_STATE_STOPPED) {
-        pthread_mutex_unlock(&spprof__api_lock);
+        spprof__unlock(&spprof__api_lock);
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_stop: the profiler is not started");
     }
     spprof__stop_locked();
-    pthread_mutex_unlock(&spprof__api_lock);
+    spprof__unlock(&spprof__api_lock);
     return SPPROF_OK;
 }
 
 static spprof_result spprof__set_armed(int pause) {
     uint32_t i;
     int st;
-    pthread_mutex_lock(&spprof__api_lock);
+    spprof__lock(&spprof__api_lock);
     st = SPPROF__LOAD(&spprof__g.state);
     if (st == SPPROF_STATE_STOPPED) {
-        pthread_mutex_unlock(&spprof__api_lock);
+        spprof__unlock(&spprof__api_lock);
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_%s: the profiler is not started", pause ? "pause" : "resume");
     }
     if ((pause && st == SPPROF_STATE_PAUSED) || (!pause && st == SPPROF_STATE_RUNNING)) {
-        pthread_mutex_unlock(&spprof__api_lock);
+        spprof__unlock(&spprof__api_lock);
         return spprof__fail(SPPROF_ERR_BAD_STATE, "spprof_%s: the profiler is already %s", pause ? "pause" : "resume", pause ? "paused" : "running");
     }
-    pthread_mutex_lock(&spprof__reg_lock);
+    spprof__lock(&spprof__reg_lock);
     /* Pausing: state first, so that a signal already queued is ignored; resuming: state first, then arm. */
     SPPROF__STORE(&spprof__g.state, pause ? (int)SPPROF_STATE_PAUSED : (int)SPPROF_STATE_RUNNING);
     for (i = 0; i < spprof__g.nslots_used; i++) {
         spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
         if (s->tid && s->has_timer) spprof__arm(s, !pause);
     }
-    pthread_mutex_unlock(&spprof__reg_lock);
-    pthread_mutex_unlock(&spprof__api_lock);
+    spprof__unlock(&spprof__reg_lock);
+    spprof__unlock(&spprof__api_lock);
     return SPPROF_OK;
 }
 
@@ -2541,7 +2759,7 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
     o->walk_truncated = SPPROF__LOADR(&spprof__g.c.truncated);
     o->signals_ignored = SPPROF__LOADR(&spprof__g.c.ignored);
     o->faults_recovered = SPPROF__LOADR(&spprof__g.c.faults);
-    pthread_mutex_lock(&spprof__reg_lock);
+    spprof__lock(&spprof__reg_lock);
     o->timer_create_failures = spprof__g.timer_failures;
     o->timer_create_retries = spprof__g.timer_retries;
     o->threads_registered = spprof__g.threads_registered;
@@ -2550,9 +2768,9 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
             if (spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].tid) {
                 const spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
                 o->threads_live++;
-                if (s->has_timer && s->perf_fd >= 0) o->threads_perf++;
+                if (spprof__source_is_perf(s)) o->threads_perf++;
             }
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     o->samples_dropped_memory = spprof__g.dropped_memory;
     for (i = 0; i < spprof__g.prof.nrecs; i++) {
         o->samples_in_profile += spprof__g.prof.recs[i].nsamples;
@@ -2561,46 +2779,45 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
     o->unique_stacks = spprof__g.prof.nstacks;
     o->unique_frames = spprof__g.prof.nframes;
     o->profile_bytes = spprof__g.prof.bytes;
-    pthread_mutex_unlock(&spprof__prof_lock);
-    pthread_mutex_unlock(&spprof__reg_lock);
+    spprof__unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__reg_lock);
     return SPPROF_OK;
 }
 
 SPPROF_API spprof_result spprof_flush(void) {
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     spprof__drain();
-    pthread_mutex_unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__prof_lock);
     return SPPROF_OK;
 }
 
 SPPROF_API spprof_result spprof_clear(void) {
-    pthread_mutex_lock(&spprof__api_lock);
+    spprof__lock(&spprof__api_lock);
     if (SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED) {
-        pthread_mutex_unlock(&spprof__api_lock);
+        spprof__unlock(&spprof__api_lock);
         return spprof__fail(SPPROF_ERR_BAD_STATE, "spprof_clear: stop the profiler first");
     }
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     spprof__profile_free(&spprof__g.prof);
-    pthread_mutex_unlock(&spprof__prof_lock);
-    pthread_mutex_unlock(&spprof__api_lock);
+    spprof__unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__api_lock);
     return SPPROF_OK;
 }
 
 SPPROF_API spprof_result spprof_thread_register(void) {
     int tid = spprof_gettid();
     uint32_t i;
-    pthread_once(&spprof__tls_once, spprof__tls_init);
-    pthread_mutex_lock(&spprof__reg_lock);
+    spprof__lock(&spprof__reg_lock);
     for (i = 0; i < spprof__g.nexplicit; i++) if (spprof__g.explicit_tids[i] == tid) break;
     if (i == spprof__g.nexplicit) {
         if (spprof__g.nexplicit == spprof__g.explicit_cap) {
             uint32_t nc = spprof__g.explicit_cap ? spprof__g.explicit_cap * 2 : 16;
             int *q = (int *)SPPROF_REALLOC(spprof__g.explicit_tids, nc * sizeof(int));
-            if (!q) { pthread_mutex_unlock(&spprof__reg_lock); return spprof__fail(SPPROF_ERR_NO_MEMORY, "spprof_thread_register: out of memory"); }
+            if (!q) { spprof__unlock(&spprof__reg_lock); return spprof__fail(SPPROF_ERR_NO_MEMORY, "spprof_thread_register: out of memory"); }
             spprof__g.explicit_tids = q; spprof__g.explicit_cap = nc;
         }
         spprof__g.explicit_tids[spprof__g.nexplicit++] = tid;
-        pthread_setspecific(spprof__tls_key, (void *)1);  /* destructor unregisters at thread exit */
+        spprof__thread_at_exit();  /* unregisters it when it exits */
     }
     if (SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED) {  /* sample it now, not at the next scan */
         int found = 0;
@@ -2608,14 +2825,14 @@ SPPROF_API spprof_result spprof_thread_register(void) {
             found = spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].tid == tid;
         if (!found) spprof__thread_add(tid);
     }
-    pthread_mutex_unlock(&spprof__reg_lock);
+    spprof__unlock(&spprof__reg_lock);
     return SPPROF_OK;
 }
 
 SPPROF_API spprof_result spprof_thread_unregister(void) {
     int tid = spprof_gettid();
     uint32_t i;
-    pthread_mutex_lock(&spprof__reg_lock);
+    spprof__lock(&spprof__reg_lock);
     for (i = 0; i < spprof__g.nexplicit; i++)
         if (spprof__g.explicit_tids[i] == tid) { spprof__g.explicit_tids[i] = spprof__g.explicit_tids[--spprof__g.nexplicit]; break; }
     if (spprof__g.dir)
@@ -2623,7 +2840,7 @@ SPPROF_API spprof_result spprof_thread_unregister(void) {
             spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
             if (s->tid == tid) { spprof__thread_remove(s, i); break; }
         }
-    pthread_mutex_unlock(&spprof__reg_lock);
+    spprof__unlock(&spprof__reg_lock);
     return SPPROF_OK;
 }
 
@@ -2631,7 +2848,7 @@ SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name) {
     uint32_t i;
     int found = 0;
     if (!name) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_thread_set_name: name is NULL");
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     for (i = spprof__g.prof.nrecs; i-- > 0;)  /* newest record of that tid */
         if (spprof__g.prof.recs[i].tid == tid) {
             snprintf(spprof__g.prof.recs[i].name, sizeof spprof__g.prof.recs[i].name, "%s", name);
@@ -2639,7 +2856,7 @@ SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name) {
             found = 1;
             break;
         }
-    pthread_mutex_unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__prof_lock);
     return found ? SPPROF_OK : spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_thread_set_name: no thread %d in the profile", tid);
 }
 
@@ -2657,7 +2874,7 @@ typedef struct spprof__module {
     char *names; size_t names_len;
 } spprof__module;
 
-static pthread_mutex_t spprof__sym_lock = PTHREAD_MUTEX_INITIALIZER;
+static spprof__mutex spprof__sym_lock = SPPROF__MUTEX_INIT;
 static spprof__module *spprof__mods;
 static size_t spprof__nmods;
 
@@ -2748,11 +2965,11 @@ done:
 
 static void spprof__symbols_reset(void) {
     size_t i;
-    pthread_mutex_lock(&spprof__sym_lock);
+    spprof__lock(&spprof__sym_lock);
     for (i = 0; i < spprof__nmods; i++) { SPPROF_FREE(spprof__mods[i].syms); SPPROF_FREE(spprof__mods[i].names); }
     SPPROF_FREE(spprof__mods);
     spprof__mods = NULL; spprof__nmods = 0;
-    pthread_mutex_unlock(&spprof__sym_lock);
+    spprof__unlock(&spprof__sym_lock);
 }
 
 static const char *spprof__basename(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
@@ -2775,7 +2992,7 @@ static void spprof__mods_fresh(void) {
 SPPROF_API int spprof_symbol_range(uintptr_t near, const char *name, uintptr_t *lo, uintptr_t *hi) {
     size_t i, k;
     int found = 0;
-    pthread_mutex_lock(&spprof__sym_lock);
+    spprof__lock(&spprof__sym_lock);
     spprof__mods_fresh();
     for (i = 0; i < spprof__nmods && !found; i++) {
         spprof__module *m = &spprof__mods[i];
@@ -2788,7 +3005,7 @@ SPPROF_API int spprof_symbol_range(uintptr_t near, const char *name, uintptr_t *
             }
         }
     }
-    pthread_mutex_unlock(&spprof__sym_lock);
+    spprof__unlock(&spprof__sym_lock);
     return found;
 }
 
@@ -2823,7 +3040,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
     int found = 0;
     Dl_info dli;
     out->name[0] = 0; out->file[0] = 0; out->line = 0;
-    pthread_mutex_lock(&spprof__sym_lock);
+    spprof__lock(&spprof__sym_lock);
     spprof__mods_fresh();
     for (i = 0; i < spprof__nmods; i++) {
         spprof__module *m = &spprof__mods[i];
@@ -2842,7 +3059,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         if (!found) snprintf(out->name, sizeof out->name, "%.200s+0x%llx", spprof__basename(m->path), (unsigned long long)(pc - m->bias));
         break;
     }
-    pthread_mutex_unlock(&spprof__sym_lock);
+    spprof__unlock(&spprof__sym_lock);
     if (!found && dladdr((void *)(uintptr_t)pc, &dli) && dli.dli_sname) {
         snprintf(out->name, sizeof out->name, "%s", dli.dli_sname);
         if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
@@ -2873,7 +3090,7 @@ SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) 
     uint32_t i, k;
     size_t j;
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_foreach_sample: fn is NULL");
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     for (i = 0; i < p->nrecs; i++) {
         spprof__record *r = &p->recs[i];
         for (j = 0; j < r->nruns; j++) {
@@ -2883,19 +3100,19 @@ SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) 
             v.tid = r->tid; v.thread_index = i; v.thread_name = r->name;
             v.t_first_ns = r->runs[j].t_first; v.t_last_ns = r->runs[j].t_last; v.count = r->runs[j].count; v.weight = r->runs[j].weight;
             v.frames = buf; v.nframes = (int)s->n;
-            if (fn(&v, user)) { pthread_mutex_unlock(&spprof__prof_lock); return SPPROF_OK; }
+            if (fn(&v, user)) { spprof__unlock(&spprof__prof_lock); return SPPROF_OK; }
         }
     }
-    pthread_mutex_unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__prof_lock);
     return SPPROF_OK;
 }
 
 SPPROF_API spprof_result spprof_foreach_frame(uint32_t first_id, spprof_frame_fn fn, void *user) {
     uint32_t i;
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_foreach_frame: fn is NULL");
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     for (i = first_id; i < spprof__g.prof.nframes; i++) fn(i, &spprof__g.prof.frames[i], user);
-    pthread_mutex_unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__prof_lock);
     return SPPROF_OK;
 }
 
@@ -3063,10 +3280,10 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     int first = 1;
     spprof_result r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     spprof__drain();
     map = spprof__resolve_all(p, &syms, &nsyms);
-    if (!map) { pthread_mutex_unlock(&spprof__prof_lock); fclose(o.f); unlink(o.tmp); return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path); }
+    if (!map) { spprof__unlock(&spprof__prof_lock); fclose(o.f); unlink(o.tmp); return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path); }
     fprintf(o.f, "{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\"exporter\":\"spprof %s\",\"name\":\"spprof profile\",\"activeProfileIndex\":0,\"shared\":{\"frames\":[", SPPROF_VERSION_STRING);
     for (i = 0; i < nsyms; i++) {
         fprintf(o.f, "%s{\"name\":", i ? "," : "");
@@ -3104,7 +3321,7 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     if (first)  /* no samples: one empty profile, so viewers still open the file */
         fputs("{\"type\":\"sampled\",\"name\":\"no samples\",\"unit\":\"nanoseconds\",\"samples\":[],\"weights\":[],\"startValue\":0,\"endValue\":0}", o.f);
     fputs("]}\n", o.f);
-    pthread_mutex_unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__prof_lock);
     SPPROF_FREE(map); SPPROF_FREE(syms);
     return spprof__out_close(&o);
 }
@@ -3150,13 +3367,13 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
     size_t j;
     spprof_result r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
-    pthread_mutex_lock(&spprof__prof_lock);
+    spprof__lock(&spprof__prof_lock);
     spprof__drain();
     map = spprof__resolve_all(p, &syms, &nsyms);
     counts = (uint64_t *)SPPROF_MALLOC(((size_t)p->nstacks + 1) * sizeof(uint64_t));
     if (map) canon = spprof__canonical_stacks(p, map);
     if (!map || !counts || !canon) {
-        pthread_mutex_unlock(&spprof__prof_lock);
+        spprof__unlock(&spprof__prof_lock);
         SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(counts); SPPROF_FREE(canon); fclose(o.f); unlink(o.tmp);
         return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path);
     }
@@ -3188,7 +3405,7 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
             fprintf(o.f, " %llu\n", (unsigned long long)counts[k]);
         }
     }
-    pthread_mutex_unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__prof_lock);
     SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(counts); SPPROF_FREE(canon);
     return spprof__out_close(&o);
 }
@@ -3302,7 +3519,7 @@ typedef struct spprof__mem_state {
     uint64_t footprint, got_patched;
 } spprof__mem_state;
 static spprof__mem_state spprof__m;
-static pthread_mutex_t spprof__mem_lock = PTHREAD_MUTEX_INITIALIZER;  /* API calls only, never the hooks */
+static spprof__mutex spprof__mem_lock = SPPROF__MUTEX_INIT;  /* API calls only, never the hooks */
 
 /* -- small math without libm: ln for thresholds, exp for weights (relative error < 1e-7) -- */
 static double spprof__ln(double x) {  /* x > 0 */
@@ -3659,7 +3876,7 @@ static spprof__mem_fn spprof__mem_fns[SPPROF__MEM_NFN];
 typedef struct spprof__mem_patch { void **slot; void *orig; int fn, ro; } spprof__mem_patch;
 static spprof__mem_patch *spprof__mem_patches;  /* mmap'ed, 4096 entries */
 static uint32_t spprof__mem_npatches;
-static pthread_mutex_t spprof__mem_patch_lock = PTHREAD_MUTEX_INITIALIZER;
+static spprof__mutex spprof__mem_patch_lock = SPPROF__MUTEX_INIT;
 
 static int spprof__mem_resolve_real(void) {
     static const char *names[SPPROF__MEM_NFN] = {"malloc", "calloc", "realloc", "free", "posix_memalign",
@@ -3783,10 +4000,10 @@ static int spprof__mem_patch_cb(struct dl_phdr_info *info, size_t size, void *da
 }
 
 static void spprof__mem_patch_all(void) {
-    pthread_mutex_lock(&spprof__mem_patch_lock);
+    spprof__lock(&spprof__mem_patch_lock);
     if (!spprof__mem_patches) spprof__mem_patches = (spprof__mem_patch *)spprof__mem_map_pages(4096 * sizeof(spprof__mem_patch));
     if (spprof__mem_patches) { spprof__mt.busy++; dl_iterate_phdr(spprof__mem_patch_cb, NULL); spprof__mt.busy--; }
-    pthread_mutex_unlock(&spprof__mem_patch_lock);
+    spprof__unlock(&spprof__mem_patch_lock);
 }
 
 /* Puts the saved GOT values back, in objects that are still loaded (dladdr finds them) and whose entry still
@@ -3794,7 +4011,7 @@ static void spprof__mem_patch_all(void) {
 static void spprof__mem_unpatch_all(void) {
     uint32_t i;
     uintptr_t pagesz = (uintptr_t)sysconf(_SC_PAGESIZE);
-    pthread_mutex_lock(&spprof__mem_patch_lock);
+    spprof__lock(&spprof__mem_patch_lock);
     for (i = spprof__mem_npatches; i-- > 0;) {
         spprof__mem_patch *pt = &spprof__mem_patches[i];
         uintptr_t page = (uintptr_t)pt->slot & ~(pagesz - 1);
@@ -3806,7 +4023,7 @@ static void spprof__mem_unpatch_all(void) {
     }
     spprof__mem_npatches = 0;
     spprof__m.got_patched = 0;
-    pthread_mutex_unlock(&spprof__mem_patch_lock);
+    spprof__unlock(&spprof__mem_patch_lock);
 }
 
 /* -- macOS: malloc_logger ----------------------------------------------------------------------------------
@@ -3859,14 +4076,14 @@ static void spprof__mem_atfork_child(void) {
     pthread_mutex_init(&spprof__mem_lock, NULL);
     pthread_mutex_init(&spprof__mem_patch_lock, NULL);
 }
-static pthread_once_t spprof__mem_once = PTHREAD_ONCE_INIT;
+static int spprof__mem_once;
 static void spprof__mem_once_init(void) { pthread_atfork(NULL, NULL, spprof__mem_atfork_child); }
 
 SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     spprof_mem_config c = cfg_in ? *cfg_in : spprof_mem_config_default();
     spprof_result r = SPPROF_OK;
     size_t need;
-    pthread_once(&spprof__mem_once, spprof__mem_once_init);
+    spprof__once(&spprof__mem_once, spprof__mem_once_init);
     if (c.sampling_rate < 1 || c.sampling_rate > (1ull << 40))
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: sampling_rate must be 1 .. 2^40 bytes (got %llu)", (unsigned long long)c.sampling_rate);
     if (!spprof__pow2(c.heap_map_capacity) || c.heap_map_capacity < 1024 || c.heap_map_capacity > (1u << 26))
@@ -3879,9 +4096,9 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: freed_capacity must be at most 2^26 (got %u)", c.freed_capacity);
     if (c.max_depth < 1 || c.max_depth > 256)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: max_depth must be 1 .. 256 (got %d)", c.max_depth);
-    pthread_mutex_lock(&spprof__mem_lock);
-    if (spprof__m.state == 1) { pthread_mutex_unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof_mem_start: the memory profiler is already sampling"); }
-    if (spprof__m.state == 3) { pthread_mutex_unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_BAD_STATE, "spprof_mem_start: the memory profiler was shut down (one-way)"); }
+    spprof__lock(&spprof__mem_lock);
+    if (spprof__m.state == 1) { spprof__unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof_mem_start: the memory profiler is already sampling"); }
+    if (spprof__m.state == 3) { spprof__unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_BAD_STATE, "spprof_mem_start: the memory profiler was shut down (one-way)"); }
     /* A new session. Tables of the right size are reused (cleared: hooks of the old session that may still be
        running see either the old or the cleared contents, both safe to read); a size change maps new ones and
        leaves the old mapped (a late free may still be reading them). */
@@ -3963,42 +4180,42 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     }
 out:
     spprof__mt.busy--;
-    pthread_mutex_unlock(&spprof__mem_lock);
+    spprof__unlock(&spprof__mem_lock);
     return r;
 }
 
 SPPROF_API spprof_result spprof_mem_stop(void) {
-    pthread_mutex_lock(&spprof__mem_lock);
+    spprof__lock(&spprof__mem_lock);
     if (spprof__m.state != 1) {
-        pthread_mutex_unlock(&spprof__mem_lock);
+        spprof__unlock(&spprof__mem_lock);
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_stop: the memory profiler is not sampling");
     }
     SPPROF__STORE(&spprof__m.sess, 0u);
     SPPROF__STORE(&spprof__m.state, 2);
-    pthread_mutex_unlock(&spprof__mem_lock);
+    spprof__unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }
 
 SPPROF_API spprof_result spprof_mem_shutdown(void) {
-    pthread_mutex_lock(&spprof__mem_lock);
-    if (spprof__m.state == 3) { pthread_mutex_unlock(&spprof__mem_lock); return SPPROF_OK; }
+    spprof__lock(&spprof__mem_lock);
+    if (spprof__m.state == 3) { spprof__unlock(&spprof__mem_lock); return SPPROF_OK; }
     SPPROF__STORE(&spprof__m.sess, 0u);
     SPPROF__STORE(&spprof__m.state, 3);
     spprof__mem_unpatch_all();
     /* Frees from now on stop at the NULL tables pointer. The tables stay mapped: a free that loaded the
        pointer just before may still probe the map. */
     SPPROF__STORE(&spprof__m.tabs, (spprof__mem_tabs *)NULL);
-    pthread_mutex_unlock(&spprof__mem_lock);
+    spprof__unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }
 
 SPPROF_API int spprof_mem_state(void) { return SPPROF__LOAD(&spprof__m.state); }
 
 SPPROF_API spprof_result spprof_mem_set_walker(spprof_mem_walk_fn walker, void *user) {
-    pthread_mutex_lock(&spprof__mem_lock);
+    spprof__lock(&spprof__mem_lock);
     spprof__m.walker_user = user;  /* a sample taken meanwhile may pair the old walker with the new user */
     SPPROF__STORE(&spprof__m.walker, walker ? walker : spprof__mem_walk_native);
-    pthread_mutex_unlock(&spprof__mem_lock);
+    spprof__unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }
 
@@ -4082,10 +4299,10 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     if (!o) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_get_stats: out is NULL");
     memset(o, 0, sizeof *o);
     /* Under the lock: shutdown and start (another thread) change the state and the tables read below. */
-    pthread_mutex_lock(&spprof__mem_lock);
+    spprof__lock(&spprof__mem_lock);
     o->state = SPPROF__LOAD(&spprof__m.state);
     o->footprint_bytes = SPPROF__LOADR(&spprof__m.footprint);
-    if (o->state == 0 || o->state == 3 || !spprof__m.map) { pthread_mutex_unlock(&spprof__mem_lock); return SPPROF_OK; }
+    if (o->state == 0 || o->state == 3 || !spprof__m.map) { spprof__unlock(&spprof__mem_lock); return SPPROF_OK; }
     spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_sum_cb, &sum);
     spprof_mem_foreach_stack(spprof__mem_alloc_sum_cb, &o->estimated_allocated_bytes);
     o->samples = SPPROF__LOADR(&spprof__m.samples);
@@ -4107,7 +4324,7 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     if (o->frames_used > spprof__m.pool_cap) o->frames_used = spprof__m.pool_cap;
     o->got_entries_patched = spprof__m.got_patched;
     o->sampling_rate = spprof__m.cfg.sampling_rate;
-    pthread_mutex_unlock(&spprof__mem_lock);
+    spprof__unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }
 

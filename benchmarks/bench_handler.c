@@ -140,7 +140,10 @@ static NOINLINE void measure_here(hjob *j) {
         slot = spprof__slot_at(idx);
     }
     memset(&ctx, 0, sizeof ctx);
-    ctx.ucontext = &uc;
+    ctx.os_context = &uc;
+    ctx.pc = (uintptr_t)uc.uc_mcontext.gregs[REG_RIP];
+    ctx.sp = (uintptr_t)uc.uc_mcontext.gregs[REG_RSP];
+    ctx.fp = (uintptr_t)uc.uc_mcontext.gregs[REG_RBP];
     ctx.stack_lo = slot->stack_lo;
     ctx.stack_hi = slot->stack_hi;
     ctx.tid = spprof_gettid();

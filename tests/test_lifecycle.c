@@ -624,7 +624,7 @@ static int random_walker(const spprof_walk_ctx *ctx, spprof_frame *frames, int m
     rand_walker *w = (rand_walker *)ctx->user;
     uint64_t base = __atomic_fetch_add(&w->counter, 1, __ATOMIC_RELAXED);
     int k, n = max_frames - 1;  /* not counted as truncated */
-    if (!ctx->ucontext || ctx->tid != spprof_gettid()) __atomic_fetch_add(&w->bad_ctx, 1, __ATOMIC_RELAXED);
+    if (!ctx->os_context || !ctx->pc || !ctx->sp || ctx->tid != spprof_gettid()) __atomic_fetch_add(&w->bad_ctx, 1, __ATOMIC_RELAXED);
     for (k = 0; k < n; k++) {
         frames[k].addr = splitmix(base * 1024 + (uint64_t)k);
         frames[k].aux = 0;
@@ -667,7 +667,7 @@ static void test_memory_limit(void) {
     CHECK(st.samples_captured == st.samples_in_profile + st.samples_dropped_memory,
           "every captured sample is either in the profile or counted as dropped for memory");
     CHECK(__atomic_load_n(&w.bad_ctx, __ATOMIC_SEQ_CST) == 0 && __atomic_load_n(&w.counter, __ATOMIC_SEQ_CST) >= st.samples_captured,
-          "walker got a valid context (ucontext, own tid) every time (%d bad)", __atomic_load_n(&w.bad_ctx, __ATOMIC_SEQ_CST));
+          "walker got a valid context (os_context, pc, sp, own tid) every time (%d bad)", __atomic_load_n(&w.bad_ctx, __ATOMIC_SEQ_CST));
     snprintf(path, sizeof path, "/tmp/spprof-lifecycle-%d.collapsed", (int)getpid());
     {
         spprof_result r = spprof_write_collapsed(path, SPPROF_COLLAPSED_THREADS);
