@@ -298,9 +298,9 @@ SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *f
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out); /* 1 if found */
 SPPROF_API int spprof_resolve(const spprof_frame *frame, spprof_symbol *out); /* resolver, then native */
 /* The address range [*lo, *hi) of the symbol `name` (ELF .symtab/.dynsym, local symbols too) in the loaded
-   object that contains address `near`; 1 if found. Not signal-safe. Finds code that has no exported symbol,
+   object that contains address `near_addr`; 1 if found. Not signal-safe. Finds code that has no exported symbol,
    such as a compiler's split-off "fn.cold" part. */
-SPPROF_API int spprof_symbol_range(uintptr_t near, const char *name, uintptr_t *lo, uintptr_t *hi);
+SPPROF_API int spprof_symbol_range(uintptr_t near_addr, const char *name, uintptr_t *lo, uintptr_t *hi);
 
 /* ---- memory profiler (@memprof) -------------------------------------------------------------------------
    Samples allocations by bytes: on average one sample per sampling_rate bytes allocated, as a Poisson process
@@ -471,6 +471,7 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #endif
 #include <windows.h>
 #include <tlhelp32.h>
+#include <dbghelp.h>  /* types only: dbghelp.dll is loaded when a profile is written */
 #include <io.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -621,6 +622,16 @@ static void spprof__sleep_ms(int ms) {
     ts.tv_nsec = (long)(ms % 1000) * 1000000L;
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
+
+/* Zeroed pages straight from the kernel (the memory profiler's tables: never malloc, which it hooks). */
+static void *spprof__os_map_pages(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* [signal-safe] The calling thread's stack around address a: the mapping that holds it (@walk). */
+static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi);
+static int spprof__own_stack(uintptr_t a, uintptr_t *lo, uintptr_t *hi) { return spprof__find_mapping(a, lo, hi); }
 #endif /* SPPROF__OS_LINUX */
 
 #if SPPROF__OS_WINDOWS
@@ -647,6 +658,19 @@ static uint64_t spprof__now_ns(void) {
 SPPROF_API int spprof_gettid(void) { return (int)GetCurrentThreadId(); }
 
 static void spprof__sleep_ms(int ms) { Sleep((DWORD)ms); }
+
+static void *spprof__os_map_pages(size_t bytes) {
+    return VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);  /* zeroed */
+}
+
+/* The calling thread's stack: [the lowest address it may reach, its base) (Windows 8+). */
+static int spprof__own_stack(uintptr_t a, uintptr_t *lo, uintptr_t *hi) {
+    ULONG_PTR l = 0, h = 0;
+    GetCurrentThreadStackLimits(&l, &h);
+    *lo = (uintptr_t)l;
+    *hi = (uintptr_t)h;
+    return a >= *lo && a < *hi;
+}
 
 /* What a registry slot holds on Windows, and the sampler's state (see @os_windows). */
 typedef struct spprof__win_slot {
@@ -909,14 +933,15 @@ static spprof__mutex spprof__api_lock = SPPROF__MUTEX_INIT;   /* start/stop/paus
 static spprof__mutex spprof__reg_lock = SPPROF__MUTEX_INIT;   /* thread registry */
 static spprof__mutex spprof__prof_lock = SPPROF__MUTEX_INIT;  /* profile; the ring's consumer side */
 
-static int spprof__tls_once;
 
+#if SPPROF__OS_LINUX
 /* [signal-safe] the slot for a cookie-carried index, or NULL. */
 static spprof__slot *spprof__slot_at(uint32_t idx) {
     spprof__dir *d = (spprof__dir *)SPPROF__LOAD(&spprof__g.dir);
     if (!d || (idx / SPPROF__CHUNK) >= d->nchunks) return NULL;
     return &d->chunks[idx / SPPROF__CHUNK][idx % SPPROF__CHUNK];
 }
+#endif
 
 #if SPPROF__HAVE_PERF
 /* [signal-safe] the cookie registered for a perf event fd, or 0. */
@@ -947,6 +972,32 @@ static void spprof__fdmap_tomb(int fd) {
     spprof__fdmap_set(fd, ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)SPPROF__PERF_TOMB << 32) | ms);
 }
 #endif
+
+/* The platform interface (see @os): defined by @os_linux's parts (behind SPPROF__OS_LINUX in @walk, @handler,
+   @collector, @lifecycle, @symbolize, @writers) and by @os_windows. */
+typedef struct spprof__out { FILE *f; char tmp[4096]; char real[4096]; const char *path; } spprof__out;
+static void spprof__read_comm(int tid, char *out, size_t n);         /* the thread's name, or "" */
+static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts); /* the slot's sample source */
+static int spprof__arm(spprof__slot *s, int on);                      /* ... armed (1) or disarmed (0) */
+static void spprof__delete_timer(spprof__slot *s);
+static int spprof__source_is_perf(const spprof__slot *s);
+static int spprof__list_threads(int **tids_out, size_t *n_out);      /* every thread of the process */
+static int spprof__thread_alive(int tid);
+static void spprof__thread_at_exit(void);                            /* unregister the caller when it exits */
+static void spprof__refresh_xranges(void);                           /* code ranges (under reg_lock) */
+static void spprof__symbols_reset(void);
+static spprof_result spprof__out_open(spprof__out *o, const char *path);
+static spprof_result spprof__out_close(spprof__out *o);
+static void spprof__out_abort(spprof__out *o);
+static void spprof__wake_collector(void);                            /* [signal-safe] */
+static spprof_result spprof__os_validate(const spprof_config *c);
+static void spprof__os_init_once(void);
+static spprof_result spprof__os_begin(const spprof_config *cfg);     /* session start, under reg_lock */
+static spprof_result spprof__os_collector_start(void);
+static void spprof__os_collector_stop(void);
+static void spprof__os_quiesce_begin(void);                          /* around deleting the sources at stop */
+static void spprof__os_quiesce_end(void);
+static void spprof__os_end(int handlers_done);                       /* session end */
 
 /* ==== @walk ============================================================================================
    Frame-pointer walk. Every frame record is checked before it is read: inside [sp, stack_hi) of the mapping
@@ -1183,7 +1234,6 @@ SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *f
    runs the walker into it, publishes it, and wakes the collector when the ring is half full. Called by the
    Linux signal handler on the sampled thread itself, and by the Windows sampler thread while the sampled
    thread is suspended: nothing here allocates, locks or makes a call that could. */
-static void spprof__wake_collector(void);
 SPPROF__NO_SANITIZE
 static void spprof__take_sample(const spprof_walk_ctx *ctx, uint32_t rec, uint32_t weight) {
     spprof__sample_hdr *cell;
@@ -2388,6 +2438,645 @@ static void *spprof__collector_main(void *arg) {
 
 #endif /* SPPROF__OS_LINUX (code ranges, the collector thread, @offcpu) */
 
+#if SPPROF__OS_WINDOWS
+/* ==== @os_windows =======================================================================================
+   Windows (x86-64): one sampler thread, which is also the collector. Every interval it takes each
+   registered thread in turn: SuspendThread -> GetThreadContext -> walk -> ResumeThread. While a thread is
+   suspended the sampler calls nothing that can take a lock that thread may hold (heap, loader, stdio,
+   DbgHelp): the walk reads the suspended stack and the unwind tables of a module table built beforehand;
+   RtlVirtualUnwind itself takes no lock and allocates nothing. Threads come from a Toolhelp snapshot per
+   scan; the sampler never samples itself.
+   - CPU mode: a thread is sampled when its CPU time advanced since the previous tick, with the advance as
+     weight (in intervals, remainder carried). CPU time: QueryThreadCycleTime (cycles, converted with the
+     TSC rate measured at start) where it works, else GetThreadTimes (coarse: the clock tick, 15.6 ms on
+     Windows, 10 ms under wine: fewer, heavier samples, the same time). Wall mode: every thread, every tick.
+   - Stacks: PE unwind tables (.pdata), looked up in spprof__win_mods (our copy of each module's range and
+     exception directory); RtlVirtualUnwind per frame. A pc in code without unwind data is a leaf: its return
+     address is at [rsp]. Reads stay inside the thread's committed stack [sp, top) found with VirtualQuery.
+     Every module in the table is held with a reference (GetModuleHandleEx) until the table is replaced or
+     the session stops, so a DLL the program frees stays mapped meanwhile: its unwind data cannot vanish
+     under a walk (the DLL is really unloaded at the next scan or at stop).
+   - Ticks: a high-resolution waitable timer where the system has one (Windows 10 1803+), else a plain one.
+     Ticks that came later than one interval are counted (ticks_late). */
+typedef struct spprof__win_mod {
+    uintptr_t lo, hi;             /* the image in memory */
+    const RUNTIME_FUNCTION *rf;   /* its exception directory (sorted by BeginAddress), or NULL */
+    uint32_t nrf;
+    HMODULE ref;                  /* our reference on it */
+} spprof__win_mod;
+typedef struct spprof__win_mods {
+    uint32_t n;
+    struct spprof__win_mods *older;  /* replaced tables; freed (and their references dropped) at stop */
+    spprof__win_mod m[1];
+} spprof__win_mods;
+static spprof__win_mods *spprof__win_modtab;  /* atomic pointer, written under reg_lock */
+
+static uint64_t spprof__win_tsc_per_ms;       /* measured at start; 0: cycle times not used */
+static int spprof__win_cycles_ok;
+
+static int spprof__source_is_perf(const spprof__slot *s) { (void)s; return 0; }
+
+static void spprof__read_comm(int tid, char *out, size_t n) {
+    typedef HRESULT(WINAPI * get_desc_fn)(HANDLE, PWSTR *);
+    static void *fn_ptr;  /* GetThreadDescription (Windows 10 1607+), looked up once; (void *)1: absent */
+    get_desc_fn fn;
+    HANDLE h;
+    PWSTR w = NULL;
+    out[0] = 0;
+    if (!fn_ptr) {
+        FARPROC p = GetProcAddress(GetModuleHandleW(L"kernel32.dll"), "GetThreadDescription");
+        void *q = (void *)1;
+        if (p) memcpy(&q, &p, sizeof q);
+        SPPROF__STORE(&fn_ptr, q);
+    }
+    if (SPPROF__LOAD(&fn_ptr) == (void *)1) return;
+    memcpy(&fn, &fn_ptr, sizeof fn);
+    h = OpenThread(THREAD_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)tid);
+    if (!h) return;
+    if (SUCCEEDED(fn(h, &w)) && w) {
+        if (!WideCharToMultiByte(CP_UTF8, 0, w, -1, out, (int)n, NULL, NULL)) out[0] = 0;
+        LocalFree(w);
+    }
+    CloseHandle(h);
+}
+
+static int spprof__list_threads(int **tids_out, size_t *n_out) {
+    HANDLE snap = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+    THREADENTRY32 te;
+    DWORD pid = GetCurrentProcessId();
+    int *tids = NULL;
+    size_t n = 0, cap = 0;
+    if (snap == INVALID_HANDLE_VALUE) return 0;
+    te.dwSize = sizeof te;
+    if (Thread32First(snap, &te)) {
+        do {
+            if (te.th32OwnerProcessID != pid) continue;
+            if (n == cap) {
+                int *q = (int *)SPPROF_REALLOC(tids, (cap ? cap * 2 : 64) * sizeof(int));
+                if (!q) break;
+                tids = q; cap = cap ? cap * 2 : 64;
+            }
+            tids[n++] = (int)te.th32ThreadID;
+            te.dwSize = sizeof te;
+        } while (Thread32Next(snap, &te));
+    }
+    CloseHandle(snap);
+    *tids_out = tids;
+    *n_out = n;
+    return 1;
+}
+
+static int spprof__thread_alive(int tid) {
+    HANDLE h = OpenThread(SYNCHRONIZE, FALSE, (DWORD)tid);
+    int alive;
+    if (!h) return 0;
+    alive = WaitForSingleObject(h, 0) == WAIT_TIMEOUT;
+    CloseHandle(h);
+    return alive;
+}
+
+static uint64_t spprof__filetime(FILETIME f) { return ((uint64_t)f.dwHighDateTime << 32) | f.dwLowDateTime; }
+
+/* The thread's CPU time in ns: from its cycle count where that works, else its kernel + user times. */
+static int64_t spprof__win_cpu_ns(const spprof__slot *s) {
+    FILETIME cr, ex, ke, us;
+    if (spprof__win_cycles_ok) {
+        ULONG64 c = 0;
+        if (QueryThreadCycleTime(s->win.th, &c) && c) return (int64_t)(c * 1000000u / spprof__win_tsc_per_ms);
+    }
+    if (!GetThreadTimes(s->win.th, &cr, &ex, &ke, &us)) return -1;
+    return (int64_t)(spprof__filetime(ke) + spprof__filetime(us)) * 100;
+}
+
+/* The "sample source" of a Windows thread is a handle the sampler thread uses. */
+static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
+    (void)idx; (void)attempts;
+    s->win.th = OpenThread(THREAD_SUSPEND_RESUME | THREAD_GET_CONTEXT | THREAD_QUERY_INFORMATION, FALSE, (DWORD)s->tid);
+    if (!s->win.th) {
+        if (!s->timer_failed) { s->timer_failed = 1; spprof__g.timer_failures++; }
+        return 0;
+    }
+    s->cpu_last = spprof__win_cpu_ns(s);
+    s->cpu_carry = 0;
+    s->has_timer = 1;
+    return 1;
+}
+
+static int spprof__arm(spprof__slot *s, int on) {
+    if (on && s->win.th) {  /* CPU time spent while paused is not sampled time */
+        s->cpu_last = spprof__win_cpu_ns(s);
+        s->cpu_carry = 0;
+    }
+    return 1;
+}
+
+static void spprof__delete_timer(spprof__slot *s) {
+    if (!s->has_timer) return;
+    CloseHandle(s->win.th);
+    s->win.th = NULL;
+    s->has_timer = 0;
+}
+
+static void spprof__thread_at_exit(void) {
+    /* No thread-exit callback is needed: a registered thread that exits is dropped at the next scan
+       (spprof__thread_alive), as on Linux when its destructor did not run. */
+}
+
+/* ---- code ranges and unwind tables ---- */
+static void spprof__win_mods_free(spprof__win_mods *t) {
+    while (t) {
+        spprof__win_mods *older = t->older;
+        uint32_t i;
+        for (i = 0; i < t->n; i++) if (t->m[i].ref) FreeLibrary(t->m[i].ref);
+        SPPROF_FREE(t);
+        t = older;
+    }
+}
+
+static int spprof__win_cmp_mod(const void *a, const void *b) {
+    uintptr_t x = ((const spprof__win_mod *)a)->lo, y = ((const spprof__win_mod *)b)->lo;
+    return (x > y) - (x < y);
+}
+
+/* Rebuilds the module table and the executable ranges when the set of modules changed (off the hot path;
+   under reg_lock, with no thread suspended). */
+static void spprof__refresh_xranges(void) {
+    HANDLE snap = CreateToolhelp32Snapshot(TH32CS_SNAPMODULE, 0);
+    MODULEENTRY32W me;
+    spprof__win_mods *old = spprof__win_modtab, *t = NULL;
+    spprof__xr_build b;
+    uint64_t sig = 1469598103934665603ull;
+    uint32_t n = 0, cap = 0, i;
+    if (snap == INVALID_HANDLE_VALUE) return;
+    memset(&b, 0, sizeof b);
+    me.dwSize = sizeof me;
+    if (Module32FirstW(snap, &me)) {
+        do {
+            uintptr_t base = (uintptr_t)me.modBaseAddr;
+            const IMAGE_DOS_HEADER *dos = (const IMAGE_DOS_HEADER *)base;
+            const IMAGE_NT_HEADERS *nt;
+            const IMAGE_SECTION_HEADER *sec;
+            spprof__win_mod *m;
+            HMODULE ref = NULL;
+            int k;
+            sig = (sig ^ base) * 1099511628211ull;
+            if (n == cap) {
+                uint32_t nc = cap ? cap * 2 : 64;
+                spprof__win_mods *q = (spprof__win_mods *)SPPROF_REALLOC(t, sizeof *t + nc * sizeof(spprof__win_mod));
+                if (!q) { b.oom = 1; break; }
+                t = q; cap = nc;
+            }
+            /* the reference keeps the image mapped while the table points into it */
+            if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS, (LPCWSTR)me.modBaseAddr, &ref)) continue;
+            m = &t->m[n];
+            m->lo = base; m->hi = base + me.modBaseSize; m->rf = NULL; m->nrf = 0; m->ref = ref;
+            n++;
+            if (dos->e_magic != IMAGE_DOS_SIGNATURE) continue;
+            nt = (const IMAGE_NT_HEADERS *)(base + (uintptr_t)dos->e_lfanew);
+            if (nt->Signature != IMAGE_NT_SIGNATURE) continue;
+            {
+                const IMAGE_DATA_DIRECTORY *dd = &nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_EXCEPTION];
+                if (dd->VirtualAddress && dd->Size >= sizeof(RUNTIME_FUNCTION)) {
+                    m->rf = (const RUNTIME_FUNCTION *)(base + dd->VirtualAddress);
+                    m->nrf = dd->Size / (uint32_t)sizeof(RUNTIME_FUNCTION);
+                }
+            }
+            sec = IMAGE_FIRST_SECTION(nt);
+            for (k = 0; k < nt->FileHeader.NumberOfSections; k++) {
+                if (!(sec[k].Characteristics & IMAGE_SCN_MEM_EXECUTE)) continue;
+                if (b.n == b.cap) {
+                    uint32_t nc = b.cap ? b.cap * 2 : 64;
+                    uintptr_t *q = (uintptr_t *)SPPROF_REALLOC(b.r, (size_t)nc * 2 * sizeof(uintptr_t));
+                    if (!q) { b.oom = 1; break; }
+                    b.r = q; b.cap = nc;
+                }
+                b.r[2 * b.n] = base + sec[k].VirtualAddress;
+                b.r[2 * b.n + 1] = base + sec[k].VirtualAddress + sec[k].Misc.VirtualSize;
+                b.n++;
+            }
+            me.dwSize = sizeof me;
+        } while (Module32NextW(snap, &me));
+    }
+    CloseHandle(snap);
+    if (!t || b.oom || (old && old->n == n && spprof__g.xr && spprof__g.xr->adds == sig)) {
+        /* unchanged (or out of memory): keep the published tables */
+        if (t) { t->n = n; t->older = NULL; spprof__win_mods_free(t); }
+        SPPROF_FREE(b.r);
+        return;
+    }
+    t->n = n;
+    t->older = old;
+    qsort(t->m, n, sizeof(spprof__win_mod), spprof__win_cmp_mod);
+    SPPROF__STORE(&spprof__win_modtab, t);
+    b.adds = sig;
+    b.subs = n;
+    spprof__publish_xranges(&b);
+    (void)i;
+}
+
+/* [suspended-safe] The module that holds pc, from the published table (reads only). */
+static const spprof__win_mod *spprof__win_mod_at(uintptr_t pc) {
+    const spprof__win_mods *t = (const spprof__win_mods *)SPPROF__LOAD(&spprof__win_modtab);
+    uint32_t lo = 0, hi;
+    if (!t) return NULL;
+    hi = t->n;
+    while (lo < hi) { uint32_t mid = (lo + hi) / 2; if (t->m[mid].lo <= pc) lo = mid + 1; else hi = mid; }
+    if (lo == 0 || pc >= t->m[lo - 1].hi) return NULL;
+    return &t->m[lo - 1];
+}
+
+/* [suspended-safe] The unwind entry of pc in module m, by binary search of its exception directory. */
+static RUNTIME_FUNCTION *spprof__win_function(const spprof__win_mod *m, uintptr_t pc) {
+    uint32_t rva = (uint32_t)(pc - m->lo), lo = 0, hi = m->nrf;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (m->rf[mid].EndAddress <= rva) lo = mid + 1;
+        else if (m->rf[mid].BeginAddress > rva) hi = mid;
+        else return (RUNTIME_FUNCTION *)(uintptr_t)&m->rf[mid];
+    }
+    return NULL;
+}
+
+/* [suspended-safe] The native walker on Windows: PE unwind tables, frame pointers where a module has none.
+   ctx->os_context is the suspended thread's CONTEXT; it is copied, never changed. */
+SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+#if defined(__x86_64__)
+    CONTEXT c;
+    int n = 0;
+    uintptr_t lo, hi;
+    if (!ctx || !ctx->os_context || max_frames <= 0) return -1;
+    lo = ctx->stack_lo;
+    hi = ctx->stack_hi;
+    memcpy(&c, ctx->os_context, sizeof c);
+    while (n < max_frames) {
+        uintptr_t pc = (uintptr_t)c.Rip, sp = (uintptr_t)c.Rsp;
+        const spprof__win_mod *m;
+        RUNTIME_FUNCTION *fe;
+        if (pc < 4096) break;
+        frames[n].addr = pc;
+        frames[n].aux = n ? SPPROF_AUX_RETADDR : 0;
+        frames[n].kind = SPPROF_FRAME_NATIVE;
+        n++;
+        if (!hi || sp < lo || sp + sizeof(uintptr_t) > hi || (sp & 7) != 0) break;
+        m = spprof__win_mod_at(n == 1 ? pc : pc - 1);
+        if (!m) {
+            /* not in any module (JIT code, or a module loaded since the last scan): frame pointers, if the
+               chain is plausible, else stop */
+            if (n == 1) return spprof__walk_fp(ctx, frames, max_frames);
+            break;
+        }
+        fe = m->rf ? spprof__win_function(m, n == 1 ? pc : pc - 1) : NULL;
+        if (fe) {
+            PVOID handler_data = NULL;
+            DWORD64 establisher = 0;
+            RtlVirtualUnwind(UNW_FLAG_NHANDLER, (DWORD64)m->lo, (DWORD64)pc, fe, &c, &handler_data, &establisher, NULL);
+        } else {
+            c.Rip = *(const DWORD64 *)sp;  /* a leaf without unwind data: nothing pushed, the return address on top */
+            c.Rsp += 8;
+        }
+        if ((uintptr_t)c.Rsp <= sp || (uintptr_t)c.Rsp > hi) break;  /* the stack only grows up while unwinding */
+    }
+    return n;
+#else
+    return spprof__walk_fp(ctx, frames, max_frames);
+#endif
+}
+
+/* ---- the sampler thread ---- */
+static void spprof__wake_collector(void) { /* the sampler drains every drain_interval_ms anyway */ }
+
+/* One tick: every registered thread, each suspended only for its own sample (under reg_lock, which no
+   suspended thread can hold: the sampler holds it). */
+static void spprof__win_tick(int self) {
+    spprof__dir *d = spprof__g.dir;
+    uint32_t i;
+    int wall = spprof__g.cfg.mode == SPPROF_MODE_WALL;
+    int64_t iv = spprof__g.cfg.interval_ns;
+    for (i = 0; d && i < spprof__g.nslots_used; i++) {
+        spprof__slot *s = &d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+        spprof_walk_ctx wc;
+        CONTEXT c;
+        uint64_t t0, t1;
+        uint32_t weight = 1;
+        int ok;
+        if (!s->tid || s->tid == self || !s->has_timer) continue;
+        if (!wall) {  /* CPU mode: only a thread whose CPU time advanced, weighted by the advance */
+            int64_t now = spprof__win_cpu_ns(s), acc, w;
+            if (now < 0) continue;
+            acc = now - s->cpu_last + s->cpu_carry;
+            s->cpu_last = now;
+            w = (acc + iv / 2) / iv;
+            if (w < 1) { s->cpu_carry = acc; continue; }
+            if (w > 1000000) w = 1000000;
+            s->cpu_carry = acc - w * iv;
+            weight = (uint32_t)w;
+        }
+        memset(&c, 0, sizeof c);
+        c.ContextFlags = CONTEXT_CONTROL | CONTEXT_INTEGER;
+        t0 = spprof__now_ns();
+        if (SuspendThread(s->win.th) == (DWORD)-1) { spprof__g.win.suspend_failures++; continue; }
+        /* from here until ResumeThread: no allocation, no lock, no call that could take one */
+        ok = GetThreadContext(s->win.th, &c) != 0;  /* also waits until the suspension has taken effect */
+        if (ok) {
+            uintptr_t sp = (uintptr_t)c.Rsp;
+            if (sp < s->stack_lo || sp >= s->stack_hi) {
+                /* the committed stack above sp: one system call, no user-mode lock */
+                MEMORY_BASIC_INFORMATION mbi;
+                if (VirtualQuery((LPCVOID)sp, &mbi, sizeof mbi) == sizeof mbi && mbi.State == MEM_COMMIT) {
+                    s->stack_lo = (uintptr_t)mbi.AllocationBase;
+                    s->stack_hi = (uintptr_t)mbi.BaseAddress + mbi.RegionSize;
+                } else {
+                    s->stack_lo = s->stack_hi = 0;
+                }
+            }
+            wc.pc = (uintptr_t)c.Rip; wc.sp = sp; wc.fp = (uintptr_t)c.Rbp; wc.lr = 0;
+            wc.os_context = &c;
+            wc.stack_lo = sp; wc.stack_hi = s->stack_hi;
+            wc.tid = s->tid;
+            wc.user = spprof__g.walker_user;
+            if (weight > 1) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)(weight - 1));
+            spprof__take_sample(&wc, s->rec, weight);
+        }
+        ResumeThread(s->win.th);
+        t1 = spprof__now_ns();
+        spprof__g.win.suspensions++;
+        spprof__g.win.suspend_ns_total += t1 - t0;
+        if (t1 - t0 > spprof__g.win.suspend_ns_max) spprof__g.win.suspend_ns_max = t1 - t0;
+    }
+}
+
+static DWORD WINAPI spprof__win_main(LPVOID arg) {
+    HANDLE timer;
+    HANDLE waits[2];
+    uint64_t iv = (uint64_t)spprof__g.cfg.interval_ns, next, last_drain, last_scan;
+    int self = spprof_gettid();
+    (void)arg;
+    /* 0x2: CREATE_WAITABLE_TIMER_HIGH_RESOLUTION (Windows 10 1803+); older systems refuse the flag */
+    timer = CreateWaitableTimerExW(NULL, NULL, 0x00000002, TIMER_ALL_ACCESS);
+    if (!timer) timer = CreateWaitableTimerExW(NULL, NULL, 0, TIMER_ALL_ACCESS);
+    SetThreadPriority(GetCurrentThread(), THREAD_PRIORITY_TIME_CRITICAL);
+    SPPROF__STORE(&spprof__g.collector_tid, self);
+    waits[0] = spprof__g.win.wake;
+    waits[1] = timer;
+    next = spprof__now_ns() + iv;
+    last_drain = last_scan = spprof__now_ns();
+    for (;;) {
+        uint64_t now = spprof__now_ns();
+        uint32_t nframes;
+        LARGE_INTEGER due;
+        DWORD w;
+        due.QuadPart = next > now ? -(LONGLONG)((next - now + 99) / 100) : -1;  /* relative, 100 ns units */
+        if (timer && SetWaitableTimer(timer, &due, 0, NULL, NULL, FALSE)) w = WaitForMultipleObjects(2, waits, FALSE, INFINITE);
+        else w = WaitForSingleObject(waits[0], (DWORD)(iv / 1000000u ? iv / 1000000u : 1));
+        if (w == WAIT_OBJECT_0 || SPPROF__LOAD(&spprof__g.collector_stop)) break;
+        now = spprof__now_ns();
+        spprof__g.win.ticks++;
+        if (now > next + iv) { spprof__g.win.ticks_late++; next = now; }
+        next += iv;
+        if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) {
+            spprof__lock(&spprof__reg_lock);
+            spprof__win_tick(self);
+            spprof__unlock(&spprof__reg_lock);
+        }
+        if (now - last_drain >= (uint64_t)spprof__g.cfg.drain_interval_ms * 1000000u ||
+            spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2) {
+            spprof__lock(&spprof__prof_lock);
+            spprof__drain();
+            nframes = spprof__g.prof.nframes;
+            spprof__unlock(&spprof__prof_lock);
+            if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
+            last_drain = now;
+        }
+        if (now - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
+            spprof__lock(&spprof__reg_lock);
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
+                spprof__sync_threads();
+                spprof__refresh_xranges();
+            }
+            spprof__unlock(&spprof__reg_lock);
+            last_scan = spprof__now_ns();
+        }
+    }
+    if (timer) CloseHandle(timer);
+    return 0;
+}
+
+static spprof_result spprof__os_validate(const spprof_config *c) {
+    if (c->source != SPPROF_SOURCE_AUTO)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%d: on Windows threads are sampled by suspending them; "
+                            "only SPPROF_SOURCE_AUTO applies", (int)c->source);
+    if (c->guard_faults)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "guard_faults=1: the fault guard (spprof_guard) exists on Linux only");
+    return SPPROF_OK;
+}
+
+static void spprof__os_init_once(void) {}
+
+/* The TSC rate, for QueryThreadCycleTime (which counts TSC cycles on x86-64). */
+static void spprof__win_calibrate(void) {
+    ULONG64 c = 0;
+    if (spprof__win_tsc_per_ms) return;
+#if defined(__x86_64__)
+    {
+        uint64_t t0 = spprof__now_ns(), c0 = __builtin_ia32_rdtsc(), t1, c1;
+        Sleep(10);
+        t1 = spprof__now_ns();
+        c1 = __builtin_ia32_rdtsc();
+        if (t1 > t0 && c1 > c0) spprof__win_tsc_per_ms = (c1 - c0) * 1000000u / (t1 - t0);
+    }
+#endif
+    /* where cycle times are not kept (wine returns 0), GetThreadTimes is used */
+    spprof__win_cycles_ok = spprof__win_tsc_per_ms && QueryThreadCycleTime(GetCurrentThread(), &c) && c;
+}
+
+static spprof_result spprof__os_begin(const spprof_config *cfg) {
+    (void)cfg;
+    spprof__win_calibrate();
+    memset(&spprof__g.win, 0, sizeof spprof__g.win);
+    spprof__g.win.wake = CreateEventW(NULL, FALSE, FALSE, NULL);
+    if (!spprof__g.win.wake) return spprof__fail(SPPROF_ERR_SYSTEM, "CreateEvent: error %lu", (unsigned long)GetLastError());
+    return SPPROF_OK;
+}
+
+static spprof_result spprof__os_collector_start(void) {
+    spprof__g.win.thread = CreateThread(NULL, 0, spprof__win_main, NULL, 0, NULL);
+    if (!spprof__g.win.thread)
+        return spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the sampler thread: error %lu", (unsigned long)GetLastError());
+    return SPPROF_OK;
+}
+
+static void spprof__os_collector_stop(void) {
+    SPPROF__STORE(&spprof__g.collector_stop, 1);
+    SetEvent(spprof__g.win.wake);
+    WaitForSingleObject(spprof__g.win.thread, INFINITE);
+    CloseHandle(spprof__g.win.thread);
+    spprof__g.win.thread = NULL;
+}
+
+static void spprof__os_quiesce_begin(void) {}
+static void spprof__os_quiesce_end(void) {}
+
+static void spprof__os_end(int handlers_done) {
+    (void)handlers_done;
+    spprof__win_mods_free((spprof__win_mods *)SPPROF__LOAD(&spprof__win_modtab));
+    SPPROF__STORE(&spprof__win_modtab, (spprof__win_mods *)NULL);
+    if (spprof__g.win.wake) { CloseHandle(spprof__g.win.wake); spprof__g.win.wake = NULL; }
+}
+
+/* ---- symbols: DbgHelp, loaded when a profile is written (never while a thread is suspended) ---- */
+typedef BOOL(WINAPI *spprof__sym_init_fn)(HANDLE, PCSTR, BOOL);
+typedef BOOL(WINAPI *spprof__sym_cleanup_fn)(HANDLE);
+typedef DWORD(WINAPI *spprof__sym_opts_fn)(DWORD);
+typedef BOOL(WINAPI *spprof__sym_from_addr_fn)(HANDLE, DWORD64, PDWORD64, void *);
+typedef BOOL(WINAPI *spprof__sym_line_fn)(HANDLE, DWORD64, PDWORD, void *);
+typedef struct spprof__dbghelp {
+    int state;  /* 0: not loaded, 1: ready, 2: unavailable */
+    HMODULE lib;
+    spprof__sym_init_fn init;
+    spprof__sym_cleanup_fn cleanup;
+    spprof__sym_opts_fn opts;
+    spprof__sym_from_addr_fn from_addr;
+    spprof__sym_line_fn line;
+} spprof__dbghelp;
+static spprof__dbghelp spprof__dh;
+static spprof__mutex spprof__sym_lock = SPPROF__MUTEX_INIT;
+
+#define SPPROF__DH_PROC(field, type, name) do { FARPROC p_ = GetProcAddress(spprof__dh.lib, name); \
+    memcpy(&spprof__dh.field, &p_, sizeof p_); } while (0)
+static int spprof__dh_ready(void) {  /* under sym_lock */
+    if (spprof__dh.state) return spprof__dh.state == 1;
+    spprof__dh.state = 2;
+    spprof__dh.lib = LoadLibraryW(L"dbghelp.dll");
+    if (!spprof__dh.lib) return 0;
+    SPPROF__DH_PROC(init, spprof__sym_init_fn, "SymInitialize");
+    SPPROF__DH_PROC(cleanup, spprof__sym_cleanup_fn, "SymCleanup");
+    SPPROF__DH_PROC(opts, spprof__sym_opts_fn, "SymSetOptions");
+    SPPROF__DH_PROC(from_addr, spprof__sym_from_addr_fn, "SymFromAddr");
+    SPPROF__DH_PROC(line, spprof__sym_line_fn, "SymGetLineFromAddr64");
+    if (!spprof__dh.init || !spprof__dh.from_addr || !spprof__dh.cleanup) return 0;
+    if (spprof__dh.opts) spprof__dh.opts(0x00000002u | 0x00000010u | 0x00000004u); /* UNDNAME, LOAD_LINES, DEFERRED_LOADS */
+    if (!spprof__dh.init(GetCurrentProcess(), NULL, TRUE)) return 0;
+    spprof__dh.state = 1;
+    return 1;
+}
+
+/* After each writer: modules may be loaded or unloaded before the next one. */
+static void spprof__symbols_reset(void) {
+    spprof__lock(&spprof__sym_lock);
+    if (spprof__dh.state == 1) spprof__dh.cleanup(GetCurrentProcess());
+    if (spprof__dh.state == 1) spprof__dh.state = 0;
+    spprof__unlock(&spprof__sym_lock);
+}
+
+SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
+    uint64_t pc = (aux & SPPROF_AUX_RETADDR) ? addr - 1 : addr;
+    union { SYMBOL_INFO si; char buf[sizeof(SYMBOL_INFO) + 256]; } u;
+    IMAGEHLP_LINE64 li;
+    HMODULE mod = NULL;
+    DWORD64 disp = 0;
+    DWORD ldisp = 0;
+    int found = 0;
+    out->name[0] = 0; out->file[0] = 0; out->line = 0;
+    if (GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                           (LPCWSTR)(uintptr_t)pc, &mod))
+        GetModuleFileNameA(mod, out->file, sizeof out->file);
+    spprof__lock(&spprof__sym_lock);
+    if (spprof__dh_ready()) {
+        memset(&u, 0, sizeof u);
+        u.si.SizeOfStruct = sizeof(SYMBOL_INFO);
+        u.si.MaxNameLen = 255;
+        if (spprof__dh.from_addr(GetCurrentProcess(), (DWORD64)pc, &disp, &u.si)) {
+            snprintf(out->name, sizeof out->name, "%s", u.si.Name);
+            found = 1;
+            memset(&li, 0, sizeof li);
+            li.SizeOfStruct = sizeof li;
+            if (spprof__dh.line && spprof__dh.line(GetCurrentProcess(), (DWORD64)pc, &ldisp, &li) && li.FileName) {
+                snprintf(out->file, sizeof out->file, "%s", li.FileName);
+                out->line = (int)li.LineNumber;
+            }
+        }
+    }
+    spprof__unlock(&spprof__sym_lock);
+    if (!found) {
+        const char *base = strrchr(out->file, '\\');
+        base = base ? base + 1 : out->file;
+        if (mod) snprintf(out->name, sizeof out->name, "%.200s+0x%llx", base, (unsigned long long)(pc - (uintptr_t)mod));
+        else snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+    }
+    return found;
+}
+
+SPPROF_API int spprof_symbol_range(uintptr_t near_addr, const char *name, uintptr_t *lo, uintptr_t *hi) {
+    (void)near_addr; (void)name; (void)lo; (void)hi;
+    return 0;  /* not implemented on Windows: finds nothing */
+}
+
+/* ---- output files ----
+   A regular file (or a new one) is written to "<path>.tmp.<pid>" and moved over the target when complete
+   (MoveFileEx, replacing); a device name (NUL, CON) is written in place. Paths are UTF-8. */
+static int spprof__win_wide(const char *s, wchar_t *w, int cap) {
+    return MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, w, cap) > 0;
+}
+
+static int spprof__win_is_device(const wchar_t *wpath) {
+    HANDLE h = CreateFileW(wpath, 0, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL, OPEN_EXISTING, 0, NULL);
+    int dev;
+    if (h == INVALID_HANDLE_VALUE) return 0;
+    dev = GetFileType(h) == FILE_TYPE_CHAR;
+    CloseHandle(h);
+    return dev;
+}
+
+static spprof_result spprof__out_open(spprof__out *o, const char *path) {
+    wchar_t wpath[4096], wtmp[4200];
+    DWORD attr;
+    if (!path || !path[0]) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "output path is empty");
+    o->path = path;
+    o->tmp[0] = 0;
+    o->real[0] = 0;
+    o->f = NULL;
+    if (!spprof__win_wide(path, wpath, 4096))
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "output path is not valid UTF-8 or too long");
+    attr = GetFileAttributesW(wpath);
+    if (attr != INVALID_FILE_ATTRIBUTES && (attr & FILE_ATTRIBUTE_DIRECTORY)) {
+        errno = EISDIR;
+    } else if (spprof__win_is_device(wpath)) {
+        o->f = _wfopen(wpath, L"wb");  /* a device (NUL, CON): in place */
+    } else {
+        if ((size_t)snprintf(o->real, sizeof o->real, "%s", path) >= sizeof o->real ||
+            (size_t)snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%lu", path, (unsigned long)GetCurrentProcessId()) >= sizeof o->tmp ||
+            !spprof__win_wide(o->tmp, wtmp, 4200))
+            return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "output path is too long");
+        o->f = _wfopen(wtmp, L"wb");
+        if (!o->f) o->tmp[0] = 0;
+    }
+    if (o->f) return SPPROF_OK;
+    return spprof__fail(SPPROF_ERR_IO, "cannot write '%s': %s (the profile is kept in memory; write it elsewhere)", path, strerror(errno));
+}
+
+static void spprof__out_abort(spprof__out *o) {
+    wchar_t w[4200];
+    fclose(o->f);
+    if (o->tmp[0] && spprof__win_wide(o->tmp, w, 4200)) DeleteFileW(w);
+}
+
+static spprof_result spprof__out_close(spprof__out *o) {
+    wchar_t wtmp[4200], wreal[4200];
+    int bad = fflush(o->f) != 0 || ferror(o->f);
+    if (fclose(o->f) != 0) bad = 1;
+    if (!bad && o->tmp[0]) {
+        if (!spprof__win_wide(o->tmp, wtmp, 4200) || !spprof__win_wide(o->real, wreal, 4200) ||
+            !MoveFileExW(wtmp, wreal, MOVEFILE_REPLACE_EXISTING))
+            bad = 1;
+    }
+    if (bad) {
+        if (o->tmp[0] && spprof__win_wide(o->tmp, wtmp, 4200)) DeleteFileW(wtmp);
+        return spprof__fail(SPPROF_ERR_IO, "cannot write '%s' (the profile is kept in memory; write it elsewhere)", o->path);
+    }
+    return SPPROF_OK;
+}
+#endif /* SPPROF__OS_WINDOWS */
+
 /* ==== @lifecycle ====================================================================================== */
 SPPROF_API spprof_config spprof_config_default(void) {
     spprof_config c;
@@ -2404,7 +3093,6 @@ SPPROF_API spprof_config spprof_config_default(void) {
     return c;
 }
 
-static spprof_result spprof__os_validate(const spprof_config *c);
 static spprof_result spprof__validate(const spprof_config *c) {
     if (c->interval_ns < 50000 || c->interval_ns > 60000000000ll)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "interval_ns=%lld is out of range (50000 .. 60000000000 ns, i.e. 50 us .. 60 s)", (long long)c->interval_ns);
@@ -2463,6 +3151,7 @@ static void spprof__tls_destructor(void *v) {
     spprof_thread_unregister();
 }
 static pthread_key_t spprof__tls_key;
+static spprof__once_t spprof__tls_once;
 static void spprof__tls_init(void) { pthread_key_create(&spprof__tls_key, spprof__tls_destructor); }
 /* The calling thread is unregistered when it exits (explicit registration). */
 static void spprof__thread_at_exit(void) {
@@ -2865,6 +3554,7 @@ SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name) {
    when present, so static functions get names; else .dynsym), sorted by address; dladdr as a fallback;
    "module+0xoffset" when nothing names the address. The cache is built on first use and dropped by
    spprof__symbols_reset() after each writer (libraries may be loaded or unloaded in between). */
+#if SPPROF__OS_LINUX
 typedef struct spprof__sym { uint64_t lo, hi; uint32_t name; } spprof__sym;
 typedef struct spprof__module {
     uint64_t bias, lo, hi;
@@ -2989,14 +3679,14 @@ static void spprof__mods_fresh(void) {
     spprof__mods_adds = counts[0]; spprof__mods_subs = counts[1];
 }
 
-SPPROF_API int spprof_symbol_range(uintptr_t near, const char *name, uintptr_t *lo, uintptr_t *hi) {
+SPPROF_API int spprof_symbol_range(uintptr_t near_addr, const char *name, uintptr_t *lo, uintptr_t *hi) {
     size_t i, k;
     int found = 0;
     spprof__lock(&spprof__sym_lock);
     spprof__mods_fresh();
     for (i = 0; i < spprof__nmods && !found; i++) {
         spprof__module *m = &spprof__mods[i];
-        if (near < m->lo || near >= m->hi) continue;
+        if (near_addr < m->lo || near_addr >= m->hi) continue;
         if (!m->loaded) spprof__load_symbols(m);
         for (k = 0; k < m->nsyms; k++) {
             if (m->syms[k].name < m->names_len && strcmp(m->names + m->syms[k].name, name) == 0) {
@@ -3070,6 +3760,8 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
     return found;
 }
 
+#endif /* SPPROF__OS_LINUX */
+
 SPPROF_API int spprof_resolve(const spprof_frame *f, spprof_symbol *out) {
     if (spprof__g.resolver && spprof__g.resolver(f, out, spprof__g.resolver_user)) return 1;
     if (SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE) return spprof_symbolize_native(f->addr, f->aux, out);
@@ -3142,8 +3834,8 @@ static void spprof__json_str(FILE *f, const char *s) {
    - otherwise (a regular file or nothing): symlinks resolved, "<real>.tmp.<pid>" written beside the real
      target with the target's permission bits (else 0666 & ~umask) and renamed over it at close: a symlink
      stays a symlink, a failed write leaves no partial file.
-   tmp is "" when writing in place, so the callers' unlink(o.tmp) on an error is then a harmless ENOENT. */
-typedef struct spprof__out { FILE *f; char tmp[4096]; char real[4096]; const char *path; } spprof__out;
+   tmp is "" when writing in place (nothing to remove when a write is given up: spprof__out_abort). */
+#if SPPROF__OS_LINUX
 
 /* The descriptor a /dev/stdout-style path names, else -1. */
 static int spprof__out_fd_path(const char *path) {
@@ -3240,6 +3932,13 @@ static spprof_result spprof__out_close(spprof__out *o) {
     return SPPROF_OK;
 }
 
+/* A write given up: the temporary file goes, the target stays as it was. */
+static void spprof__out_abort(spprof__out *o) {
+    fclose(o->f);
+    if (o->tmp[0]) unlink(o->tmp);
+}
+#endif /* SPPROF__OS_LINUX */
+
 /* Resolve every interned frame once; map frames with the same name/file/line to one output frame.
    Returns an array (nframes entries) of output indices and fills syms/nsyms with the distinct symbols. */
 static uint32_t *spprof__resolve_all(spprof__profile *p, spprof_symbol **syms_out, uint32_t *nsyms_out) {
@@ -3283,7 +3982,7 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     spprof__lock(&spprof__prof_lock);
     spprof__drain();
     map = spprof__resolve_all(p, &syms, &nsyms);
-    if (!map) { spprof__unlock(&spprof__prof_lock); fclose(o.f); unlink(o.tmp); return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path); }
+    if (!map) { spprof__unlock(&spprof__prof_lock); spprof__out_abort(&o); return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path); }
     fprintf(o.f, "{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\"exporter\":\"spprof %s\",\"name\":\"spprof profile\",\"activeProfileIndex\":0,\"shared\":{\"frames\":[", SPPROF_VERSION_STRING);
     for (i = 0; i < nsyms; i++) {
         fprintf(o.f, "%s{\"name\":", i ? "," : "");
@@ -3374,7 +4073,7 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
     if (map) canon = spprof__canonical_stacks(p, map);
     if (!map || !counts || !canon) {
         spprof__unlock(&spprof__prof_lock);
-        SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(counts); SPPROF_FREE(canon); fclose(o.f); unlink(o.tmp);
+        SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(counts); SPPROF_FREE(canon); spprof__out_abort(&o);
         return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path);
     }
     /* Without thread names: one line per distinct stack (summed over threads); with: per thread and stack.
@@ -3564,9 +4263,8 @@ static int64_t spprof__mem_draw(spprof__mem_tls *t, uint64_t rate) {  /* exponen
 }
 
 static void *spprof__mem_map_pages(size_t bytes) {
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    SPPROF__ADD(&spprof__m.footprint, bytes);
+    void *p = spprof__os_map_pages(bytes);
+    if (p) SPPROF__ADD(&spprof__m.footprint, bytes);
     return p;
 }
 
@@ -3657,7 +4355,7 @@ static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, voi
     (void)user;
     if (!t->stack_hi || fp < t->stack_lo || fp >= t->stack_hi) {
         uintptr_t lo, hi;
-        if (!spprof__find_mapping(fp, &lo, &hi)) return 0;
+        if (!spprof__own_stack(fp, &lo, &hi)) return 0;
         t->stack_lo = lo; t->stack_hi = hi;
     }
     return spprof__fp_chain(fp, t->stack_lo, t->stack_hi, 0, frames, 0, max);
@@ -3813,6 +4511,7 @@ SPPROF_API void spprof_mem_record_free(void *ptr) { spprof__mem_on_free(ptr); }
 SPPROF_API void spprof_mem_enter(void) { spprof__mt.busy++; }
 SPPROF_API void spprof_mem_leave(void) { spprof__mt.busy--; }
 
+#if SPPROF__OS_LINUX
 /* -- native hooks: the malloc family of loaded objects, through their GOT ----------------------------------
    Every object's relocations (DT_JMPREL and DT_RELA) are scanned for JUMP_SLOT/GLOB_DAT entries of malloc,
    calloc, realloc, free, posix_memalign, aligned_alloc, memalign, valloc, pvalloc and dlopen; each such GOT
@@ -3886,6 +4585,7 @@ static int spprof__mem_resolve_real(void) {
     void **reals[SPPROF__MEM_NFN];
     void *hooks[SPPROF__MEM_NFN];
     int i;
+    if (spprof__mr.malloc_) return 1;  /* resolved by an earlier session */
     fns[0] = (spprof__anyfn)spprof__h_malloc; fns[1] = (spprof__anyfn)spprof__h_calloc; fns[2] = (spprof__anyfn)spprof__h_realloc;
     fns[3] = (spprof__anyfn)spprof__h_free; fns[4] = (spprof__anyfn)spprof__h_posix_memalign; fns[5] = (spprof__anyfn)spprof__h_aligned_alloc;
     fns[6] = (spprof__anyfn)spprof__h_memalign; fns[7] = (spprof__anyfn)spprof__h_valloc; fns[8] = (spprof__anyfn)spprof__h_pvalloc;
@@ -4026,6 +4726,16 @@ static void spprof__mem_unpatch_all(void) {
     spprof__unlock(&spprof__mem_patch_lock);
 }
 
+#endif /* SPPROF__OS_LINUX (native hooks) */
+#if SPPROF__OS_WINDOWS
+/* Native allocation hooks are not implemented on Windows (hook_native = 1 is refused by spprof_mem_start):
+   allocations reach the memory profiler through spprof_mem_record_alloc/free or the PyMem hooks. */
+static uint32_t spprof__mem_npatches;
+static int spprof__mem_resolve_real(void) { return 0; }
+static void spprof__mem_patch_all(void) {}
+static void spprof__mem_unpatch_all(void) {}
+#endif
+
 /* -- macOS: malloc_logger ----------------------------------------------------------------------------------
    Written from libmalloc's malloc_logger protocol; NOT compiled or run (no macOS machine here, and the rest
    of this file does not build on macOS yet: the Mach thread_suspend sampler is still to come). libmalloc calls
@@ -4064,12 +4774,13 @@ SPPROF_API spprof_mem_config spprof_mem_config_default(void) {
     c.max_frames = 1u << 20;
     c.freed_capacity = 1u << 16;
     c.max_depth = 64;
-    c.hook_native = 1;
+    c.hook_native = SPPROF__OS_LINUX;  /* native hooks exist on Linux only */
     return c;
 }
 
 static int spprof__pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
+#if SPPROF__OS_LINUX
 static void spprof__mem_atfork_child(void) {
     /* Only the forking thread exists in the child; the patch lock may have been held by another thread. The
        samples stay: the child's heap is a copy of the parent's, so they are still true there. */
@@ -4078,6 +4789,10 @@ static void spprof__mem_atfork_child(void) {
 }
 static int spprof__mem_once;
 static void spprof__mem_once_init(void) { pthread_atfork(NULL, NULL, spprof__mem_atfork_child); }
+#else
+static int spprof__mem_once;
+static void spprof__mem_once_init(void) {}
+#endif
 
 SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     spprof_mem_config c = cfg_in ? *cfg_in : spprof_mem_config_default();
@@ -4096,6 +4811,9 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: freed_capacity must be at most 2^26 (got %u)", c.freed_capacity);
     if (c.max_depth < 1 || c.max_depth > 256)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: max_depth must be 1 .. 256 (got %d)", c.max_depth);
+    if (c.hook_native && !SPPROF__OS_LINUX)
+        return spprof__fail(SPPROF_ERR_UNSUPPORTED, "spprof_mem_start: hook_native=1 (native allocation hooks) exists on Linux only; "
+                            "use hook_native=0 and spprof_mem_record_alloc/free");
     spprof__lock(&spprof__mem_lock);
     if (spprof__m.state == 1) { spprof__unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof_mem_start: the memory profiler is already sampling"); }
     if (spprof__m.state == 3) { spprof__unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_BAD_STATE, "spprof_mem_start: the memory profiler was shut down (one-way)"); }
@@ -4166,7 +4884,7 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     if (c.walker) { spprof__m.walker = c.walker; spprof__m.walker_user = c.walker_user; }
     else { spprof__m.walker = spprof__mem_walk_native; spprof__m.walker_user = NULL; }
     if (c.hook_native) {
-        if (!spprof__mr.malloc_ && !spprof__mem_resolve_real()) {
+        if (!spprof__mem_resolve_real()) {
             r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "spprof_mem_start: the malloc family was not found with dlsym");
             goto out;
         }
@@ -4360,7 +5078,7 @@ SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which)
     spprof__mt.busy++;
     r = (which & SPPROF_MEM_FREED) ? spprof_mem_foreach_stack(spprof__mem_wc_stack, &w) : spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_wc_live, &w);
     spprof__mt.busy--;
-    if (r != SPPROF_OK) { fclose(o.f); unlink(o.tmp); return r; }
+    if (r != SPPROF_OK) { spprof__out_abort(&o); return r; }
     return spprof__out_close(&o);
 }
 
