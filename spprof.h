@@ -27,8 +27,8 @@
        @memprof  @license
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
-   POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (SIGPROF by default) to exactly that
-   thread while it runs; in wall mode the collector also accounts each blocked thread's off-CPU time on the
+   POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
+   see below) to exactly that thread while it runs; in wall mode the collector also accounts each blocked thread's off-CPU time on the
    stack it is blocked on, without a signal (@offcpu); the handler walks the thread's
    frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the ring into
    a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded by a memory
@@ -40,9 +40,18 @@
    -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller
    (the walk goes from it straight to its caller's caller). No file:line for native code; 32-bit targets.
    Threads whose stack is switched (ucontext/boost.context coroutines) re-read /proc/self/maps whenever
-   their stack pointer leaves the last known stack mapping. A program that installs its own handler for the
-   profiling signal (SIGPROF by default; spprof_config.signo picks another) takes the signal over, and
-   spprof's timers then reach that handler: choose a signal the program does not use.
+   their stack pointer leaves the last known stack mapping.
+
+   The profiling signal: by default (spprof_config.signo = 0) spprof_start takes the highest real-time
+   signal (SIGRTMAX downwards) that has no handler, so the program's own SIGPROF (setitimer, save/restore
+   of its handler) is left alone, and two copies of spprof take different signals. spprof_config.signo
+   picks one explicitly (SIGPROF is the old default). Each thread has at most one of our signals pending at
+   a time, also when it blocks the signal (a POSIX timer queues one; a perf event is one-shot and re-armed
+   by the handler), so a real-time signal never piles up against RLIMIT_SIGPENDING. A program that installs
+   its own handler for the profiling signal wins: the collector sees it within drain_interval_ms (up to 4x
+   when idle), disarms every timer and perf event, says so once on stderr (SPPROF_WARN) and in
+   spprof_stats.handler_replaced; the profile so far is kept, spprof_stop works as usual. Until then (tens
+   of ms) the program's handler may receive a few of our signals.
 
    Threads and signals:
    - The signal handler stays installed after spprof_stop() so that a timer signal which was still pending
@@ -200,7 +209,8 @@ typedef struct spprof_config {
     int64_t interval_ns;     /* sampling interval, 50 us .. 60 s                      (default 10 ms) */
     spprof_mode mode;        /* SPPROF_MODE_CPU or SPPROF_MODE_WALL                   (default CPU) */
     spprof_source source;    /* where the signals come from, see spprof_source          (default AUTO) */
-    int signo;               /* signal used by the timers, 1 .. SIGRTMAX              (default SIGPROF) */
+    int signo;               /* signal used by the timers, 1 .. SIGRTMAX; 0: the highest real-time signal
+                                that has no handler, else SIGPROF (see the first screen) (default 0) */
     int max_depth;           /* frames kept per sample, 1 .. 1024                     (default 128) */
     uint32_t ring_slots;     /* ring capacity in samples, power of two 16..2^20, at most 256 MiB (default 4096) */
     uint64_t memory_limit;   /* bytes the collected profile may use (strict), 1 MiB .. 1 TiB (default 100 MiB) */
@@ -238,6 +248,8 @@ typedef struct spprof_stats {
     uint64_t profile_bytes;         /* memory used by the collected profile */
     uint64_t signals_ignored;       /* our timer signals that arrived while stopped or paused */
     uint64_t faults_recovered;      /* reads that faulted inside a spprof_guard and were recovered */
+    int signo;                      /* the profiling signal of the current (or last) session */
+    int handler_replaced;           /* 1: the program replaced spprof's handler; sampling stopped then */
 } spprof_stats;
 
 /* A run of identical consecutive samples of one thread, as given by spprof_foreach_sample(). */
@@ -471,6 +483,13 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #ifndef SPPROF_LOG
 #  define SPPROF_LOG(msg) do { if (getenv("SPPROF_DEBUG")) fprintf(stderr, "spprof: %s\n", (msg)); } while (0)
 #endif
+/* Messages the user must see (sampling stopped because the program took the profiling signal over), from
+   the collector thread. Define SPPROF_WARN(msg) to redirect; the default writes one line to stderr (fd 2,
+   one write(), no stdio buffer shared with the program). */
+#ifndef SPPROF_WARN
+#  define SPPROF_WARN(msg) spprof__warn_stderr(msg)
+#  define SPPROF__WARN_DEFAULT 1
+#endif
 
 /* Largest accepted max_depth; fixes the size of a ring slot's frame array together with max_depth. */
 #ifndef SPPROF_MAX_DEPTH_LIMIT
@@ -574,6 +593,19 @@ static spprof_result spprof__fail(spprof_result r, const char *fmt, ...) {
 }
 
 SPPROF_API const char *spprof_last_error(void) { return spprof__errbuf; }
+
+#ifdef SPPROF__WARN_DEFAULT
+static void spprof__warn_stderr(const char *msg) {  /* "spprof: msg\n" in one write() */
+    char line[512];
+    int n = snprintf(line, sizeof line, "spprof: %s\n", msg);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof line) {
+        n = (int)sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    if (write(2, line, (size_t)n) < 0) { /* nothing to do */ }
+}
+#endif
 
 SPPROF_API const char *spprof_result_string(spprof_result r) {
     switch (r) {
@@ -689,6 +721,8 @@ typedef struct spprof__slot {
     int perf_fd;           /* perf task-clock event of this thread, or -1 */
     int64_t cpu_last;      /* perf source: the thread's CPU clock at its last sample (ns) */
     int64_t cpu_carry;     /* perf source: CPU time not yet given out as weight (ns, may be negative) */
+    int perf_rearm;        /* perf source: the one-shot event is spent (or never armed) and waits for a
+                              REFRESH at the next resume (atomic; see spprof__arm) */
     /* wall mode, off-CPU accounting (@offcpu): touched only by the collector, under reg_lock */
     int64_t off_wall, off_cpu;  /* CLOCK_MONOTONIC and the thread's CPU clock at the last accounting (0: none) */
     int64_t off_acc;            /* off-CPU time not yet given out as weight (ns) */
@@ -786,6 +820,7 @@ typedef struct spprof__state_t {
     pthread_t collector; int collector_running; int collector_tid; int collector_stop;
     int handler_installed;
     int installed_signo;
+    int sig_lost;                  /* the program replaced our handler this session: sampling stopped (atomic) */
     struct sigaction old_action;
     spprof__profile prof;
     spprof_resolve_fn resolver; void *resolver_user;
@@ -1122,8 +1157,34 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
     if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) != SPPROF_STATE_RUNNING ||
         ((cookie >> 32) & 0xffffu) != (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
         SPPROF__ADD(&spprof__g.c.ignored, 1);
+#if SPPROF__HAVE_PERF
+        if (perf && info->si_code == POLL_HUP &&
+            ((cookie >> 32) & 0xffffu) == (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
+            /* Paused: the event stays spent until resume re-arms it. Resume stores RUNNING and then takes
+               the flag; here the flag is set and then the state read again (both seq_cst): if resume came in
+               between, exactly one of the two takes the flag and refreshes. */
+            slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
+            if (slot) {
+                int one = 1;
+                __atomic_store_n(&slot->perf_rearm, 1, __ATOMIC_SEQ_CST);
+                if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) == SPPROF_STATE_RUNNING &&
+                    __atomic_compare_exchange_n(&slot->perf_rearm, &one, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+                    ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+            }
+        }
+#endif
         goto out;
     }
+#if SPPROF__HAVE_PERF
+    /* Our perf events are one-shot (see spprof__arm): POLL_HUP says this overflow disabled the event, and
+       re-arming it here, first, keeps the interval's CPU time counting while we walk. A thread that blocks
+       the signal therefore has at most one pending: a real-time signal would otherwise queue once per
+       interval up to RLIMIT_SIGPENDING (per user!), after which the kernel sends SIGIO instead and kills
+       the process. Only a live event of this running session is re-armed (checked just above): stop and the
+       loss of our handler wait for or never reach this point before the fd is closed (spprof__stop_locked).
+       ioctl is a plain system call (async-signal-safe), about 0.15 us. */
+    if (perf && info->si_code == POLL_HUP) ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+#endif
     slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
     tid = spprof_gettid();
     /* acquire: pairs with the release store of tid in spprof__thread_add, after rec and bounds were set */
@@ -1188,6 +1249,13 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
 out:
     __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
     errno = saved_errno;
+}
+
+/* [signal-safe] Is our handler the one installed for signo? */
+static int spprof__handler_is_ours(int signo) {
+    struct sigaction cur;
+    if (sigaction(signo, NULL, &cur) != 0) return 0;
+    return (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__handler;
 }
 
 /* ==== @guard =========================================================================================
@@ -1519,7 +1587,19 @@ static int spprof__arm(spprof__slot *s, int on) {
             SPPROF__STORER(&s->cpu_last, spprof__thread_cpu_ns(s->tid));
             SPPROF__STORER(&s->cpu_carry, (int64_t)0);
         }
-        return ioctl(s->perf_fd, on ? PERF_EVENT_IOC_ENABLE : PERF_EVENT_IOC_DISABLE, 0) == 0;
+        /* One-shot: REFRESH adds one overflow to the event's limit and enables it; the overflow that brings
+           the limit to zero disables the event and signals POLL_HUP, and the handler refreshes it again.
+           So at most one of our signals per event is pending, whatever the thread's signal mask (measured:
+           a thread blocking the signal for 300 ms at 10 kHz, one-shot: SigQ 1; free-running: 2,991, and
+           at RLIMIT_SIGPENDING the kernel sends SIGIO instead, which kills the process). The limit is
+           never raised twice for one overflow: the kernel has no call that sets it (only adds), so a pause
+           does not disable the event (a disabled event with its refresh still due would get a second
+           one at resume); it runs out at its next overflow, whose signal the handler ignores and marks
+           the slot perf_rearm, and resume refreshes exactly the slots so marked. */
+        if (!on) return 1;
+        if (__atomic_exchange_n(&s->perf_rearm, 0, __ATOMIC_SEQ_CST))
+            return ioctl(s->perf_fd, PERF_EVENT_IOC_REFRESH, 1) == 0;
+        return 1;
     }
 #endif
     memset(&its, 0, sizeof its);
@@ -1538,6 +1618,7 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
     clockid_t clk;
     int attempt, err = 0;
     uint64_t cookie = ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)(spprof__g.gen & 0xffffu) << 32) | idx;
+    if (SPPROF__LOAD(&spprof__g.sig_lost)) return 0;  /* the program took the signal over: arm nothing */
 #if SPPROF__HAVE_PERF
     if (SPPROF__LOADR(&spprof__g.perf_on)) {
         int fd = spprof__perf_open(s->tid);
@@ -1641,6 +1722,7 @@ static void spprof__thread_add(int tid) {  /* under reg_lock */
     s->has_timer = 0;
     s->timer_failed = 0;
     s->perf_fd = -1;
+    __atomic_store_n(&s->perf_rearm, 1, __ATOMIC_SEQ_CST);  /* a new event is created disabled */
     SPPROF__STORER(&s->cpu_last, (int64_t)0);
     SPPROF__STORER(&s->cpu_carry, (int64_t)0);
     s->off_wall = s->off_cpu = s->off_acc = 0;
@@ -2138,6 +2220,30 @@ static void spprof__offcpu_account(spprof__offcpu_ctx *x, int running, int final
     }
 }
 
+/* The program installed its own handler for our signal (under reg_lock, from the collector): from now on
+   every signal we cause would reach the program's handler, which armed nothing. Disarm every source (the
+   POSIX timers; the perf events, which without our handler are never re-armed anyway, have at most one
+   signal left each), arm no new thread (spprof__create_timer), and say so once. Timers and fds are deleted
+   by spprof_stop as usual; the profile so far is kept. */
+static void spprof__signal_lost(void) {
+    char msg[300];
+    uint32_t i;
+    SPPROF__STORE(&spprof__g.sig_lost, 1);
+    for (i = 0; spprof__g.dir && i < spprof__g.nslots_used; i++) {
+        spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+        if (!s->tid || !s->has_timer) continue;
+#if SPPROF__HAVE_PERF
+        if (s->perf_fd >= 0) { ioctl(s->perf_fd, PERF_EVENT_IOC_DISABLE, 0); continue; }
+#endif
+        spprof__arm(s, 0);
+    }
+    snprintf(msg, sizeof msg, "the program installed its own handler for signal %d (%s), spprof's profiling "
+             "signal; profiling stopped, the profile so far is kept (choose another signal with "
+             "spprof_config.signo)", spprof__g.cfg.signo,
+             spprof__g.cfg.signo == SIGPROF ? "SIGPROF" : spprof__g.cfg.signo >= SIGRTMIN ? "real-time" : "standard");
+    SPPROF_WARN(msg);
+}
+
 /* The collector: drains the ring every drain_interval_ms (sooner when the handler finds it half full), and
    keeps the registry in line with the process's threads. Its own cost, measured on a 2-vCPU VM, was about
    60-80 us per wake-up (0.3-0.4% of a core at 20 ms), mostly system calls; hence two economies:
@@ -2168,14 +2274,20 @@ static void *spprof__collector_main(void *arg) {
         poll(&pfd, 1, spprof__g.cfg.drain_interval_ms << idle_shift);
         if (pfd.revents & POLLIN) { if (read(spprof__g.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
         if (SPPROF__LOAD(&spprof__g.collector_stop)) {
-            if (spprof__g.cfg.mode == SPPROF_MODE_WALL) {  /* the time blocked threads spent since the last round */
+            if (spprof__g.cfg.mode == SPPROF_MODE_WALL && !SPPROF__LOAD(&spprof__g.sig_lost)) {  /* the time blocked threads spent since the last round */
                 pthread_mutex_lock(&spprof__reg_lock);
                 spprof__offcpu_account(&ox, 1, 1);
                 pthread_mutex_unlock(&spprof__reg_lock);
             }
             break;
         }
-        if (spprof__g.cfg.mode == SPPROF_MODE_WALL &&
+        /* Still our handler? One sigaction() per wake-up (about 0.3 us). */
+        if (!SPPROF__LOAD(&spprof__g.sig_lost) && !spprof__handler_is_ours(spprof__g.cfg.signo)) {
+            pthread_mutex_lock(&spprof__reg_lock);
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) spprof__signal_lost();
+            pthread_mutex_unlock(&spprof__reg_lock);
+        }
+        if (spprof__g.cfg.mode == SPPROF_MODE_WALL && !SPPROF__LOAD(&spprof__g.sig_lost) &&
             spprof__now_ns() - last_offcpu >= (uint64_t)SPPROF_OFFCPU_PERIOD_MS * 1000000u) {
             pthread_mutex_lock(&spprof__reg_lock);
             spprof__offcpu_account(&ox, SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING, 0);
@@ -2198,7 +2310,7 @@ static void *spprof__collector_main(void *arg) {
             int full = !stat_ok || st.st_nlink != last_nlink ||
                        now - last_full_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 10000000u;
             pthread_mutex_lock(&spprof__reg_lock);
-            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED && !SPPROF__LOAD(&spprof__g.sig_lost)) {
                 if (full) { spprof__sync_threads(); last_full_scan = now; last_nlink = stat_ok ? st.st_nlink : 0; }
                 spprof__refresh_xranges();
             }
@@ -2218,7 +2330,7 @@ SPPROF_API spprof_config spprof_config_default(void) {
     memset(&c, 0, sizeof c);
     c.interval_ns = 10000000;
     c.mode = SPPROF_MODE_CPU;
-    c.signo = SIGPROF;
+    c.signo = 0;  /* a free real-time signal, chosen by spprof_start */
     c.max_depth = 128;
     c.ring_slots = 4096;
     c.memory_limit = 100u << 20;
@@ -2238,8 +2350,8 @@ static spprof_result spprof__validate(const spprof_config *c) {
     if ((c->source == SPPROF_SOURCE_PERF || c->source == SPPROF_SOURCE_PERF_USER) && c->mode != SPPROF_MODE_CPU)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%s counts CPU time: it needs mode=SPPROF_MODE_CPU",
                             c->source == SPPROF_SOURCE_PERF ? "SPPROF_SOURCE_PERF" : "SPPROF_SOURCE_PERF_USER");
-    if (c->signo < 1 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "signo=%d is not a signal that can be caught", c->signo);
+    if (c->signo < 0 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "signo=%d is not a signal that can be caught (0: a free real-time signal)", c->signo);
     if (c->max_depth < 1 || c->max_depth > SPPROF_MAX_DEPTH_LIMIT)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "max_depth=%d is out of range (1 .. %d)", c->max_depth, SPPROF_MAX_DEPTH_LIMIT);
     if (c->ring_slots < 16 || c->ring_slots > (1u << 20) || (c->ring_slots & (c->ring_slots - 1)) != 0)
@@ -2258,22 +2370,58 @@ static spprof_result spprof__validate(const spprof_config *c) {
     return SPPROF_OK;
 }
 
-static spprof_result spprof__install_handler(int signo) {
-    struct sigaction sa;
-    if (spprof__g.handler_installed && spprof__g.installed_signo == signo) return SPPROF_OK;
-    if (spprof__g.handler_installed) {  /* another signal than last time: give the old one back */
-        sigaction(spprof__g.installed_signo, &spprof__g.old_action, NULL);
+static int spprof__is_default(const struct sigaction *a) {
+    return !(a->sa_flags & SA_SIGINFO) && a->sa_handler == SIG_DFL;
+}
+
+/* Installs the handler for signo, or (signo 0) for the highest real-time signal nobody handles; returns the
+   signal, or 0 with the error set. The handler of an earlier session is kept if it is still installed
+   (same signal asked for, or any real-time signal when 0 is). A handler the program put in place of ours
+   is the program's: never restored over, never chained to from a later install on another signal. */
+static int spprof__install_handler(int signo) {
+    struct sigaction sa, old;
+    int sig, prev = 0;
+    if (spprof__g.handler_installed) {
+        prev = spprof__g.installed_signo;
+        if (!spprof__handler_is_ours(prev)) prev = 0;  /* taken over by the program: it is not ours to give back */
+        else if (prev == signo || (signo == 0 && prev >= SIGRTMIN && prev <= SIGRTMAX)) return prev;
         spprof__g.handler_installed = 0;
     }
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = spprof__handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(signo, &sa, &spprof__g.old_action) != 0)
-        return spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
+    if (signo) {
+        if (sigaction(signo, &sa, &old) != 0) {
+            spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
+            return 0;
+        }
+        sig = signo;
+    } else {
+        /* From SIGRTMAX down (libraries that use real-time signals usually count up from SIGRTMIN; glibc
+           keeps the first two or three for itself, below the SIGRTMIN it reports). Checked and claimed in
+           one sigaction: if the old action it returns is not SIG_DFL, another thread (another copy of
+           spprof starting at the same time) claimed it first, and it gets its handler back. */
+        for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
+            if (sigaction(sig, NULL, &old) != 0 || !spprof__is_default(&old)) continue;
+            if (sigaction(sig, &sa, &old) != 0) continue;
+            if (spprof__is_default(&old)) break;
+            sigaction(sig, &old, NULL);
+        }
+        if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, shared as before (chained) */
+            sig = SIGPROF;
+            if (sigaction(sig, &sa, &old) != 0) {
+                spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGPROF): %s", strerror(errno));
+                return 0;
+            }
+        }
+    }
+    /* The earlier signal goes back to what was there before us; its timers are gone. */
+    if (prev && prev != sig) sigaction(prev, &spprof__g.old_action, NULL);
+    spprof__g.old_action = old;
     spprof__g.handler_installed = 1;
-    spprof__g.installed_signo = signo;
-    return SPPROF_OK;
+    spprof__g.installed_signo = sig;
+    return sig;
 }
 
 static void spprof__tls_destructor(void *v) {
@@ -2357,7 +2505,12 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
 #ifdef SPPROF_USE_LIBUNWIND
     spprof__find_ldso();
 #endif
-    if (r == SPPROF_OK) r = spprof__install_handler(cfg.signo);
+    if (r == SPPROF_OK) {
+        int sig = spprof__install_handler(cfg.signo);
+        if (!sig) r = SPPROF_ERR_SYSTEM;
+        spprof__g.cfg.signo = sig;  /* the signal in use, for the timers, the perf events and the stats */
+    }
+    SPPROF__STORE(&spprof__g.sig_lost, 0);
     if (r == SPPROF_OK && cfg.guard_faults) r = spprof__install_fault_handler();
     SPPROF__STORER(&spprof__g.perf_on, 0);
     spprof__g.perf_exclude_kernel = cfg.source == SPPROF_SOURCE_PERF_USER;
@@ -2439,6 +2592,10 @@ static void spprof__stop_locked(void) {
         pthread_join(spprof__g.collector, NULL);
         spprof__g.collector_running = 0;
     }
+    /* Handlers that saw RUNNING finish before any perf fd is closed: such a handler may still re-arm its
+       event by fd number (one-shot REFRESH, see the handler), and a closed number may be reused by the
+       program at once. Later handlers see STOPPED and never re-arm. */
+    free_ok = spprof__wait_handlers(SPPROF_STOP_WAIT_MS);
     sigemptyset(&set);
     sigaddset(&set, spprof__g.cfg.signo ? spprof__g.cfg.signo : SIGPROF);
     pthread_sigmask(SIG_BLOCK, &set, &old);
@@ -2467,7 +2624,7 @@ static void spprof__stop_locked(void) {
        and if it runs out, that memory is NOT freed (deliberately leaked, once, with a message): a late
        handler only ever reads and writes memory that stays valid. The fd map is never freed (see
        SPPROF__FDCHUNK). */
-    free_ok = spprof__wait_handlers(SPPROF_STOP_WAIT_MS);
+    free_ok = free_ok && spprof__wait_handlers(SPPROF_STOP_WAIT_MS);
     if (free_ok) {
         spprof__registry_free();
         spprof__xranges_free();
@@ -2515,7 +2672,7 @@ static spprof_result spprof__set_armed(int pause) {
     pthread_mutex_lock(&spprof__reg_lock);
     /* Pausing: state first, so that a signal already queued is ignored; resuming: state first, then arm. */
     SPPROF__STORE(&spprof__g.state, pause ? (int)SPPROF_STATE_PAUSED : (int)SPPROF_STATE_RUNNING);
-    for (i = 0; i < spprof__g.nslots_used; i++) {
+    for (i = 0; i < spprof__g.nslots_used && !SPPROF__LOAD(&spprof__g.sig_lost); i++) {
         spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
         if (s->tid && s->has_timer) spprof__arm(s, !pause);
     }
@@ -2541,7 +2698,9 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
     o->walk_truncated = SPPROF__LOADR(&spprof__g.c.truncated);
     o->signals_ignored = SPPROF__LOADR(&spprof__g.c.ignored);
     o->faults_recovered = SPPROF__LOADR(&spprof__g.c.faults);
+    o->handler_replaced = SPPROF__LOAD(&spprof__g.sig_lost);
     pthread_mutex_lock(&spprof__reg_lock);
+    o->signo = spprof__g.cfg.signo;
     o->timer_create_failures = spprof__g.timer_failures;
     o->timer_create_retries = spprof__g.timer_retries;
     o->threads_registered = spprof__g.threads_registered;
