@@ -567,7 +567,10 @@ def state() -> str:
 
 def stats() -> Dict[str, int]:
     """Counters of the current (or last) session: samples_captured, samples_dropped (ring full),
-    samples_dropped_memory, timer_overruns, threads_sampled, walk_errors, unique_stacks, profile_bytes..."""
+    samples_dropped_memory, timer_overruns, threads_sampled, walk_errors, unique_stacks, profile_bytes...;
+    signal: the profiling signal (a free real-time signal, so the program's SIGPROF stays its own);
+    handler_replaced: 1 if the program installed its own handler for that signal (sampling stopped then,
+    with one line on stderr; the profile so far is kept)."""
     return dict(_spprof.stats())
 
 
