@@ -1103,7 +1103,7 @@ static void spprof__chain(int signo, siginfo_t *info, void *uc) {
     } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) {
         old->sa_handler(signo);
     }
-    /* SIG_DFL: a foreign SIGPROF would terminate the process; we ignore it instead. */
+    /* SIG_DFL: a foreign SIGPROF or real-time signal would terminate the process; we ignore it instead. */
 }
 
 static void spprof__handler(int signo, siginfo_t *info, void *uc) {
