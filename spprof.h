@@ -43,15 +43,16 @@
    their stack pointer leaves the last known stack mapping.
 
    The profiling signal: by default (spprof_config.signo = 0) spprof_start takes the highest real-time
-   signal (SIGRTMAX downwards) that has no handler, so the program's own SIGPROF (setitimer, save/restore
-   of its handler) is left alone, and two copies of spprof take different signals. spprof_config.signo
-   picks one explicitly (SIGPROF is the old default). Each thread has at most one of our signals pending at
+   signal (SIGRTMAX downwards) that has no handler (SIGPROF if none is free), so the program's own SIGPROF
+   (setitimer, save/restore of its handler) is left alone, and two copies of spprof take different signals.
+   spprof_config.signo picks one explicitly (SIGPROF was the default up to 0.1.0). Each thread has at most one of our signals pending at
    a time, also when it blocks the signal (a POSIX timer queues one; a perf event is one-shot and re-armed
    by the handler), so a real-time signal never piles up against RLIMIT_SIGPENDING. A program that installs
    its own handler for the profiling signal wins: the collector sees it within drain_interval_ms (up to 4x
    when idle), disarms every timer and perf event, says so once on stderr (SPPROF_WARN) and in
    spprof_stats.handler_replaced; the profile so far is kept, spprof_stop works as usual. Until then (tens
-   of ms) the program's handler may receive a few of our signals.
+   of ms) the program's handler may receive a few of our signals; if the program set SIG_DFL, one of them
+   terminates the process.
 
    Threads and signals:
    - The signal handler stays installed after spprof_stop() so that a timer signal which was still pending
@@ -2281,7 +2282,7 @@ static void *spprof__collector_main(void *arg) {
             }
             break;
         }
-        /* Still our handler? One sigaction() per wake-up (about 0.3 us). */
+        /* Still our handler? One sigaction() per wake-up (0.1 us measured). */
         if (!SPPROF__LOAD(&spprof__g.sig_lost) && !spprof__handler_is_ours(spprof__g.cfg.signo)) {
             pthread_mutex_lock(&spprof__reg_lock);
             if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) spprof__signal_lost();
