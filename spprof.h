@@ -45,9 +45,10 @@
    The profiling signal: by default (spprof_config.signo = 0) spprof_start takes the highest real-time
    signal (SIGRTMAX downwards) that has no handler (SIGPROF if none is free), so the program's own SIGPROF
    (setitimer, save/restore of its handler) is left alone, and two copies of spprof take different signals.
-   spprof_config.signo picks one explicitly (SIGPROF was the default up to 0.1.0). Each thread has at most one of our signals pending at
-   a time, also when it blocks the signal (a POSIX timer queues one; a perf event is one-shot and re-armed
-   by the handler), so a real-time signal never piles up against RLIMIT_SIGPENDING. A program that installs
+   spprof_config.signo picks one explicitly (SIGPROF, the earlier default, still works). Each thread has at
+   most one of our signals pending at a time, also when it blocks the signal (a POSIX timer queues one; a
+   perf event is one-shot and re-armed by the handler), so a real-time signal never piles up against
+   RLIMIT_SIGPENDING. A program that installs
    its own handler for the profiling signal wins: the collector sees it within drain_interval_ms (up to 4x
    when idle), disarms every timer and perf event, says so once on stderr (SPPROF_WARN) and in
    spprof_stats.handler_replaced; the profile so far is kept, spprof_stop works as usual. Until then (tens
@@ -2381,19 +2382,25 @@ static int spprof__is_default(const struct sigaction *a) {
    is the program's: never restored over, never chained to from a later install on another signal. */
 static int spprof__install_handler(int signo) {
     struct sigaction sa, old;
-    int sig, prev = 0;
+    int sig;
     if (spprof__g.handler_installed) {
-        prev = spprof__g.installed_signo;
-        if (!spprof__handler_is_ours(prev)) prev = 0;  /* taken over by the program: it is not ours to give back */
-        else if (prev == signo || (signo == 0 && prev >= SIGRTMIN && prev <= SIGRTMAX)) return prev;
+        int prev = spprof__g.installed_signo;
+        if (spprof__handler_is_ours(prev)) {
+            if (prev == signo || (signo == 0 && prev >= SIGRTMIN && prev <= SIGRTMAX)) return prev;
+            /* another signal than last time: give the old one back first (its timers are gone) */
+            sigaction(prev, &spprof__g.old_action, NULL);
+        }
+        /* else the program took it over: it is not ours to give back */
         spprof__g.handler_installed = 0;
     }
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = spprof__handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
+    /* The previous action is written straight into old_action by the same sigaction that installs ours:
+       a foreign signal that reaches our handler right after finds the action to pass it on to. */
     if (signo) {
-        if (sigaction(signo, &sa, &old) != 0) {
+        if (sigaction(signo, &sa, &spprof__g.old_action) != 0) {
             spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
             return 0;
         }
@@ -2405,21 +2412,18 @@ static int spprof__install_handler(int signo) {
            spprof starting at the same time) claimed it first, and it gets its handler back. */
         for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
             if (sigaction(sig, NULL, &old) != 0 || !spprof__is_default(&old)) continue;
-            if (sigaction(sig, &sa, &old) != 0) continue;
-            if (spprof__is_default(&old)) break;
-            sigaction(sig, &old, NULL);
+            if (sigaction(sig, &sa, &spprof__g.old_action) != 0) continue;
+            if (spprof__is_default(&spprof__g.old_action)) break;
+            sigaction(sig, &spprof__g.old_action, NULL);
         }
-        if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, shared as before (chained) */
+        if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, shared with its handler (chained) */
             sig = SIGPROF;
-            if (sigaction(sig, &sa, &old) != 0) {
+            if (sigaction(sig, &sa, &spprof__g.old_action) != 0) {
                 spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGPROF): %s", strerror(errno));
                 return 0;
             }
         }
     }
-    /* The earlier signal goes back to what was there before us; its timers are gone. */
-    if (prev && prev != sig) sigaction(prev, &spprof__g.old_action, NULL);
-    spprof__g.old_action = old;
     spprof__g.handler_installed = 1;
     spprof__g.installed_signo = sig;
     return sig;
