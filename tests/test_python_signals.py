@@ -2,6 +2,7 @@
 real-time signal, so a program's SIGPROF save/restore and its own SIGPROF handler work as without it; a
 program that takes spprof's own signal over wins, and spprof stops with one line on stderr."""
 import json
+import os
 import subprocess
 
 import pytest
@@ -129,3 +130,70 @@ def test_program_takes_the_signal_over(py, tmp_path):
     assert got["still_theirs"], got
     lines = [ln for ln in proc.stderr.splitlines() if "installed its own handler" in ln]
     assert len(lines) == 1 and f"signal {got['signal']}" in lines[0] and "profiling stopped" in lines[0], proc.stderr
+
+
+# Two copies of spprof in one process (the README's promise): the Python extension and a second copy, built
+# here as a shared object from spprof.h with SPPROF_STATIC and hidden symbols (as an extension that vendors
+# the header would be). Each takes its own free real-time signal, both sample, neither sees the other as the
+# program taking its signal over.
+COPY2_C = r'''
+#define _GNU_SOURCE
+#define SPPROF_STATIC
+#define SPPROF_IMPLEMENTATION
+#include "spprof.h"
+__attribute__((visibility("default"))) int copy2_start(long long interval_ns) {
+    spprof_config c = spprof_config_default();
+    c.interval_ns = interval_ns;
+    return spprof_start(&c) == SPPROF_OK ? 0 : -1;
+}
+__attribute__((visibility("default"))) long long copy2_stop(int *signo, int *replaced) {
+    spprof_stats st;
+    spprof_stop();
+    spprof_get_stats(&st);
+    *signo = st.signo;
+    *replaced = st.handler_replaced;
+    return (long long)st.samples_in_profile;
+}
+'''
+
+TWO_COPIES = HOT_LOOP + r'''
+import ctypes
+import spprof
+lib = ctypes.CDLL(sys.argv[1])
+first = sys.argv[2]
+if first == "python":
+    spprof.start(interval_ms=1)
+    assert lib.copy2_start(ctypes.c_longlong(1000000)) == 0
+else:
+    assert lib.copy2_start(ctypes.c_longlong(1000000)) == 0
+    spprof.start(interval_ms=1)
+hot_loop(1.0)
+sig2, rep2 = ctypes.c_int(), ctypes.c_int()
+n2 = lib.copy2_stop(ctypes.byref(sig2), ctypes.byref(rep2))
+st = spprof.stats()
+p = spprof.stop()
+print(json.dumps({"sig1": st["signal"], "rep1": st["handler_replaced"], "n1": p.sample_count,
+                  "sig2": sig2.value, "rep2": rep2.value, "n2": n2}), flush=True)
+'''
+
+
+@pytest.mark.parametrize("first", ["python", "copy2"])
+def test_two_copies_take_different_signals(py, tmp_path, first):
+    from conftest import ROOT
+    src = tmp_path / "copy2.c"
+    src.write_text(COPY2_C)
+    lib = tmp_path / "libcopy2.so"
+    subprocess.run([os.environ.get("CC", "cc"), "-std=c99", "-O1", "-fPIC", "-shared", "-fvisibility=hidden",
+                    "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", "-I" + ROOT, str(src), "-o", str(lib),
+                    "-pthread", "-ldl", "-lrt"], check=True, capture_output=True, text=True)
+    script = tmp_path / "two_copies.py"
+    script.write_text(TWO_COPIES)
+    proc = subprocess.run([py.path, str(script), str(lib), first], capture_output=True, text=True, timeout=120,
+                          env=py.env())
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["sig1"] != got["sig2"], got
+    assert got["rep1"] == 0 and got["rep2"] == 0, got
+    # 1 s of CPU at 1 kHz each; the Python copy samples the Python thread, the C copy every thread
+    assert got["n1"] >= 300 and got["n2"] >= 300, got
+    assert "installed its own handler" not in proc.stderr
