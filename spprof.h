@@ -28,12 +28,12 @@
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
    POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
-   see below) to exactly that thread while it runs; in wall mode the collector also accounts each blocked thread's off-CPU time on the
-   stack it is blocked on, without a signal (@offcpu); the handler walks the thread's
-   frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the ring into
-   a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded by a memory
-   limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope JSON or
-   collapsed stacks: a regular file (a symlink: its target) atomically by rename, a device, FIFO or
+   see below) to exactly that thread while it runs; in wall mode the collector also accounts each blocked
+   thread's off-CPU time on the stack it is blocked on, without a signal (@offcpu); the handler walks the
+   thread's frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the
+   ring into a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded
+   by a memory limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope
+   JSON or collapsed stacks: a regular file (a symlink: its target) atomically by rename, a device, FIFO or
    /dev/stdout-style path in place, never replaced.
 
    Does not do (yet): macOS / Windows samplers. Without SPPROF_USE_LIBUNWIND, build the code you profile with
@@ -48,12 +48,11 @@
    spprof_config.signo picks one explicitly (SIGPROF, the earlier default, still works). Each thread has at
    most one of our signals pending at a time, also when it blocks the signal (a POSIX timer queues one; a
    perf event is one-shot and re-armed by the handler), so a real-time signal never piles up against
-   RLIMIT_SIGPENDING. A program that installs
-   its own handler for the profiling signal wins: the collector sees it within drain_interval_ms (up to 4x
-   when idle), disarms every timer and perf event, says so once on stderr (SPPROF_WARN) and in
-   spprof_stats.handler_replaced; the profile so far is kept, spprof_stop works as usual. Until then (tens
-   of ms) the program's handler may receive a few of our signals; if the program set SIG_DFL, one of them
-   terminates the process.
+   RLIMIT_SIGPENDING. A program that installs its own handler for the profiling signal wins: the collector
+   sees it within drain_interval_ms (up to 4x when idle), disarms every timer and perf event, says so once
+   on stderr (SPPROF_WARN) and in spprof_stats.handler_replaced; the profile so far is kept, spprof_stop
+   works as usual. Until then (tens of ms) the program's handler may receive a few of our signals; if the
+   program set SIG_DFL, one of them terminates the process.
 
    Threads and signals:
    - The signal handler stays installed after spprof_stop() so that a timer signal which was still pending
@@ -271,7 +270,8 @@ typedef int (*spprof_sample_fn)(const spprof_sample_view *sample, void *user); /
 SPPROF_API spprof_config spprof_config_default(void);
 SPPROF_API spprof_result spprof_start(const spprof_config *cfg);  /* NULL: defaults. Clears the last profile. */
 SPPROF_API spprof_result spprof_stop(void);    /* returns within ~100 ms; the profile stays readable */
-SPPROF_API spprof_result spprof_pause(void);   /* disarm timers; no sample is taken until resume */
+SPPROF_API spprof_result spprof_pause(void);   /* no sample is taken until resume (POSIX timers are
+                                                   disarmed; a perf event runs out at its next overflow) */
 SPPROF_API spprof_result spprof_resume(void);
 SPPROF_API spprof_state spprof_get_state(void);  /* [signal-safe] */
 SPPROF_API int spprof_is_active(void);           /* [signal-safe] 1 while started (running or paused) */
@@ -822,7 +822,7 @@ typedef struct spprof__state_t {
     pthread_t collector; int collector_running; int collector_tid; int collector_stop;
     int handler_installed;
     int installed_signo;
-    int sig_lost;                  /* the program replaced our handler this session: sampling stopped (atomic) */
+    int sig_lost;                  /* the program replaced our handler: sampling stopped (atomic) */
     struct sigaction old_action;
     spprof__profile prof;
     spprof_resolve_fn resolver; void *resolver_user;
@@ -1170,7 +1170,8 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
                 int one = 1;
                 __atomic_store_n(&slot->perf_rearm, 1, __ATOMIC_SEQ_CST);
                 if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) == SPPROF_STATE_RUNNING &&
-                    __atomic_compare_exchange_n(&slot->perf_rearm, &one, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+                    __atomic_compare_exchange_n(&slot->perf_rearm, &one, 0, 0,
+                                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
                     ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
             }
         }
@@ -2240,9 +2241,9 @@ static void spprof__signal_lost(void) {
         spprof__arm(s, 0);
     }
     snprintf(msg, sizeof msg, "the program installed its own handler for signal %d (%s), spprof's profiling "
-             "signal; profiling stopped, the profile so far is kept (choose another signal with "
-             "spprof_config.signo)", spprof__g.cfg.signo,
-             spprof__g.cfg.signo == SIGPROF ? "SIGPROF" : spprof__g.cfg.signo >= SIGRTMIN ? "real-time" : "standard");
+             "signal; profiling stopped, the profile so far is kept", spprof__g.cfg.signo,
+             spprof__g.cfg.signo == SIGPROF ? "SIGPROF"
+             : spprof__g.cfg.signo >= SIGRTMIN ? "real-time" : "standard");
     SPPROF_WARN(msg);
 }
 
@@ -2276,7 +2277,8 @@ static void *spprof__collector_main(void *arg) {
         poll(&pfd, 1, spprof__g.cfg.drain_interval_ms << idle_shift);
         if (pfd.revents & POLLIN) { if (read(spprof__g.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
         if (SPPROF__LOAD(&spprof__g.collector_stop)) {
-            if (spprof__g.cfg.mode == SPPROF_MODE_WALL && !SPPROF__LOAD(&spprof__g.sig_lost)) {  /* the time blocked threads spent since the last round */
+            /* the time blocked threads spent since the last round (none once the signal was lost) */
+            if (spprof__g.cfg.mode == SPPROF_MODE_WALL && !SPPROF__LOAD(&spprof__g.sig_lost)) {
                 pthread_mutex_lock(&spprof__reg_lock);
                 spprof__offcpu_account(&ox, 1, 1);
                 pthread_mutex_unlock(&spprof__reg_lock);
@@ -2312,7 +2314,8 @@ static void *spprof__collector_main(void *arg) {
             int full = !stat_ok || st.st_nlink != last_nlink ||
                        now - last_full_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 10000000u;
             pthread_mutex_lock(&spprof__reg_lock);
-            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED && !SPPROF__LOAD(&spprof__g.sig_lost)) {
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED &&
+                !SPPROF__LOAD(&spprof__g.sig_lost)) {
                 if (full) { spprof__sync_threads(); last_full_scan = now; last_nlink = stat_ok ? st.st_nlink : 0; }
                 spprof__refresh_xranges();
             }
@@ -2353,7 +2356,8 @@ static spprof_result spprof__validate(const spprof_config *c) {
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%s counts CPU time: it needs mode=SPPROF_MODE_CPU",
                             c->source == SPPROF_SOURCE_PERF ? "SPPROF_SOURCE_PERF" : "SPPROF_SOURCE_PERF_USER");
     if (c->signo < 0 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "signo=%d is not a signal that can be caught (0: a free real-time signal)", c->signo);
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG,
+                            "signo=%d is not a signal that can be caught (0: a free real-time signal)", c->signo);
     if (c->max_depth < 1 || c->max_depth > SPPROF_MAX_DEPTH_LIMIT)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "max_depth=%d is out of range (1 .. %d)", c->max_depth, SPPROF_MAX_DEPTH_LIMIT);
     if (c->ring_slots < 16 || c->ring_slots > (1u << 20) || (c->ring_slots & (c->ring_slots - 1)) != 0)
@@ -2416,7 +2420,7 @@ static int spprof__install_handler(int signo) {
             if (spprof__is_default(&spprof__g.old_action)) break;
             sigaction(sig, &spprof__g.old_action, NULL);
         }
-        if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, shared with its handler (chained) */
+        if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, chained to its handler */
             sig = SIGPROF;
             if (sigaction(sig, &sa, &spprof__g.old_action) != 0) {
                 spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGPROF): %s", strerror(errno));
