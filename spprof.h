@@ -511,13 +511,14 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #  define SPPROF_STOP_WAIT_MS 2000
 #endif
 
-/* The descriptors spprof keeps (one perf event per thread, the collector's eventfd) live at the top of the
-   numbers the program may use, never among its lowest free ones (see @fds): below min(RLIMIT_NOFILE soft
-   limit, SPPROF_PERF_FD_TOP), in a range of at most min(SPPROF_PERF_FD_BUDGET, soft limit /
-   SPPROF_PERF_FD_SHARE) numbers, and perf events hold at most 1/SPPROF_PERF_FD_SHARE of the numbers the
-   program has not used yet. Threads beyond that get a POSIX timer (no descriptor). Define in the
-   implementation file. A higher SPPROF_PERF_FD_TOP costs every fork() of the program (the kernel copies the
-   descriptor table up to the highest open number: +80 us per fork at 20,000, measured). */
+/* The descriptors spprof keeps (one perf event per thread, the collector's eventfd and /proc/self/mem) live at
+   the top of the numbers the program may use, never among its lowest free ones (see spprof__fd_move_high):
+   below min(RLIMIT_NOFILE soft limit, SPPROF_PERF_FD_TOP), perf events in a range of at most
+   min(SPPROF_PERF_FD_BUDGET, soft limit / SPPROF_PERF_FD_SHARE) numbers, holding at most
+   1/SPPROF_PERF_FD_SHARE of the numbers the program has not used yet. Threads beyond that get a POSIX timer
+   (no descriptor). Define in the implementation file. A higher SPPROF_PERF_FD_TOP costs every fork() of the
+   program (the kernel copies the descriptor table up to the highest open number: +80 us per fork at 20,000,
+   measured). */
 #ifndef SPPROF_PERF_FD_TOP
 #  define SPPROF_PERF_FD_TOP 4096
 #endif
@@ -527,8 +528,11 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #ifndef SPPROF_PERF_FD_SHARE
 #  define SPPROF_PERF_FD_SHARE 8
 #endif
-#if SPPROF_PERF_FD_TOP < 1 || SPPROF_PERF_FD_TOP > (1 << 20) || SPPROF_PERF_FD_SHARE < 1 || SPPROF_PERF_FD_BUDGET < 0
-#  error "spprof.h: SPPROF_PERF_FD_TOP must be 1 .. 2^20 (the fd map's range), SPPROF_PERF_FD_SHARE >= 1, SPPROF_PERF_FD_BUDGET >= 0"
+#if SPPROF_PERF_FD_TOP < 1 || SPPROF_PERF_FD_TOP > (1 << 20)
+#  error "spprof.h: SPPROF_PERF_FD_TOP must be 1 .. 2^20 (the fd map's range)"
+#endif
+#if SPPROF_PERF_FD_SHARE < 1 || SPPROF_PERF_FD_BUDGET < 0
+#  error "spprof.h: SPPROF_PERF_FD_SHARE must be >= 1 and SPPROF_PERF_FD_BUDGET >= 0"
 #endif
 
 /* Define SPPROF_NO_PERF_EVENTS to build without the perf_event sample source (POSIX timers only), e.g.
@@ -806,7 +810,7 @@ typedef struct spprof__state_t {
     uint32_t *free_slots; uint32_t nfree, free_cap;
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
     int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
-    uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see @fds) */
+    uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see spprof__fd_move_high) */
     uint64_t perf_fd_fallbacks;    /* threads given a POSIX timer because the fd budget was used up */
     uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
     void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
@@ -1498,45 +1502,52 @@ static int64_t spprof__thread_cpu_ns(int tid) {  /* any thread of this process: 
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* The descriptors spprof keeps (perf events, the collector's eventfd) must not change what the program's own
-   open()/dup()/socket() return: those give the lowest free number, which programs and tests rely on, and
-   RLIMIT_NOFILE bounds the numbers, not the count. So each one is moved with F_DUPFD_CLOEXEC into a range at
-   the top of the numbers the program may use, [top - size, top), top = min(soft limit, SPPROF_PERF_FD_TOP),
-   size = min(SPPROF_PERF_FD_BUDGET, soft limit / SPPROF_PERF_FD_SHARE), both read at each call (the program
-   may change its limit). F_DUPFD gives the lowest free number >= top - size: a number the program holds
+/* The descriptors spprof keeps (perf events; the collector's eventfd and, in wall mode, its /proc/self/mem)
+   must not change what the program's own open()/dup()/socket() return: those give the lowest free number,
+   which programs and tests rely on, and RLIMIT_NOFILE bounds the numbers, not the count. So each one is
+   moved with F_DUPFD_CLOEXEC to the top of the numbers the program may use, below top = min(soft limit,
+   SPPROF_PERF_FD_TOP) (read at each call: the program may change its limit): the collector's two in
+   [top - 2, top), perf events in [top - 2 - size, top - 2), size = min(SPPROF_PERF_FD_BUDGET, soft limit /
+   SPPROF_PERF_FD_SHARE). F_DUPFD gives the lowest free number >= the base: a number the program holds
    there is stepped over, never taken. The low number is closed before the fd is set up (a perf event's
    O_ASYNC registration records the number its signals carry in si_fd).
    Perf events (is_perf) also leave the program most of what it has not used: at most 1/SPPROF_PERF_FD_SHARE
    of the numbers from `fd` (the lowest free one when the event was opened: about what the program uses) to
-   the limit are ours. Under `ulimit -n 100` with 5 descriptors open: 11 perf events and the eventfd, at
-   [88, 100); the program keeps 83 of its 95. Beyond the budget: -1 with errno EMFILE, the low fd closed (the
-   thread gets a POSIX timer, which needs no descriptor). keep_low: when no high number is free, fd stays
-   where it is instead (the eventfd: one descriptor, needed).
+   the limit are ours. Under `ulimit -n 100` with stdin, stdout and stderr open: 12 perf events at [86, 98),
+   the eventfd at 98; the program keeps 83 of its 96. Beyond the budget: -1 with errno EMFILE, the low fd
+   closed (the thread gets a POSIX timer, which needs no descriptor). The collector's own (!is_perf) stay
+   where they are when no high number is free (one descriptor each, needed).
    Later changes of the limit: lowered, ours stay valid above it, out of the program's reach (new ones go to
    the new range); raised, ours stay where they were and the program's numbering steps over them when it gets
    there. Between the system call and the move (microseconds) a concurrent open() in another thread of the
    program gets the next number instead of this one. Under reg_lock (or before the collector starts). */
-static int spprof__fd_move_high(int fd, int is_perf, int keep_low) {
+#define SPPROF__FD_OWN 2u
+static int spprof__fd_move_high(int fd, int is_perf) {
     struct rlimit rl;
     uint64_t lim, top, size;
     int hi;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = 0;
     lim = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)1 << 20 : (uint64_t)rl.rlim_cur;
     top = lim < SPPROF_PERF_FD_TOP ? lim : SPPROF_PERF_FD_TOP;
-    size = lim / SPPROF_PERF_FD_SHARE;
-    if (size > SPPROF_PERF_FD_BUDGET) size = SPPROF_PERF_FD_BUDGET;
-    if (size > top) size = top;
-    if (is_perf) {
+    if (top < SPPROF__FD_OWN) {
+        size = 0;
+    } else if (!is_perf) {
+        size = SPPROF__FD_OWN;
+    } else {
         uint64_t unused = lim > (uint64_t)fd ? lim - (uint64_t)fd : 0;
+        top -= SPPROF__FD_OWN;
+        size = lim / SPPROF_PERF_FD_SHARE;
+        if (size > SPPROF_PERF_FD_BUDGET) size = SPPROF_PERF_FD_BUDGET;
+        if (size > top) size = top;
         if ((uint64_t)spprof__g.perf_fds + 1u > unused / SPPROF_PERF_FD_SHARE) size = 0;  /* budget used up */
     }
-    if (size > 0 && (uint64_t)fd >= top - size && (uint64_t)fd < top) return fd;  /* in the range already */
+    if (size > 0 && (uint64_t)fd >= top - size && (uint64_t)fd < top) return fd;  /* in its range already */
     hi = size > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - size)) : -1;
     if (hi >= 0 && (uint64_t)hi >= top) {  /* the range is full */
         close(hi);
         hi = -1;
     }
-    if (hi < 0 && keep_low) return fd;
+    if (hi < 0 && !is_perf) return fd;
     close(fd);
     if (hi < 0) errno = EMFILE;
     return hi;
@@ -1570,7 +1581,7 @@ static int spprof__perf_open(int tid, int place) {
         fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
     }
     if (fd < 0) return -1;
-    if (place) fd = spprof__fd_move_high(fd, 1, 0);  /* before O_ASYNC: its signals carry this number */
+    if (place) fd = spprof__fd_move_high(fd, 1);  /* before O_ASYNC: its signals carry this number */
     if (fd < 0) return -1;
     own.type = F_OWNER_TID;
     own.pid = tid;
@@ -2103,7 +2114,10 @@ static int spprof__offcpu_recover(spprof__offcpu_ctx *x, spprof__slot *s, int64_
     if (!spprof__blocked_regs(s->tid, &sp, &pc) || spprof__blocks_signal(s->tid, spprof__g.cfg.signo)) return 0;
     if (!s->off_frames) s->off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
     if (!x->buf) x->buf = (unsigned char *)SPPROF_MALLOC(SPPROF_OFFCPU_STACK_BYTES);
-    if (x->mem_fd < 0) x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    if (x->mem_fd < 0) {
+        x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+        if (x->mem_fd >= 0) x->mem_fd = spprof__fd_move_high(x->mem_fd, 0);  /* not among the program's */
+    }
     if (!s->off_frames || !x->buf) return 0;
     /* the stack's mapping: the collector's own cache, else the handler's, else /proc/self/maps (long with
        many threads: read once per thread, again only if its stack pointer moves to another mapping) */
@@ -2434,7 +2448,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     if (r == SPPROF_OK) {
         spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
-        else spprof__g.wake_fd = spprof__fd_move_high(spprof__g.wake_fd, 0, 1);  /* not among the program's */
+        else spprof__g.wake_fd = spprof__fd_move_high(spprof__g.wake_fd, 0);  /* not among the program's */
     }
 #ifdef SPPROF_USE_LIBUNWIND
     spprof__find_ldso();
