@@ -811,6 +811,8 @@ typedef struct spprof__state_t {
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
     int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
     uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see spprof__fd_move_high) */
+    int mem_fd;                    /* wall mode: the collector's /proc/self/mem, or -1 (under reg_lock), so
+                                      that a fork child closes it (it reads the parent's memory) */
     uint64_t perf_fd_fallbacks;    /* threads given a POSIX timer because the fd budget was used up */
     uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
     void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
@@ -2117,6 +2119,7 @@ static int spprof__offcpu_recover(spprof__offcpu_ctx *x, spprof__slot *s, int64_
     if (x->mem_fd < 0) {
         x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
         if (x->mem_fd >= 0) x->mem_fd = spprof__fd_move_high(x->mem_fd, 0);  /* not among the program's */
+        spprof__g.mem_fd = x->mem_fd;
     }
     if (!s->off_frames || !x->buf) return 0;
     /* the stack's mapping: the collector's own cache, else the handler's, else /proc/self/maps (long with
@@ -2300,6 +2303,9 @@ static void *spprof__collector_main(void *arg) {
             last_scan = now;
         }
     }
+    pthread_mutex_lock(&spprof__reg_lock);
+    spprof__g.mem_fd = -1;
+    pthread_mutex_unlock(&spprof__reg_lock);
     if (ox.mem_fd >= 0) close(ox.mem_fd);
     SPPROF_FREE(ox.buf);
     SPPROF_FREE(ox.maps);
@@ -2395,6 +2401,7 @@ static void spprof__atfork_child(void) {
     spprof__g.collector_running = 0;
     spprof__g.c.inflight = 0;
     if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+    if (spprof__g.mem_fd > 0) { close(spprof__g.mem_fd); spprof__g.mem_fd = -1; }
     spprof__registry_free();
     spprof__xranges_free();
     spprof__ring_free(&spprof__g.ring);
@@ -2441,6 +2448,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     spprof__g.collector_stop = 0;
     spprof__g.collector_tid = 0;
     spprof__g.wake_fd = -1;
+    spprof__g.mem_fd = -1;
     r = SPPROF_OK;
     if (!spprof__ring_init(&spprof__g.ring, cfg.ring_slots, cfg.max_depth))
         r = spprof__fail(SPPROF_ERR_NO_MEMORY, "cannot allocate the ring buffer (%u slots)", cfg.ring_slots);

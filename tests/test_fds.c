@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 
 #define NTHREADS 50
 #define LIMIT 100
@@ -224,6 +225,13 @@ int main(void) {
     k = 0;
     for (i = 0; i < 3 && !k; i++) k = open_dup_consecutive(base_low);
     CHECK(k, "wall mode: open() returns %d and dup() the next", base_low);
+    {   /* a fork child gets none of ours (the /proc/self/mem of the parent least of all) */
+        int st_child = -1;
+        pid_t pid = fork();
+        if (pid == 0) _exit(ours(&lowest, &noexec) == 0 ? 0 : 1);
+        if (pid > 0) waitpid(pid, &st_child, 0);
+        CHECK(pid > 0 && WIFEXITED(st_child) && WEXITSTATUS(st_child) == 0, "wall mode: a fork child has no fd of ours");
+    }
     CHECK(spprof_stop() == SPPROF_OK, "stop");
     CHECK(ours(&lowest, &noexec) == 0 && open_fds() == base_fds, "wall mode: no fd of ours after stop");
 
