@@ -28,7 +28,9 @@
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
    POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
-   see below) to exactly that thread while it runs; in wall mode the collector also accounts each blocked
+   see below) to exactly that thread while it runs (perf events' fds sit at the top of the program's fd
+   numbers, never its lowest free ones, and take at most 1/8 of the numbers it has not used: threads beyond
+   get POSIX timers, see SPPROF_PERF_FD_SHARE); in wall mode the collector also accounts each blocked
    thread's off-CPU time on the stack it is blocked on, without a signal (@offcpu); the handler walks the
    thread's frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the
    ring into a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded
@@ -249,6 +251,9 @@ typedef struct spprof_stats {
     uint64_t profile_bytes;         /* memory used by the collected profile */
     uint64_t signals_ignored;       /* our timer signals that arrived while stopped or paused */
     uint64_t faults_recovered;      /* reads that faulted inside a spprof_guard and were recovered */
+    uint64_t threads_posix;         /* live threads sampled by a POSIX timer */
+    uint64_t perf_fd_fallbacks;     /* threads given a POSIX timer because the perf fd budget (or the process's
+                                       fd limit) was reached, this session (see SPPROF_PERF_FD_SHARE) */
     int signo;                      /* the profiling signal of the current (or last) session */
     int handler_replaced;           /* 1: the program replaced spprof's handler; sampling stopped then */
 } spprof_stats;
@@ -459,6 +464,7 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -524,6 +530,30 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
    left allocated instead of freed (see spprof__stop_locked). */
 #ifndef SPPROF_STOP_WAIT_MS
 #  define SPPROF_STOP_WAIT_MS 2000
+#endif
+
+/* The descriptors spprof keeps (one perf event per thread, the collector's eventfd and /proc/self/mem) live at
+   the top of the numbers the program may use, never among its lowest free ones (see spprof__fd_move_high):
+   below min(RLIMIT_NOFILE soft limit, SPPROF_PERF_FD_TOP), perf events in a range of at most
+   min(SPPROF_PERF_FD_BUDGET, soft limit / SPPROF_PERF_FD_SHARE) numbers, holding at most
+   1/SPPROF_PERF_FD_SHARE of the numbers the program has not used yet. Threads beyond that get a POSIX timer
+   (no descriptor). Define in the implementation file. A higher SPPROF_PERF_FD_TOP costs every fork() of the
+   program (the kernel copies the descriptor table up to the highest open number: +80 us per fork at 20,000,
+   measured). */
+#ifndef SPPROF_PERF_FD_TOP
+#  define SPPROF_PERF_FD_TOP 4096
+#endif
+#ifndef SPPROF_PERF_FD_BUDGET
+#  define SPPROF_PERF_FD_BUDGET 1024
+#endif
+#ifndef SPPROF_PERF_FD_SHARE
+#  define SPPROF_PERF_FD_SHARE 8
+#endif
+#if SPPROF_PERF_FD_TOP < 1 || SPPROF_PERF_FD_TOP > (1 << 20)
+#  error "spprof.h: SPPROF_PERF_FD_TOP must be 1 .. 2^20 (the fd map's range)"
+#endif
+#if SPPROF_PERF_FD_SHARE < 1 || SPPROF_PERF_FD_BUDGET < 0
+#  error "spprof.h: SPPROF_PERF_FD_SHARE must be >= 1 and SPPROF_PERF_FD_BUDGET >= 0"
 #endif
 
 /* Define SPPROF_NO_PERF_EVENTS to build without the perf_event sample source (POSIX timers only), e.g.
@@ -816,6 +846,10 @@ typedef struct spprof__state_t {
     uint32_t *free_slots; uint32_t nfree, free_cap;
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
     int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
+    uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see spprof__fd_move_high) */
+    int mem_fd;                    /* wall mode: the collector's /proc/self/mem, or -1 (under reg_lock), so
+                                      that a fork child closes it (it reads the parent's memory) */
+    uint64_t perf_fd_fallbacks;    /* threads given a POSIX timer because the fd budget was used up */
     uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
     void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
     int *explicit_tids; uint32_t nexplicit, explicit_cap;
@@ -1541,13 +1575,66 @@ static int64_t spprof__thread_cpu_ns(int tid) {  /* any thread of this process: 
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The descriptors spprof keeps (perf events; the collector's eventfd and, in wall mode, its /proc/self/mem)
+   must not change what the program's own open()/dup()/socket() return: those give the lowest free number,
+   which programs and tests rely on, and RLIMIT_NOFILE bounds the numbers, not the count. So each one is
+   moved with F_DUPFD_CLOEXEC to the top of the numbers the program may use, below top = min(soft limit,
+   SPPROF_PERF_FD_TOP) (read at each call: the program may change its limit): the collector's two in
+   [top - 2, top), perf events in [top - 2 - size, top - 2), size = min(SPPROF_PERF_FD_BUDGET, soft limit /
+   SPPROF_PERF_FD_SHARE). F_DUPFD gives the lowest free number >= the base: a number the program holds
+   there is stepped over, never taken. The low number is closed before the fd is set up (a perf event's
+   O_ASYNC registration records the number its signals carry in si_fd).
+   Perf events (is_perf) also leave the program most of what it has not used: at most 1/SPPROF_PERF_FD_SHARE
+   of the numbers from `fd` (the lowest free one when the event was opened: about what the program uses) to
+   the limit are ours. Under `ulimit -n 100` with stdin, stdout and stderr open: 12 perf events at [86, 98),
+   the eventfd at 98; the program keeps 83 of its 96. Beyond the budget: -1 with errno EMFILE, the low fd
+   closed (the thread gets a POSIX timer, which needs no descriptor). The collector's own (!is_perf) stay
+   where they are when no high number is free (one descriptor each, needed).
+   Later changes of the limit: lowered, ours stay valid above it, out of the program's reach (new ones go to
+   the new range); raised, ours stay where they were and the program's numbering steps over them when it gets
+   there. Between the system call and the move (microseconds) a concurrent open() in another thread of the
+   program gets the next number instead of this one. Under reg_lock (or before the collector starts). */
+#define SPPROF__FD_OWN 2u
+static int spprof__fd_move_high(int fd, int is_perf) {
+    struct rlimit rl;
+    uint64_t lim, top, size;
+    int hi;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = 0;
+    lim = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)1 << 20 : (uint64_t)rl.rlim_cur;
+    top = lim < SPPROF_PERF_FD_TOP ? lim : SPPROF_PERF_FD_TOP;
+    if (top < SPPROF__FD_OWN) {
+        size = 0;
+    } else if (!is_perf) {
+        size = SPPROF__FD_OWN;
+    } else {
+        uint64_t unused = lim > (uint64_t)fd ? lim - (uint64_t)fd : 0;
+        top -= SPPROF__FD_OWN;
+        size = lim / SPPROF_PERF_FD_SHARE;
+        if (size > SPPROF_PERF_FD_BUDGET) size = SPPROF_PERF_FD_BUDGET;
+        if (size > top) size = top;
+        if ((uint64_t)spprof__g.perf_fds + 1u > unused / SPPROF_PERF_FD_SHARE) size = 0;  /* budget used up */
+    }
+    if (size > 0 && (uint64_t)fd >= top - size && (uint64_t)fd < top) return fd;  /* in its range already */
+    hi = size > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - size)) : -1;
+    if (hi >= 0 && (uint64_t)hi >= top) {  /* the range is full */
+        close(hi);
+        hi = -1;
+    }
+    if (hi < 0 && !is_perf) return fd;
+    close(fd);
+    if (hi < 0) errno = EMFILE;
+    return hi;
+}
+
 #if SPPROF__HAVE_PERF
 
 /* A task-clock event counting thread `tid`'s CPU time, created disabled, that sends cfg.signo to that very
    thread (F_SETOWN_EX with F_OWNER_TID, F_SETSIG so that the signal carries si_fd) each time another
    interval of CPU time has run. The kernel drives it with a high-resolution timer while the thread runs,
-   so the rate is exact (unlike POSIX CPU timers, bound to the tick). Returns the fd, or -1 with errno. */
-static int spprof__perf_open(int tid) {
+   so the rate is exact (unlike POSIX CPU timers, bound to the tick). place: moved to the top of the fd
+   numbers, within the budget (spprof__fd_move_high; 0 for a probe that closes it at once). Returns the fd,
+   or -1 with errno (EMFILE: the fd budget is used up). */
+static int spprof__perf_open(int tid, int place) {
     struct perf_event_attr a;
     struct f_owner_ex own;
     int fd, fl;
@@ -1566,6 +1653,8 @@ static int spprof__perf_open(int tid) {
         a.exclude_kernel = 1;
         fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
     }
+    if (fd < 0) return -1;
+    if (place) fd = spprof__fd_move_high(fd, 1);  /* before O_ASYNC: its signals carry this number */
     if (fd < 0) return -1;
     own.type = F_OWNER_TID;
     own.pid = tid;
@@ -1624,15 +1713,17 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
     if (SPPROF__LOAD(&spprof__g.sig_lost)) return 0;  /* the program took the signal over: arm nothing */
 #if SPPROF__HAVE_PERF
     if (SPPROF__LOADR(&spprof__g.perf_on)) {
-        int fd = spprof__perf_open(s->tid);
+        int fd = spprof__perf_open(s->tid, 1);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) spprof__g.perf_fd_fallbacks++;
         if (fd >= 0 && spprof__fdmap_set(fd, cookie)) {
             s->perf_fd = fd;
+            spprof__g.perf_fds++;
             s->has_timer = 1;
             if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
             return 1;
         }
         if (fd >= 0) close(fd);
-        /* out of fds or memory (or the thread exited): this thread gets a POSIX timer instead */
+        /* out of fds, over the fd budget, or out of memory (or the thread exited): a POSIX timer instead */
     }
 #endif
     memset(&sev, 0, sizeof sev);
@@ -1675,6 +1766,7 @@ static void spprof__delete_timer(spprof__slot *s) {
         spprof__fdmap_tomb(s->perf_fd);
         close(s->perf_fd);
         s->perf_fd = -1;
+        spprof__g.perf_fds--;
         s->has_timer = 0;
         return;
     }
@@ -1814,6 +1906,7 @@ static void spprof__registry_free(void) {  /* under reg_lock, after all timers a
             spprof__fdmap_set(s->perf_fd, 0);
             close(s->perf_fd);
             s->perf_fd = -1;
+            spprof__g.perf_fds--;
             s->has_timer = 0;
         }
     }
@@ -2108,7 +2201,11 @@ static int spprof__offcpu_recover(spprof__offcpu_ctx *x, spprof__slot *s, int64_
     if (!spprof__blocked_regs(s->tid, &sp, &pc) || spprof__blocks_signal(s->tid, spprof__g.cfg.signo)) return 0;
     if (!s->off_frames) s->off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
     if (!x->buf) x->buf = (unsigned char *)SPPROF_MALLOC(SPPROF_OFFCPU_STACK_BYTES);
-    if (x->mem_fd < 0) x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    if (x->mem_fd < 0) {
+        x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+        if (x->mem_fd >= 0) x->mem_fd = spprof__fd_move_high(x->mem_fd, 0);  /* not among the program's */
+        spprof__g.mem_fd = x->mem_fd;
+    }
     if (!s->off_frames || !x->buf) return 0;
     /* the stack's mapping: the collector's own cache, else the handler's, else /proc/self/maps (long with
        many threads: read once per thread, again only if its stack pointer moves to another mapping) */
@@ -2323,6 +2420,9 @@ static void *spprof__collector_main(void *arg) {
             last_scan = now;
         }
     }
+    pthread_mutex_lock(&spprof__reg_lock);
+    spprof__g.mem_fd = -1;
+    pthread_mutex_unlock(&spprof__reg_lock);
     if (ox.mem_fd >= 0) close(ox.mem_fd);
     SPPROF_FREE(ox.buf);
     SPPROF_FREE(ox.maps);
@@ -2458,6 +2558,7 @@ static void spprof__atfork_child(void) {
     spprof__g.collector_running = 0;
     spprof__g.c.inflight = 0;
     if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+    if (spprof__g.mem_fd > 0) { close(spprof__g.mem_fd); spprof__g.mem_fd = -1; }
     spprof__registry_free();
     spprof__xranges_free();
     spprof__ring_free(&spprof__g.ring);
@@ -2500,9 +2601,11 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     SPPROF__STORER(&spprof__g.c.walk_errors, 0); SPPROF__STORER(&spprof__g.c.truncated, 0);
     SPPROF__STORER(&spprof__g.c.ignored, 0); SPPROF__STORER(&spprof__g.c.faults, 0);
     spprof__g.threads_registered = spprof__g.timer_failures = spprof__g.timer_retries = spprof__g.dropped_memory = 0;
+    spprof__g.perf_fd_fallbacks = 0;
     spprof__g.collector_stop = 0;
     spprof__g.collector_tid = 0;
     spprof__g.wake_fd = -1;
+    spprof__g.mem_fd = -1;
     r = SPPROF_OK;
     if (!spprof__ring_init(&spprof__g.ring, cfg.ring_slots, cfg.max_depth))
         r = spprof__fail(SPPROF_ERR_NO_MEMORY, "cannot allocate the ring buffer (%u slots)", cfg.ring_slots);
@@ -2510,6 +2613,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     if (r == SPPROF_OK) {
         spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+        else spprof__g.wake_fd = spprof__fd_move_high(spprof__g.wake_fd, 0);  /* not among the program's */
     }
 #ifdef SPPROF_USE_LIBUNWIND
     spprof__find_ldso();
@@ -2526,7 +2630,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     /* Wall mode arms the same CPU-clock source as CPU mode (signals reach running threads only; see @offcpu) */
     if (r == SPPROF_OK && cfg.source != SPPROF_SOURCE_POSIX) {
 #if SPPROF__HAVE_PERF
-        int fd = spprof__perf_open(spprof_gettid());  /* can this process open task-clock events at all? */
+        int fd = spprof__perf_open(spprof_gettid(), 0);  /* can this process open task-clock events at all? */
         if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.perf_on, 1); }
         else if (cfg.source != SPPROF_SOURCE_AUTO)
             r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "perf_event_open(task-clock): %s (seccomp, perf_event_paranoid=3, or no perf events in this kernel); use SPPROF_SOURCE_AUTO or SPPROF_SOURCE_POSIX", strerror(errno));
@@ -2719,7 +2823,9 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
                 const spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
                 o->threads_live++;
                 if (s->has_timer && s->perf_fd >= 0) o->threads_perf++;
+                else if (s->has_timer) o->threads_posix++;
             }
+    o->perf_fd_fallbacks = spprof__g.perf_fd_fallbacks;
     pthread_mutex_lock(&spprof__prof_lock);
     o->samples_dropped_memory = spprof__g.dropped_memory;
     for (i = 0; i < spprof__g.prof.nrecs; i++) {

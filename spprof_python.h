@@ -1306,7 +1306,7 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
     spprof_stats st;
     (void)self; (void)noargs;
     spprof_get_stats(&st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisi}",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisi}",
         "samples_captured", (unsigned long long)st.samples_captured, "samples_dropped", (unsigned long long)st.samples_dropped,
         "samples_dropped_memory", (unsigned long long)st.samples_dropped_memory, "samples_stale", (unsigned long long)st.samples_stale,
         "samples_in_profile", (unsigned long long)st.samples_in_profile, "timer_overruns", (unsigned long long)st.timer_overruns,
@@ -1317,6 +1317,7 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
         "walk_truncated", (unsigned long long)st.walk_truncated, "unique_stacks", (unsigned long long)st.unique_stacks,
         "unique_frames", (unsigned long long)st.unique_frames, "profile_bytes", (unsigned long long)st.profile_bytes,
         "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered,
+        "threads_posix", (unsigned long long)st.threads_posix, "perf_fd_fallbacks", (unsigned long long)st.perf_fd_fallbacks,
         "signal", st.signo, "handler_replaced", st.handler_replaced);
 }
 
