@@ -567,7 +567,8 @@ def state() -> str:
 
 def stats() -> Dict[str, int]:
     """Counters of the current (or last) session: samples_captured, samples_dropped (ring full),
-    samples_dropped_memory, timer_overruns, threads_sampled, walk_errors, unique_stacks, profile_bytes..."""
+    samples_dropped_memory, timer_overruns, threads_sampled, walk_errors, unique_stacks, profile_bytes,
+    pin_passes (times the pinning thread took the GIL: 0 where the code-object death hook is installed)..."""
     return dict(_spprof.stats())
 
 
