@@ -1,0 +1,43 @@
+"""tools/spprof record's launcher costs every profiled run its own start-up: it must not start a second
+interpreter to ask for the extension suffix when the program runs under the interpreter that runs the tool
+(that probe was ~8 ms of every run, a fifth of the launcher's cost)."""
+import importlib.machinery
+import importlib.util
+import os
+import subprocess
+import sys
+
+from conftest import TOOL
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_tool():
+    loader = importlib.machinery.SourceFileLoader("spprof_tool", TOOL)
+    spec = importlib.util.spec_from_loader("spprof_tool", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def test_same_interpreter_needs_no_probe(monkeypatch):
+    tool = load_tool()
+    pkgdir = tool.find_package_dir()
+    assert pkgdir, "build the package first (make pypkg)"
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    if not os.path.isfile(os.path.join(pkgdir, "spprof", "_spprof" + suffix)):
+        import pytest
+        pytest.skip(f"no _spprof build for {sys.executable}")
+
+    def no_probe(*a, **k):
+        raise AssertionError(f"a second interpreter was started: {a[0] if a else k}")
+    monkeypatch.setattr(subprocess, "run", no_probe)
+    assert tool.interpreter_mismatch(sys.executable, pkgdir) is None
+
+
+def test_other_interpreter_without_build_is_still_refused(tmp_path):
+    """The probe still runs for another interpreter: a package dir without its build is reported."""
+    tool = load_tool()
+    (tmp_path / "spprof").mkdir()
+    msg = tool.interpreter_mismatch(sys.executable, str(tmp_path))
+    assert msg and "has no build for it" in msg, msg
