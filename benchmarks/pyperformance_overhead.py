@@ -37,6 +37,16 @@ CONFIGS = [("baseline", None), ("spprof", 1000), ("spprof", 100), ("py-spy", 100
 WORKLOAD = "pyperformance_bm"
 
 
+def add_spprof_at(name, tree):
+    """A second spprof configuration from another source tree (`--compare DIR`: a checkout of an earlier commit,
+    built with `make pypkg`), run with that tree's own tools/spprof: before/after figures from one run."""
+    peers.TOOLS[name] = (
+        [100, 1000],
+        lambda r, o, w: [peers.PY, os.path.join(tree, "tools", "spprof"), "record", "-r", str(r),
+                         "-f", "collapsed", "-o", o, "--", peers.PY] + w,
+        peers.parse_collapsed, peers.spprof_stats, "spprof from %s" % tree)
+
+
 def label(tool, rate):
     return tool if rate is None else "%s %s" % (tool, "1 kHz" if rate == 1000 else "%d Hz" % rate)
 
@@ -164,6 +174,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="--reps 3 --seconds 0.5, print the table, write nothing")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "RESULTS-pyperformance.md"))
     ap.add_argument("--raw", default=os.path.join(ROOT, "build", "bench", "pyperformance.json"))
+    ap.add_argument("--compare", metavar="DIR", help="also run spprof from the source tree DIR as 'spprof-ref'")
     a = ap.parse_args()
     global BMS, CONFIGS
     if a.quick:
@@ -172,9 +183,13 @@ def main():
     CONFIGS = [(c.split(":")[0], int(c.split(":")[1]) if ":" in c else None) for c in a.configs.split(",")]
     if CONFIGS[0][0] != "baseline":
         CONFIGS.insert(0, ("baseline", None))
+    if a.compare:
+        add_spprof_at("spprof-ref", os.path.abspath(a.compare))
+        if not any(t == "spprof-ref" for t, _ in CONFIGS):
+            CONFIGS += [("spprof-ref", 1000), ("spprof-ref", 100)]
     tools, ok = {}, {"baseline"}
     for t in sorted({t for t, _ in CONFIGS if t != "baseline"}):
-        good, v = peers.tool_ok(t)
+        good, v = peers.tool_ok(t) if t != "spprof-ref" else (True, "spprof from " + a.compare)
         tools[t] = v if good else "**skipped**: " + v
         if good:
             ok.add(t)
