@@ -41,3 +41,13 @@ def test_other_interpreter_without_build_is_still_refused(tmp_path):
     (tmp_path / "spprof").mkdir()
     msg = tool.interpreter_mismatch(sys.executable, str(tmp_path))
     assert msg and "has no build for it" in msg, msg
+
+
+def test_record_bootstrap_imports_only_what_start_needs():
+    """What `import spprof._record` pulls in is paid by every recorded program before its first line: the
+    fallback's tempfile (and with it random, shutil) is imported when used, not at start-up."""
+    code = ("import sys; sys.path.insert(0, %r); import spprof._record; "
+            "print(sorted(m for m in ('tempfile', 'random', 'shutil') if m in sys.modules))"
+            % os.path.join(ROOT, "build"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -35,11 +35,9 @@ from __future__ import annotations
 import atexit
 import errno as _errno
 import functools
-import json
 import math
 import numbers
 import os
-import re
 import stat
 import threading
 import time
@@ -268,6 +266,7 @@ def _save(path: "os.PathLike[str] | str", format: Optional[str], what: str,
     if not path:
         raise ValueError(f"{what}: path is empty")
     if _format_for(path, format) == "speedscope":
+        import json  # here, not at the top: every profiled program pays the module's imports at start-up
         data = json.dumps(speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
     else:
         data = collapsed()
@@ -287,7 +286,16 @@ def _format_for(path: str, format: Optional[str]) -> str:
     return format
 
 
-_FD_PATH = re.compile(r"^/(?:dev/fd|proc/self/fd)/([0-9]+)$")
+_FD_PREFIXES = ("/dev/fd/", "/proc/self/fd/")
+
+
+def _fd_of_path(path: str) -> Optional[int]:
+    """N for /dev/fd/N and /proc/self/fd/N (N all digits), else None. (No `re`: see the imports.)"""
+    for pre in _FD_PREFIXES:
+        if path.startswith(pre):
+            n = path[len(pre):]
+            return int(n) if n and n.isascii() and n.isdigit() else None
+    return None
 _STD_PATHS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
@@ -305,8 +313,9 @@ def _write_output(path: str, data: str) -> None:
     raw = data.encode("utf-8", "replace")
     tmp = None
     try:
-        m = _FD_PATH.match(path)
-        fdno = int(m.group(1)) if m else _STD_PATHS.get(path)
+        fdno = _fd_of_path(path)
+        if fdno is None:
+            fdno = _STD_PATHS.get(path)
         if fdno is not None:
             _write_all(fdno, raw)
             return
