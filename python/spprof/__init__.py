@@ -203,12 +203,16 @@ class Profile:
         (weight). Frames read "function (file:line)". threads=True: per thread, the first frame being
         "<thread name> (tid N)"."""
         acc: Dict[str, int] = {}
+        # Runs of one stack share one frames tuple (_build_profile), so each distinct stack is formatted once:
+        # the tuples are held by self.samples for the whole loop, so their ids stay theirs.
+        joined: Dict[int, str] = {}
         for s in self.samples:
-            parts = [_collapsed_name(str(f)) for f in s.frames] or ["[empty]"]
+            text = joined.get(id(s.frames))
+            if text is None:
+                text = joined[id(s.frames)] = ";".join([_collapsed_name(str(f)) for f in s.frames]) or "[empty]"
             if threads:
-                parts.insert(0, _collapsed_name(f"{s.thread_name or 'thread'} (tid {s.thread_id})"))
-            key = ";".join(parts)
-            acc[key] = acc.get(key, 0) + s.weight
+                text = _collapsed_name(f"{s.thread_name or 'thread'} (tid {s.thread_id})") + ";" + text
+            acc[text] = acc.get(text, 0) + s.weight
         return "".join(f"{k} {v}\n" for k, v in acc.items() if v > 0)
 
     def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, threads: bool = False) -> str:
