@@ -27,22 +27,34 @@
        @memprof  @license
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
-   POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (SIGPROF by default) to exactly that
-   thread while it runs; in wall mode the collector also accounts each blocked thread's off-CPU time on the
-   stack it is blocked on, without a signal (@offcpu); the handler walks the thread's
-   frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the ring into
-   a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded by a memory
-   limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope JSON or
-   collapsed stacks: a regular file (a symlink: its target) atomically by rename, a device, FIFO or
+   POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
+   see below) to exactly that thread while it runs (perf events' fds sit at the top of the program's fd
+   numbers, never its lowest free ones, and take at most 1/8 of the numbers it has not used: threads beyond
+   get POSIX timers, see SPPROF_PERF_FD_SHARE); in wall mode the collector also accounts each blocked
+   thread's off-CPU time on the stack it is blocked on, without a signal (@offcpu); the handler walks the
+   thread's frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the
+   ring into a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded
+   by a memory limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope
+   JSON or collapsed stacks: a regular file (a symlink: its target) atomically by rename, a device, FIFO or
    /dev/stdout-style path in place, never replaced.
 
    Does not do (yet): macOS / Windows samplers. Without SPPROF_USE_LIBUNWIND, build the code you profile with
    -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller
    (the walk goes from it straight to its caller's caller). No file:line for native code; 32-bit targets.
    Threads whose stack is switched (ucontext/boost.context coroutines) re-read /proc/self/maps whenever
-   their stack pointer leaves the last known stack mapping. A program that installs its own handler for the
-   profiling signal (SIGPROF by default; spprof_config.signo picks another) takes the signal over, and
-   spprof's timers then reach that handler: choose a signal the program does not use.
+   their stack pointer leaves the last known stack mapping.
+
+   The profiling signal: by default (spprof_config.signo = 0) spprof_start takes the highest real-time
+   signal (SIGRTMAX downwards) that has no handler (SIGPROF if none is free), so the program's own SIGPROF
+   (setitimer, save/restore of its handler) is left alone, and two copies of spprof take different signals.
+   spprof_config.signo picks one explicitly (SIGPROF, the earlier default, still works). Each thread has at
+   most one of our signals pending at a time, also when it blocks the signal (a POSIX timer queues one; a
+   perf event is one-shot and re-armed by the handler), so a real-time signal never piles up against
+   RLIMIT_SIGPENDING. A program that installs its own handler for the profiling signal wins: the collector
+   sees it within drain_interval_ms (up to 4x when idle), disarms every timer and perf event, says so once
+   on stderr (SPPROF_WARN) and in spprof_stats.handler_replaced; the profile so far is kept, spprof_stop
+   works as usual. Until then (tens of ms) the program's handler may receive a few of our signals; if the
+   program set SIG_DFL, one of them terminates the process.
 
    Threads and signals:
    - The signal handler stays installed after spprof_stop() so that a timer signal which was still pending
@@ -205,7 +217,8 @@ typedef struct spprof_config {
     int64_t interval_ns;     /* sampling interval, 50 us .. 60 s                      (default 10 ms) */
     spprof_mode mode;        /* SPPROF_MODE_CPU or SPPROF_MODE_WALL                   (default CPU) */
     spprof_source source;    /* where the signals come from, see spprof_source          (default AUTO) */
-    int signo;               /* signal used by the timers, 1 .. SIGRTMAX              (default SIGPROF) */
+    int signo;               /* signal used by the timers, 1 .. SIGRTMAX; 0: the highest real-time signal
+                                that has no handler, else SIGPROF (see the first screen) (default 0) */
     int max_depth;           /* frames kept per sample, 1 .. 1024                     (default 128) */
     uint32_t ring_slots;     /* ring capacity in samples, power of two 16..2^20, at most 256 MiB (default 4096) */
     uint64_t memory_limit;   /* bytes the collected profile may use (strict), 1 MiB .. 1 TiB (default 100 MiB) */
@@ -243,6 +256,11 @@ typedef struct spprof_stats {
     uint64_t profile_bytes;         /* memory used by the collected profile */
     uint64_t signals_ignored;       /* our timer signals that arrived while stopped or paused */
     uint64_t faults_recovered;      /* reads that faulted inside a spprof_guard and were recovered */
+    uint64_t threads_posix;         /* live threads sampled by a POSIX timer */
+    uint64_t perf_fd_fallbacks;     /* threads given a POSIX timer because the perf fd budget (or the process's
+                                       fd limit) was reached, this session (see SPPROF_PERF_FD_SHARE) */
+    int signo;                      /* the profiling signal of the current (or last) session */
+    int handler_replaced;           /* 1: the program replaced spprof's handler; sampling stopped then */
 } spprof_stats;
 
 /* A run of identical consecutive samples of one thread, as given by spprof_foreach_sample(). */
@@ -262,7 +280,8 @@ typedef int (*spprof_sample_fn)(const spprof_sample_view *sample, void *user); /
 SPPROF_API spprof_config spprof_config_default(void);
 SPPROF_API spprof_result spprof_start(const spprof_config *cfg);  /* NULL: defaults. Clears the last profile. */
 SPPROF_API spprof_result spprof_stop(void);    /* returns within ~100 ms; the profile stays readable */
-SPPROF_API spprof_result spprof_pause(void);   /* disarm timers; no sample is taken until resume */
+SPPROF_API spprof_result spprof_pause(void);   /* no sample is taken until resume (POSIX timers are
+                                                   disarmed; a perf event runs out at its next overflow) */
 SPPROF_API spprof_result spprof_resume(void);
 SPPROF_API spprof_state spprof_get_state(void);  /* [signal-safe] */
 SPPROF_API int spprof_is_active(void);           /* [signal-safe] 1 while started (running or paused) */
@@ -455,6 +474,7 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -498,6 +518,13 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #ifndef SPPROF_LOG
 #  define SPPROF_LOG(msg) do { if (getenv("SPPROF_DEBUG")) fprintf(stderr, "spprof: %s\n", (msg)); } while (0)
 #endif
+/* Messages the user must see (sampling stopped because the program took the profiling signal over), from
+   the collector thread. Define SPPROF_WARN(msg) to redirect; the default writes one line to stderr (fd 2,
+   one write(), no stdio buffer shared with the program). */
+#ifndef SPPROF_WARN
+#  define SPPROF_WARN(msg) spprof__warn_stderr(msg)
+#  define SPPROF__WARN_DEFAULT 1
+#endif
 
 /* Largest accepted max_depth; fixes the size of a ring slot's frame array together with max_depth. */
 #ifndef SPPROF_MAX_DEPTH_LIMIT
@@ -530,6 +557,30 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
    left allocated instead of freed (see spprof__stop_locked). */
 #ifndef SPPROF_STOP_WAIT_MS
 #  define SPPROF_STOP_WAIT_MS 2000
+#endif
+
+/* The descriptors spprof keeps (one perf event per thread, the collector's eventfd and /proc/self/mem) live at
+   the top of the numbers the program may use, never among its lowest free ones (see spprof__fd_move_high):
+   below min(RLIMIT_NOFILE soft limit, SPPROF_PERF_FD_TOP), perf events in a range of at most
+   min(SPPROF_PERF_FD_BUDGET, soft limit / SPPROF_PERF_FD_SHARE) numbers, holding at most
+   1/SPPROF_PERF_FD_SHARE of the numbers the program has not used yet. Threads beyond that get a POSIX timer
+   (no descriptor). Define in the implementation file. A higher SPPROF_PERF_FD_TOP costs every fork() of the
+   program (the kernel copies the descriptor table up to the highest open number: +80 us per fork at 20,000,
+   measured). */
+#ifndef SPPROF_PERF_FD_TOP
+#  define SPPROF_PERF_FD_TOP 4096
+#endif
+#ifndef SPPROF_PERF_FD_BUDGET
+#  define SPPROF_PERF_FD_BUDGET 1024
+#endif
+#ifndef SPPROF_PERF_FD_SHARE
+#  define SPPROF_PERF_FD_SHARE 8
+#endif
+#if SPPROF_PERF_FD_TOP < 1 || SPPROF_PERF_FD_TOP > (1 << 20)
+#  error "spprof.h: SPPROF_PERF_FD_TOP must be 1 .. 2^20 (the fd map's range)"
+#endif
+#if SPPROF_PERF_FD_SHARE < 1 || SPPROF_PERF_FD_BUDGET < 0
+#  error "spprof.h: SPPROF_PERF_FD_SHARE must be >= 1 and SPPROF_PERF_FD_BUDGET >= 0"
 #endif
 
 /* Define SPPROF_NO_PERF_EVENTS to build without the perf_event sample source (POSIX timers only), e.g.
@@ -606,7 +657,6 @@ typedef pthread_mutex_t spprof__mutex;
 static void spprof__lock(spprof__mutex *m) { pthread_mutex_lock(m); }
 static void spprof__unlock(spprof__mutex *m) { pthread_mutex_unlock(m); }
 static void spprof__yield(void) { sched_yield(); }
-#define SPPROF__DEFAULT_SIGNO SIGPROF
 
 static uint64_t spprof__now_ns(void) {  /* [signal-safe]: clock_gettime is async-signal-safe (vDSO) */
     struct timespec ts;
@@ -640,7 +690,6 @@ typedef SRWLOCK spprof__mutex;
 static void spprof__lock(spprof__mutex *m) { AcquireSRWLockExclusive(m); }
 static void spprof__unlock(spprof__mutex *m) { ReleaseSRWLockExclusive(m); }
 static void spprof__yield(void) { SwitchToThread(); }
-#define SPPROF__DEFAULT_SIGNO 0  /* no signals: spprof_config.signo is ignored */
 
 static uint64_t spprof__now_ns(void) {
     static LARGE_INTEGER freq;  /* constant for the life of the system */
@@ -699,6 +748,19 @@ static spprof_result spprof__fail(spprof_result r, const char *fmt, ...) {
 }
 
 SPPROF_API const char *spprof_last_error(void) { return spprof__errbuf; }
+
+#if defined(SPPROF__WARN_DEFAULT) && SPPROF__OS_LINUX  /* used by @os_linux only */
+static void spprof__warn_stderr(const char *msg) {  /* "spprof: msg\n" in one write() */
+    char line[512];
+    int n = snprintf(line, sizeof line, "spprof: %s\n", msg);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof line) {
+        n = (int)sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    if (write(2, line, (size_t)n) < 0) { /* nothing to do */ }
+}
+#endif
 
 SPPROF_API const char *spprof_result_string(spprof_result r) {
     switch (r) {
@@ -819,6 +881,8 @@ typedef struct spprof__slot {
     int perf_fd;           /* perf task-clock event of this thread, or -1 */
     int64_t cpu_last;      /* perf source: the thread's CPU clock at its last sample (ns) */
     int64_t cpu_carry;     /* perf source: CPU time not yet given out as weight (ns, may be negative) */
+    int perf_rearm;        /* perf source: the one-shot event is spent (or never armed) and waits for a
+                              REFRESH at the next resume (atomic; see spprof__arm) */
     /* wall mode, off-CPU accounting (@offcpu): touched only by the collector, under reg_lock */
     int64_t off_wall, off_cpu;  /* CLOCK_MONOTONIC and the thread's CPU clock at the last accounting (0: none) */
     int64_t off_acc;            /* off-CPU time not yet given out as weight (ns) */
@@ -910,10 +974,15 @@ typedef struct spprof__state_t {
     uint32_t *free_slots; uint32_t nfree, free_cap;
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
     int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
+    uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see spprof__fd_move_high) */
+    int mem_fd;                    /* wall mode: the collector's /proc/self/mem, or -1 (under reg_lock), so
+                                      that a fork child closes it (it reads the parent's memory) */
+    uint64_t perf_fd_fallbacks;    /* threads given a POSIX timer because the fd budget was used up */
     uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
     void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
     int *explicit_tids; uint32_t nexplicit, explicit_cap;
     int collector_running; int collector_tid; int collector_stop;
+    int sig_lost;                  /* the program replaced our handler: sampling stopped (atomic; Linux) */
 #if SPPROF__OS_LINUX
     pthread_t collector;
     int handler_installed;
@@ -1285,7 +1354,7 @@ static void spprof__chain(int signo, siginfo_t *info, void *uc) {
     } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) {
         old->sa_handler(signo);
     }
-    /* SIG_DFL: a foreign SIGPROF would terminate the process; we ignore it instead. */
+    /* SIG_DFL: a foreign SIGPROF or real-time signal would terminate the process; we ignore it instead. */
 }
 
 static void spprof__handler(int signo, siginfo_t *info, void *uc) {
@@ -1337,8 +1406,35 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
     if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) != SPPROF_STATE_RUNNING ||
         ((cookie >> 32) & 0xffffu) != (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
         SPPROF__ADD(&spprof__g.c.ignored, 1);
+#if SPPROF__HAVE_PERF
+        if (perf && info->si_code == POLL_HUP &&
+            ((cookie >> 32) & 0xffffu) == (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
+            /* Paused: the event stays spent until resume re-arms it. Resume stores RUNNING and then takes
+               the flag; here the flag is set and then the state read again (both seq_cst): if resume came in
+               between, exactly one of the two takes the flag and refreshes. */
+            slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
+            if (slot) {
+                int one = 1;
+                __atomic_store_n(&slot->perf_rearm, 1, __ATOMIC_SEQ_CST);
+                if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) == SPPROF_STATE_RUNNING &&
+                    __atomic_compare_exchange_n(&slot->perf_rearm, &one, 0, 0,
+                                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+                    ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+            }
+        }
+#endif
         goto out;
     }
+#if SPPROF__HAVE_PERF
+    /* Our perf events are one-shot (see spprof__arm): POLL_HUP says this overflow disabled the event, and
+       re-arming it here, first, keeps the interval's CPU time counting while we walk. A thread that blocks
+       the signal therefore has at most one pending: a real-time signal would otherwise queue once per
+       interval up to RLIMIT_SIGPENDING (per user!), after which the kernel sends SIGIO instead and kills
+       the process. Only a live event of this running session is re-armed (checked just above): stop and the
+       loss of our handler wait for or never reach this point before the fd is closed (spprof__stop_locked).
+       ioctl is a plain system call (async-signal-safe), about 0.15 us. */
+    if (perf && info->si_code == POLL_HUP) ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+#endif
     slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
     tid = spprof_gettid();
     /* acquire: pairs with the release store of tid in spprof__thread_add, after rec and bounds were set */
@@ -1384,6 +1480,13 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
 out:
     __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
     errno = saved_errno;
+}
+
+/* [signal-safe] Is our handler the one installed for signo? */
+static int spprof__handler_is_ours(int signo) {
+    struct sigaction cur;
+    if (sigaction(signo, NULL, &cur) != 0) return 0;
+    return (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__handler;
 }
 
 /* ==== @guard =========================================================================================
@@ -1669,13 +1772,66 @@ static int64_t spprof__thread_cpu_ns(int tid) {  /* any thread of this process: 
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The descriptors spprof keeps (perf events; the collector's eventfd and, in wall mode, its /proc/self/mem)
+   must not change what the program's own open()/dup()/socket() return: those give the lowest free number,
+   which programs and tests rely on, and RLIMIT_NOFILE bounds the numbers, not the count. So each one is
+   moved with F_DUPFD_CLOEXEC to the top of the numbers the program may use, below top = min(soft limit,
+   SPPROF_PERF_FD_TOP) (read at each call: the program may change its limit): the collector's two in
+   [top - 2, top), perf events in [top - 2 - size, top - 2), size = min(SPPROF_PERF_FD_BUDGET, soft limit /
+   SPPROF_PERF_FD_SHARE). F_DUPFD gives the lowest free number >= the base: a number the program holds
+   there is stepped over, never taken. The low number is closed before the fd is set up (a perf event's
+   O_ASYNC registration records the number its signals carry in si_fd).
+   Perf events (is_perf) also leave the program most of what it has not used: at most 1/SPPROF_PERF_FD_SHARE
+   of the numbers from `fd` (the lowest free one when the event was opened: about what the program uses) to
+   the limit are ours. Under `ulimit -n 100` with stdin, stdout and stderr open: 12 perf events at [86, 98),
+   the eventfd at 98; the program keeps 83 of its 96. Beyond the budget: -1 with errno EMFILE, the low fd
+   closed (the thread gets a POSIX timer, which needs no descriptor). The collector's own (!is_perf) stay
+   where they are when no high number is free (one descriptor each, needed).
+   Later changes of the limit: lowered, ours stay valid above it, out of the program's reach (new ones go to
+   the new range); raised, ours stay where they were and the program's numbering steps over them when it gets
+   there. Between the system call and the move (microseconds) a concurrent open() in another thread of the
+   program gets the next number instead of this one. Under reg_lock (or before the collector starts). */
+#define SPPROF__FD_OWN 2u
+static int spprof__fd_move_high(int fd, int is_perf) {
+    struct rlimit rl;
+    uint64_t lim, top, size;
+    int hi;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = 0;
+    lim = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)1 << 20 : (uint64_t)rl.rlim_cur;
+    top = lim < SPPROF_PERF_FD_TOP ? lim : SPPROF_PERF_FD_TOP;
+    if (top < SPPROF__FD_OWN) {
+        size = 0;
+    } else if (!is_perf) {
+        size = SPPROF__FD_OWN;
+    } else {
+        uint64_t unused = lim > (uint64_t)fd ? lim - (uint64_t)fd : 0;
+        top -= SPPROF__FD_OWN;
+        size = lim / SPPROF_PERF_FD_SHARE;
+        if (size > SPPROF_PERF_FD_BUDGET) size = SPPROF_PERF_FD_BUDGET;
+        if (size > top) size = top;
+        if ((uint64_t)spprof__g.perf_fds + 1u > unused / SPPROF_PERF_FD_SHARE) size = 0;  /* budget used up */
+    }
+    if (size > 0 && (uint64_t)fd >= top - size && (uint64_t)fd < top) return fd;  /* in its range already */
+    hi = size > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - size)) : -1;
+    if (hi >= 0 && (uint64_t)hi >= top) {  /* the range is full */
+        close(hi);
+        hi = -1;
+    }
+    if (hi < 0 && !is_perf) return fd;
+    close(fd);
+    if (hi < 0) errno = EMFILE;
+    return hi;
+}
+
 #if SPPROF__HAVE_PERF
 
 /* A task-clock event counting thread `tid`'s CPU time, created disabled, that sends cfg.signo to that very
    thread (F_SETOWN_EX with F_OWNER_TID, F_SETSIG so that the signal carries si_fd) each time another
    interval of CPU time has run. The kernel drives it with a high-resolution timer while the thread runs,
-   so the rate is exact (unlike POSIX CPU timers, bound to the tick). Returns the fd, or -1 with errno. */
-static int spprof__perf_open(int tid) {
+   so the rate is exact (unlike POSIX CPU timers, bound to the tick). place: moved to the top of the fd
+   numbers, within the budget (spprof__fd_move_high; 0 for a probe that closes it at once). Returns the fd,
+   or -1 with errno (EMFILE: the fd budget is used up). */
+static int spprof__perf_open(int tid, int place) {
     struct perf_event_attr a;
     struct f_owner_ex own;
     int fd, fl;
@@ -1694,6 +1850,8 @@ static int spprof__perf_open(int tid) {
         a.exclude_kernel = 1;
         fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
     }
+    if (fd < 0) return -1;
+    if (place) fd = spprof__fd_move_high(fd, 1);  /* before O_ASYNC: its signals carry this number */
     if (fd < 0) return -1;
     own.type = F_OWNER_TID;
     own.pid = tid;
@@ -1718,7 +1876,19 @@ static int spprof__arm(spprof__slot *s, int on) {
             SPPROF__STORER(&s->cpu_last, spprof__thread_cpu_ns(s->tid));
             SPPROF__STORER(&s->cpu_carry, (int64_t)0);
         }
-        return ioctl(s->perf_fd, on ? PERF_EVENT_IOC_ENABLE : PERF_EVENT_IOC_DISABLE, 0) == 0;
+        /* One-shot: REFRESH adds one overflow to the event's limit and enables it; the overflow that brings
+           the limit to zero disables the event and signals POLL_HUP, and the handler refreshes it again.
+           So at most one of our signals per event is pending, whatever the thread's signal mask (measured:
+           a thread blocking the signal for 300 ms at 10 kHz, one-shot: SigQ 1; free-running: 2,991, and
+           at RLIMIT_SIGPENDING the kernel sends SIGIO instead, which kills the process). The limit is
+           never raised twice for one overflow: the kernel has no call that sets it (only adds), so a pause
+           does not disable the event (a disabled event with its refresh still due would get a second
+           one at resume); it runs out at its next overflow, whose signal the handler ignores and marks
+           the slot perf_rearm, and resume refreshes exactly the slots so marked. */
+        if (!on) return 1;
+        if (__atomic_exchange_n(&s->perf_rearm, 0, __ATOMIC_SEQ_CST))
+            return ioctl(s->perf_fd, PERF_EVENT_IOC_REFRESH, 1) == 0;
+        return 1;
     }
 #endif
     memset(&its, 0, sizeof its);
@@ -1737,17 +1907,20 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
     clockid_t clk;
     int attempt, err = 0;
     uint64_t cookie = ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)(spprof__g.gen & 0xffffu) << 32) | idx;
+    if (SPPROF__LOAD(&spprof__g.sig_lost)) return 0;  /* the program took the signal over: arm nothing */
 #if SPPROF__HAVE_PERF
     if (SPPROF__LOADR(&spprof__g.perf_on)) {
-        int fd = spprof__perf_open(s->tid);
+        int fd = spprof__perf_open(s->tid, 1);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) spprof__g.perf_fd_fallbacks++;
         if (fd >= 0 && spprof__fdmap_set(fd, cookie)) {
             s->perf_fd = fd;
+            spprof__g.perf_fds++;
             s->has_timer = 1;
             if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
             return 1;
         }
         if (fd >= 0) close(fd);
-        /* out of fds or memory (or the thread exited): this thread gets a POSIX timer instead */
+        /* out of fds, over the fd budget, or out of memory (or the thread exited): a POSIX timer instead */
     }
 #endif
     memset(&sev, 0, sizeof sev);
@@ -1790,6 +1963,7 @@ static void spprof__delete_timer(spprof__slot *s) {
         spprof__fdmap_tomb(s->perf_fd);
         close(s->perf_fd);
         s->perf_fd = -1;
+        spprof__g.perf_fds--;
         s->has_timer = 0;
         return;
     }
@@ -1869,6 +2043,7 @@ static void spprof__thread_add(int tid) {  /* under reg_lock */
     s->has_timer = 0;
     s->timer_failed = 0;
     s->perf_fd = -1;
+    __atomic_store_n(&s->perf_rearm, 1, __ATOMIC_SEQ_CST);  /* a new event is created disabled */
     SPPROF__STORER(&s->cpu_last, (int64_t)0);
     SPPROF__STORER(&s->cpu_carry, (int64_t)0);
     s->off_wall = s->off_cpu = s->off_acc = 0;
@@ -1944,6 +2119,7 @@ static void spprof__registry_free(void) {  /* under reg_lock, after all timers a
             spprof__fdmap_set(s->perf_fd, 0);
             close(s->perf_fd);
             s->perf_fd = -1;
+            spprof__g.perf_fds--;
             s->has_timer = 0;
         }
     }
@@ -2247,7 +2423,11 @@ static int spprof__offcpu_recover(spprof__offcpu_ctx *x, spprof__slot *s, int64_
     if (!spprof__blocked_regs(s->tid, &sp, &pc) || spprof__blocks_signal(s->tid, spprof__g.cfg.signo)) return 0;
     if (!s->off_frames) s->off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
     if (!x->buf) x->buf = (unsigned char *)SPPROF_MALLOC(SPPROF_OFFCPU_STACK_BYTES);
-    if (x->mem_fd < 0) x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    if (x->mem_fd < 0) {
+        x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+        if (x->mem_fd >= 0) x->mem_fd = spprof__fd_move_high(x->mem_fd, 0);  /* not among the program's */
+        spprof__g.mem_fd = x->mem_fd;
+    }
     if (!s->off_frames || !x->buf) return 0;
     /* the stack's mapping: the collector's own cache, else the handler's, else /proc/self/maps (long with
        many threads: read once per thread, again only if its stack pointer moves to another mapping) */
@@ -2362,6 +2542,30 @@ static void spprof__offcpu_account(spprof__offcpu_ctx *x, int running, int final
     }
 }
 
+/* The program installed its own handler for our signal (under reg_lock, from the collector): from now on
+   every signal we cause would reach the program's handler, which armed nothing. Disarm every source (the
+   POSIX timers; the perf events, which without our handler are never re-armed anyway, have at most one
+   signal left each), arm no new thread (spprof__create_timer), and say so once. Timers and fds are deleted
+   by spprof_stop as usual; the profile so far is kept. */
+static void spprof__signal_lost(void) {
+    char msg[300];
+    uint32_t i;
+    SPPROF__STORE(&spprof__g.sig_lost, 1);
+    for (i = 0; spprof__g.dir && i < spprof__g.nslots_used; i++) {
+        spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+        if (!s->tid || !s->has_timer) continue;
+#if SPPROF__HAVE_PERF
+        if (s->perf_fd >= 0) { ioctl(s->perf_fd, PERF_EVENT_IOC_DISABLE, 0); continue; }
+#endif
+        spprof__arm(s, 0);
+    }
+    snprintf(msg, sizeof msg, "the program installed its own handler for signal %d (%s), spprof's profiling "
+             "signal; profiling stopped, the profile so far is kept", spprof__g.cfg.signo,
+             spprof__g.cfg.signo == SIGPROF ? "SIGPROF"
+             : spprof__g.cfg.signo >= SIGRTMIN ? "real-time" : "standard");
+    SPPROF_WARN(msg);
+}
+
 /* The collector: drains the ring every drain_interval_ms (sooner when the handler finds it half full), and
    keeps the registry in line with the process's threads. Its own cost, measured on a 2-vCPU VM, was about
    60-80 us per wake-up (0.3-0.4% of a core at 20 ms), mostly system calls; hence two economies:
@@ -2392,14 +2596,21 @@ static void *spprof__collector_main(void *arg) {
         poll(&pfd, 1, spprof__g.cfg.drain_interval_ms << idle_shift);
         if (pfd.revents & POLLIN) { if (read(spprof__g.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
         if (SPPROF__LOAD(&spprof__g.collector_stop)) {
-            if (spprof__g.cfg.mode == SPPROF_MODE_WALL) {  /* the time blocked threads spent since the last round */
+            /* the time blocked threads spent since the last round (none once the signal was lost) */
+            if (spprof__g.cfg.mode == SPPROF_MODE_WALL && !SPPROF__LOAD(&spprof__g.sig_lost)) {
                 spprof__lock(&spprof__reg_lock);
                 spprof__offcpu_account(&ox, 1, 1);
                 spprof__unlock(&spprof__reg_lock);
             }
             break;
         }
-        if (spprof__g.cfg.mode == SPPROF_MODE_WALL &&
+        /* Still our handler? One sigaction() per wake-up (0.1 us measured). */
+        if (!SPPROF__LOAD(&spprof__g.sig_lost) && !spprof__handler_is_ours(spprof__g.cfg.signo)) {
+            spprof__lock(&spprof__reg_lock);
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) spprof__signal_lost();
+            spprof__unlock(&spprof__reg_lock);
+        }
+        if (spprof__g.cfg.mode == SPPROF_MODE_WALL && !SPPROF__LOAD(&spprof__g.sig_lost) &&
             spprof__now_ns() - last_offcpu >= (uint64_t)SPPROF_OFFCPU_PERIOD_MS * 1000000u) {
             spprof__lock(&spprof__reg_lock);
             spprof__offcpu_account(&ox, SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING, 0);
@@ -2422,7 +2633,8 @@ static void *spprof__collector_main(void *arg) {
             int full = !stat_ok || st.st_nlink != last_nlink ||
                        now - last_full_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 10000000u;
             spprof__lock(&spprof__reg_lock);
-            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED &&
+                !SPPROF__LOAD(&spprof__g.sig_lost)) {
                 if (full) { spprof__sync_threads(); last_full_scan = now; last_nlink = stat_ok ? st.st_nlink : 0; }
                 spprof__refresh_xranges();
             }
@@ -2430,6 +2642,9 @@ static void *spprof__collector_main(void *arg) {
             last_scan = now;
         }
     }
+    spprof__lock(&spprof__reg_lock);
+    spprof__g.mem_fd = -1;
+    spprof__unlock(&spprof__reg_lock);
     if (ox.mem_fd >= 0) close(ox.mem_fd);
     SPPROF_FREE(ox.buf);
     SPPROF_FREE(ox.maps);
@@ -3083,7 +3298,7 @@ SPPROF_API spprof_config spprof_config_default(void) {
     memset(&c, 0, sizeof c);
     c.interval_ns = 10000000;
     c.mode = SPPROF_MODE_CPU;
-    c.signo = SPPROF__DEFAULT_SIGNO;
+    c.signo = 0;  /* Linux: a free real-time signal, chosen by spprof_start; Windows: no signal (ignored) */
     c.max_depth = 128;
     c.ring_slots = 4096;
     c.memory_limit = 100u << 20;
@@ -3123,27 +3338,67 @@ static spprof_result spprof__validate(const spprof_config *c) {
 
 #if SPPROF__OS_LINUX
 static spprof_result spprof__os_validate(const spprof_config *c) {
-    if (c->signo < 1 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "signo=%d is not a signal that can be caught", c->signo);
+    if (c->signo < 0 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG,
+                            "signo=%d is not a signal that can be caught (0: a free real-time signal)", c->signo);
     return SPPROF_OK;
 }
 
-static spprof_result spprof__install_handler(int signo) {
-    struct sigaction sa;
-    if (spprof__g.handler_installed && spprof__g.installed_signo == signo) return SPPROF_OK;
-    if (spprof__g.handler_installed) {  /* another signal than last time: give the old one back */
-        sigaction(spprof__g.installed_signo, &spprof__g.old_action, NULL);
+static int spprof__is_default(const struct sigaction *a) {
+    return !(a->sa_flags & SA_SIGINFO) && a->sa_handler == SIG_DFL;
+}
+
+/* Installs the handler for signo, or (signo 0) for the highest real-time signal nobody handles; returns the
+   signal, or 0 with the error set. The handler of an earlier session is kept if it is still installed
+   (same signal asked for, or any real-time signal when 0 is). A handler the program put in place of ours
+   is the program's: never restored over, never chained to from a later install on another signal. */
+static int spprof__install_handler(int signo) {
+    struct sigaction sa, old;
+    int sig;
+    if (spprof__g.handler_installed) {
+        int prev = spprof__g.installed_signo;
+        if (spprof__handler_is_ours(prev)) {
+            if (prev == signo || (signo == 0 && prev >= SIGRTMIN && prev <= SIGRTMAX)) return prev;
+            /* another signal than last time: give the old one back first (its timers are gone) */
+            sigaction(prev, &spprof__g.old_action, NULL);
+        }
+        /* else the program took it over: it is not ours to give back */
         spprof__g.handler_installed = 0;
     }
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = spprof__handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(signo, &sa, &spprof__g.old_action) != 0)
-        return spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
+    /* The previous action is written straight into old_action by the same sigaction that installs ours:
+       a foreign signal that reaches our handler right after finds the action to pass it on to. */
+    if (signo) {
+        if (sigaction(signo, &sa, &spprof__g.old_action) != 0) {
+            spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
+            return 0;
+        }
+        sig = signo;
+    } else {
+        /* From SIGRTMAX down (libraries that use real-time signals usually count up from SIGRTMIN; glibc
+           keeps the first two or three for itself, below the SIGRTMIN it reports). Checked and claimed in
+           one sigaction: if the old action it returns is not SIG_DFL, another thread (another copy of
+           spprof starting at the same time) claimed it first, and it gets its handler back. */
+        for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
+            if (sigaction(sig, NULL, &old) != 0 || !spprof__is_default(&old)) continue;
+            if (sigaction(sig, &sa, &spprof__g.old_action) != 0) continue;
+            if (spprof__is_default(&spprof__g.old_action)) break;
+            sigaction(sig, &spprof__g.old_action, NULL);
+        }
+        if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, chained to its handler */
+            sig = SIGPROF;
+            if (sigaction(sig, &sa, &spprof__g.old_action) != 0) {
+                spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGPROF): %s", strerror(errno));
+                return 0;
+            }
+        }
+    }
     spprof__g.handler_installed = 1;
-    spprof__g.installed_signo = signo;
-    return SPPROF_OK;
+    spprof__g.installed_signo = sig;
+    return sig;
 }
 
 static void spprof__tls_destructor(void *v) {
@@ -3178,6 +3433,7 @@ static void spprof__atfork_child(void) {
     spprof__g.collector_running = 0;
     spprof__g.c.inflight = 0;
     if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+    if (spprof__g.mem_fd > 0) { close(spprof__g.mem_fd); spprof__g.mem_fd = -1; }
     spprof__registry_free();
     spprof__xranges_free();
     spprof__ring_free(&spprof__g.ring);
@@ -3196,17 +3452,23 @@ static spprof_result spprof__os_begin(const spprof_config *cfg) {
     spprof_result r = SPPROF_OK;
     spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+    else spprof__g.wake_fd = spprof__fd_move_high(spprof__g.wake_fd, 0);  /* not among the program's */
 #ifdef SPPROF_USE_LIBUNWIND
     spprof__find_ldso();
 #endif
-    if (r == SPPROF_OK) r = spprof__install_handler(cfg->signo);
+    if (r == SPPROF_OK) {
+        int sig = spprof__install_handler(cfg->signo);
+        if (!sig) r = SPPROF_ERR_SYSTEM;
+        spprof__g.cfg.signo = sig;  /* the signal in use, for the timers, the perf events and the stats */
+    }
+    SPPROF__STORE(&spprof__g.sig_lost, 0);
     if (r == SPPROF_OK && cfg->guard_faults) r = spprof__install_fault_handler();
     SPPROF__STORER(&spprof__g.perf_on, 0);
     spprof__g.perf_exclude_kernel = cfg->source == SPPROF_SOURCE_PERF_USER;
     /* Wall mode arms the same CPU-clock source as CPU mode (signals reach running threads only; see @offcpu) */
     if (r == SPPROF_OK && cfg->source != SPPROF_SOURCE_POSIX) {
 #if SPPROF__HAVE_PERF
-        int fd = spprof__perf_open(spprof_gettid());  /* can this process open task-clock events at all? */
+        int fd = spprof__perf_open(spprof_gettid(), 0);  /* can this process open task-clock events at all? */
         if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.perf_on, 1); }
         else if (cfg->source != SPPROF_SOURCE_AUTO)
             r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "perf_event_open(task-clock): %s (seccomp, perf_event_paranoid=3, or no perf events in this kernel); use SPPROF_SOURCE_AUTO or SPPROF_SOURCE_POSIX", strerror(errno));
@@ -3282,9 +3544,11 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     SPPROF__STORER(&spprof__g.c.walk_errors, 0); SPPROF__STORER(&spprof__g.c.truncated, 0);
     SPPROF__STORER(&spprof__g.c.ignored, 0); SPPROF__STORER(&spprof__g.c.faults, 0);
     spprof__g.threads_registered = spprof__g.timer_failures = spprof__g.timer_retries = spprof__g.dropped_memory = 0;
+    spprof__g.perf_fd_fallbacks = 0;
     spprof__g.collector_stop = 0;
     spprof__g.collector_tid = 0;
     spprof__g.wake_fd = -1;
+    spprof__g.mem_fd = -1;
     r = SPPROF_OK;
     if (!spprof__ring_init(&spprof__g.ring, cfg.ring_slots, cfg.max_depth))
         r = spprof__fail(SPPROF_ERR_NO_MEMORY, "cannot allocate the ring buffer (%u slots)", cfg.ring_slots);
@@ -3350,6 +3614,10 @@ static void spprof__stop_locked(void) {
         spprof__os_collector_stop();
         spprof__g.collector_running = 0;
     }
+    /* Handlers that saw RUNNING finish before any perf fd is closed: such a handler may still re-arm its
+       event by fd number (one-shot REFRESH, see the handler), and a closed number may be reused by the
+       program at once. Later handlers see STOPPED and never re-arm. */
+    free_ok = spprof__wait_handlers(SPPROF_STOP_WAIT_MS);
     spprof__os_quiesce_begin();
     spprof__lock(&spprof__reg_lock);
     if (spprof__g.dir) {
@@ -3375,7 +3643,7 @@ static void spprof__stop_locked(void) {
        and if it runs out, that memory is NOT freed (deliberately leaked, once, with a message): a late
        handler only ever reads and writes memory that stays valid. The fd map is never freed (see
        SPPROF__FDCHUNK). */
-    free_ok = spprof__wait_handlers(SPPROF_STOP_WAIT_MS);
+    free_ok = free_ok && spprof__wait_handlers(SPPROF_STOP_WAIT_MS);
     if (free_ok) {
         spprof__registry_free();
         spprof__xranges_free();
@@ -3422,7 +3690,7 @@ static spprof_result spprof__set_armed(int pause) {
     spprof__lock(&spprof__reg_lock);
     /* Pausing: state first, so that a signal already queued is ignored; resuming: state first, then arm. */
     SPPROF__STORE(&spprof__g.state, pause ? (int)SPPROF_STATE_PAUSED : (int)SPPROF_STATE_RUNNING);
-    for (i = 0; i < spprof__g.nslots_used; i++) {
+    for (i = 0; i < spprof__g.nslots_used && !SPPROF__LOAD(&spprof__g.sig_lost); i++) {
         spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
         if (s->tid && s->has_timer) spprof__arm(s, !pause);
     }
@@ -3448,7 +3716,9 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
     o->walk_truncated = SPPROF__LOADR(&spprof__g.c.truncated);
     o->signals_ignored = SPPROF__LOADR(&spprof__g.c.ignored);
     o->faults_recovered = SPPROF__LOADR(&spprof__g.c.faults);
+    o->handler_replaced = SPPROF__LOAD(&spprof__g.sig_lost);
     spprof__lock(&spprof__reg_lock);
+    o->signo = spprof__g.cfg.signo;
     o->timer_create_failures = spprof__g.timer_failures;
     o->timer_create_retries = spprof__g.timer_retries;
     o->threads_registered = spprof__g.threads_registered;
@@ -3458,7 +3728,9 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
                 const spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
                 o->threads_live++;
                 if (spprof__source_is_perf(s)) o->threads_perf++;
+                else if (s->has_timer) o->threads_posix++;
             }
+    o->perf_fd_fallbacks = spprof__g.perf_fd_fallbacks;
     spprof__lock(&spprof__prof_lock);
     o->samples_dropped_memory = spprof__g.dropped_memory;
     for (i = 0; i < spprof__g.prof.nrecs; i++) {

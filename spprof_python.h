@@ -30,12 +30,13 @@
    die before that (module and class bodies, generated and exec'd functions, lambdas: milliseconds after they
    ran). The handler marks each sampled code object in a bitmap (one atomic OR); when a marked code object
    dies while its profile is held, it is kept alive and pinned instead (3.13+: a code watcher, 3.9-3.12: a
-   wrapper of PyCode_Type's tp_dealloc; see @pin), so it is resolved with its real name, file and lines. A
-   small pinning thread (it blocks the profiling signal, so it is never sampled) also takes the GIL when the
-   collector has seen new code objects (at most every 20 ms) and holds a reference to each; a code object not
+   wrapper of PyCode_Type's tp_dealloc; see @pin), so it is resolved with its real name, file and lines. Only
+   without that hook (3.13+ with all code watchers taken) a small pinning thread (it blocks the profiling
+   signal, so it is never sampled) takes the GIL when the collector has seen new code objects (at most every
+   20 ms) and holds a reference to each; with the hook it is never woken during a session (taking the GIL 50
+   times a second cost the program more than the samples did), and stop pins what is left. A code object not
    pinned is checked through a pipe write (EFAULT instead of a crash) and by its header before it is touched;
-   if it is gone (no hook: all code watchers taken; or out of memory), the frame reads "<freed code object
-   0x...>". (Py_AddPendingCall would be simpler than the thread, but on 3.11 a call added from a non-main
+   if it is gone (no hook; or out of memory), the frame reads "<freed code object 0x...>". (Py_AddPendingCall would be simpler than the thread, but on 3.11 a call added from a non-main
    thread waits until the main thread switches the GIL, which a single-threaded CPU-bound program never does.)
 
    Supported: CPython 3.9 to 3.13 (run and tested: release builds, 3.11 debug build, 3.13 free-threaded),
@@ -794,6 +795,7 @@ SPPROF_API int spprof_py_pin_code_objects(void) {
    only one that shares a bit with a sampled one, and dies normally. Out of memory for the table: the
    object dies as before. */
 static uint32_t spprof__py_keep_on;
+static uint32_t spprof__py_hook_on;  /* the death hook is installed: the pinning thread is not needed */
 
 /* co is dying (count 0, or 1 inside 3.13's code_dealloc): returns 1 if it was pinned with a new reference. */
 static int spprof__py_keep_dying(PyObject *co) {
@@ -838,11 +840,14 @@ static void spprof__py_install_death_hook(void) {
         PyErr_Clear();
         SPPROF_LOG("no code watcher left (PyCode_AddWatcher failed): code objects that die before the pinning "
                    "thread sees them will be unnamed");
+    } else {
+        SPPROF__STORE(&spprof__py_hook_on, 1u);
     }
 #else
     if (PyCode_Type.tp_dealloc == spprof__py_code_dealloc) return;
     spprof__py_code_dealloc_next = PyCode_Type.tp_dealloc;
     PyCode_Type.tp_dealloc = spprof__py_code_dealloc;
+    SPPROF__STORE(&spprof__py_hook_on, 1u);
 #endif
 }
 
@@ -871,6 +876,7 @@ SPPROF_API void spprof_py_release_code_objects(void) {
 static pthread_mutex_t spprof__py_pin_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t spprof__py_pin_cv = PTHREAD_COND_INITIALIZER;
 static unsigned spprof__py_pin_gen;  /* moved on by every start and stop */
+static unsigned long long spprof__py_pin_passes;  /* passes of the pinning thread this session (stats) */
 static int spprof__py_pin_wake, spprof__py_pinning, spprof__py_pin_started;
 
 static void *spprof__py_pin_main(void *arg) {
@@ -896,7 +902,10 @@ static void *spprof__py_pin_main(void *arg) {
         mine = gen == spprof__py_pin_gen;
         spprof__py_pinning = mine;
         pthread_mutex_unlock(&spprof__py_pin_mu);
-        if (mine) spprof_py_pin_code_objects();
+        if (mine) {
+            spprof_py_pin_code_objects();
+            spprof__py_pin_passes++;  /* GIL held: read by stats() with the GIL */
+        }
         pthread_mutex_lock(&spprof__py_pin_mu);
         spprof__py_pinning = 0;
         pthread_cond_broadcast(&spprof__py_pin_cv);
@@ -906,9 +915,12 @@ static void *spprof__py_pin_main(void *arg) {
     return NULL;
 }
 
-/* Collector thread, no GIL, no spprof lock held: wake the pinning thread when there are new frames. */
+/* Collector thread, no GIL, no spprof lock held: wake the pinning thread when there are new frames, unless
+   the death hook keeps every sampled code object that dies (then stop pins the living ones: nothing is lost by
+   waiting, and the program's GIL is not taken from it every 20 ms). */
 static void spprof__py_drain_hook(uint32_t nframes, void *user) {
     (void)user;
+    if (SPPROF__LOADR(&spprof__py_hook_on)) return;
     if (nframes <= SPPROF__LOADR(&spprof__py_pinned_upto)) return;
     pthread_mutex_lock(&spprof__py_pin_mu);
     spprof__py_pin_wake = 1;
@@ -945,7 +957,8 @@ SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     pthread_mutex_lock(&spprof__py_pin_mu);
     spprof__py_pin_gen++;
     spprof__py_pin_wake = 0;
-    if (!spprof__py_pin_started) {
+    spprof__py_pin_passes = 0;
+    if (!spprof__py_pin_started && !SPPROF__LOADR(&spprof__py_hook_on)) {  /* not needed with the hook */
         pthread_attr_t attr;
         pthread_t th;
         pthread_attr_init(&attr);
@@ -1306,7 +1319,7 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
     spprof_stats st;
     (void)self; (void)noargs;
     spprof_get_stats(&st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
         "samples_captured", (unsigned long long)st.samples_captured, "samples_dropped", (unsigned long long)st.samples_dropped,
         "samples_dropped_memory", (unsigned long long)st.samples_dropped_memory, "samples_stale", (unsigned long long)st.samples_stale,
         "samples_in_profile", (unsigned long long)st.samples_in_profile, "timer_overruns", (unsigned long long)st.timer_overruns,
@@ -1316,7 +1329,9 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
         "walk_errors", (unsigned long long)st.walk_errors,
         "walk_truncated", (unsigned long long)st.walk_truncated, "unique_stacks", (unsigned long long)st.unique_stacks,
         "unique_frames", (unsigned long long)st.unique_frames, "profile_bytes", (unsigned long long)st.profile_bytes,
-        "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered);
+        "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered,
+        "threads_posix", (unsigned long long)st.threads_posix, "perf_fd_fallbacks", (unsigned long long)st.perf_fd_fallbacks,
+        "signal", st.signo, "handler_replaced", st.handler_replaced, "pin_passes", spprof__py_pin_passes);
 }
 
 typedef struct spprof__py_collect { PyObject *list; PyObject *cache; int failed; } spprof__py_collect;

@@ -282,6 +282,12 @@ int main(int argc, char **argv) {
     sigaddset(&prof_set, SIGPROF);
     pthread_sigmask(SIG_BLOCK, &prof_set, &old_set);  /* belt and braces: no real SIGPROF on this thread */
     if (spprof_start(&cfg) != SPPROF_OK) { fprintf(stderr, "spprof_start: %s\n", spprof_last_error()); return 1; }
+    {   /* and the session's own signal (a free real-time one by default) */
+        spprof_stats st;
+        spprof_get_stats(&st);
+        sigaddset(&prof_set, st.signo);
+        pthread_sigmask(SIG_BLOCK, &prof_set, NULL);
+    }
 
     j = (hjob *)calloc(1, sizeof *j);
     j->cookie = find_cookie();

@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
     pthread_t *th = malloc(sizeof(pthread_t) * n);
     pthread_attr_t at;
     spprof_config cfg = t_config(500000);
-    spprof_stats st;
+    spprof_stats st, mid;
     uint64_t w0, c0, c1, wall;
     pthread_attr_init(&at);
     pthread_attr_setstacksize(&at, 64 << 10);
@@ -38,6 +38,7 @@ int main(int argc, char **argv) {
         clock_gettime(cid, &ts);
         printf("collector CPU %.3f s\n", (double)ts.tv_sec + ts.tv_nsec / 1e9);
     }
+    spprof_get_stats(&mid);
     spprof_stop();
     wall = t_now_ns() - w0;
     { struct timespec ts; clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); c1 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec; }
@@ -46,6 +47,9 @@ int main(int argc, char **argv) {
            (unsigned long long)st.samples_captured, (unsigned long long)st.samples_dropped,
            100.0 * (double)st.samples_dropped / (double)(st.samples_captured + st.samples_dropped + 1),
            (unsigned long long)st.samples_in_profile, (c1 - c0) / 1e9, wall / 1e9);
+    printf("sources at stop: %llu threads on perf events, %llu on POSIX timers (%llu over the fd budget)\n",
+           (unsigned long long)mid.threads_perf, (unsigned long long)mid.threads_posix,
+           (unsigned long long)mid.perf_fd_fallbacks);
     t_flag_set(&stop_flag, 1);
     for (i = 0; i < n; i++) pthread_join(th[i], NULL);
     return 0;

@@ -5,7 +5,7 @@
 venv=${1:-build/bench-venv}; py=${2:-python3}
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv" || exit 1
 pip() { "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v -i 'warning' ; }
-for pkg in matplotlib numpy py-spy pyinstrument yappi vmprof memray; do
+for pkg in matplotlib numpy py-spy pyinstrument yappi vmprof memray pyperformance pyperf; do
   mod=$(echo "$pkg" | tr - _)
   case $pkg in py-spy) [ -x "$venv/bin/py-spy" ] && continue ;; *) "$venv/bin/python" -c "import $mod" 2>/dev/null && continue ;; esac
   echo "install-peers: $pkg"

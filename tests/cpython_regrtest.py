@@ -97,10 +97,8 @@ SUITES = [
 # mode, the run says so (a failure near the edge, 10001 for 10000, can pass by chance: it does not fail the run). Keep this list short and
 # never put a case here that is not tied to an open issue.
 KNOWN_OPEN = {
-    # issue 11, signals item 2: spprof samples with SIGPROF; a program that installs its own SIGPROF handler
-    # (this test: setitimer(ITIMER_PROF) + a counting handler) also receives spprof's timer signals (10001-10530
-    # counted for 10000 sent). Fix planned: a real-time signal by default and a check that the handler is ours.
-    "test.test_signal.StressTest.test_stress_delivery_dependent": "issue 11 item 2 (SIGPROF shared with the program)",
+    # (empty: test_signal's StressTest.test_stress_delivery_dependent, issue 11 signals item 2, passes since
+    # spprof samples with a free real-time signal and leaves SIGPROF to the program)
 }
 
 # Tests that can never share a process with any profiler, by name, with the reason. (None today. "It uses

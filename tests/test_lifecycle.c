@@ -190,6 +190,7 @@ static void test_chaining(void) {
     sigaction(SIGPROF, &sa, NULL);
     busy_start(&busy, 1);   /* the only sampled thread */
     cfg.auto_threads = 0;
+    cfg.signo = SIGPROF;    /* shared with the program's handler on purpose (the default takes a free signal) */
     { spprof_result r_ = spprof_start(&cfg); CHECK(r_ == SPPROF_OK, "A: start (SIGPROF) with a user SA_SIGINFO handler installed: %s", r_ ? spprof_last_error() : "ok"); }
     sleep_ms_full(100);
     send_foreign(SIGPROF, &busy, &idl, 1, "A (SA_SIGINFO)");
@@ -274,7 +275,7 @@ static void test_bad_config(void) {
     BAD("mode 7", "mode", x->mode = (spprof_mode)7);
     BAD("source 7", "source", x->source = (spprof_source)7);
     BAD("source PERF in wall mode", "source", (x->source = SPPROF_SOURCE_PERF, x->mode = SPPROF_MODE_WALL));
-    BAD("signo 0", "signo", x->signo = 0);
+    BAD("signo -1", "signo", x->signo = -1);
     BAD("signo SIGKILL", "signo", x->signo = SIGKILL);
     BAD("signo SIGSTOP", "signo", x->signo = SIGSTOP);
     BAD("signo SIGRTMAX+1", "signo", x->signo = SIGRTMAX + 1);

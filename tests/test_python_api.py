@@ -9,7 +9,7 @@ STAT_KEYS = {
     "samples_captured", "samples_dropped", "samples_dropped_memory", "samples_stale", "samples_in_profile",
     "timer_overruns", "timer_create_failures", "timer_create_retries", "threads_registered", "threads_live",
     "threads_sampled", "walk_errors", "walk_truncated", "unique_stacks", "unique_frames", "profile_bytes",
-    "signals_ignored", "faults_recovered", "threads_perf",
+    "signals_ignored", "faults_recovered", "threads_perf", "threads_posix", "perf_fd_fallbacks",
 }
 
 def test_start_stop(run):

@@ -316,14 +316,15 @@ static void test_explicit_registration(void) {
     free(ts.v);
 }
 
-/* ---- 4. a thread that blocks SIGPROF ------------------------------------------------------------------ */
+/* ---- 4. a thread that blocks the profiling signal ---------------------------------------------------- */
+static int blk_signo;  /* the session's signal (spprof_stats.signo) */
 static int blk_tid, busy_tid, blk_done, busy_done, blk_stopped, blk_pending_before, blk_pending_after;
 
 static void *blocking_worker(void *arg) {
     sigset_t set, pend;
     (void)arg;
     sigemptyset(&set);
-    sigaddset(&set, SIGPROF);
+    sigaddset(&set, blk_signo);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     blk_tid = spprof_gettid();
     burn_cpu_ns(200000000u);
@@ -331,14 +332,14 @@ static void *blocking_worker(void *arg) {
     wait_flag(&blk_stopped, 1);
     sigemptyset(&pend);
     sigpending(&pend);
-    blk_pending_before = sigismember(&pend, SIGPROF);
+    blk_pending_before = sigismember(&pend, blk_signo);
     /* A timer signal may still be pending here (queued before the timer was deleted): unblocking it must
        not kill the process, spprof's handler stays installed and ignores it. */
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     burn_cpu_ns(5000000u);
     sigemptyset(&pend);
     sigpending(&pend);
-    blk_pending_after = sigismember(&pend, SIGPROF);
+    blk_pending_after = sigismember(&pend, blk_signo);
     return NULL;
 }
 static void *busy_worker(void *arg) {
@@ -354,10 +355,11 @@ static void test_blocked_signal(void) {
     pthread_t b, s;
     spprof_stats st;
     tid_stats ts;
-    printf("blocked SIGPROF\n");
+    printf("blocked profiling signal\n");
     blk_done = busy_done = blk_stopped = 0;
     blk_pending_before = blk_pending_after = -1;
     CHECK(spprof_start(&cfg) == SPPROF_OK, "start: %s", spprof_last_error());
+    blk_signo = t_stats().signo;
     pthread_create(&b, NULL, blocking_worker, NULL);
     pthread_create(&s, NULL, busy_worker, NULL);
     wait_flag(&blk_done, 1);
@@ -368,12 +370,12 @@ static void test_blocked_signal(void) {
     pthread_join(b, NULL);
     st = t_stats();
     ts = collect();
-    printf("  blocker tid %d: %llu samples; busy tid %d: %llu samples; SIGPROF pending at unblock: %d, after: %d; ignored %llu\n",
+    printf("  blocker tid %d: %llu samples; busy tid %d: %llu samples; signal %d pending at unblock: %d, after: %d; ignored %llu\n",
            blk_tid, (unsigned long long)samples_of(&ts, blk_tid), busy_tid, (unsigned long long)samples_of(&ts, busy_tid),
-           blk_pending_before, blk_pending_after, (unsigned long long)st.signals_ignored);
-    CHECK(samples_of(&ts, blk_tid) == 0, "the thread that blocks SIGPROF has no samples (%llu)", (unsigned long long)samples_of(&ts, blk_tid));
+           blk_signo, blk_pending_before, blk_pending_after, (unsigned long long)st.signals_ignored);
+    CHECK(samples_of(&ts, blk_tid) == 0, "the thread that blocks the signal has no samples (%llu)", (unsigned long long)samples_of(&ts, blk_tid));
     CHECK(samples_of(&ts, busy_tid) > 0, "the other busy thread is sampled (%llu)", (unsigned long long)samples_of(&ts, busy_tid));
-    CHECK(blk_pending_after == 0, "after unblocking, no SIGPROF is left pending and the process is alive");
+    CHECK(blk_pending_after == 0, "after unblocking, no signal of ours is left pending and the process is alive");
     CHECK(t_count_timers() == 0, "no timer after stop");
     free(ts.v);
 }

@@ -63,13 +63,14 @@ static void *waiter_main(void *arg) {
 }
 
 /* A thread that blocks the profiling signal is not sampled (documented; spprof_python.h's pinning thread
-   relies on it): in wall mode neither, although its blocked time would need no signal. */
-typedef struct masked { int tid, stop, signo; } masked;
+   relies on it): in wall mode neither, although its blocked time would need no signal. It blocks every
+   signal (the session's signal is chosen at start, after this thread exists), as worker threads of many C
+   libraries do. */
+typedef struct masked { int tid, stop; } masked;
 static void *masked_main(void *arg) {
     masked *m = (masked *)arg;
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, m->signo);
+    sigfillset(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     t_flag_set(&m->tid, spprof_gettid());
     while (!t_flag_get(&m->stop)) usleep(50000);
@@ -128,7 +129,6 @@ int main(void) {
     memset(&w, 0, sizeof w);
     memset(&b, 0, sizeof b);
     memset(&mk, 0, sizeof mk);
-    mk.signo = cfg.signo;
     w.epfd = epoll_create1(EPOLL_CLOEXEC);
     CHECK(w.epfd >= 0, "epoll_create1");
     pthread_create(&tb, NULL, busy_main, &b);

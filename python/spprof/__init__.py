@@ -35,11 +35,9 @@ from __future__ import annotations
 import atexit
 import errno as _errno
 import functools
-import json
 import math
 import numbers
 import os
-import re
 import stat
 import threading
 import time
@@ -205,12 +203,16 @@ class Profile:
         (weight). Frames read "function (file:line)". threads=True: per thread, the first frame being
         "<thread name> (tid N)"."""
         acc: Dict[str, int] = {}
+        # Runs of one stack share one frames tuple (_build_profile), so each distinct stack is formatted once:
+        # the tuples are held by self.samples for the whole loop, so their ids stay theirs.
+        joined: Dict[int, str] = {}
         for s in self.samples:
-            parts = [_collapsed_name(str(f)) for f in s.frames] or ["[empty]"]
+            text = joined.get(id(s.frames))
+            if text is None:
+                text = joined[id(s.frames)] = ";".join([_collapsed_name(str(f)) for f in s.frames]) or "[empty]"
             if threads:
-                parts.insert(0, _collapsed_name(f"{s.thread_name or 'thread'} (tid {s.thread_id})"))
-            key = ";".join(parts)
-            acc[key] = acc.get(key, 0) + s.weight
+                text = _collapsed_name(f"{s.thread_name or 'thread'} (tid {s.thread_id})") + ";" + text
+            acc[text] = acc.get(text, 0) + s.weight
         return "".join(f"{k} {v}\n" for k, v in acc.items() if v > 0)
 
     def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, threads: bool = False) -> str:
@@ -268,6 +270,7 @@ def _save(path: "os.PathLike[str] | str", format: Optional[str], what: str,
     if not path:
         raise ValueError(f"{what}: path is empty")
     if _format_for(path, format) == "speedscope":
+        import json  # here, not at the top: every profiled program pays the module's imports at start-up
         data = json.dumps(speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
     else:
         data = collapsed()
@@ -287,7 +290,16 @@ def _format_for(path: str, format: Optional[str]) -> str:
     return format
 
 
-_FD_PATH = re.compile(r"^/(?:dev/fd|proc/self/fd)/([0-9]+)$")
+_FD_PREFIXES = ("/dev/fd/", "/proc/self/fd/")
+
+
+def _fd_of_path(path: str) -> Optional[int]:
+    """N for /dev/fd/N and /proc/self/fd/N (N all digits), else None. (No `re`: see the imports.)"""
+    for pre in _FD_PREFIXES:
+        if path.startswith(pre):
+            n = path[len(pre):]
+            return int(n) if n and n.isascii() and n.isdigit() else None
+    return None
 _STD_PATHS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
@@ -305,8 +317,9 @@ def _write_output(path: str, data: str) -> None:
     raw = data.encode("utf-8", "replace")
     tmp = None
     try:
-        m = _FD_PATH.match(path)
-        fdno = int(m.group(1)) if m else _STD_PATHS.get(path)
+        fdno = _fd_of_path(path)
+        if fdno is None:
+            fdno = _STD_PATHS.get(path)
         if fdno is not None:
             _write_all(fdno, raw)
             return
@@ -567,7 +580,11 @@ def state() -> str:
 
 def stats() -> Dict[str, int]:
     """Counters of the current (or last) session: samples_captured, samples_dropped (ring full),
-    samples_dropped_memory, timer_overruns, threads_sampled, walk_errors, unique_stacks, profile_bytes..."""
+    samples_dropped_memory, timer_overruns, threads_sampled, walk_errors, unique_stacks, profile_bytes...;
+    signal: the profiling signal (a free real-time signal, so the program's SIGPROF stays its own);
+    handler_replaced: 1 if the program installed its own handler for that signal (sampling stopped then,
+    with one line on stderr; the profile so far is kept); pin_passes: times the pinning thread took the GIL
+    (0 where the code-object death hook is installed)."""
     return dict(_spprof.stats())
 
 
