@@ -18,7 +18,7 @@ SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undef
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
 PHONY_EXTRA := pypkg
-.PHONY: all pypkg demo test test-compile test-c sanitize test-asan test-tsan test-py test-regrtest bench clean deps
+.PHONY: all pypkg demo test test-compile test-c test-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
 
 # Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
 PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
@@ -67,7 +67,18 @@ demo: $(BUILD)/native_demo pypkg
 deps:
 	@sh tools/install-deps.sh "$(VENV)" "$(PYTHON)"
 
-test: deps pypkg test-compile test-c sanitize test-py test-regrtest
+test: deps pypkg test-compile test-c sanitize test-windows test-py test-regrtest
+
+# The Windows sampler: tests/windows_sampler.c built with mingw-w64 and run under wine (a fresh WINEPREFIX
+# under build/wine). Skipped, with the reason, where mingw or wine is missing.
+MINGW_CC := x86_64-w64-mingw32-gcc
+$(BUILD)/windows/windows_sampler.exe: tests/windows_sampler.c spprof.h
+	@mkdir -p $(dir $@)
+	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. $< -o $@
+test-windows:
+	@if ! command -v $(MINGW_CC) >/dev/null || ! command -v wine >/dev/null; then \
+	  echo "test-windows: skipped (mingw-w64 or wine missing; make deps installs them)"; \
+	else $(MAKE) -s $(BUILD)/windows/windows_sampler.exe && sh tests/run_windows.sh $(BUILD)/windows/windows_sampler.exe; fi
 
 # The header must compile alone as C99 and C++ with gcc and clang, with and without the implementation.
 test-compile:

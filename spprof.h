@@ -22,9 +22,13 @@
        spprof_mem_write_collapsed("heap.collapsed", SPPROF_MEM_LIVE);  // live heap, weighted in bytes
        spprof_mem_stop(); spprof_mem_shutdown();
 
-   Contents (search for the banner, in this order):   @api  @config  @impl  @atomics  @errors  @ring
-       @registry  @profile  @walk  @handler  @guard  @collector  @offcpu  @lifecycle  @symbolize  @writers
-       @memprof  @license
+   Contents (search for the banner, in this order):   @api  @config  @impl  @atomics  @os  @errors  @ring
+       @registry  @profile  @walk  @sample  @handler  @guard  @collector  @offcpu  @os_windows  @lifecycle
+       @symbolize  @writers  @memprof  @license
+   Platforms: Linux (x86-64; aarch64 written, not run) and Windows x86-64 (mingw-w64: tested under
+   wine 8 only, never run on real Windows; link nothing beyond the default kernel32). Portable code calls the
+   interface under @os; the Linux parts are behind SPPROF__OS_LINUX (@handler, @guard, @offcpu and parts of
+   @walk, @collector, @lifecycle, @symbolize, @writers, @memprof), Windows is @os_windows.
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
    POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
@@ -38,7 +42,13 @@
    JSON or collapsed stacks: a regular file (a symlink: its target) atomically by rename, a device, FIFO or
    /dev/stdout-style path in place, never replaced.
 
-   Does not do (yet): macOS / Windows samplers. Without SPPROF_USE_LIBUNWIND, build the code you profile with
+   Windows: a sampler thread suspends each thread in turn (SuspendThread, GetThreadContext, walk with the
+   PE unwind tables, ResumeThread); names from the COFF symbols mingw leaves in a PE file, else DbgHelp;
+   spprof_config.signo is ignored, source must be AUTO, guard_faults and hook_native (memory) are Linux
+   only, spprof_symbol_range finds nothing, there is no off-CPU walker (wall mode suspends blocked threads
+   too). See @os_windows.
+
+   Does not do (yet): macOS sampler. Without SPPROF_USE_LIBUNWIND, build the code you profile with
    -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller
    (the walk goes from it straight to its caller's caller). No file:line for native code; 32-bit targets.
    Threads whose stack is switched (ucontext/boost.context coroutines) re-read /proc/self/maps whenever
@@ -3175,12 +3185,110 @@ static int spprof__dh_ready(void) {  /* under sym_lock */
     return 1;
 }
 
+static void spprof__coff_reset(void);
 /* After each writer: modules may be loaded or unloaded before the next one. */
 static void spprof__symbols_reset(void) {
     spprof__lock(&spprof__sym_lock);
+    spprof__coff_reset();
     if (spprof__dh.state == 1) spprof__dh.cleanup(GetCurrentProcess());
     if (spprof__dh.state == 1) spprof__dh.state = 0;
     spprof__unlock(&spprof__sym_lock);
+}
+
+/* The COFF symbol table that mingw-w64 (and clang for mingw) leave in a PE file unless it is stripped: every
+   function, static ones too, which DbgHelp cannot read (it reads PDB files). Read from the module's file once
+   per writer; symbols sorted by address. */
+typedef struct spprof__coff_sym { uintptr_t addr; uint32_t name; } spprof__coff_sym;
+typedef struct spprof__coff_mod {
+    uintptr_t base;
+    spprof__coff_sym *syms; uint32_t n;
+    char *names; uint32_t names_len;
+} spprof__coff_mod;
+static spprof__coff_mod spprof__coff[64];
+static uint32_t spprof__ncoff;
+
+static int spprof__coff_cmp(const void *a, const void *b) {
+    uintptr_t x = ((const spprof__coff_sym *)a)->addr, y = ((const spprof__coff_sym *)b)->addr;
+    return (x > y) - (x < y);
+}
+
+static void spprof__coff_load(spprof__coff_mod *m, HMODULE mod) {  /* under sym_lock */
+    const IMAGE_DOS_HEADER *dos = (const IMAGE_DOS_HEADER *)(uintptr_t)mod;
+    const IMAGE_NT_HEADERS *nt = (const IMAGE_NT_HEADERS *)((uintptr_t)mod + (uintptr_t)dos->e_lfanew);
+    const IMAGE_SECTION_HEADER *sec = IMAGE_FIRST_SECTION(nt);
+    uint32_t nsym = nt->FileHeader.NumberOfSymbols, off = nt->FileHeader.PointerToSymbolTable, i, strsz = 0, len;
+    unsigned char *tab = NULL;
+    wchar_t path[1024];
+    FILE *f;
+    m->base = (uintptr_t)mod;
+    if (!nsym || !off || nsym > (1u << 24) || !GetModuleFileNameW(mod, path, 1024)) return;
+    f = _wfopen(path, L"rb");
+    if (!f) return;
+    tab = (unsigned char *)SPPROF_MALLOC((size_t)nsym * 18);
+    if (!tab || fseek(f, (long)off, SEEK_SET) != 0 || fread(tab, 18, nsym, f) != nsym || fread(&strsz, 4, 1, f) != 1 ||
+        strsz < 4 || strsz > (64u << 20))
+        goto out;
+    /* names: the string table (long names, by offset), then the short names (8 bytes in the entry) appended */
+    m->names = (char *)SPPROF_MALLOC((size_t)strsz + (size_t)nsym * 9 + 1);
+    m->syms = (spprof__coff_sym *)SPPROF_MALLOC((size_t)nsym * sizeof(spprof__coff_sym));
+    if (!m->names || !m->syms || fread(m->names + 4, 1, strsz - 4, f) != strsz - 4) goto out;
+    memset(m->names, 0, 4);
+    len = strsz;
+    for (i = 0; i < nsym; i += 1u + tab[(size_t)i * 18 + 17]) {  /* + its auxiliary records */
+        const unsigned char *e = tab + (size_t)i * 18;
+        uint32_t value, zeroes, stroff;
+        int16_t secno;
+        uint16_t type;
+        memcpy(&zeroes, e, 4);
+        memcpy(&stroff, e + 4, 4);
+        memcpy(&value, e + 8, 4);
+        memcpy(&secno, e + 12, 2);
+        memcpy(&type, e + 14, 2);
+        if (secno <= 0 || secno > nt->FileHeader.NumberOfSections || (type & 0x30) != 0x20) continue;  /* functions */
+        if (!(sec[secno - 1].Characteristics & IMAGE_SCN_MEM_EXECUTE)) continue;
+        if (zeroes) {
+            memcpy(m->names + len, e, 8);
+            m->names[len + 8] = 0;
+            m->syms[m->n].name = len;
+            len += 9;
+        } else if (stroff >= 4 && stroff < strsz) {
+            m->syms[m->n].name = stroff;
+        } else {
+            continue;
+        }
+        m->syms[m->n].addr = (uintptr_t)mod + sec[secno - 1].VirtualAddress + value;
+        m->n++;
+    }
+    m->names[len] = 0;
+    m->names_len = len;
+    qsort(m->syms, m->n, sizeof *m->syms, spprof__coff_cmp);
+out:
+    fclose(f);
+    SPPROF_FREE(tab);
+}
+
+/* The function that holds pc in a mingw-built module, from its COFF symbols; 1 if found. Under sym_lock. */
+static int spprof__coff_lookup(HMODULE mod, uintptr_t pc, char *name, size_t n) {
+    spprof__coff_mod *m = NULL;
+    uint32_t i, lo = 0, hi;
+    for (i = 0; i < spprof__ncoff; i++) if (spprof__coff[i].base == (uintptr_t)mod) m = &spprof__coff[i];
+    if (!m) {
+        if (spprof__ncoff == sizeof spprof__coff / sizeof spprof__coff[0]) return 0;
+        m = &spprof__coff[spprof__ncoff++];
+        memset(m, 0, sizeof *m);
+        spprof__coff_load(m, mod);
+    }
+    hi = m->n;
+    while (lo < hi) { uint32_t mid = (lo + hi) / 2; if (m->syms[mid].addr <= pc) lo = mid + 1; else hi = mid; }
+    if (lo == 0 || pc - m->syms[lo - 1].addr > (1u << 20)) return 0;
+    snprintf(name, n, "%s", m->names + m->syms[lo - 1].name);
+    return 1;
+}
+
+static void spprof__coff_reset(void) {  /* under sym_lock */
+    uint32_t i;
+    for (i = 0; i < spprof__ncoff; i++) { SPPROF_FREE(spprof__coff[i].syms); SPPROF_FREE(spprof__coff[i].names); }
+    spprof__ncoff = 0;
 }
 
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
@@ -3196,7 +3304,8 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
                            (LPCWSTR)(uintptr_t)pc, &mod))
         GetModuleFileNameA(mod, out->file, sizeof out->file);
     spprof__lock(&spprof__sym_lock);
-    if (spprof__dh_ready()) {
+    if (mod && spprof__coff_lookup(mod, (uintptr_t)pc, out->name, sizeof out->name)) found = 1;
+    if (!found && spprof__dh_ready()) {
         memset(&u, 0, sizeof u);
         u.si.SizeOfStruct = sizeof(SYMBOL_INFO);
         u.si.MaxNameLen = 255;

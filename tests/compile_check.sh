@@ -42,5 +42,13 @@ for cxx in g++ clang++; do
   check "$cxx c++11 impl" "$tmp/impl.c" $cxx -std=c++11 -x c++
   check "$cxx c++17 impl" "$tmp/impl.c" $cxx -std=c++17 -x c++
 done
+# Windows (mingw-w64): the implementation as C99 and C++ (install-deps installs mingw-w64)
+if command -v x86_64-w64-mingw32-gcc >/dev/null; then
+  check "mingw gcc c99 impl" "$tmp/impl.c" x86_64-w64-mingw32-gcc -std=c99 -x c
+  check "mingw gcc c99 static" "$tmp/static.c" x86_64-w64-mingw32-gcc -std=c99 -x c
+  check "mingw g++ c++11 impl" "$tmp/impl.c" x86_64-w64-mingw32-g++ -std=c++11 -x c++
+else
+  echo "  skip mingw: x86_64-w64-mingw32-gcc not installed (make deps installs mingw-w64)"
+fi
 echo "compile-check: $pass passed, $fails failed"
 [ "$fails" -eq 0 ]
