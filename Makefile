@@ -75,10 +75,15 @@ MINGW_CC := x86_64-w64-mingw32-gcc
 $(BUILD)/windows/windows_sampler.exe: tests/windows_sampler.c spprof.h
 	@mkdir -p $(dir $@)
 	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. $< -o $@
+# The native demo as a Windows program (winpthreads linked in statically: the .exe needs no mingw DLL).
+$(BUILD)/windows/native_demo.exe: examples/native_demo.c spprof.h
+	@mkdir -p $(dir $@)
+	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. $< -o $@ -static -lpthread
 test-windows:
 	@if ! command -v $(MINGW_CC) >/dev/null || ! command -v wine >/dev/null; then \
 	  echo "test-windows: skipped (mingw-w64 or wine missing; make deps installs them)"; \
-	else $(MAKE) -s $(BUILD)/windows/windows_sampler.exe && sh tests/run_windows.sh $(BUILD)/windows/windows_sampler.exe; fi
+	else $(MAKE) -s $(BUILD)/windows/windows_sampler.exe $(BUILD)/windows/native_demo.exe && \
+	  sh tests/run_windows.sh $(BUILD)/windows/windows_sampler.exe $(BUILD)/windows/native_demo.exe; fi
 
 # The header must compile alone as C99 and C++ with gcc and clang, with and without the implementation.
 test-compile:
