@@ -18,7 +18,7 @@ SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undef
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
 PHONY_EXTRA := pypkg
-.PHONY: all pypkg demo test test-compile test-c test-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
+.PHONY: all pypkg demo test test-compile test-c test-windows bench-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
 
 # Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
 PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
@@ -150,6 +150,11 @@ test-regrtest: pypkg
 # benchmarks/overhead.png; about 40 minutes with the defaults). PEERS_ARGS passes options to peers.py,
 # e.g. make bench PEERS_ARGS="--reps 3 --seconds 2".
 BENCH_VENV := $(BUILD)/bench-venv
+# The Windows sampler's overhead and achieved rate under wine (benchmarks/bench_windows.c; a few minutes).
+bench-windows:
+	@mkdir -p $(BUILD)/windows
+	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. benchmarks/bench_windows.c -o $(BUILD)/windows/bench_windows.exe
+	WINEPREFIX=$(CURDIR)/$(BUILD)/wine/prefix WINEDEBUG=-all wine $(BUILD)/windows/bench_windows.exe $(BENCH_WINDOWS_ARGS) </dev/null
 bench: $(BUILD)/native_demo pypkg
 	@sh benchmarks/install-peers.sh $(BENCH_VENV) $(PYTHON)
 	@sh benchmarks/run.sh

@@ -269,6 +269,12 @@ typedef struct spprof_stats {
     uint64_t threads_posix;         /* live threads sampled by a POSIX timer */
     uint64_t perf_fd_fallbacks;     /* threads given a POSIX timer because the perf fd budget (or the process's
                                        fd limit) was reached, this session (see SPPROF_PERF_FD_SHARE) */
+    /* The suspend-and-sample sampler thread (Windows): 0 on Linux, where each thread samples itself. */
+    uint64_t ticks_late;            /* sampler ticks more than one interval late */
+    uint64_t suspensions;           /* threads suspended, sampled and resumed */
+    uint64_t suspend_failures;      /* suspensions refused (a thread that was exiting): skipped */
+    uint64_t suspend_ns_total;      /* time threads spent suspended by the sampler, summed */
+    uint64_t suspend_ns_max;        /* the longest suspension */
     int signo;                      /* the profiling signal of the current (or last) session */
     int handler_replaced;           /* 1: the program replaced spprof's handler; sampling stopped then */
 } spprof_stats;
@@ -1077,6 +1083,7 @@ static void spprof__os_collector_stop(void);
 static void spprof__os_quiesce_begin(void);                          /* around deleting the sources at stop */
 static void spprof__os_quiesce_end(void);
 static void spprof__os_end(int handlers_done);                       /* session end */
+static void spprof__os_stats(spprof_stats *o);                       /* the OS's own counters, under reg_lock */
 
 /* ==== @walk ============================================================================================
    Frame-pointer walk. Every frame record is checked before it is read: inside [sp, stack_hi) of the mapping
@@ -2999,7 +3006,10 @@ static void spprof__win_tick(int self) {
         memset(&c, 0, sizeof c);
         c.ContextFlags = CONTEXT_CONTROL | CONTEXT_INTEGER;
         t0 = spprof__now_ns();
-        if (SuspendThread(s->win.th) == (DWORD)-1) { spprof__g.win.suspend_failures++; continue; }
+        if (SuspendThread(s->win.th) == (DWORD)-1) {
+            SPPROF__ADD(&spprof__g.win.suspend_failures, 1);
+            continue;
+        }
         /* from here until ResumeThread: no allocation, no lock, no call that could take one */
         ok = GetThreadContext(s->win.th, &c) != 0;  /* also waits until the suspension has taken effect */
         if (ok) {
@@ -3024,9 +3034,10 @@ static void spprof__win_tick(int self) {
         }
         ResumeThread(s->win.th);
         t1 = spprof__now_ns();
-        spprof__g.win.suspensions++;
-        spprof__g.win.suspend_ns_total += t1 - t0;
-        if (t1 - t0 > spprof__g.win.suspend_ns_max) spprof__g.win.suspend_ns_max = t1 - t0;
+        /* atomic: spprof_get_stats reads them from another thread (only this thread writes them) */
+        SPPROF__ADD(&spprof__g.win.suspensions, 1);
+        SPPROF__ADD(&spprof__g.win.suspend_ns_total, t1 - t0);
+        if (t1 - t0 > SPPROF__LOADR(&spprof__g.win.suspend_ns_max)) SPPROF__STORER(&spprof__g.win.suspend_ns_max, t1 - t0);
     }
 }
 
@@ -3055,8 +3066,11 @@ static DWORD WINAPI spprof__win_main(LPVOID arg) {
         else w = WaitForSingleObject(waits[0], (DWORD)(iv / 1000000u ? iv / 1000000u : 1));
         if (w == WAIT_OBJECT_0 || SPPROF__LOAD(&spprof__g.collector_stop)) break;
         now = spprof__now_ns();
-        spprof__g.win.ticks++;
-        if (now > next + iv) { spprof__g.win.ticks_late++; next = now; }
+        SPPROF__ADD(&spprof__g.win.ticks, 1);
+        if (now > next + iv) {
+            SPPROF__ADD(&spprof__g.win.ticks_late, 1);
+            next = now;
+        }
         next += iv;
         if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) {
             spprof__lock(&spprof__reg_lock);
@@ -3096,6 +3110,14 @@ static spprof_result spprof__os_validate(const spprof_config *c) {
 }
 
 static void spprof__os_init_once(void) {}
+
+static void spprof__os_stats(spprof_stats *o) {
+    o->ticks_late = SPPROF__LOADR(&spprof__g.win.ticks_late);
+    o->suspensions = SPPROF__LOADR(&spprof__g.win.suspensions);
+    o->suspend_failures = SPPROF__LOADR(&spprof__g.win.suspend_failures);
+    o->suspend_ns_total = SPPROF__LOADR(&spprof__g.win.suspend_ns_total);
+    o->suspend_ns_max = SPPROF__LOADR(&spprof__g.win.suspend_ns_max);
+}
 
 /* The TSC rate, for QueryThreadCycleTime (which counts TSC cycles on x86-64). */
 static void spprof__win_calibrate(void) {
@@ -3554,6 +3576,7 @@ static void spprof__atfork_init(void) {
     pthread_atfork(spprof__atfork_prepare, spprof__atfork_parent, spprof__atfork_child);
 }
 static void spprof__os_init_once(void) { spprof__once(&spprof__atfork_once, spprof__atfork_init); }
+static void spprof__os_stats(spprof_stats *o) { (void)o; }  /* every thread samples itself: no suspensions */
 
 /* Session start, under reg_lock: the collector's wake-up, the signal handler, the fault handler, and
    whether perf events can be used. */
@@ -3840,6 +3863,7 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
                 else if (s->has_timer) o->threads_posix++;
             }
     o->perf_fd_fallbacks = spprof__g.perf_fd_fallbacks;
+    spprof__os_stats(o);
     spprof__lock(&spprof__prof_lock);
     o->samples_dropped_memory = spprof__g.dropped_memory;
     for (i = 0; i < spprof__g.prof.nrecs; i++) {

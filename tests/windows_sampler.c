@@ -135,10 +135,14 @@ static double shares_once(int attempt) {
     ta = 100.0 * (double)g_t_a / (double)(g_t_a + g_t_b);
     printf("  attempt %d: samples %llu, weight %llu, leaf_a %.1f%%, leaf_b %.1f%% (truth %.1f%%), other %llu, "
            "ticks late %llu\n", attempt, (unsigned long long)st.samples_in_profile, (unsigned long long)s.total, sa, sb,
-           ta, (unsigned long long)s.other, (unsigned long long)spprof__g.win.ticks_late);
-    printf("  suspensions %llu, mean %.1f us, max %.1f us, failures %llu\n", (unsigned long long)spprof__g.win.suspensions,
-           spprof__g.win.suspensions ? (double)spprof__g.win.suspend_ns_total / (double)spprof__g.win.suspensions / 1e3 : 0.0,
-           (double)spprof__g.win.suspend_ns_max / 1e3, (unsigned long long)spprof__g.win.suspend_failures);
+           ta, (unsigned long long)s.other, (unsigned long long)st.ticks_late);
+    printf("  suspensions %llu, mean %.1f us, max %.1f us, failures %llu\n", (unsigned long long)st.suspensions,
+           st.suspensions ? (double)st.suspend_ns_total / (double)st.suspensions / 1e3 : 0.0,
+           (double)st.suspend_ns_max / 1e3, (unsigned long long)st.suspend_failures);
+    CHECK(st.suspensions >= st.samples_in_profile && st.suspend_ns_max > 0 &&
+          st.suspend_ns_total >= st.suspend_ns_max && st.suspend_ns_total >= st.suspensions * 1000u,
+          "stats: every sample came from a timed suspension (%llu suspensions, %llu samples)",
+          (unsigned long long)st.suspensions, (unsigned long long)st.samples_in_profile);
     CHECK((double)s.total > 0.7 * (double)w.cpu_used / 1e6 && (double)s.total < 1.3 * (double)w.cpu_used / 1e6 + 20,
           "weight ~ the thread's CPU time / interval (%llu for %.0f ms)", (unsigned long long)s.total, (double)w.cpu_used / 1e6);
     CHECK(s.other * 10 < s.total, "under 10%% of the weight outside the leaves (%llu of %llu)", (unsigned long long)s.other,
