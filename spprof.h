@@ -1121,9 +1121,9 @@ static int spprof__in_exec(uintptr_t a, size_t len) {
    state [sp] holds the return address. Accept [sp] as a return address only if the 5 or 6 bytes before it,
    in an executable segment, are a call: a direct call (E8 rel32) whose target is at or below pc and within
    1 MiB of it, or an indirect call through memory/register (FF /2). */
+#if defined(__x86_64__)  /* aarch64 has lr for this (spprof__walk_fp) */
 SPPROF__NO_SANITIZE
 static int spprof__leaf_return(uintptr_t pc, uintptr_t cand) {
-#if defined(__x86_64__)
     const unsigned char *c;
     if (cand < 4096 || !spprof__in_exec(cand - 6, 6)) return 0;
     c = (const unsigned char *)cand;
@@ -1138,11 +1138,44 @@ static int spprof__leaf_return(uintptr_t pc, uintptr_t cand) {
     if (c[-3] == 0xFF && (c[-2] & 0x38) == 0x10 && (c[-2] & 0xC0) == 0x40) return 1; /* call *disp8(reg) */
     if (c[-2] == 0xFF && (c[-1] & 0xF8) == 0xD0) return 1;      /* call *%reg */
     return 0;
-#else
-    (void)pc; (void)cand;
-    return 0;
-#endif
 }
+#endif
+
+#if defined(__aarch64__)
+/* [signal-safe] Leaf fix-up (aarch64): is lr (x30) the return address into pc's caller, a caller that the
+   frame-pointer chain from x29 does not show? Only where that can be told from the code: lr is also left
+   behind by every call the function at pc made itself (a stale copy pointing into that same function: taking
+   it invented a "f;f" frame, found when this walker first ran, under qemu-user), so it is taken only
+   - in a prologue before x29 is set (the instruction at pc is paciasp/pacibsp/bti, the stp of x29, x30, or
+     the mov/add x29, sp) or in an epilogue after x29, x30 are restored (pc at ret/autiasp, or the
+     instruction before pc is the ldp of x29, x30): x30 then holds the return into the caller;
+   - in a frameless leaf: the instruction before lr is a direct call (bl) to T, T <= pc within 4 KiB, and no
+     stp of x29, x30 lies in [T, pc) (a function that saved a frame record has x29 pointing at it, so its lr
+     is stale). A frameless leaf reached through a PLT stub or an indirect call (blr) is not recognized: its
+     caller is missing from that sample (as the first screen says of code without frame pointers).
+   Reads only instruction words inside one executable segment. */
+#define SPPROF__A64_STP_FP_LR(w) (((w) & 0xFFC07FFFu) == 0xA9807BFDu || ((w) & 0xFFC07FFFu) == 0xA9007BFDu)
+#define SPPROF__A64_LDP_FP_LR(w) (((w) & 0xFFC07FFFu) == 0xA8C07BFDu || ((w) & 0xFFC07FFFu) == 0xA9407BFDu)
+SPPROF__NO_SANITIZE
+static int spprof__lr_is_caller(uintptr_t pc, uintptr_t lr) {
+    uint32_t w, call;
+    uintptr_t t, a;
+    int32_t imm;
+    if ((pc & 3u) || (lr & 3u) || lr < 4096 || !spprof__in_exec(pc, 4) || !spprof__in_exec(lr - 4, 4)) return 0;
+    w = *(const uint32_t *)pc;
+    if (w == 0xD503233Fu || w == 0xD503237Fu || w == 0xD503245Fu || w == 0xD50324DFu) return 1; /* pac, bti */
+    if (SPPROF__A64_STP_FP_LR(w) || (w & 0xFFC003FFu) == 0x910003FDu) return 1; /* stp x29,x30 / add x29,sp */
+    if (w == 0xD65F03C0u || w == 0xD50323BFu || w == 0xD50323FFu) return 1;     /* ret, autiasp, autibsp */
+    if (spprof__in_exec(pc - 4, 4) && SPPROF__A64_LDP_FP_LR(*(const uint32_t *)(pc - 4))) return 1;
+    call = *(const uint32_t *)(lr - 4);
+    if ((call & 0xFC000000u) != 0x94000000u) return 0;  /* not a bl */
+    imm = (int32_t)(call << 6) >> 6;                   /* imm26, sign-extended */
+    t = lr - 4 + (uintptr_t)((intptr_t)imm * 4);
+    if (t > pc || pc - t >= 4096 || !spprof__in_exec(t, (size_t)(pc - t) + 4)) return 0;
+    for (a = t; a < pc; a += 4) if (SPPROF__A64_STP_FP_LR(*(const uint32_t *)a)) return 0;
+    return 1;
+}
+#endif
 
 /* [signal-safe] Follows the frame-pointer chain from fp, reading only inside [lo, hi) (the thread's stack),
    appending return addresses to frames[n..max). Shared by the signal handler's walk and the memory
@@ -1193,7 +1226,7 @@ static int spprof__walk_fp(const spprof_walk_ctx *ctx, spprof_frame *frames, int
     {   /* a frameless leaf keeps its return address in lr (x30) */
         uintptr_t lr = ctx->lr;
         int framed = fp >= sp && fp <= hi - 2 * sizeof(uintptr_t) && (fp & 7) == 0 && ((const uintptr_t *)fp)[1] == lr;
-        if (n < max_frames && !framed && spprof__in_exec(lr - 4, 4)) {
+        if (n < max_frames && !framed && spprof__lr_is_caller(pc, lr)) {
             frames[n].addr = lr; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
         }
     }
@@ -3457,6 +3490,21 @@ static int spprof__is_default(const struct sigaction *a) {
     return !(a->sa_flags & SA_SIGINFO) && a->sa_handler == SIG_DFL;
 }
 
+/* Can a timer deliver sig? A timer created (never armed) and deleted. Under qemu-user (7.2, aarch64 guest
+   on x86-64) sigaction accepts signals 63 and 64 but timer_create refuses them (EINVAL): the emulator keeps
+   the host's top real-time signals for itself. Without this check the default signal was SIGRTMAX there
+   and no thread was ever sampled. */
+static int spprof__signal_timer_ok(int sig) {
+    struct sigevent sev;
+    timer_t t;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = sig;
+    if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) return 0;
+    timer_delete(t);
+    return 1;
+}
+
 /* Installs the handler for signo, or (signo 0) for the highest real-time signal nobody handles; returns the
    signal, or 0 with the error set. The handler of an earlier session is kept if it is still installed
    (same signal asked for, or any real-time signal when 0 is). A handler the program put in place of ours
@@ -3481,6 +3529,10 @@ static int spprof__install_handler(int signo) {
     /* The previous action is written straight into old_action by the same sigaction that installs ours:
        a foreign signal that reaches our handler right after finds the action to pass it on to. */
     if (signo) {
+        if (!spprof__signal_timer_ok(signo)) {
+            spprof__fail(SPPROF_ERR_SYSTEM, "signo=%d: timer_create refuses this signal here (%s)", signo, strerror(errno));
+            return 0;
+        }
         if (sigaction(signo, &sa, &spprof__g.old_action) != 0) {
             spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
             return 0;
@@ -3493,6 +3545,7 @@ static int spprof__install_handler(int signo) {
            spprof starting at the same time) claimed it first, and it gets its handler back. */
         for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
             if (sigaction(sig, NULL, &old) != 0 || !spprof__is_default(&old)) continue;
+            if (!spprof__signal_timer_ok(sig)) continue;  /* reserved by an emulator (qemu-user) */
             if (sigaction(sig, &sa, &spprof__g.old_action) != 0) continue;
             if (spprof__is_default(&spprof__g.old_action)) break;
             sigaction(sig, &spprof__g.old_action, NULL);
