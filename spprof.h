@@ -23,12 +23,14 @@
        spprof_mem_stop(); spprof_mem_shutdown();
 
    Contents (search for the banner, in this order):   @api  @config  @impl  @atomics  @os  @errors  @ring
-       @registry  @profile  @walk  @sample  @handler  @guard  @collector  @offcpu  @os_windows  @lifecycle
-       @symbolize  @writers  @memprof  @license
-   Platforms: Linux (x86-64; aarch64 written, not run) and Windows x86-64 (mingw-w64: tested under
-   wine 8 only, never run on real Windows; link nothing beyond the default kernel32). Portable code calls the
+       @registry  @profile  @walk  @sample  @handler  @guard  @collector  @offcpu  @os_windows  @os_macos
+       @lifecycle  @symbolize  @writers  @memprof  @license
+   Platforms: Linux (x86-64; aarch64 run under qemu-user emulation only), Windows x86-64 (mingw-w64: tested
+   under wine 8 only, never run on real Windows; link nothing beyond the default kernel32) and macOS arm64
+   and x86-64 (built and linked with zig cc, never run: no Mac was available). Portable code calls the
    interface under @os; the Linux parts are behind SPPROF__OS_LINUX (@handler, @guard, @offcpu and parts of
-   @walk, @collector, @lifecycle, @symbolize, @writers, @memprof), Windows is @os_windows.
+   @walk, @collector, @lifecycle, @symbolize, @writers, @memprof), Windows is @os_windows, macOS is
+   @os_macos (and its malloc_logger in @memprof; the writers' POSIX file handling is shared with Linux).
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
    POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
@@ -48,7 +50,12 @@
    only, spprof_symbol_range finds nothing, there is no off-CPU walker (wall mode suspends blocked threads
    too). See @os_windows.
 
-   Does not do (yet): macOS sampler. Without SPPROF_USE_LIBUNWIND, build the code you profile with
+   macOS: the same design with Mach calls (thread_suspend, thread_get_state, walk, thread_resume; threads
+   from a pthread introspection hook plus task_threads; symbols from dladdr and the images' LC_SYMTAB);
+   interval_ns >= 1 ms, source must be AUTO, no guard_faults; hook_native (memory) sets malloc_logger. Built
+   and linked only: see @os_macos for what is taken from Apple's documentation rather than observed.
+
+   Does not do (yet): Without SPPROF_USE_LIBUNWIND, build the code you profile with
    -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller
    (the walk goes from it straight to its caller's caller). No file:line for native code; 32-bit targets.
    Threads whose stack is switched (ucontext/boost.context coroutines) re-read /proc/self/maps whenever
@@ -167,7 +174,8 @@ enum {
 typedef struct spprof_walk_ctx {
     uintptr_t pc, sp, fp;   /* program counter, stack pointer, frame pointer (rbp / x29) */
     uintptr_t lr;           /* aarch64: link register x30; 0 on x86-64 */
-    const void *os_context; /* Linux: the handler's ucontext_t; Windows: the thread's CONTEXT */
+    const void *os_context; /* Linux: the handler's ucontext_t; Windows: the thread's CONTEXT; macOS: its
+                               arm_thread_state64_t / x86_thread_state64_t */
     uintptr_t stack_lo;     /* the thread's stack around sp: [stack_lo, stack_hi) */
     uintptr_t stack_hi;     /* 0 when unknown */
     int tid;                /* the sampled thread (Linux: the calling thread; Windows: a suspended one) */
@@ -350,7 +358,8 @@ typedef struct spprof_mem_config {
     uint32_t max_frames;         /* frames stored in all distinct stacks, 1024 .. 2^26             (default 2^20) */
     uint32_t freed_capacity;     /* freed samples kept with their lifetime, 0 .. 2^26              (default 2^16) */
     int max_depth;               /* frames per sample, 1 .. 256                                     (default 64) */
-    int hook_native;             /* 1: redirect the malloc family of loaded objects (GOT entries)   (default 1) */
+    int hook_native;             /* 1: redirect the malloc family of loaded objects (GOT entries; macOS:
+                                    malloc_logger; Windows: refused)               (default 1, Windows 0) */
     spprof_mem_walk_fn walker;   /* NULL: frame-pointer walk of the allocating thread */
     void *walker_user;
     uint64_t seed;               /* 0: from the clock */
@@ -670,8 +679,8 @@ extern "C" {
    - threads: spprof__list_threads, spprof__thread_alive, spprof__read_comm (name), spprof__thread_at_exit;
    - code ranges (spprof__refresh_xranges), symbols (spprof__os_symbolize), the collector or sampler thread
      (spprof__os_begin / spprof__os_end), output files (spprof__out_open / spprof__out_close).
-   Both OSes hand a sample to the portable spprof__take_sample() (@sample): the Linux signal handler for its
-   own thread, the Windows sampler thread for a thread it has suspended. */
+   Every OS hands a sample to the portable spprof__take_sample() (@sample): the Linux signal handler for its
+   own thread, the Windows and macOS sampler threads for a thread they have suspended. */
 static void spprof__yield(void);
 typedef int spprof__once_t;  /* 0: not run, 1: running, 2: done */
 /* Runs fn once per process, whoever calls first; the others wait until it has run. */
@@ -1284,6 +1293,11 @@ static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_
         if (fp < lo || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)) != 0) break;
         next = ((const uintptr_t *)fp)[0];
         ret = ((const uintptr_t *)fp)[1];
+#if SPPROF__OS_MACOS && defined(__aarch64__)
+        /* arm64e code signs saved return addresses (pointer authentication bits above the 47-bit user
+           address space, per Apple's arm64e documentation; not observed): strip them */
+        ret &= ((uintptr_t)1 << 47) - 1;
+#endif
         if (ret < 4096) break;
         /* most callers share a segment with the previous one: look the table up only when they do not */
         if (check_exec && (ret - 1 < seg_lo || ret > seg_hi) && !spprof__exec_segment(ret - 1, &seg_lo, &seg_hi)) break;
