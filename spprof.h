@@ -4050,7 +4050,7 @@ typedef struct spprof__mac_symtab {
     spprof__mac_sym *syms; uint32_t n;
     const char *strs; uint32_t strsize;  /* the image's string table, in memory */
 } spprof__mac_symtab;
-static spprof__mac_symtab spprof__mac_syms[256];
+static spprof__mac_symtab spprof__mac_syms[1024];  /* a process maps a few hundred images */
 static uint32_t spprof__mac_nsyms;
 static spprof__mutex spprof__sym_lock = SPPROF__MUTEX_INIT;
 
@@ -5967,10 +5967,27 @@ extern spprof__malloc_logger_t *malloc_logger;
 static uint32_t spprof__mem_npatches;             /* 1 while our logger is installed (under mem_lock) */
 static uint32_t spprof__mac_mlog_seq;             /* odd: installed (atomic) */
 static spprof__malloc_logger_t *spprof__mac_mlog_prev;  /* the logger that was there before ours */
+/* dyld allocates a thread's thread-local variables with malloc when the thread first touches one: the
+   logger's first touch of spprof__mt on a thread would call malloc, which calls the logger, which touches
+   spprof__mt ... So each thread's state is tracked in a pthread key (its slots are a fixed array in the
+   thread, no allocation): 0 = spprof__mt not touched yet, 1 = being set up (allocations inside are not
+   sampled), 2 = ready. */
+static pthread_key_t spprof__mac_tls_key;
+static int spprof__mac_tls_key_ok;
+static int spprof__mac_tls_ready(void) {
+    void *v = pthread_getspecific(spprof__mac_tls_key);
+    if (v == (void *)2) return 1;
+    if (v == (void *)1) return 0;
+    pthread_setspecific(spprof__mac_tls_key, (void *)1);
+    SPPROF__STORER(&spprof__mt.busy, SPPROF__LOADR(&spprof__mt.busy));  /* the first touch: may malloc */
+    pthread_setspecific(spprof__mac_tls_key, (void *)2);
+    return 1;
+}
 static void spprof__mac_malloc_logger(uint32_t type, uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t result,
                                       uint32_t skip) {
     spprof__malloc_logger_t *prev = (spprof__malloc_logger_t *)SPPROF__LOAD(&spprof__mac_mlog_prev);
-    if (SPPROF__LOAD(&spprof__mac_mlog_seq) & 1u) {  /* odd: installed (even: a zombie call after removal) */
+    /* odd sequence: installed (even: a zombie call after removal) */
+    if ((SPPROF__LOAD(&spprof__mac_mlog_seq) & 1u) && spprof__mac_tls_ready()) {
         if ((type & SPPROF__MLOG_ALLOCATE) && (type & SPPROF__MLOG_DEALLOCATE)) {  /* realloc */
             if (arg2 && arg2 != result) spprof__mem_on_free((void *)arg2);
             if (result && arg2 != result) spprof__mem_on_alloc((void *)result, (size_t)arg3, __builtin_frame_address(0));
@@ -5986,6 +6003,8 @@ static int spprof__mem_resolve_real(void) { return 1; }  /* nothing to resolve: 
 static void spprof__mem_patch_all(void) {                 /* under mem_lock */
     spprof__malloc_logger_t *cur = malloc_logger;
     if (spprof__mem_npatches) return;
+    if (!spprof__mac_tls_key_ok && pthread_key_create(&spprof__mac_tls_key, NULL) != 0) return;
+    spprof__mac_tls_key_ok = 1;
     SPPROF__STORE(&spprof__mac_mlog_prev, cur);
     if ((SPPROF__LOAD(&spprof__mac_mlog_seq) & 1u) == 0) SPPROF__ADD(&spprof__mac_mlog_seq, 1u);
     if (__atomic_compare_exchange_n(&malloc_logger, &cur, spprof__mac_malloc_logger, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
