@@ -279,6 +279,11 @@ typedef struct spprof_stats {
                                        fd limit) was reached, this session (see SPPROF_PERF_FD_SHARE) */
     int signo;                      /* the profiling signal of the current (or last) session */
     int handler_replaced;           /* 1: the program replaced spprof's handler; sampling stopped then */
+    /* Windows and macOS (a sampler thread suspends each thread in turn); 0 on Linux: */
+    uint64_t threads_skipped;       /* samples not taken: suspending the thread or reading its registers
+                                       failed (it was exiting) */
+    uint64_t suspend_ns_total;      /* time threads spent suspended by the sampler */
+    uint64_t suspend_ns_max;        /* the longest single suspension */
 } spprof_stats;
 
 /* A run of identical consecutive samples of one thread, as given by spprof_foreach_sample(). */
@@ -4671,6 +4676,15 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
                 else if (s->has_timer) o->threads_posix++;
             }
     o->perf_fd_fallbacks = spprof__g.perf_fd_fallbacks;
+#if SPPROF__OS_WINDOWS
+    o->threads_skipped = spprof__g.win.suspend_failures;
+    o->suspend_ns_total = spprof__g.win.suspend_ns_total;
+    o->suspend_ns_max = spprof__g.win.suspend_ns_max;
+#elif SPPROF__OS_MACOS
+    o->threads_skipped = spprof__g.mac.skipped;
+    o->suspend_ns_total = spprof__g.mac.suspend_ns_total;
+    o->suspend_ns_max = spprof__g.mac.suspend_ns_max;
+#endif
     spprof__lock(&spprof__prof_lock);
     o->samples_dropped_memory = spprof__g.dropped_memory;
     for (i = 0; i < spprof__g.prof.nrecs; i++) {
@@ -6364,6 +6378,9 @@ SPPROF_API const spprof_mem_api *spprof_mem_get_api(void) {
    in its constructor, so allocations are seen from process start (with native stacks until a module sets
    another walker through spprof_alloc_shim_api(); spprof_python.h does). SPPROF_MEM_RATE=0 loads it without
    starting. A program that uses another allocator (jemalloc, tcmalloc) should not preload this. */
+#if defined(SPPROF_ALLOC_SHIM) && !SPPROF__OS_LINUX
+#  error "spprof.h: SPPROF_ALLOC_SHIM (LD_PRELOAD over glibc) is Linux only; macOS: hook_native=1 (malloc_logger)"
+#endif
 #ifdef SPPROF_ALLOC_SHIM
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);

@@ -164,7 +164,8 @@ static void test_shares(void) {
            (unsigned long long)spprof__g.mac.suspensions,
            spprof__g.mac.suspensions ? (double)spprof__g.mac.suspend_ns_total / (double)spprof__g.mac.suspensions / 1e3 : 0.0,
            (double)spprof__g.mac.suspend_ns_max / 1e3, (unsigned long long)spprof__g.mac.skipped);
-    CHECK(spprof__g.mac.suspensions > 0, "threads were suspended and resumed");
+    CHECK(spprof__g.mac.suspensions > 0 && st.suspend_ns_total > 0 && st.suspend_ns_max > 0 &&
+          st.suspend_ns_max <= st.suspend_ns_total, "threads were suspended and resumed; the stats say for how long");
 #endif
     CHECK((double)s.total > 0.7 * (double)w.cpu_used / 1e6 && (double)s.total < 1.3 * (double)w.cpu_used / 1e6 + 20,
           "weight ~ the thread's CPU time / interval (%llu for %.0f ms)", (unsigned long long)s.total, (double)w.cpu_used / 1e6);
@@ -172,6 +173,9 @@ static void test_shares(void) {
     CHECK(s.other * 10 < s.total, "under 10%% of the weight outside the leaves (%llu of %llu)", (unsigned long long)s.other,
           (unsigned long long)s.total);
     CHECK(s.bad_chain == 0, "every leaf sample has middle and outer above it (%llu bad)", (unsigned long long)s.bad_chain);
+#if SPPROF__OS_LINUX
+    CHECK(st.suspend_ns_total == 0 && st.threads_skipped == 0, "Linux: no thread is ever suspended (stats 0)");
+#endif
 }
 
 static void test_wall_vs_cpu(int wall) {
