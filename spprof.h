@@ -221,7 +221,8 @@ typedef void (*spprof_drain_fn)(uint32_t nframes_total, void *user);
    and read after a fault must be volatile.
    Declared only where <setjmp.h> declares sigjmp_buf (POSIX: _GNU_SOURCE, _POSIX_C_SOURCE, C++, or the
    compiler's default gnu modes), so a strict -std=c99 file that does not use the guard still compiles. */
-#if !defined(_WIN32) && !defined(__APPLE__) && (defined(__USE_POSIX) || defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(__cplusplus))
+#if !defined(_WIN32) && !defined(__APPLE__) && /* Linux only */ \
+    (defined(__USE_POSIX) || defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(__cplusplus))
 #define SPPROF_HAVE_GUARD 1
 typedef struct spprof_guard {
     sigjmp_buf env;
@@ -1269,7 +1270,8 @@ static int spprof__lr_is_caller(uintptr_t pc, uintptr_t lr) {
     uint32_t w, call;
     uintptr_t t, a;
     int32_t imm;
-    if ((pc & 3u) || (lr & 3u) || lr < 4096 || !spprof__in_exec(pc, 4) || !spprof__in_exec(lr - 4, 4)) return 0;
+    if ((pc & 3u) || (lr & 3u) || lr < 4096) return 0;
+    if (!spprof__in_exec(pc, 4) || !spprof__in_exec(lr - 4, 4)) return 0;
     w = *(const uint32_t *)pc;
     if (w == 0xD503233Fu || w == 0xD503237Fu || w == 0xD503245Fu || w == 0xD50324DFu) return 1; /* pac, bti */
     if (SPPROF__A64_STP_FP_LR(w) || (w & 0xFFC003FFu) == 0x910003FDu) return 1; /* stp x29,x30 / add x29,sp */
@@ -3615,7 +3617,8 @@ static spprof__mac_thread *spprof__mac_claim(void) {
     for (i = 0; i < hw; i++) {
         spprof__mac_thread *e = spprof__mac_entry(i);
         int z = 0;
-        if (e && SPPROF__LOADR(&e->state) == 0 && __atomic_compare_exchange_n(&e->state, &z, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        if (e && SPPROF__LOADR(&e->state) == 0 &&
+            __atomic_compare_exchange_n(&e->state, &z, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
             return e;
     }
     for (tries = 0; tries < 8; tries++) {
@@ -3628,7 +3631,8 @@ static spprof__mac_thread *spprof__mac_claim(void) {
             spprof__mac_thread *none = NULL;
             chunk = (spprof__mac_thread *)spprof__os_map_pages(SPPROF__MAC_CHUNK * sizeof(spprof__mac_thread));
             if (!chunk) return NULL;
-            if (!__atomic_compare_exchange_n(&spprof__mac_tab[i / SPPROF__MAC_CHUNK], &none, chunk, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (!__atomic_compare_exchange_n(&spprof__mac_tab[i / SPPROF__MAC_CHUNK], &none, chunk, 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
                 munmap((void *)chunk, SPPROF__MAC_CHUNK * sizeof(spprof__mac_thread));
                 chunk = none;
             }
@@ -3677,9 +3681,9 @@ static void spprof__mac_pthread_hook(unsigned int event, pthread_t thread, void 
         for (i = 0; i < hw; i++) {
             spprof__mac_thread *e = spprof__mac_entry(i);
             int live = 2;
-            if (e && SPPROF__LOAD(&e->state) == 2 && e->pth == thread &&
-                __atomic_compare_exchange_n(&e->state, &live, 3, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-                break;
+            /* every entry of it (a thread starting while a session starts can be entered twice) */
+            if (e && SPPROF__LOAD(&e->state) == 2 && e->pth == thread)
+                __atomic_compare_exchange_n(&e->state, &live, 3, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
         }
     }
     errno = saved;
@@ -3801,8 +3805,8 @@ __attribute__((unused))
 #endif
 static int spprof__os_read_mem(void *dst, const void *src, size_t n) {
     vm_size_t got = 0;
-    if (vm_read_overwrite(mach_task_self(), (vm_address_t)(uintptr_t)src, (vm_size_t)n, (vm_address_t)(uintptr_t)dst,
-                          &got) != KERN_SUCCESS)
+    if (vm_read_overwrite(mach_task_self(), (vm_address_t)(uintptr_t)src, (vm_size_t)n,
+                          (vm_address_t)(uintptr_t)dst, &got) != KERN_SUCCESS)
         return 0;
     return got == (vm_size_t)n;
 }
@@ -3820,10 +3824,11 @@ static void spprof__refresh_xranges(void) {
        image unloaded meanwhile is dropped by the next refresh (its counter moved). */
     count = _dyld_image_count();
     for (i = 0; i < count && !b.oom; i++) {
-        const struct mach_header_64 *mh = (const struct mach_header_64 *)(const void *)_dyld_get_image_header(i);
+        const struct mach_header_64 *mh;
         intptr_t slide = _dyld_get_image_vmaddr_slide(i);
         const unsigned char *lc;
         uint32_t k;
+        mh = (const struct mach_header_64 *)(const void *)_dyld_get_image_header(i);
         if (!mh || mh->magic != MH_MAGIC_64) continue;
         lc = (const unsigned char *)(mh + 1);
         for (k = 0; k < mh->ncmds; k++) {
@@ -3937,7 +3942,7 @@ static void *spprof__mac_main(void *arg) {
     for (;;) {
         uint64_t now = mach_absolute_time(), now_ns;
         uint32_t nframes;
-        if (next > now) mach_wait_until(next - now > slice ? now + slice : next);  /* stop is seen within 20 ms */
+        if (next > now) mach_wait_until(next - now > slice ? now + slice : next);  /* stop: seen within 20 ms */
         if (SPPROF__LOAD(&spprof__g.collector_stop)) break;
         now = mach_absolute_time();
         if (now >= next) {
@@ -3975,13 +3980,14 @@ static void *spprof__mac_main(void *arg) {
 
 static spprof_result spprof__os_validate(const spprof_config *c) {
     if (c->source != SPPROF_SOURCE_AUTO)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%d: on macOS threads are sampled by suspending them; "
-                            "only SPPROF_SOURCE_AUTO applies", (int)c->source);
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%d: on macOS threads are sampled by suspending "
+                            "them; only SPPROF_SOURCE_AUTO applies", (int)c->source);
     if (c->guard_faults)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "guard_faults=1: the fault guard (spprof_guard) exists on Linux only");
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG,
+                            "guard_faults=1: the fault guard (spprof_guard) exists on Linux only");
     if (c->interval_ns < 1000000)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "interval_ns=%lld: on macOS the interval is at least 1 ms "
-                            "(1000000 ns): every tick suspends every thread", (long long)c->interval_ns);
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "interval_ns=%lld: on macOS the interval is at least "
+                            "1 ms (1000000 ns): every tick suspends every thread", (long long)c->interval_ns);
     return SPPROF_OK;
 }
 
@@ -4173,7 +4179,11 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
     if (dli.dli_fbase) {
         const spprof__mac_symtab *t = spprof__mac_symtab_of((uintptr_t)dli.dli_fbase);
         uint32_t lo = 0, hi = t ? t->n : 0;
-        while (lo < hi) { uint32_t mid = (lo + hi) / 2; if (t->syms[mid].addr <= pc) lo = mid + 1; else hi = mid; }
+        while (lo < hi) {
+            uint32_t mid = (lo + hi) / 2;
+            if (t->syms[mid].addr <= pc) lo = mid + 1;
+            else hi = mid;
+        }
         if (lo > 0 && t->syms[lo - 1].addr > best_addr) {  /* closer than dladdr's: a static function */
             best = t->strs + t->syms[lo - 1].name;
             best_addr = t->syms[lo - 1].addr;
@@ -4190,7 +4200,8 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
     if (!found) {
         const char *base = strrchr(out->file, '/');
         base = base ? base + 1 : out->file;
-        snprintf(out->name, sizeof out->name, "%.200s+0x%llx", base, (unsigned long long)(pc - (uintptr_t)dli.dli_fbase));
+        snprintf(out->name, sizeof out->name, "%.200s+0x%llx", base,
+                 (unsigned long long)(pc - (uintptr_t)dli.dli_fbase));
     }
     return found;
 }
@@ -4313,7 +4324,8 @@ static int spprof__install_handler(int signo) {
        a foreign signal that reaches our handler right after finds the action to pass it on to. */
     if (signo) {
         if (!spprof__signal_timer_ok(signo)) {
-            spprof__fail(SPPROF_ERR_SYSTEM, "signo=%d: timer_create refuses this signal here (%s)", signo, strerror(errno));
+            spprof__fail(SPPROF_ERR_SYSTEM, "signo=%d: timer_create refuses this signal here (%s)", signo,
+                         strerror(errno));
             return 0;
         }
         if (sigaction(signo, &sa, &spprof__g.old_action) != 0) {
@@ -5997,14 +6009,15 @@ static int spprof__mac_tls_ready(void) {
     pthread_setspecific(spprof__mac_tls_key, (void *)2);
     return 1;
 }
-static void spprof__mac_malloc_logger(uint32_t type, uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t result,
-                                      uint32_t skip) {
+static void spprof__mac_malloc_logger(uint32_t type, uintptr_t arg1, uintptr_t arg2, uintptr_t arg3,
+                                      uintptr_t result, uint32_t skip) {
     spprof__malloc_logger_t *prev = (spprof__malloc_logger_t *)SPPROF__LOAD(&spprof__mac_mlog_prev);
     /* odd sequence: installed (even: a zombie call after removal) */
     if ((SPPROF__LOAD(&spprof__mac_mlog_seq) & 1u) && spprof__mac_tls_ready()) {
         if ((type & SPPROF__MLOG_ALLOCATE) && (type & SPPROF__MLOG_DEALLOCATE)) {  /* realloc */
             if (arg2 && arg2 != result) spprof__mem_on_free((void *)arg2);
-            if (result && arg2 != result) spprof__mem_on_alloc((void *)result, (size_t)arg3, __builtin_frame_address(0));
+            if (result && arg2 != result)
+                spprof__mem_on_alloc((void *)result, (size_t)arg3, __builtin_frame_address(0));
         } else if (type & SPPROF__MLOG_DEALLOCATE) {
             spprof__mem_on_free((void *)arg2);
         } else if ((type & SPPROF__MLOG_ALLOCATE) && result) {
@@ -6021,7 +6034,8 @@ static void spprof__mem_patch_all(void) {                 /* under mem_lock */
     spprof__mac_tls_key_ok = 1;
     SPPROF__STORE(&spprof__mac_mlog_prev, cur);
     if ((SPPROF__LOAD(&spprof__mac_mlog_seq) & 1u) == 0) SPPROF__ADD(&spprof__mac_mlog_seq, 1u);
-    if (__atomic_compare_exchange_n(&malloc_logger, &cur, spprof__mac_malloc_logger, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    if (__atomic_compare_exchange_n(&malloc_logger, &cur, spprof__mac_malloc_logger, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
         spprof__mem_npatches = 1;
     else
         SPPROF__ADD(&spprof__mac_mlog_seq, 1u);  /* the variable changed under us: not installed */
@@ -6031,8 +6045,8 @@ static void spprof__mem_unpatch_all(void) {               /* under mem_lock */
     if (!spprof__mem_npatches) return;
     SPPROF__ADD(&spprof__mac_mlog_seq, 1u);  /* even: calls still in flight do nothing */
     /* only if ours is still the one installed (a logger set after ours stays, and keeps calling ours) */
-    __atomic_compare_exchange_n(&malloc_logger, &ours, SPPROF__LOAD(&spprof__mac_mlog_prev), 0, __ATOMIC_ACQ_REL,
-                                __ATOMIC_ACQUIRE);
+    __atomic_compare_exchange_n(&malloc_logger, &ours, SPPROF__LOAD(&spprof__mac_mlog_prev), 0,
+                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
     spprof__mem_npatches = 0;
 }
 #endif
@@ -6047,7 +6061,7 @@ SPPROF_API spprof_mem_config spprof_mem_config_default(void) {
     c.max_frames = 1u << 20;
     c.freed_capacity = 1u << 16;
     c.max_depth = 64;
-    c.hook_native = SPPROF__OS_LINUX || SPPROF__OS_MACOS;  /* native hooks: GOT entries (Linux), malloc_logger (macOS) */
+    c.hook_native = SPPROF__OS_LINUX || SPPROF__OS_MACOS;  /* GOT entries (Linux), malloc_logger (macOS) */
     return c;
 }
 
@@ -6085,7 +6099,8 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     if (c.max_depth < 1 || c.max_depth > 256)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: max_depth must be 1 .. 256 (got %d)", c.max_depth);
     if (c.hook_native && !SPPROF__OS_LINUX && !SPPROF__OS_MACOS)
-        return spprof__fail(SPPROF_ERR_UNSUPPORTED, "spprof_mem_start: hook_native=1 (native allocation hooks) exists on Linux and macOS only; "
+        return spprof__fail(SPPROF_ERR_UNSUPPORTED, "spprof_mem_start: hook_native=1 (native allocation hooks) "
+                            "exists on Linux and macOS only; "
                             "use hook_native=0 and spprof_mem_record_alloc/free");
     spprof__lock(&spprof__mem_lock);
     if (spprof__m.state == 1) { spprof__unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof_mem_start: the memory profiler is already sampling"); }
