@@ -18,7 +18,7 @@ SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undef
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
 PHONY_EXTRA := pypkg
-.PHONY: all pypkg demo test test-compile test-c test-windows test-macos test-aarch64 sanitize test-asan test-tsan test-py test-regrtest bench clean deps
+.PHONY: all pypkg demo test test-compile test-c test-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
 
 # Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
 PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
@@ -84,6 +84,7 @@ test-windows:
 # the header as C99 and C++, the native demo, tests/macos_sampler.c and the C tests that build for macOS, as
 # Mach-O executables that must import the Mach calls of the sampler; python/_spprof.c compiled against a
 # CPython 3.13 include tree (syntax/type check only). tests/macos_sampler.c also runs here on Linux. ~25 s.
+.PHONY: test-macos test-aarch64
 test-macos:
 	@sh tests/run_macos.sh "$(VENV)/bin/python" $(BUILD)/macos
 

@@ -685,8 +685,8 @@ extern "C" {
    - threads: spprof__list_threads, spprof__thread_alive, spprof__read_comm (name), spprof__thread_at_exit;
    - code ranges (spprof__refresh_xranges), symbols (spprof__os_symbolize), the collector or sampler thread
      (spprof__os_begin / spprof__os_end), output files (spprof__out_open / spprof__out_close).
-   Every OS hands a sample to the portable spprof__take_sample() (@sample): the Linux signal handler for its
-   own thread, the Windows and macOS sampler threads for a thread they have suspended. */
+   Both OSes hand a sample to the portable spprof__take_sample() (@sample): the Linux signal handler for its
+   own thread, the Windows sampler thread for a thread it has suspended. */
 static void spprof__yield(void);
 typedef int spprof__once_t;  /* 0: not run, 1: running, 2: done */
 /* Runs fn once per process, whoever calls first; the others wait until it has run. */

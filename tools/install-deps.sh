@@ -1,9 +1,8 @@
 #!/bin/sh
 # install-deps.sh VENV PYTHON - installs what `make test` needs, only what is missing:
-# gcc, clang, make, libunwind-dev, mingw-w64 and wine (the Windows sampler's tests), gcc-aarch64-linux-gnu
-# and qemu-user-static (aarch64 Linux under emulation: make test-aarch64), python3.11-dbg + python3.11-dev
-# (Debian's debug CPython, which every Python suite runs under besides python3) and a venv with pytest +
-# jsonschema + ziglang (PyPI; zig cc builds the macOS targets: make test-macos).
+# gcc, clang, make, libunwind-dev, mingw-w64 and wine (the Windows sampler's tests), python3.11-dbg +
+# python3.11-dev (Debian's debug CPython, which every Python suite runs under besides python3) and a venv
+# with pytest + jsonschema (PyPI).
 venv=${1:-.venv}; py=${2:-python3}
 need=""
 for tool in gcc g++ clang clang++ make; do command -v $tool >/dev/null 2>&1 || need="$need $tool"; done
@@ -13,17 +12,25 @@ command -v python3.11-dbg >/dev/null 2>&1 || need="$need python3.11-dbg"
 # mingw-w64 + wine: the Windows sampler is built with mingw and its tests run under wine (make test-windows)
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need="$need mingw-w64"
 command -v wine >/dev/null 2>&1 || need="$need wine"
-# aarch64 cross compiler + user-mode emulator: make test-aarch64
-command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need="$need gcc-aarch64-linux-gnu"
-command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
 if [ -n "$need" ]; then
   echo "install-deps: installing Debian packages for:$need"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc g++ clang make libunwind-dev mingw-w64 wine wine64 \
-    gcc-aarch64-linux-gnu qemu-user-static \
     python3.11-dbg python3.11-dev >/dev/null || exit 1
 fi
-if ! "$venv/bin/python" -c "import pytest, jsonschema, ziglang" 2>/dev/null; then
-  echo "install-deps: creating $venv with pytest, jsonschema and ziglang"
-  { [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"; } && "$venv/bin/pip" install -q pytest jsonschema ziglang || exit 1
+# gcc-aarch64-linux-gnu + qemu-user-static: aarch64 Linux run under emulation (make test-aarch64)
+if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch64-static >/dev/null 2>&1; then
+  echo "install-deps: installing Debian packages gcc-aarch64-linux-gnu qemu-user-static"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc-aarch64-linux-gnu \
+    qemu-user-static >/dev/null || exit 1
+fi
+if ! "$venv/bin/python" -c "import pytest, jsonschema" 2>/dev/null; then
+  echo "install-deps: creating $venv with pytest and jsonschema"
+  "$py" -m venv "$venv" && "$venv/bin/pip" install -q pytest jsonschema || exit 1
+fi
+# ziglang (PyPI): zig cc with macOS headers and libSystem stubs builds the macOS targets (make test-macos)
+if ! "$venv/bin/python" -c "import ziglang" 2>/dev/null; then
+  echo "install-deps: installing ziglang into $venv"
+  "$venv/bin/pip" install -q ziglang || exit 1
 fi
