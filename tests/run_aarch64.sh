@@ -32,7 +32,7 @@ for t in $TESTS native_demo; do
   fi
 done
 # The native demo (3 threads, hot_loop_a / hot_loop_b / cold_loop = 3:2:1 by construction, AUTO source):
-# shares within 5 points, each under dispatch (6 s: about 1,000 samples or more, 1.6 points of standard error).
+# shares within 5 points, each under dispatch (6 s: ~1,000 samples, ~1.6 points of standard error).
 echo "test-aarch64: examples/native_demo.c (AUTO source: perf events are refused here, POSIX timers take over)"
 if [ -x "$out/native_demo" ] && timeout 120 $QEMU "$out/native_demo" "$out/out" 6 >"$out/native_demo.log" 2>&1 &&
    grep -q 'threads sampled: 3;' "$out/native_demo.log" && echo "  ok   $(head -n 1 "$out/native_demo.log")" &&
