@@ -566,8 +566,9 @@ static __attribute__((noinline)) void works_after_call(long n) {
     long i;
     tiny_callee();
     x = tls_sink_s;
-    for (i = 0; i < n; i++) x = x * 6364136223846793005ull + 1;  /* nearly all samples land here */
+    for (i = 0; i < n; i++) { x = x * 6364136223846793005ull + 1; TSAN_POLL(i); }  /* most samples land here */
     tls_sink_s = x;
+    TSAN_POLL_END();
 }
 static __attribute__((noinline)) void stale_outer(long n) { works_after_call(n); tls_sink_s++; }
 static int g_stale_stop;
