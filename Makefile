@@ -67,7 +67,7 @@ demo: $(BUILD)/native_demo pypkg
 deps:
 	@sh tools/install-deps.sh "$(VENV)" "$(PYTHON)"
 
-test: deps pypkg test-compile test-c sanitize test-windows test-py test-regrtest
+test: deps pypkg test-compile test-c sanitize test-windows test-macos test-aarch64 test-py test-regrtest
 
 # The Windows sampler: tests/windows_sampler.c built with mingw-w64 and run under wine (a fresh WINEPREFIX
 # under build/wine). Skipped, with the reason, where mingw or wine is missing.
@@ -84,6 +84,19 @@ test-windows:
 	  echo "test-windows: skipped (mingw-w64 or wine missing; make deps installs them)"; \
 	else $(MAKE) -s $(BUILD)/windows/windows_sampler.exe $(BUILD)/windows/native_demo.exe && \
 	  sh tests/run_windows.sh $(BUILD)/windows/windows_sampler.exe $(BUILD)/windows/native_demo.exe; fi
+
+# macOS, arm64 and x86-64: built and linked with zig cc (PyPI's ziglang, in the venv), NEVER RUN (no Mac here):
+# the header as C99 and C++, the native demo, tests/macos_sampler.c and the C tests that build for macOS, as
+# Mach-O executables that must import the Mach calls of the sampler; python/_spprof.c compiled against a
+# CPython 3.13 include tree (syntax/type check only). tests/macos_sampler.c also runs here on Linux. ~25 s.
+.PHONY: test-macos test-aarch64
+test-macos:
+	@sh tests/run_macos.sh "$(VENV)/bin/python" $(BUILD)/macos
+
+# aarch64 Linux, run under qemu-user: the C tests and the native demo cross-built with aarch64-linux-gnu-gcc
+# and run under qemu-aarch64-static (see tests/run_aarch64.sh for what is left out and why). ~2-3 minutes.
+test-aarch64:
+	@sh tests/run_aarch64.sh $(BUILD)/aarch64
 
 # The header must compile alone as C99 and C++ with gcc and clang, with and without the implementation.
 test-compile:

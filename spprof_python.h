@@ -1332,7 +1332,7 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
         "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered,
         "threads_posix", (unsigned long long)st.threads_posix, "perf_fd_fallbacks", (unsigned long long)st.perf_fd_fallbacks,
         "ticks_late", (unsigned long long)st.ticks_late, "suspensions", (unsigned long long)st.suspensions,
-        "suspend_failures", (unsigned long long)st.suspend_failures,
+        "threads_skipped", (unsigned long long)st.threads_skipped,
         "suspend_ns_total", (unsigned long long)st.suspend_ns_total, "suspend_ns_max", (unsigned long long)st.suspend_ns_max,
         "signal", st.signo, "handler_replaced", st.handler_replaced, "pin_passes", spprof__py_pin_passes);
 }

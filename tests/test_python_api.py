@@ -11,7 +11,7 @@ STAT_KEYS = {
     "timer_overruns", "timer_create_failures", "timer_create_retries", "threads_registered", "threads_live",
     "threads_sampled", "walk_errors", "walk_truncated", "unique_stacks", "unique_frames", "profile_bytes",
     "signals_ignored", "faults_recovered", "threads_perf", "threads_posix", "perf_fd_fallbacks",
-    "ticks_late", "suspensions", "suspend_failures", "suspend_ns_total", "suspend_ns_max",
+    "ticks_late", "suspensions", "threads_skipped", "suspend_ns_total", "suspend_ns_max",
 }
 
 def test_start_stop(run):

@@ -138,7 +138,7 @@ static double shares_once(int attempt) {
            ta, (unsigned long long)s.other, (unsigned long long)st.ticks_late);
     printf("  suspensions %llu, mean %.1f us, max %.1f us, failures %llu\n", (unsigned long long)st.suspensions,
            st.suspensions ? (double)st.suspend_ns_total / (double)st.suspensions / 1e3 : 0.0,
-           (double)st.suspend_ns_max / 1e3, (unsigned long long)st.suspend_failures);
+           (double)st.suspend_ns_max / 1e3, (unsigned long long)st.threads_skipped);
     CHECK(st.suspensions >= st.samples_in_profile && st.suspend_ns_max > 0 &&
           st.suspend_ns_total >= st.suspend_ns_max && st.suspend_ns_total >= st.suspensions * 1000u,
           "stats: every sample came from a timed suspension (%llu suspensions, %llu samples)",
