@@ -111,6 +111,11 @@ static inline uint64_t t_thread_cpu_ns(void) {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+static inline uint64_t t_process_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 static inline spprof_stats t_stats(void) { spprof_stats s; memset(&s, 0, sizeof s); spprof_get_stats(&s); return s; }
 
 /* T_TSAN: built with ThreadSanitizer (gcc or clang). */
@@ -120,5 +125,10 @@ static inline spprof_stats t_stats(void) { spprof_stats s; memset(&s, 0, sizeof 
 #  if __has_feature(thread_sanitizer)
 #    define T_TSAN 1
 #  endif
+#endif
+#ifdef T_TSAN
+#  define T_TSAN_ON 1
+#else
+#  define T_TSAN_ON 0
 #endif
 #endif
