@@ -126,9 +126,4 @@ static inline spprof_stats t_stats(void) { spprof_stats s; memset(&s, 0, sizeof 
 #    define T_TSAN 1
 #  endif
 #endif
-#ifdef T_TSAN
-#  define T_TSAN_ON 1
-#else
-#  define T_TSAN_ON 0
-#endif
 #endif
