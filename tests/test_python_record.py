@@ -408,3 +408,11 @@ def test_record_fork_pool_terminate(py, tmp_path):
     proc = record(["-o", str(out)], [py.path, str(p)], timeout=120)
     assert proc.returncode == 0 and "pools done" in proc.stdout, proc.stderr
     load_speedscope(out)
+
+
+def test_version_is_the_header_version():
+    """`spprof --version` (here tools/spprof: the source tree's header; installed: tests/install_smoke.py)."""
+    with open(os.path.join(os.path.dirname(TOOL), os.pardir, "spprof.h")) as f:
+        want = re.search(r'^#define SPPROF_VERSION_STRING "([^"]+)"', f.read(), re.M).group(1)
+    proc = subprocess.run([TOOL, "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == f"spprof {want}\n", (proc.stdout, proc.stderr)

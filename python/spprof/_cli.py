@@ -29,6 +29,10 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 BOOTSTRAP_DIR = os.path.join(HERE, "_bootstrap")
 # Directories that may hold a built spprof/ package, tried after SPPROF_PACKAGE_DIR (tools/spprof: build/).
 PACKAGE_DIRS = []
+# How to get a build of _spprof for another interpreter (tools/spprof: `make pypkg PYTHON=...`).
+BUILD_HINT = "install spprof with that interpreter (`{py} -m pip install spprof`, or `pip install .` in spprof's source)"
+# The header that holds SPPROF_VERSION_STRING, where this module is not part of a package (tools/spprof).
+VERSION_HEADER = None
 MIN_INTERVAL_MS, MAX_INTERVAL_MS = 0.05, 60000.0
 MAX_HZ, MIN_HZ = 1000.0 / MIN_INTERVAL_MS, 1000.0 / MAX_INTERVAL_MS
 ENV = "SPPROF_RECORD_"
@@ -46,9 +50,37 @@ the summary says where.
 The command must be the Python program itself (python3 script.py, python3 -m module, ./script.py with a
 python shebang, a console script): the process that is exec'd is the one profiled; other processes it
 starts are not. Python options -I, -E and -S would skip the bootstrap and are refused.
-spprof is imported from SPPROF_PACKAGE_DIR if set, else from the build/ directory next to tools/,
-else from this tool's directory.
+The program imports spprof from SPPROF_PACKAGE_DIR if set, else from the package this command belongs to
+(tools/spprof in a source tree: build/, made by `make`).
 """
+
+
+def version():
+    """SPPROF_VERSION_STRING of spprof.h: the installed package's (spprof.__version__, from the extension
+    built from that header), or, for tools/spprof, read from the source tree's header."""
+    if __package__ == "spprof":
+        import spprof
+        return spprof.__version__
+    if VERSION_HEADER:
+        try:
+            with open(VERSION_HEADER, encoding="utf-8") as f:
+                m = re.search(r'^#define SPPROF_VERSION_STRING "([^"]+)"', f.read(), re.M)
+        except OSError:
+            m = None
+        if m:
+            return m.group(1)
+    return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """--version: the version is looked up only when asked for (no cost to `record`)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"spprof {version()}")
+        parser.exit()
 
 
 def rate(text):
@@ -76,6 +108,7 @@ def memory_mb(text):
 def make_parser():
     parser = argparse.ArgumentParser(
         prog="spprof", description="spprof: an in-process sampling profiler for Python programs.")
+    parser.add_argument("--version", action=_VersionAction, help="print spprof's version and exit")
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND")
     sub.required = True
     rec = sub.add_parser(
@@ -225,7 +258,7 @@ def interpreter_mismatch(exe, pkgdir):
     builds = sorted(n[len("_spprof"):] for n in os.listdir(os.path.join(pkgdir, "spprof"))
                     if n.startswith("_spprof") and n.endswith(".so"))
     return (f"{py} is Python {version} (extension suffix {suffix}), and spprof in {pkgdir} has no build for it "
-            f"(builds: {', '.join(builds) or 'none'}); build one with `make pypkg PYTHON={shutil.which(py) or py}` "
+            f"(builds: {', '.join(builds) or 'none'}); {BUILD_HINT.format(py=shutil.which(py) or py)} "
             "and run again (the program was not run)")
 
 
