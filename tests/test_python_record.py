@@ -410,6 +410,30 @@ def test_record_fork_pool_terminate(py, tmp_path):
     load_speedscope(out)
 
 
+FORK_KILL_PROG = r"""
+import os, signal, time
+for i in range(50):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(5)
+        os._exit(0)
+    os.kill(pid, signal.SIGTERM)  # at once: the child may not have finished fork() yet
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+print("forks done", flush=True)
+"""
+
+
+def test_record_fork_child_signalled_at_once_leaves_the_parent_alone(py, tmp_path):
+    """A fork child that gets SIGTERM before the fork's child handlers ran dies of it, and the profiled parent
+    goes on (the child's inherited handler must not report the signal to the parent)."""
+    p = tmp_path / "forks.py"
+    p.write_text(FORK_KILL_PROG)
+    out = tmp_path / "forks.collapsed"
+    proc = record(["-o", str(out)], [py.path, str(p)], timeout=120)
+    assert proc.returncode == 0 and "forks done" in proc.stdout, (proc.returncode, proc.stderr)
+
+
 def test_version_is_the_header_version():
     """`spprof --version` (here tools/spprof: the source tree's header; installed: tests/install_smoke.py)."""
     with open(os.path.join(os.path.dirname(TOOL), os.pardir, "spprof.h")) as f:
