@@ -8,7 +8,7 @@ be found:
              start/stop profile a known function; get_include() holds this tree's spprof.h, spprof_python.h;
              py.typed and the _spprof stub are installed, and the stub declares every public name of _spprof
   cli        the `spprof` command and `python -m spprof`: --version, record (Speedscope and collapsed), the
-             program's exit status passed through
+             program's exit status passed through, an interpreter without a build refused
   memprof    spprof.memprof in-process, and `spprof record --memory` (the installed libspprof_alloc.so)
   extension  examples/extension (myext.c + setup.py) built with pip against spprof.get_include(), run
 Prints one line per check and a summary; exits 1 if any check failed. An interpreter that is missing or
@@ -226,6 +226,19 @@ def _checks(c, venv, vpy, env, work):
     proc = run([vpy, "-m", "spprof", "record", "-r", "500", "-o", coll, "--", "python", prog], work, env)
     ok = proc.returncode == 0 and os.path.isfile(coll) and "smoke_hot" in open(coll).read()
     c.check("cli: python -m spprof record (collapsed, `python` from PATH)", ok, describe(proc))
+
+    # an interpreter the installed copy has no build for is refused, with how to get one (a stand-in: a
+    # script named like a python that answers the launcher's question as a 3.99 would, and else leaves a mark)
+    fake = os.path.join(work, "python3.99")
+    mark = os.path.join(work, "fake-ran")
+    with open(fake, "w") as f:
+        f.write(f'#!/bin/sh\nif [ "$1" = -S ]; then echo .cpython-399-x86_64-linux-gnu.so; echo 3.99.0; '
+                f'exit 0; fi\ntouch {mark}\n')
+    os.chmod(fake, 0o755)
+    proc = run([spprof, "record", "-o", os.path.join(work, "never.json"), "--", fake, prog], work, env)
+    ok = proc.returncode == 2 and "pip install" in proc.stderr and "has no build" in proc.stderr
+    c.check("cli: an interpreter without a build is refused (pip install hint)", ok and not os.path.exists(mark),
+            describe(proc))
 
     # memprof
     proc = run([vpy, "-c", MEMAPI], work, env)
