@@ -6,7 +6,8 @@ runs from a temporary directory outside the source tree with no PYTHONPATH, so o
 be found:
   api        import spprof from the venv; version = SPPROF_VERSION_STRING of spprof.h (also the metadata's);
              start/stop profile a known function; get_include() holds this tree's spprof.h, spprof_python.h;
-             py.typed and the _spprof stub are installed, and the stub declares every public name of _spprof
+             py.typed and the stubs are installed; _spprof.pyi declares every public name of _spprof, and
+             __init__.pyi every name of spprof.__all__
   cli        the `spprof` command and `python -m spprof`: --version, record (Speedscope and collapsed), the
              program's exit status passed through, an interpreter without a build refused
   memprof    spprof.memprof in-process, and `spprof record --memory` (the installed libspprof_alloc.so)
@@ -77,6 +78,8 @@ print(json.dumps({
     "c_names": sorted(n for n in dir(C) if not (n.startswith("__") and n.endswith("__"))),
     "typed": os.path.isfile(os.path.join(pkg, "py.typed")),
     "stub": os.path.join(pkg, "_spprof.pyi"),
+    "pkg_stub": os.path.join(pkg, "__init__.pyi"),
+    "public": sorted(set(spprof.__all__) | {"get_include", "__version__"}),
 }))
 """
 
@@ -209,6 +212,10 @@ def _checks(c, venv, vpy, env, work):
         if c.check("api: _spprof.pyi installed", os.path.isfile(info["stub"]), info["stub"]):
             missing = sorted(set(info["c_names"]) - stub_names(info["stub"]))
             c.check("api: the stub declares every public name of _spprof", not missing, missing)
+        # __init__.pyi (kept for the decorator's overloads) must not fall behind __init__.py
+        if c.check("api: __init__.pyi installed", os.path.isfile(info["pkg_stub"]), info["pkg_stub"]):
+            missing = sorted(set(info["public"]) - stub_names(info["pkg_stub"]))
+            c.check("api: __init__.pyi declares spprof.__all__, get_include, __version__", not missing, missing)
 
     # cli
     spprof = os.path.join(venv, "bin", "spprof")
