@@ -200,8 +200,8 @@ def schema_or_none():
     if not os.path.exists(SCHEMA):
         _schema_missing[0] += 1
         if running_under_ci():
-            pytest.fail(f"speedscope schema not found at {SCHEMA}: under CI (CI=true) the schema checks must run "
-                        "(put the schema there or set SPPROF_SPEEDSCOPE_SCHEMA)")
+            pytest.fail(f"speedscope schema not found at {SCHEMA}: under CI (CI=true) the schema checks "
+                        "must run (put the schema there or set SPPROF_SPEEDSCOPE_SCHEMA)")
         return None
     with open(SCHEMA) as f:
         return json.load(f)

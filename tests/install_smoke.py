@@ -1,8 +1,9 @@
-"""install_smoke.py PYTHON... - `pip install .` into a fresh venv per interpreter, then checks the installed copy.
+"""install_smoke.py PYTHON... - `pip install .` into a fresh venv per interpreter, then checks the installed
+copy.
 
 For each interpreter: build/install-smoke/NAME/venv is made anew (`PYTHON -m venv`), the source tree is
-installed into it with pip (the pyproject.toml build, from scratch: setuptools from PyPI or pip's cache), and every check
-runs from a temporary directory outside the source tree with no PYTHONPATH, so only the installed package can
+installed into it with pip (the pyproject.toml build, from scratch: setuptools from PyPI or pip's cache), and
+every check runs from a temporary directory outside the source tree with no PYTHONPATH, so only the installed package can
 be found:
   api        import spprof from the venv; version = SPPROF_VERSION_STRING of spprof.h (also the metadata's);
              start/stop profile a known function; get_include() holds this tree's spprof.h, spprof_python.h;
@@ -128,7 +129,8 @@ class Checker:
 def run(cmd, cwd, env, timeout=300, input=None):
     """subprocess.run; a command that cannot start or does not end is a failed result (exit 127 / 124)."""
     try:
-        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=input)
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                              input=input)
     except OSError as e:
         return subprocess.CompletedProcess(cmd, 127, "", f"cannot run {cmd[0]}: {e}")
     except subprocess.TimeoutExpired as e:
@@ -138,7 +140,8 @@ def run(cmd, cwd, env, timeout=300, input=None):
 
 
 def describe(proc):
-    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-2000:]}\n--- stderr ---\n{proc.stderr[-3000:]}"
+    return (f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-2000:]}\n"
+            f"--- stderr ---\n{proc.stderr[-3000:]}")
 
 
 def stub_names(path):
@@ -244,8 +247,8 @@ def _checks(c, venv, vpy, env, work):
     os.chmod(fake, 0o755)
     proc = run([spprof, "record", "-o", os.path.join(work, "never.json"), "--", fake, prog], work, env)
     ok = proc.returncode == 2 and "pip install" in proc.stderr and "has no build" in proc.stderr
-    c.check("cli: an interpreter without a build is refused (pip install hint)", ok and not os.path.exists(mark),
-            describe(proc))
+    c.check("cli: an interpreter without a build is refused (pip install hint)",
+            ok and not os.path.exists(mark), describe(proc))
 
     # memprof
     proc = run([vpy, "-c", MEMAPI], work, env)
@@ -260,7 +263,8 @@ def _checks(c, venv, vpy, env, work):
     with open(memprog, "w") as f:
         f.write(MEMPROG)
     mout = os.path.join(work, "mem.collapsed")
-    proc = run([spprof, "record", "--memory", "--memory-rate-kb", "64", "-o", mout, "--", vpy, memprog], work, env)
+    proc = run([spprof, "record", "--memory", "--memory-rate-kb", "64", "-o", mout, "--", vpy, memprog],
+               work, env)
     ok = proc.returncode == 0 and os.path.isfile(mout) and "smoke_alloc" in open(mout).read()
     c.check("memprof: spprof record --memory (installed libspprof_alloc.so)", ok, describe(proc))
 

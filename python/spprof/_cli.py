@@ -30,7 +30,8 @@ BOOTSTRAP_DIR = os.path.join(HERE, "_bootstrap")
 # Directories that may hold a built spprof/ package, tried after SPPROF_PACKAGE_DIR (tools/spprof: build/).
 PACKAGE_DIRS = []  # type: list[str]
 # How to get a build of _spprof for another interpreter (tools/spprof: `make pypkg PYTHON=...`).
-BUILD_HINT = "install spprof with that interpreter (`{py} -m pip install spprof`, or `pip install .` in spprof's source)"
+BUILD_HINT = ("install spprof with that interpreter (`{py} -m pip install spprof`, or `pip install .` in "
+              "spprof's source)")
 # The header that holds SPPROF_VERSION_STRING, where this module is not part of a package (tools/spprof).
 VERSION_HEADER = None
 MIN_INTERVAL_MS, MAX_INTERVAL_MS = 0.05, 60000.0
