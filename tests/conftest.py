@@ -19,7 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 PKG = os.path.join(BUILD, "spprof")
 TOOL = os.path.join(ROOT, "tools", "spprof")
-SCHEMA = os.path.join(ROOT, "..", "shared", "reference", "speedscope-file-format-schema.json")
+# The published Speedscope schema (not shipped here): ../shared/reference/, or $SPPROF_SPEEDSCOPE_SCHEMA.
+# Where it is absent the schema checks skip (named in the summary); under CI=true that is a failure.
+SCHEMA = os.environ.get("SPPROF_SPEEDSCOPE_SCHEMA") or os.path.join(
+    ROOT, "..", "shared", "reference", "speedscope-file-format-schema.json")
 RESULT_TAG = "SPPROF-TEST-RESULT "
 
 if BUILD not in sys.path:
@@ -72,12 +75,27 @@ class Interp:
         return env
 
 
+# For the summary: which interpreters ran (name -> path) and which were skipped (name -> reason), and how
+# often a Speedscope schema check could not be made.
+_interpreters_ran, _interpreters_skipped, _schema_missing = {}, {}, [0]
+
+
+def _skip_interpreter(name, why):
+    _interpreters_skipped.setdefault(name, why)
+    pytest.skip(why)
+
+
 @pytest.fixture
 def py(request):
-    name = request.param
+    interp = _py(request.param)
+    _interpreters_ran[interp.name] = interp.path
+    return interp
+
+
+def _py(name):
     path = shutil.which(name) if os.sep not in name else (name if os.access(name, os.X_OK) else None)
     if path is None:
-        pytest.skip(f"interpreter {name} not found")
+        _skip_interpreter(name, f"interpreter {name} not found")
     if name not in _suffix_cache:
         try:
             out = subprocess.run([path, "-c", "import sysconfig, sys; print(sysconfig.get_config_var('EXT_SUFFIX'));"
@@ -88,11 +106,11 @@ def py(request):
             _suffix_cache[name] = None
     suffix = _suffix_cache[name]
     if not suffix:
-        pytest.skip(f"interpreter {name} does not run")
+        _skip_interpreter(name, f"interpreter {name} does not run")
     if not os.path.exists(os.path.join(PKG, "_spprof" + suffix)):
-        pytest.skip(f"extension not built for {name} (no build/spprof/_spprof{suffix}; run make)")
+        _skip_interpreter(name, f"extension not built for {name} (no build/spprof/_spprof{suffix}; run make)")
     if not os.path.exists(os.path.join(PKG, "__init__.py")):
-        pytest.skip("build/spprof/__init__.py missing (run make)")
+        _skip_interpreter(name, "build/spprof/__init__.py missing (run make)")
     return Interp(name, path, suffix)
 
 
@@ -173,11 +191,45 @@ def run(py, tmp_path):
     return _run
 
 
-def load_schema():
+def running_under_ci():
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def schema_or_none():
+    """The Speedscope schema, or None where it is absent (counted for the summary; a failure under CI)."""
     if not os.path.exists(SCHEMA):
-        pytest.skip(f"speedscope schema not found at {SCHEMA}")
+        _schema_missing[0] += 1
+        if running_under_ci():
+            pytest.fail(f"speedscope schema not found at {SCHEMA}: under CI (CI=true) the schema checks "
+                        "must run (put the schema there or set SPPROF_SPEEDSCOPE_SCHEMA)")
+        return None
     with open(SCHEMA) as f:
         return json.load(f)
+
+
+def load_schema():
+    schema = schema_or_none()
+    if schema is None:
+        pytest.skip(f"speedscope schema not found at {SCHEMA}")
+    return schema
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Says which interpreters the suites ran under, and whether the Speedscope schema checks ran."""
+    tr = terminalreporter
+    if not (_interpreters_ran or _interpreters_skipped or _schema_missing[0]):
+        return
+    tr.section("spprof: interpreters and schema")
+    ran = ", ".join(f"{n} ({p})" for n, p in _interpreters_ran.items()) or "none"
+    tr.write_line(f"interpreters that ran: {ran}")
+    for n, why in _interpreters_skipped.items():
+        if n not in _interpreters_ran:
+            tr.write_line(f"interpreter skipped: {why}")
+    if _schema_missing[0]:
+        tr.write_line(f"speedscope schema NOT FOUND at {os.path.normpath(SCHEMA)}: {_schema_missing[0]} schema "
+                      "checks skipped (set SPPROF_SPEEDSCOPE_SCHEMA, or run where ../shared/reference exists)")
+    else:
+        tr.write_line(f"speedscope schema: {os.path.normpath(SCHEMA)}")
 
 
 def validate_speedscope(doc):

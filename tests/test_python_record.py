@@ -33,7 +33,7 @@ def main():
         data = sys.stdin.read()
         sys.stdout.write(data.upper())
         print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "bootstrap_in_path":
-                          any("spprof_bootstrap" in p for p in sys.path),
+                          any(os.path.join("spprof", "_bootstrap") in p for p in sys.path),
                           "pythonpath": os.environ.get("PYTHONPATH"),
                           "spprof_env": sorted(k for k in os.environ if k.startswith("SPPROF_RECORD"))}))
         sys.stderr.write("to-stderr\n")
@@ -433,3 +433,11 @@ def test_record_fork_pool_terminate(py, tmp_path):
     proc = record(["-o", str(out)], [py.path, str(p)], timeout=120)
     assert proc.returncode == 0 and "pools done" in proc.stdout, proc.stderr
     load_speedscope(out)
+
+
+def test_version_is_the_header_version():
+    """`spprof --version` (here tools/spprof: the source tree's header; installed: tests/install_smoke.py)."""
+    with open(os.path.join(os.path.dirname(TOOL), os.pardir, "spprof.h")) as f:
+        want = re.search(r'^#define SPPROF_VERSION_STRING "([^"]+)"', f.read(), re.M).group(1)
+    proc = subprocess.run([TOOL, "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == f"spprof {want}\n", (proc.stdout, proc.stderr)

@@ -55,6 +55,17 @@ __version__ = getattr(_spprof, "__version__", "0.1.0")
 #: Raised for lifecycle errors: start while started, stop/pause/resume while stopped, pause while paused...
 Error = _spprof.Error
 
+
+def get_include() -> str:
+    """The directory holding spprof.h and spprof_python.h (installed with the package, the same version as
+    this module), for building a C extension that carries the profiler: include_dirs=[spprof.get_include()]."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    inc = os.path.join(here, "include")
+    root = os.path.dirname(os.path.dirname(here))  # an editable install runs python/spprof/ of the source
+    if not os.path.isfile(os.path.join(inc, "spprof.h")) and os.path.isfile(os.path.join(root, "spprof.h")):
+        return root
+    return inc
+
 MIN_INTERVAL_MS = 0.05
 MAX_INTERVAL_MS = 60000.0
 MAX_DEPTH_LIMIT = 1024

@@ -8,6 +8,8 @@ MAX_DEPTH_LIMIT: int
 
 class Error(RuntimeError): ...
 
+def get_include() -> str: ...
+
 class Frame(NamedTuple):
     function: str
     file: str
