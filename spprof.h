@@ -644,7 +644,11 @@ extern "C" {
      sampler thread's tick): spprof__create_timer, spprof__arm, spprof__delete_timer, spprof__source_is_perf;
    - threads: spprof__list_threads, spprof__thread_alive, spprof__read_comm (name), spprof__thread_at_exit;
    - code ranges (spprof__refresh_xranges), symbols (spprof__os_symbolize), the collector or sampler thread
-     (spprof__os_begin / spprof__os_end), output files (spprof__out_open / spprof__out_close).
+     (spprof__os_begin / spprof__os_end), output files (spprof__out_open / spprof__out_close);
+   - spprof__os_read_mem(dst, src, n) [suspended-safe]: copies n bytes of this process's memory, 1 if all of
+     them were readable, 0 (nothing faulted) if not: the read an external sampler makes of a suspended
+     thread's data (spprof_python.h's frames). Windows: ReadProcessMemory on the own process (a system call:
+     no user-mode lock, no allocation); Linux: a copy under the fault guard (@guard).
    Both OSes hand a sample to the portable spprof__take_sample() (@sample): the Linux signal handler for its
    own thread, the Windows sampler thread for a thread it has suspended. */
 static void spprof__yield(void);
@@ -720,6 +724,13 @@ static void spprof__sleep_ms(int ms) { Sleep((DWORD)ms); }
 
 static void *spprof__os_map_pages(size_t bytes) {
     return VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);  /* zeroed */
+}
+
+/* [suspended-safe] See @os. ReadProcessMemory fails (no exception) when any page of the range is not
+   readable; a partial copy counts as a failure. */
+static int spprof__os_read_mem(void *dst, const void *src, size_t n) {
+    SIZE_T got = 0;
+    return ReadProcessMemory(GetCurrentProcess(), src, dst, n, &got) && got == n;
 }
 
 /* The calling thread's stack: [the lowest address it may reach, its base) (Windows 8+). */
@@ -1570,6 +1581,21 @@ static void spprof__remove_fault_handler(void) {
         sigaction(SIGSEGV, &spprof__old_segv, NULL);
     if (sigaction(SIGBUS, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__fault_handler)
         sigaction(SIGBUS, &spprof__old_bus, NULL);
+}
+
+/* [signal-safe] See @os: the copy under the fault guard of the calling thread (0 if no guard slot is free
+   or the handler is not installed: then nothing is read). Unused by the Linux samplers themselves (the
+   handler reads under one guard for the whole walk); for code shared with the external samplers. */
+static __attribute__((unused)) int spprof__os_read_mem(void *dst, const void *src, size_t n) {
+    spprof_guard g;
+    if (!spprof_guard_claim(&g, spprof_gettid())) return 0;
+    if (sigsetjmp(g.env, 1)) {
+        spprof_guard_release(&g);
+        return 0;
+    }
+    memcpy(dst, src, n);
+    spprof_guard_release(&g);
+    return 1;
 }
 
 #endif /* SPPROF__OS_LINUX (@handler, @guard) */
