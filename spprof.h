@@ -747,6 +747,7 @@ typedef struct spprof__win_slot {
     HANDLE th;               /* OpenThread: suspend/resume, get context, query information */
     uint64_t cycles;         /* QueryThreadCycleTime at the previous tick */
     uintptr_t stack_base;    /* the thread's stack: [stack_limit at sample time, stack_base) */
+    uint64_t adv_ns;         /* when its CPU time was last seen to advance (coarse clocks, see the tick) */
 } spprof__win_slot;
 typedef struct spprof__win_state {
     HANDLE thread;           /* the sampler thread (it is also the collector) */
@@ -2996,9 +2997,16 @@ SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *fram
 /* ---- the sampler thread ---- */
 static void spprof__wake_collector(void) { /* the sampler drains every drain_interval_ms anyway */ }
 
+/* Where a thread's CPU time comes in steps of a clock tick (GetThreadTimes: 15.6 ms on Windows, 10 ms under
+   wine), a step is spread over the next ticks instead of being one heavy sample: while the thread's time keeps
+   advancing (a step seen within SPPROF__WIN_COARSE_NS), each tick takes at most as many intervals of it as
+   real time has passed since the previous tick. One sample per interval of CPU instead of one per clock step
+   (10x more samples under wine at 1 kHz: +-1 pp instead of +-3 pp on a 50 % share in 3 s), the same total
+   weight; what is left when the thread stops advancing (it blocked) goes into one sample, as before. */
+#define SPPROF__WIN_COARSE_NS 32000000
 /* One tick: every registered thread, each suspended only for its own sample (under reg_lock, which no
-   suspended thread can hold: the sampler holds it). */
-static void spprof__win_tick(int self) {
+   suspended thread can hold: the sampler holds it). elapsed: ns since the previous tick. */
+static void spprof__win_tick(int self, uint64_t tick_ns, uint64_t elapsed) {
     spprof__dir *d = spprof__g.dir;
     uint32_t i;
     int wall = spprof__g.cfg.mode == SPPROF_MODE_WALL;
@@ -3015,8 +3023,13 @@ static void spprof__win_tick(int self) {
             int64_t now = spprof__win_cpu_ns(s), acc, w;
             if (now < 0) continue;
             acc = now - s->cpu_last + s->cpu_carry;
+            if (now != s->cpu_last) s->win.adv_ns = tick_ns;
             s->cpu_last = now;
             w = (acc + iv / 2) / iv;
+            if (!spprof__win_cycles_ok && w > 1 && tick_ns - s->win.adv_ns < SPPROF__WIN_COARSE_NS) {
+                int64_t cap = ((int64_t)elapsed + iv / 2) / iv;  /* a thread runs at most as long as the tick */
+                if (w > (cap < 1 ? 1 : cap)) w = cap < 1 ? 1 : cap;
+            }
             if (w < 1) { s->cpu_carry = acc; continue; }
             if (w > 1000000) w = 1000000;
             s->cpu_carry = acc - w * iv;
@@ -3059,7 +3072,7 @@ static void spprof__win_tick(int self) {
 static DWORD WINAPI spprof__win_main(LPVOID arg) {
     HANDLE timer;
     HANDLE waits[2];
-    uint64_t iv = (uint64_t)spprof__g.cfg.interval_ns, next, last_drain, last_scan;
+    uint64_t iv = (uint64_t)spprof__g.cfg.interval_ns, next, last_drain, last_scan, last_tick;
     int self = spprof_gettid();
     (void)arg;
     /* 0x2: CREATE_WAITABLE_TIMER_HIGH_RESOLUTION (Windows 10 1803+); older systems refuse the flag */
@@ -3070,7 +3083,7 @@ static DWORD WINAPI spprof__win_main(LPVOID arg) {
     waits[0] = spprof__g.win.wake;
     waits[1] = timer;
     next = spprof__now_ns() + iv;
-    last_drain = last_scan = spprof__now_ns();
+    last_drain = last_scan = last_tick = spprof__now_ns();
     for (;;) {
         uint64_t now = spprof__now_ns();
         uint32_t nframes;
@@ -3086,9 +3099,10 @@ static DWORD WINAPI spprof__win_main(LPVOID arg) {
         next += iv;
         if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) {
             spprof__lock(&spprof__reg_lock);
-            spprof__win_tick(self);
+            spprof__win_tick(self, now, now - last_tick);
             spprof__unlock(&spprof__reg_lock);
         }
+        last_tick = now;
         if (now - last_drain >= (uint64_t)spprof__g.cfg.drain_interval_ms * 1000000u ||
             spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2) {
             spprof__lock(&spprof__prof_lock);

@@ -500,6 +500,8 @@ static int spprof__py_walk_ts(PyThreadState *ts, const spprof_walk_ctx *ctx, spp
 }
 #undef SPPROF__PY_UNGUARD
 
+static uint32_t spprof__py_hook_on;  /* the death hook is installed (@pin): the pinning thread is not needed */
+
 #if !SPPROF__OS_LINUX
 /* ---- The external sampler's walk (Windows; the macOS sampler is meant to share it) ----------------------
    No code runs on the sampled thread: spprof.h's sampler thread suspends it (SuspendThread, then
@@ -593,6 +595,14 @@ static void spprof__py_ts_refresh(void) {
     }
 }
 
+/* What the walk needs of a code object, kept by the sampler thread (the only caller of the walk) so that a
+   code object seen before costs no read (each read is a system call: 12 us under wine). Valid for the session
+   only where the death hook is installed (@pin): every code object in it was marked seen before it was
+   entered, so if it dies during the session it is kept alive and pinned, and its address cannot be taken by
+   another object. Cleared by spprof_py_start before the sampler runs. Direct-mapped, 1024 entries. */
+typedef struct spprof__py_cocache { const void *co; uint32_t fp; int32_t nunits, first_traceable; } spprof__py_cocache;
+static spprof__py_cocache spprof__py_cocache_tab[1024];
+
 /* [suspended-safe] The Python frames of suspended thread tid (see above); as spprof__py_walk_ts. */
 static int spprof__py_walk_ext(int tid, spprof_frame *frames, int max_frames, uint16_t *run_ends, int max_runs,
                                int *nruns) {
@@ -601,6 +611,7 @@ static int spprof__py_walk_ext(int tid, spprof_frame *frames, int max_frames, ui
     spprof__py_iframe f;
     PyCodeObject co;
     const spprof__py_iframe *fa;
+    spprof__py_cocache *ce;
     int n = 0, r = 0, steps;
     if (nruns) *nruns = 0;
     if (max_frames <= 0) return -1;
@@ -619,17 +630,25 @@ static int spprof__py_walk_ext(int tid, spprof_frame *frames, int max_frames, ui
             continue;
         }
         ex = SPPROF__PY_EXEC(&f);
-        if (!ex || ((uintptr_t)ex & (sizeof(void *) - 1)) != 0 || !spprof__os_read_mem(&co, ex, sizeof co) ||
-            Py_TYPE((PyObject *)&co) != &PyCode_Type)
-            return -1;  /* torn or stale: drop rather than guess */
+        if (!ex || ((uintptr_t)ex & (sizeof(void *) - 1)) != 0) return -1;
+        ce = &spprof__py_cocache_tab[((uintptr_t)ex >> 4) & 1023];
+        if (ce->co != ex || !SPPROF__LOADR(&spprof__py_hook_on)) {
+            if (!spprof__os_read_mem(&co, ex, sizeof co) || Py_TYPE((PyObject *)&co) != &PyCode_Type)
+                return -1;  /* torn or stale: drop rather than guess */
+            spprof__py_mark_seen(ex);  /* before it is cached (see spprof__py_cocache) */
+            ce->co = ex;
+            ce->fp = spprof__py_fingerprint(&co);
+            ce->nunits = (int32_t)SPPROF__PY_NUNITS(&co);
+            ce->first_traceable = co._co_firsttraceable;
+        }
         /* the bytecode of the real object (co is a copy of its fixed part) */
         first = (const spprof__py_codeunit *)(const void *)((const char *)ex + offsetof(PyCodeObject, co_code_adaptive));
-        if (f.owner != SPPROF__PY_OWNED_BY_GENERATOR && f.instr_ptr < first + co._co_firsttraceable) continue;
+        if (f.owner != SPPROF__PY_OWNED_BY_GENERATOR && f.instr_ptr < first + ce->first_traceable) continue;
         off = f.instr_ptr - first;
-        if (off < 0 || off >= SPPROF__PY_NUNITS(&co)) off = 0;
+        if (off < 0 || off >= ce->nunits) off = 0;
         frames[n].addr = (uint64_t)(uintptr_t)ex;
         frames[n].aux = (uint32_t)off;
-        frames[n].kind = SPPROF_FRAME_PYTHON | (spprof__py_fingerprint(&co) << 16);
+        frames[n].kind = SPPROF_FRAME_PYTHON | (ce->fp << 16);
         spprof__py_mark_seen(ex);
         n++;
     }
@@ -975,7 +994,6 @@ SPPROF_API int spprof_py_pin_code_objects(void) {
    only one that shares a bit with a sampled one, and dies normally. Out of memory for the table: the
    object dies as before. */
 static uint32_t spprof__py_keep_on;
-static uint32_t spprof__py_hook_on;  /* the death hook is installed: the pinning thread is not needed */
 
 /* co is dying (count 0, or 1 inside 3.13's code_dealloc): returns 1 if it was pinned with a new reference. */
 static int spprof__py_keep_dying(PyObject *co) {
@@ -1151,6 +1169,7 @@ SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     SPPROF__STORE(&spprof__py_keep_on, 1u);  /* before the first sample; bits are clear until then */
 #if !SPPROF__OS_LINUX
     spprof__py_ts_snapshot();  /* before the first tick: the thread states of the threads there are */
+    memset(spprof__py_cocache_tab, 0, sizeof spprof__py_cocache_tab);  /* the sampler is not running */
 #endif
     r = spprof_start(cfg);
     if (r != SPPROF_OK) return r;
