@@ -50,4 +50,5 @@ mkdir -p "$W/spprof"
 $CC -std=c99 -Wall -Wextra -Wpedantic -Werror -O2 -g -fno-omit-frame-pointer -shared -static-libgcc \
   -I"$W/include" -I. python/_spprof.c -o "$W/spprof/_spprof.cp313-win_amd64.pyd" -L"$W" -lpython313
 cp python/spprof/*.py python/spprof/*.pyi python/spprof/py.typed "$W/spprof/"
+mkdir -p "$W/spprof/_bootstrap" && cp python/spprof/_bootstrap/sitecustomize.py "$W/spprof/_bootstrap/"
 echo "windows: $W/spprof (CPython $(cat "$W/python/version.txt" 2>/dev/null || echo 3.13) for win_amd64)"
