@@ -135,8 +135,9 @@ test-tsan: $(TSAN_BINS)
 	  sh tests/run_c_tests.sh $(BUILD)/tsan $(TSAN_BINS)
 
 # The Python tests run under $(PYTHON), every interpreter in $(SPPROF_PYTHONS), python3 and python3.11-dbg.
+# tests/test_windows_python.py runs the Windows CPython 3.13 (`make windows`) under wine (about 1-2 minutes).
 # tests/test_lockdown.py runs programs through $(BUILD)/tests/lockdown (uid 65534 + a Docker-like seccomp filter).
-test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native
+test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native windows
 	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
 
 # CPython's own regression tests (signal, thread, fork, syscall modules; cases picked) unprofiled and under
