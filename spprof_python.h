@@ -750,6 +750,9 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
 /* [lo, hi) of _PyEval_EvalFrameDefault's code, and of its "_PyEval_EvalFrameDefault.cold" part when GCC split
    the rarely run blocks off (a call made from there returns there) */
 static uintptr_t spprof__py_eval_lo, spprof__py_eval_hi, spprof__py_cold_lo, spprof__py_cold_hi;
+#define SPPROF__PY_EVAL_CHUNKS 16
+static uintptr_t spprof__py_eval_chunks[2 * SPPROF__PY_EVAL_CHUNKS];  /* Windows: its other parts */
+static int spprof__py_neval_chunks;
 
 /* Finds the interpreter loop's address range (its ELF symbol size), once, outside the handler. */
 static int spprof__py_find_eval(void) {
@@ -764,15 +767,68 @@ static int spprof__py_find_eval(void) {
     spprof__py_eval_hi = (uintptr_t)p + (uintptr_t)sym->st_size;
     spprof_symbol_range((uintptr_t)p, "_PyEval_EvalFrameDefault.cold", &spprof__py_cold_lo, &spprof__py_cold_hi);
     return 1;
+#elif SPPROF__OS_WINDOWS
+    /* python3X.dll exports it; its extent comes from the DLL's unwind table (.pdata): the entry that holds
+       its first byte, plus every entry whose unwind data chains to that one (the blocks an optimizing
+       compiler moves away from the function, e.g. MSVC's profile-guided builds: calls made from there return
+       there). At most 1 + SPPROF__PY_EVAL_CHUNKS ranges; more are ignored (those frames then stay native). */
+    HMODULE py = NULL;
+    FARPROC fp;
+    void *p = NULL;
+    DWORD64 base = 0;
+    const RUNTIME_FUNCTION *root, *rf;
+    const IMAGE_NT_HEADERS *nt;
+    const IMAGE_DATA_DIRECTORY *dd;
+    uint32_t i, nrf;
+    if (spprof__py_eval_hi) return 1;
+    if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                            (LPCWSTR)(const void *)&PyCode_Type, &py) ||
+        !(fp = GetProcAddress(py, "_PyEval_EvalFrameDefault")))
+        return 0;
+    memcpy(&p, &fp, sizeof p);
+    root = RtlLookupFunctionEntry((DWORD64)(uintptr_t)p, &base, NULL);
+    if (!root || base != (DWORD64)(uintptr_t)py) return 0;
+    nt = (const IMAGE_NT_HEADERS *)((uintptr_t)py + (uintptr_t)((const IMAGE_DOS_HEADER *)(uintptr_t)py)->e_lfanew);
+    dd = &nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_EXCEPTION];
+    rf = (const RUNTIME_FUNCTION *)((uintptr_t)py + dd->VirtualAddress);
+    nrf = dd->Size / (uint32_t)sizeof(RUNTIME_FUNCTION);
+    spprof__py_neval_chunks = 0;
+    for (i = 0; i < nrf && spprof__py_neval_chunks < SPPROF__PY_EVAL_CHUNKS; i++) {
+        const RUNTIME_FUNCTION *e = &rf[i];
+        int depth;
+        if (e->BeginAddress == root->BeginAddress) continue;
+        for (depth = 0; depth < 8; depth++) {  /* follow the chain (bounded) to its primary entry */
+            const uint8_t *ui;
+            if (e->UnwindData & 1u) {  /* an entry that points at another entry instead of unwind data */
+                e = (const RUNTIME_FUNCTION *)((uintptr_t)py + (e->UnwindData & ~1u));
+                continue;
+            }
+            ui = (const uint8_t *)((uintptr_t)py + e->UnwindData);
+            if (!((ui[0] >> 3) & UNW_FLAG_CHAININFO)) break;
+            e = (const RUNTIME_FUNCTION *)(const void *)(ui + 4 + 2 * (((unsigned)ui[2] + 1u) & ~1u));
+        }
+        if (e->BeginAddress == root->BeginAddress && e != &rf[i]) {
+            spprof__py_eval_chunks[2 * spprof__py_neval_chunks] = (uintptr_t)py + rf[i].BeginAddress;
+            spprof__py_eval_chunks[2 * spprof__py_neval_chunks + 1] = (uintptr_t)py + rf[i].EndAddress;
+            spprof__py_neval_chunks++;
+        }
+    }
+    spprof__py_eval_lo = (uintptr_t)py + root->BeginAddress;
+    spprof__py_eval_hi = (uintptr_t)py + root->EndAddress;
+    return 1;
 #else
-    return 0;  /* not yet outside Linux: native=True is refused */
+    return 0;
 #endif
 }
 
 static int spprof__py_in_eval(const spprof_frame *f) {
     uint64_t pc = (f->aux & SPPROF_AUX_RETADDR) ? f->addr - 1 : f->addr;
-    return SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE &&
-           ((pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi) || (pc >= spprof__py_cold_lo && pc < spprof__py_cold_hi));
+    int i;
+    if (SPPROF_FRAME_KIND(f->kind) != SPPROF_FRAME_NATIVE) return 0;
+    if ((pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi) || (pc >= spprof__py_cold_lo && pc < spprof__py_cold_hi)) return 1;
+    for (i = 0; i < spprof__py_neval_chunks; i++)
+        if (pc >= spprof__py_eval_chunks[2 * i] && pc < spprof__py_eval_chunks[2 * i + 1]) return 1;
+    return 0;
 }
 
 static int spprof__py_merge(spprof_frame *frames, int max_frames, int pbase, int np, const uint16_t *run_ends,
