@@ -728,7 +728,7 @@ static void *spprof__os_map_pages(size_t bytes) {
 
 /* [suspended-safe] See @os. ReadProcessMemory fails (no exception) when any page of the range is not
    readable; a partial copy counts as a failure. */
-static int spprof__os_read_mem(void *dst, const void *src, size_t n) {
+static __attribute__((unused)) int spprof__os_read_mem(void *dst, const void *src, size_t n) {
     SIZE_T got = 0;
     return ReadProcessMemory(GetCurrentProcess(), src, dst, n, &got) && got == n;
 }
@@ -2701,7 +2701,9 @@ static void *spprof__collector_main(void *arg) {
    - CPU mode: a thread is sampled when its CPU time advanced since the previous tick, with the advance as
      weight (in intervals, remainder carried). CPU time: QueryThreadCycleTime (cycles, converted with the
      TSC rate measured at start) where it works, else GetThreadTimes (coarse: the clock tick, 15.6 ms on
-     Windows, 10 ms under wine: fewer, heavier samples, the same time). Wall mode: every thread, every tick.
+     Windows, 10 ms under wine: its steps are spread over the following ticks, see spprof__win_tick). Wall
+     mode: every thread, every tick, weighted by the real time since the previous tick (late ticks under load
+     lose no time).
    - Stacks: PE unwind tables (.pdata), looked up in spprof__win_mods (our copy of each module's range and
      exception directory); RtlVirtualUnwind per frame. A pc in code without unwind data is a leaf: its return
      address is at [rsp]. Reads stay inside the thread's committed stack [sp, top) found with VirtualQuery.
@@ -3031,6 +3033,12 @@ static void spprof__win_tick(int self, uint64_t tick_ns, uint64_t elapsed) {
                 if (w > (cap < 1 ? 1 : cap)) w = cap < 1 ? 1 : cap;
             }
             if (w < 1) { s->cpu_carry = acc; continue; }
+            if (w > 1000000) w = 1000000;
+            s->cpu_carry = acc - w * iv;
+            weight = (uint32_t)w;
+        } else {  /* wall mode: the real time since the previous tick (a late tick carries its time) */
+            int64_t acc = (int64_t)elapsed + s->cpu_carry, w = (acc + iv / 2) / iv;
+            if (w < 1) w = 1;
             if (w > 1000000) w = 1000000;
             s->cpu_carry = acc - w * iv;
             weight = (uint32_t)w;

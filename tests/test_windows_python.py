@@ -189,10 +189,12 @@ def test_cpu_vs_wall_attribution(wrun):
     # CPU time: the sleeping thread costs (almost) nothing, the spinning one about a second
     assert w(cpu, "nap") <= 0.05 * w(cpu, "spin"), (w(cpu, "nap"), w(cpu, "spin"))
     assert w(cpu, "spin") * 2 >= 500, w(cpu, "spin")  # intervals of 2 ms: ~1 s of CPU expected
-    # wall time: both threads lived about a second; the sleeper on its own stack
-    assert 0.5 <= w(wall, "nap") / max(1, w(wall, "spin")) <= 2.0, (w(wall, "nap"), w(wall, "spin"))
-    assert all(leaf(s)[0] == "napper" for s in samples(wall, tid=wall["ids"]["nap"]) if leaf(s)), \
-        {leaf(s)[0] for s in samples(wall, tid=wall["ids"]["nap"]) if leaf(s)}
+    # wall time: the sleeper's second is there (2 ms intervals: ~500), on its own stack (the rest: thread
+    # start-up and exit); the spinner's wall time is at least its CPU time
+    nap = samples(wall, tid=wall["ids"]["nap"])
+    assert 350 <= w(wall, "nap") <= 650, w(wall, "nap")
+    assert sum(s[4] for s in nap if "napper" in [f[0] for f in s[5]]) >= 0.9 * w(wall, "nap")
+    assert w(wall, "spin") >= 0.8 * w(cpu, "spin"), (w(wall, "spin"), w(cpu, "spin"))
 
 
 def test_lifecycle_and_bad_input(wrun):
