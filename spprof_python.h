@@ -1613,9 +1613,10 @@ static PyObject *spprof__py_state(PyObject *self, PyObject *noargs) {
 
 static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
     spprof_stats st;
+    PyObject *r;
     (void)self; (void)noargs;
     spprof_get_stats(&st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
+    r = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
         "samples_captured", (unsigned long long)st.samples_captured, "samples_dropped", (unsigned long long)st.samples_dropped,
         "samples_dropped_memory", (unsigned long long)st.samples_dropped_memory, "samples_stale", (unsigned long long)st.samples_stale,
         "samples_in_profile", (unsigned long long)st.samples_in_profile, "timer_overruns", (unsigned long long)st.timer_overruns,
@@ -1628,6 +1629,23 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
         "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered,
         "threads_posix", (unsigned long long)st.threads_posix, "perf_fd_fallbacks", (unsigned long long)st.perf_fd_fallbacks,
         "signal", st.signo, "handler_replaced", st.handler_replaced, "pin_passes", spprof__py_pin_passes);
+#if SPPROF__OS_WINDOWS
+    {   /* the sampler thread's own figures (this or the last session) */
+        PyObject *d = r, *v;
+        unsigned long long w[5];
+        const char *k[5] = {"win_ticks", "win_ticks_late", "win_suspensions", "win_suspend_ns_total", "win_suspend_ns_max"};
+        int i;
+        w[0] = spprof__g.win.ticks; w[1] = spprof__g.win.ticks_late; w[2] = spprof__g.win.suspensions;
+        w[3] = spprof__g.win.suspend_ns_total; w[4] = spprof__g.win.suspend_ns_max;
+        for (i = 0; d && i < 5; i++) {
+            v = PyLong_FromUnsignedLongLong(w[i]);
+            if (!v || PyDict_SetItemString(d, k[i], v) != 0) Py_CLEAR(r);
+            Py_XDECREF(v);
+            if (!r) break;
+        }
+    }
+#endif
+    return r;
 }
 
 typedef struct spprof__py_collect { PyObject *list; PyObject *cache; int failed; } spprof__py_collect;
