@@ -46,7 +46,10 @@
    PE unwind tables, ResumeThread); names from the COFF symbols mingw leaves in a PE file, else DbgHelp;
    spprof_config.signo is ignored, source must be AUTO, guard_faults and hook_native (memory) are Linux
    only, spprof_symbol_range finds nothing, there is no off-CPU walker (wall mode suspends blocked threads
-   too). See @os_windows.
+   too; each sample weighs the real time since the previous tick). A coarse CPU clock (GetThreadTimes) is
+   spread over the following ticks: one sample per interval of CPU. A walker given to the sampler runs while
+   its thread is suspended: it may read memory only through spprof__os_read_mem (@os), as spprof_python.h
+   does (CPython 3.13 on Windows). See @os_windows.
 
    Does not do (yet): macOS sampler. Without SPPROF_USE_LIBUNWIND, build the code you profile with
    -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller

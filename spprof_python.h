@@ -35,9 +35,18 @@
    signal, so it is never sampled) takes the GIL when the collector has seen new code objects (at most every
    20 ms) and holds a reference to each; with the hook it is never woken during a session (taking the GIL 50
    times a second cost the program more than the samples did), and stop pins what is left. A code object not
-   pinned is checked through a pipe write (EFAULT instead of a crash) and by its header before it is touched;
-   if it is gone (no hook; or out of memory), the frame reads "<freed code object 0x...>". (Py_AddPendingCall would be simpler than the thread, but on 3.11 a call added from a non-main
+   pinned is checked through a pipe write (EFAULT instead of a crash; Windows: ReadProcessMemory) and by its
+   header before it is touched; if it is gone (no hook; or out of memory), the frame reads "<freed code object 0x...>". (Py_AddPendingCall would be simpler than the thread, but on 3.11 a call added from a non-main
    thread waits until the main thread switches the GIL, which a single-threaded CPU-bound program never does.)
+
+   Windows (CPython 3.13, the extension built with mingw-w64; run only under wine 8 with the official
+   embeddable 3.13.2, never on real Windows, never built with MSVC): there is no signal handler. spprof.h's
+   sampler thread suspends each thread and calls the walker; the walker finds that thread's PyThreadState in a
+   table keyed by native thread id (filled under the GIL at start and by register_thread, and by the sampler
+   between suspensions through _PyRuntime.debug_offsets), checks its native_thread_id, and copies every
+   thread state, frame and code object with spprof__os_read_mem (ReadProcessMemory: a bad address fails, it
+   does not fault) before it looks at it; no allocation, lock, stdio or Python API while a thread is
+   suspended (see @walk's external sampler). native=True merges the PE-unwound native stack the same way.
 
    Supported: CPython 3.9 to 3.13 (run and tested: release builds, 3.11 debug build, 3.13 free-threaded),
    3.14 and 3.14t (written from the 3.14 headers, not run: no 3.14 interpreter was available). On 3.13+ the
