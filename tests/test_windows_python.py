@@ -212,6 +212,7 @@ def test_lifecycle_and_bad_input(wrun):
     expect("bad_interval", ValueError, spprof.start, interval_ms=0)
     expect("bad_mode", ValueError, spprof.start, mode="gpu")
     expect("bad_type", TypeError, spprof.start, interval_ms="1")
+    res["layout"] = spprof._spprof._check_layout()  # the 3.13 layout compiled in == the interpreter's own
     res["states"] = [spprof.state()]
     spprof.start(interval_ms=1)
     expect("double_start", spprof.Error, spprof.start)
@@ -250,6 +251,7 @@ def test_lifecycle_and_bad_input(wrun):
     assert res["ctx"] >= 150 and res["decorated"] >= 150, res
     assert "decorated" in res["decorated_fns"] and "burn" in res["decorated_fns"], res
     assert not res["active_after"], res
+    assert res["layout"] is True, res
 
 
 def test_native_true_mixed_stacks(wrun):
