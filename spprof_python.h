@@ -611,6 +611,20 @@ static void spprof__py_ts_refresh(void) {
    another object. Cleared by spprof_py_start before the sampler runs. Direct-mapped, 1024 entries. */
 typedef struct spprof__py_cocache { const void *co; uint32_t fp; int32_t nunits, first_traceable; } spprof__py_cocache;
 static spprof__py_cocache spprof__py_cocache_tab[1024];
+/* The top of the thread's data stack (the chunk its frames are pushed on), copied with one read before the
+   frames are followed: the frames of function calls lie there, next to each other (generators' frames live
+   in their generator objects and are read one by one). Owned by the sampler thread, like the cache. */
+#ifndef SPPROF_PY_DATASTACK_COPY
+#  define SPPROF_PY_DATASTACK_COPY (16u << 10)  /* one read of 16 KiB costs what one of 256 bytes does */
+#endif
+static char spprof__py_dsbuf[SPPROF_PY_DATASTACK_COPY];
+static unsigned long long spprof__py_ext_reads;  /* spprof__os_read_mem calls of the walk (stats: win_reads) */
+
+/* [suspended-safe] spprof__os_read_mem, counted */
+static int spprof__py_read(void *dst, const void *src, size_t n) {
+    spprof__py_ext_reads++;
+    return spprof__os_read_mem(dst, src, n);
+}
 
 /* [suspended-safe] The Python frames of suspended thread tid (see above); as spprof__py_walk_ts. */
 static int spprof__py_walk_ext(int tid, spprof_frame *frames, int max_frames, uint16_t *run_ends, int max_runs,
@@ -621,19 +635,35 @@ static int spprof__py_walk_ext(int tid, spprof_frame *frames, int max_frames, ui
     PyCodeObject co;
     const spprof__py_iframe *fa;
     spprof__py_cocache *ce;
+    uintptr_t ds_lo, ds_hi;
     int n = 0, r = 0, steps;
     if (nruns) *nruns = 0;
     if (max_frames <= 0) return -1;
-    if (!tsp || !spprof__os_read_mem(&ts, tsp, sizeof ts) || ts.native_thread_id != (unsigned long)tid) {
+    if (!tsp || !spprof__py_read(&ts, tsp, sizeof ts) || ts.native_thread_id != (unsigned long)tid) {
         SPPROF__STORER(&spprof__py_ts_missing, 1u);
         return -2;  /* not found (yet): its native stack */
+    }
+    {   /* [ds_lo, ds_hi): the part of the current data-stack chunk below its top, copied in one read */
+        uintptr_t c = (uintptr_t)ts.datastack_chunk, top = (uintptr_t)ts.datastack_top;
+        uintptr_t base = c + offsetof(_PyStackChunk, data);
+        ds_lo = ds_hi = 0;
+        if (c && ((c | top) & (sizeof(void *) - 1)) == 0 && top > base && top - base < ((uintptr_t)1 << 30)) {
+            ds_lo = top - base > SPPROF_PY_DATASTACK_COPY ? top - SPPROF_PY_DATASTACK_COPY : base;
+            ds_hi = top;
+            if (!spprof__py_read(spprof__py_dsbuf, (const void *)ds_lo, ds_hi - ds_lo)) ds_lo = ds_hi = 0;
+        }
     }
     fa = SPPROF__PY_TOP_FRAME(&ts);
     for (steps = 0; fa && n < max_frames && steps < 4 * max_frames + 64; steps++, fa = SPPROF__PY_PREV(&f)) {
         const PyObject *ex;
         const spprof__py_codeunit *first;
         ptrdiff_t off;
-        if (((uintptr_t)fa & (sizeof(void *) - 1)) != 0 || !spprof__os_read_mem(&f, fa, sizeof f)) return -1;
+        uintptr_t a = (uintptr_t)fa;
+        if ((a & (sizeof(void *) - 1)) != 0) return -1;
+        if (a >= ds_lo && a < ds_hi && ds_hi - a >= sizeof f)
+            memcpy(&f, spprof__py_dsbuf + (a - ds_lo), sizeof f);  /* in the copy of the data stack */
+        else if (!spprof__py_read(&f, fa, sizeof f))
+            return -1;
         if (SPPROF__PY_SKIP(&f)) {  /* an entry frame of the C stack: a run boundary */
             if (run_ends && r < max_runs && n > (r ? run_ends[r - 1] : 0)) run_ends[r++] = (uint16_t)n;
             continue;
@@ -642,7 +672,7 @@ static int spprof__py_walk_ext(int tid, spprof_frame *frames, int max_frames, ui
         if (!ex || ((uintptr_t)ex & (sizeof(void *) - 1)) != 0) return -1;
         ce = &spprof__py_cocache_tab[((uintptr_t)ex >> 4) & 1023];
         if (ce->co != ex || !SPPROF__LOADR(&spprof__py_hook_on)) {
-            if (!spprof__os_read_mem(&co, ex, sizeof co) || Py_TYPE((PyObject *)&co) != &PyCode_Type)
+            if (!spprof__py_read(&co, ex, sizeof co) || Py_TYPE((PyObject *)&co) != &PyCode_Type)
                 return -1;  /* torn or stale: drop rather than guess */
             spprof__py_mark_seen(ex);  /* before it is cached (see spprof__py_cocache) */
             ce->co = ex;
@@ -1235,6 +1265,7 @@ SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
 #if !SPPROF__OS_LINUX
     spprof__py_ts_snapshot();  /* before the first tick: the thread states of the threads there are */
     memset(spprof__py_cocache_tab, 0, sizeof spprof__py_cocache_tab);  /* the sampler is not running */
+    spprof__py_ext_reads = 0;
 #endif
     r = spprof_start(cfg);
     if (r != SPPROF_OK) return r;
@@ -1641,12 +1672,13 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
 #if SPPROF__OS_WINDOWS
     {   /* the sampler thread's own figures (this or the last session) */
         PyObject *d = r, *v;
-        unsigned long long w[5];
-        const char *k[5] = {"win_ticks", "win_ticks_late", "win_suspensions", "win_suspend_ns_total", "win_suspend_ns_max"};
+        unsigned long long w[6];
+        const char *k[6] = {"win_ticks", "win_ticks_late", "win_suspensions", "win_suspend_ns_total", "win_suspend_ns_max",
+                            "win_reads"};
         int i;
         w[0] = spprof__g.win.ticks; w[1] = spprof__g.win.ticks_late; w[2] = spprof__g.win.suspensions;
-        w[3] = spprof__g.win.suspend_ns_total; w[4] = spprof__g.win.suspend_ns_max;
-        for (i = 0; d && i < 5; i++) {
+        w[3] = spprof__g.win.suspend_ns_total; w[4] = spprof__g.win.suspend_ns_max; w[5] = spprof__py_ext_reads;
+        for (i = 0; d && i < 6; i++) {
             v = PyLong_FromUnsignedLongLong(w[i]);
             if (!v || PyDict_SetItemString(d, k[i], v) != 0) Py_CLEAR(r);
             Py_XDECREF(v);
