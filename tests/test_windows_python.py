@@ -86,11 +86,15 @@ def part_b(): work(3000)          # 30 %    CPU clock, so no aliasing with it; t
 def part_c(): work(2000)          # 20 %
 # No system call between the parts (no clock read per call): under wine every system call lets the sampler
 # run, which would tie its ticks to the program's phase.
+# Shuffled rounds: a fixed order would repeat every ~0.5 ms, close to a divisor of the 1 ms tick (aliasing).
+import random
+parts = [part_a, part_b, part_c]
 spprof.start(interval_ms=1, mode=MODE)
 t_end = time.monotonic() + 4
 while time.monotonic() < t_end:
     for _ in range(20):
-        part_a(); part_b(); part_c()
+        random.shuffle(parts)
+        for part in parts: part()
 emit(dump(spprof.stop()))
 """
 
