@@ -216,6 +216,7 @@ def test_lifecycle_and_bad_input(wrun):
     expect("bad_interval", ValueError, spprof.start, interval_ms=0)
     expect("bad_mode", ValueError, spprof.start, mode="gpu")
     expect("bad_type", TypeError, spprof.start, interval_ms="1")
+    expect("bad_source", ValueError, spprof.start, source="posix")  # Windows: threads are suspended, no timers
     res["layout"] = spprof._spprof._check_layout()  # the 3.13 layout compiled in == the interpreter's own
     res["states"] = [spprof.state()]
     spprof.start(interval_ms=1)
@@ -245,6 +246,7 @@ def test_lifecycle_and_bad_input(wrun):
     emit(res)
     """)
     res = r.ok().result
+    assert "only SPPROF_SOURCE_AUTO" in res["bad_source"], res["bad_source"]
     for k in ("stop_unstarted", "pause_unstarted", "bad_interval", "bad_mode", "bad_type", "double_start",
               "double_pause"):
         assert res[k] != "NO ERROR", (k, res)
@@ -370,3 +372,21 @@ def test_record_runs_the_program_as_a_child_and_passes_its_exit_status(wrun):
     assert any(f["name"] == "crunch" for f in doc["shared"]["frames"]), doc["shared"]["frames"][:10]
     assert "crunch" in (wrun.tmp_path / "rec.collapsed").read_text()
     assert "spprof record:" in r.stderr, r.describe()
+
+
+def test_record_memory_on_windows(wrun):
+    """record --memory there: the PyMem hooks from the bootstrap on (no preloaded library), exit status kept."""
+    (wrun.tmp_path / "hog.py").write_text(textwrap.dedent("""
+    import sys
+    keep = []
+    def hog():
+        for i in range(3000): keep.append(bytearray(10000))   # ~30 MB live at exit
+    hog()
+    sys.exit(4)
+    """))
+    r = wrun("", argv=["-c", "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'spprof', "
+                             "'record', '--memory', '-o', 'heap.collapsed', '--', sys.executable, 'hog.py']))"])
+    assert r.returncode == 4, r.describe()
+    lines = (wrun.tmp_path / "heap.collapsed").read_text().splitlines()
+    hog = sum(int(l.rsplit(" ", 1)[1]) for l in lines if "hog (" in l)
+    assert 0.6 * 30e6 <= hog <= 1.4 * 30e6, (hog, lines[:5])
