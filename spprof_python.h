@@ -524,8 +524,11 @@ static uint32_t spprof__py_hook_on;  /* the death hook is installed (@pin): the 
      package's thread hook), and by the sampler between suspensions (spprof__py_ts_refresh, from the drain
      hook, when a sampled thread had no entry). The entry is trusted only if the copied thread state's
      native_thread_id is the suspended thread's (an entry of a thread that exited, its id now reused, is not).
-   - Every struct is copied (one read each) before anything in it is used; pointers are checked for
-     alignment, a code object by its type (&PyCode_Type), the chain is bounded as in the handler's walk.
+   - Every struct is copied before anything in it is used: the thread state; the top of its data stack,
+     which holds the frames of calls, in one read (SPPROF_PY_DATASTACK_COPY); other frames (generators')
+     one read each; a code object once per session (spprof__py_cocache). 3 reads per sample at any depth.
+     Pointers are checked for alignment, a code object by its type (&PyCode_Type), the chain is bounded as
+     in the handler's walk.
      The suspended thread's chain stands still (its frames are its own, each holds a reference to its code
      object); a half-done push at the instant of suspension gives a torn read, which these checks drop.
    Only the 3.13 layout is read this way (the version the Windows build is made and tested for): 3.11 and
