@@ -621,7 +621,7 @@ static spprof__py_cocache spprof__py_cocache_tab[1024];
 #  define SPPROF_PY_DATASTACK_COPY (16u << 10)  /* one read of 16 KiB costs what one of 256 bytes does */
 #endif
 static char spprof__py_dsbuf[SPPROF_PY_DATASTACK_COPY];
-static unsigned long long spprof__py_ext_reads;  /* spprof__os_read_mem calls of the walk (stats: win_reads) */
+static unsigned long long spprof__py_ext_reads;  /* spprof__os_read_mem calls of the walk (stats: ext_reads) */
 
 /* [suspended-safe] spprof__os_read_mem, counted */
 static int spprof__py_read(void *dst, const void *src, size_t n) {
@@ -1659,7 +1659,7 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
     PyObject *r;
     (void)self; (void)noargs;
     spprof_get_stats(&st);
-    r = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
+    r = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
         "samples_captured", (unsigned long long)st.samples_captured, "samples_dropped", (unsigned long long)st.samples_dropped,
         "samples_dropped_memory", (unsigned long long)st.samples_dropped_memory, "samples_stale", (unsigned long long)st.samples_stale,
         "samples_in_profile", (unsigned long long)st.samples_in_profile, "timer_overruns", (unsigned long long)st.timer_overruns,
@@ -1671,22 +1671,15 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
         "unique_frames", (unsigned long long)st.unique_frames, "profile_bytes", (unsigned long long)st.profile_bytes,
         "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered,
         "threads_posix", (unsigned long long)st.threads_posix, "perf_fd_fallbacks", (unsigned long long)st.perf_fd_fallbacks,
+        "ticks_late", (unsigned long long)st.ticks_late, "suspensions", (unsigned long long)st.suspensions,
+        "threads_skipped", (unsigned long long)st.threads_skipped,
+        "suspend_ns_total", (unsigned long long)st.suspend_ns_total, "suspend_ns_max", (unsigned long long)st.suspend_ns_max,
         "signal", st.signo, "handler_replaced", st.handler_replaced, "pin_passes", spprof__py_pin_passes);
-#if SPPROF__OS_WINDOWS
-    {   /* the sampler thread's own figures (this or the last session) */
-        PyObject *d = r, *v;
-        unsigned long long w[6];
-        const char *k[6] = {"win_ticks", "win_ticks_late", "win_suspensions", "win_suspend_ns_total", "win_suspend_ns_max",
-                            "win_reads"};
-        int i;
-        w[0] = spprof__g.win.ticks; w[1] = spprof__g.win.ticks_late; w[2] = spprof__g.win.suspensions;
-        w[3] = spprof__g.win.suspend_ns_total; w[4] = spprof__g.win.suspend_ns_max; w[5] = spprof__py_ext_reads;
-        for (i = 0; d && i < 6; i++) {
-            v = PyLong_FromUnsignedLongLong(w[i]);
-            if (!v || PyDict_SetItemString(d, k[i], v) != 0) Py_CLEAR(r);
-            Py_XDECREF(v);
-            if (!r) break;
-        }
+#if !SPPROF__OS_LINUX
+    if (r) {  /* reads of memory by the external walk (this or the last session; 3 per sample at any depth) */
+        PyObject *v = PyLong_FromUnsignedLongLong(spprof__py_ext_reads);
+        if (!v || PyDict_SetItemString(r, "ext_reads", v) != 0) Py_CLEAR(r);
+        Py_XDECREF(v);
     }
 #endif
     return r;
@@ -2007,10 +2000,27 @@ static PyObject *spprof__py_mem_stacks_fn(PyObject *self, PyObject *noargs) {
 static int spprof__py_sig_pipe[2] = {-1, -1};
 static unsigned char spprof__py_sig_mine[SPPROF__PY_NSIG];  /* 1: our handler was installed for it */
 static PyObject *spprof__py_sig_cb;
+static pid_t spprof__py_sig_pid;  /* the process that armed the handlers */
 
 static void spprof__py_sig_handler(int signo) {
-    int saved = errno;  /* [signal-safe]: one write(2) to a pipe, nothing else */
+    int saved = errno;  /* [signal-safe]: getpid, then one write(2) to a pipe (or sigaction + raise) */
     unsigned char b = (unsigned char)signo;
+    if (getpid() != spprof__py_sig_pid) {
+        /* A fork child before its atfork handler ran: a signal sent to it right after fork() (Pool.terminate,
+           Process.terminate under load) is delivered on its first return to user space, before any atfork
+           code. The pipe is still the parent's: writing there made the PARENT write its profile and die of
+           the child's SIGTERM (regrtest's fork pool tests, 1 run in ~10 under load). The child does what it
+           would do without spprof: the default action, once this handler returns (the signal is blocked
+           while it runs, so the raise stays pending until then). */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(signo, &dfl, NULL);
+        raise(signo);
+        errno = saved;
+        return;
+    }
     if (write(spprof__py_sig_pipe[1], &b, 1) < 0) {
         /* the pipe is full: a byte is already waiting, the thread will act on it */
     }
@@ -2104,6 +2114,7 @@ static PyObject *spprof__py_exit_signals_arm(PyObject *self, PyObject *args) {
     /* the handler must never block: the write end is non-blocking (a full pipe already holds a byte) */
     fcntl(spprof__py_sig_pipe[1], F_SETFL, fcntl(spprof__py_sig_pipe[1], F_GETFL) | O_NONBLOCK);
     pthread_once(&once, spprof__py_sig_atfork_init_fn);
+    spprof__py_sig_pid = getpid();
     Py_XDECREF(spprof__py_sig_cb);
     Py_INCREF(cb);
     spprof__py_sig_cb = cb;

@@ -125,7 +125,13 @@ static void test_auto_signal(void) {
     printf("  signal %d: %llu samples; the program's SIGPROF handler: %d calls from its own itimer, %d from spprof; "
            "the other copy's SIGRTMAX handler: %d calls\n", st.signo, (unsigned long long)st.samples_in_profile,
            prof_calls, __atomic_load_n(&g_prof_ours, __ATOMIC_SEQ_CST), __atomic_load_n(&g_other_calls, __ATOMIC_SEQ_CST));
+#if defined(T_TSAN)
+    /* TSan holds async signals until its next interception point and the busy machine gives the burner less
+       CPU: 80 samples were seen once in CI-like load. The check is that sampling happened on the RT signal. */
+    CHECK(st.samples_in_profile >= 25, "spprof sampled (%llu samples in about 1 s of CPU at 1 kHz)", (unsigned long long)st.samples_in_profile);
+#else
     CHECK(st.samples_in_profile >= 100, "spprof sampled (%llu samples in about 1 s of CPU at 1 kHz)", (unsigned long long)st.samples_in_profile);
+#endif
     CHECK(prof_calls >= 5, "the program's own SIGPROF itimer reached its handler (%d calls in 0.5 s of CPU at 100 Hz)", prof_calls);
     CHECK(__atomic_load_n(&g_prof_ours, __ATOMIC_SEQ_CST) == 0, "none of spprof's signals reached the program's SIGPROF handler");
     CHECK(__atomic_load_n(&g_other_calls, __ATOMIC_SEQ_CST) == 0, "none reached the other copy's SIGRTMAX handler");

@@ -35,9 +35,18 @@ static inline uint64_t t_now_ns(void) {
 static inline void t_sleep_ms(int ms) {
     struct timespec ts;
     uint64_t end = t_now_ns() + (uint64_t)ms * 1000000u;
+#ifdef __APPLE__  /* no clock_nanosleep: relative sleeps until the deadline */
+    uint64_t now;
+    while ((now = t_now_ns()) < end) {
+        ts.tv_sec = (time_t)((end - now) / 1000000000u);
+        ts.tv_nsec = (long)((end - now) % 1000000000u);
+        nanosleep(&ts, NULL);
+    }
+#else
     ts.tv_sec = (time_t)(end / 1000000000u);
     ts.tv_nsec = (long)(end % 1000000000u);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0) {}
+#endif
 }
 static __thread volatile double t_sink;  /* per thread: no data race between burners */
 static __attribute__((noinline, unused)) void t_burn_ns(uint64_t ns) {  /* burn CPU for about ns of wall time */
