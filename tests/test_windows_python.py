@@ -390,3 +390,27 @@ def test_record_memory_on_windows(wrun):
     lines = (wrun.tmp_path / "heap.collapsed").read_text().splitlines()
     hog = sum(int(l.rsplit(" ", 1)[1]) for l in lines if "hog (" in l)
     assert 0.6 * 30e6 <= hog <= 1.4 * 30e6, (hog, lines[:5])
+
+
+def test_thread_started_without_threading_is_found(wrun):
+    """A thread started with _thread.start_new_thread (no threading hook: nobody records its thread state
+    under the GIL) is found by the sampler's refresh from the interpreter's thread list."""
+    d = wrun("""
+    import _thread
+    done = threading.Event()
+    ids = []
+    def raw_worker():
+        ids.append(threading.get_native_id())
+        burn(0.8)
+        done.set()
+    spprof.start(interval_ms=1)
+    _thread.start_new_thread(raw_worker, ())
+    done.wait(30)
+    out = dump(spprof.stop())
+    out["tid"] = ids[0]
+    emit(out)
+    """).ok().result
+    mine = samples(d, tid=d["tid"])
+    w = sum(s[4] for s in mine)
+    named = sum(s[4] for s in mine if "raw_worker" in [f[0] for f in s[5]])
+    assert w >= 200 and named >= 0.8 * w, (w, named)
