@@ -324,7 +324,7 @@ static int spprof__py_check_offsets(const spprof__py_dbgoff *d, char *err, size_
 #  else
     const uint64_t ft = 0;
 #  endif
-    struct { const char *what; uint64_t runtime, compiled; } c[17];
+    struct { const char *what; uint64_t runtime, compiled; } c[18];
     int i, k = 0;
     if (memcmp(d->cookie, "xdebugpy", 8) != 0) { snprintf(err, n, "_PyRuntime.debug_offsets has no 'xdebugpy' cookie"); return -1; }
     if ((d->version >> 16) != ((uint64_t)PY_VERSION_HEX >> 16)) {
@@ -337,6 +337,8 @@ static int spprof__py_check_offsets(const spprof__py_dbgoff *d, char *err, size_
     SPPROF__PY_CMP("PyObject.ob_type", d->pyobject.ob_type, offsetof(PyObject, ob_type));
     SPPROF__PY_CMP("PyThreadState.current_frame", d->thread_state.current_frame, offsetof(PyThreadState, current_frame));
     SPPROF__PY_CMP("PyThreadState.native_thread_id", d->thread_state.native_thread_id, offsetof(PyThreadState, native_thread_id));
+    /* (the external walk, spprof__py_walk_ext, also reads datastack_top: the field after datastack_chunk) */
+    SPPROF__PY_CMP("PyThreadState.datastack_chunk", d->thread_state.datastack_chunk, offsetof(PyThreadState, datastack_chunk));
     SPPROF__PY_CMP("_PyInterpreterFrame.previous", d->interpreter_frame.previous, offsetof(spprof__py_iframe, previous));
     SPPROF__PY_CMP("_PyInterpreterFrame.f_executable", d->interpreter_frame.executable, offsetof(spprof__py_iframe, f_executable));
     SPPROF__PY_CMP("_PyInterpreterFrame.instr_ptr", d->interpreter_frame.instr_ptr, offsetof(spprof__py_iframe, instr_ptr));
