@@ -544,6 +544,9 @@ static uint32_t spprof__py_hook_on;  /* the death hook is installed (@pin): the 
 typedef struct spprof__py_tsent { int tid; PyThreadState *ts; } spprof__py_tsent;
 static spprof__py_tsent spprof__py_tstab[SPPROF_PY_TSTATE_SLOTS];
 static uint32_t spprof__py_ts_missing;  /* a sampled thread had no (valid) entry: refresh at the next drain */
+/* _PyRuntime.debug_offsets, looked up by spprof_py_start (GetProcAddress takes the loader lock: never on the
+   sampler thread) */
+static const spprof__py_dbgoff *spprof__py_offs;
 
 /* Any thread: records (or updates) tid's thread state. Lock-free: a slot is claimed by CAS on its tid,
    entries are never removed (a stale one is caught by the native_thread_id check). Full table: dropped. */
@@ -591,7 +594,7 @@ static void spprof__py_ts_snapshot(void) {
    (offsets from _PyRuntime.debug_offsets, the interpreter state being opaque), bounded: threads come and go
    meanwhile, a torn list ends the pass early, the next one completes it. */
 static void spprof__py_ts_refresh(void) {
-    const spprof__py_dbgoff *d = spprof__py_live_offsets();
+    const spprof__py_dbgoff *d = (const spprof__py_dbgoff *)SPPROF__LOAD(&spprof__py_offs);
     const char *interp = (const char *)PyInterpreterState_Main();  /* a plain read of _PyRuntime */
     const char *t = NULL;
     int k;
@@ -1268,6 +1271,7 @@ SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     spprof__py_install_death_hook();
     SPPROF__STORE(&spprof__py_keep_on, 1u);  /* before the first sample; bits are clear until then */
 #if !SPPROF__OS_LINUX
+    SPPROF__STORE(&spprof__py_offs, spprof__py_live_offsets());
     spprof__py_ts_snapshot();  /* before the first tick: the thread states of the threads there are */
     memset(spprof__py_cocache_tab, 0, sizeof spprof__py_cocache_tab);  /* the sampler is not running */
     spprof__py_ext_reads = 0;
