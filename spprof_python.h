@@ -35,9 +35,18 @@
    signal, so it is never sampled) takes the GIL when the collector has seen new code objects (at most every
    20 ms) and holds a reference to each; with the hook it is never woken during a session (taking the GIL 50
    times a second cost the program more than the samples did), and stop pins what is left. A code object not
-   pinned is checked through a pipe write (EFAULT instead of a crash) and by its header before it is touched;
-   if it is gone (no hook; or out of memory), the frame reads "<freed code object 0x...>". (Py_AddPendingCall would be simpler than the thread, but on 3.11 a call added from a non-main
+   pinned is checked through a pipe write (EFAULT instead of a crash; Windows: ReadProcessMemory) and by its
+   header before it is touched; if it is gone (no hook; or out of memory), the frame reads "<freed code object 0x...>". (Py_AddPendingCall would be simpler than the thread, but on 3.11 a call added from a non-main
    thread waits until the main thread switches the GIL, which a single-threaded CPU-bound program never does.)
+
+   Windows (CPython 3.13, the extension built with mingw-w64; run only under wine 8 with the official
+   embeddable 3.13.2, never on real Windows, never built with MSVC): there is no signal handler. spprof.h's
+   sampler thread suspends each thread and calls the walker; the walker finds that thread's PyThreadState in a
+   table keyed by native thread id (filled under the GIL at start and by register_thread, and by the sampler
+   between suspensions through _PyRuntime.debug_offsets), checks its native_thread_id, and copies every
+   thread state, frame and code object with spprof__os_read_mem (ReadProcessMemory: a bad address fails, it
+   does not fault) before it looks at it; no allocation, lock, stdio or Python API while a thread is
+   suspended (see @walk's external sampler). native=True merges the PE-unwound native stack the same way.
 
    Supported: CPython 3.9 to 3.13 (run and tested: release builds, 3.11 debug build, 3.13 free-threaded),
    3.14 and 3.14t (written from the 3.14 headers, not run: no 3.14 interpreter was available). On 3.13+ the
@@ -315,7 +324,7 @@ static int spprof__py_check_offsets(const spprof__py_dbgoff *d, char *err, size_
 #  else
     const uint64_t ft = 0;
 #  endif
-    struct { const char *what; uint64_t runtime, compiled; } c[16];
+    struct { const char *what; uint64_t runtime, compiled; } c[18];
     int i, k = 0;
     if (memcmp(d->cookie, "xdebugpy", 8) != 0) { snprintf(err, n, "_PyRuntime.debug_offsets has no 'xdebugpy' cookie"); return -1; }
     if ((d->version >> 16) != ((uint64_t)PY_VERSION_HEX >> 16)) {
@@ -327,6 +336,9 @@ static int spprof__py_check_offsets(const spprof__py_dbgoff *d, char *err, size_
     SPPROF__PY_CMP("free_threaded", d->free_threaded, ft);
     SPPROF__PY_CMP("PyObject.ob_type", d->pyobject.ob_type, offsetof(PyObject, ob_type));
     SPPROF__PY_CMP("PyThreadState.current_frame", d->thread_state.current_frame, offsetof(PyThreadState, current_frame));
+    SPPROF__PY_CMP("PyThreadState.native_thread_id", d->thread_state.native_thread_id, offsetof(PyThreadState, native_thread_id));
+    /* (the external walk, spprof__py_walk_ext, also reads datastack_top: the field after datastack_chunk) */
+    SPPROF__PY_CMP("PyThreadState.datastack_chunk", d->thread_state.datastack_chunk, offsetof(PyThreadState, datastack_chunk));
     SPPROF__PY_CMP("_PyInterpreterFrame.previous", d->interpreter_frame.previous, offsetof(spprof__py_iframe, previous));
     SPPROF__PY_CMP("_PyInterpreterFrame.f_executable", d->interpreter_frame.executable, offsetof(spprof__py_iframe, f_executable));
     SPPROF__PY_CMP("_PyInterpreterFrame.instr_ptr", d->interpreter_frame.instr_ptr, offsetof(spprof__py_iframe, instr_ptr));
@@ -352,7 +364,20 @@ static int spprof__py_check_offsets(const spprof__py_dbgoff *d, char *err, size_
 }
 
 static const spprof__py_dbgoff *spprof__py_live_offsets(void) {
+#  if SPPROF__OS_WINDOWS
+    /* exported by python3X.dll, the module that holds PyCode_Type */
+    HMODULE py = NULL;
+    FARPROC p;
+    const void *v = NULL;
+    if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                            (LPCWSTR)(const void *)&PyCode_Type, &py))
+        return NULL;
+    p = GetProcAddress(py, "_PyRuntime");
+    memcpy(&v, &p, sizeof v);
+    return (const spprof__py_dbgoff *)v;
+#  else
     return (const spprof__py_dbgoff *)dlsym(RTLD_DEFAULT, "_PyRuntime");  /* debug_offsets is its first member */
+#  endif
 }
 #endif
 
@@ -424,21 +449,31 @@ static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
    number of frames, -1 on a torn/stale read or fault, -2 when the thread has no Python frames. */
 /* ctx NULL: the calling thread's own frames, read synchronously (the memory profiler's hooks). Nothing else
    changes them meanwhile, and each frame holds a reference to its code object: no guard needed. */
-#define SPPROF__PY_UNGUARD() do { if (ctx) spprof_guard_release(&g); } while (0)
+#if SPPROF__OS_LINUX
+#  define SPPROF__PY_UNGUARD() do { if (ctx) spprof_guard_release(&g); } while (0)
+#else
+#  define SPPROF__PY_UNGUARD() do { } while (0)
+#endif
 /* ts: the thread state whose frames are read (spprof__py_walk_frames: the calling thread's own). */
 static int spprof__py_walk_ts(PyThreadState *ts, const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
                               uint16_t *run_ends, int max_runs, int *nruns) {
+#if SPPROF__OS_LINUX
     spprof_guard g;
+#endif
     volatile int n = 0, r = 0;
     const SPPROF__PY_FRAME *f;
     int steps;
     if (nruns) *nruns = 0;
     if (max_frames <= 0) return -1;
     if (!ts) return -2;  /* a thread that never ran Python */
+#if SPPROF__OS_LINUX
     if (ctx) {  /* another thread's frames, read from a signal handler: under the fault guard */
         if (!spprof_guard_claim(&g, ctx->tid)) return -1;
         if (sigsetjmp(g.env, 1)) { SPPROF__PY_UNGUARD(); return -1; }  /* a read faulted: drop the sample */
     }
+#else
+    if (ctx) return -1;  /* elsewhere another thread's frames are read by spprof__py_walk_ext */
+#endif
     f = SPPROF__PY_TOP_FRAME(ts);
     /* Bounded: at most max_frames recorded and 4 * max_frames + 64 frames visited (skipped ones included). */
     for (steps = 0; f && n < max_frames && steps < 4 * max_frames + 64; steps++, f = SPPROF__PY_PREV(f)) {
@@ -476,8 +511,205 @@ static int spprof__py_walk_ts(PyThreadState *ts, const spprof_walk_ctx *ctx, spp
 }
 #undef SPPROF__PY_UNGUARD
 
+static uint32_t spprof__py_hook_on;  /* the death hook is installed (@pin): the pinning thread is not needed */
+
+#if !SPPROF__OS_LINUX
+/* ---- The external sampler's walk (Windows; the macOS sampler is meant to share it) ----------------------
+   No code runs on the sampled thread: spprof.h's sampler thread suspends it (SuspendThread, then
+   GetThreadContext, which returns once it is really stopped), calls the walker with ctx->tid = its native
+   thread id, and resumes it. While it is suspended, the walker must not take a lock it could hold (heap,
+   loader, stdio, the GIL, any Python API) and must not allocate: this code calls nothing but
+   spprof__os_read_mem (ReadProcessMemory on Windows: a system call on the own process, no user-mode lock,
+   no allocation; a bad address fails softly instead of faulting) and reads its own lock-free table.
+   - Its PyThreadState comes from spprof__py_tstab (native thread id -> thread state), filled off the hot
+     path: under the GIL when profiling starts and when a thread registers itself (spprof.register_thread, the
+     package's thread hook), and by the sampler between suspensions (spprof__py_ts_refresh, from the drain
+     hook, when a sampled thread had no entry). The entry is trusted only if the copied thread state's
+     native_thread_id is the suspended thread's (an entry of a thread that exited, its id now reused, is not).
+   - Every struct is copied before anything in it is used: the thread state; the top of its data stack,
+     which holds the frames of calls, in one read (SPPROF_PY_DATASTACK_COPY); other frames (generators')
+     one read each; a code object once per session (spprof__py_cocache). 3 reads per sample at any depth.
+     Pointers are checked for alignment, a code object by its type (&PyCode_Type), the chain is bounded as
+     in the handler's walk.
+     The suspended thread's chain stands still (its frames are its own, each holds a reference to its code
+     object); a half-done push at the instant of suspension gives a torn read, which these checks drop.
+   Only the 3.13 layout is read this way (the version the Windows build is made and tested for): 3.11 and
+   3.12 keep the top frame behind tstate->cframe, 3.14 tags f_executable. */
+#  if PY_VERSION_HEX < 0x030D0000 || PY_VERSION_HEX >= 0x030E0000
+#    error "spprof_python.h: outside Linux (the suspending sampler), CPython 3.13 is supported"
+#  endif
+#  ifndef SPPROF_PY_TSTATE_SLOTS
+#    define SPPROF_PY_TSTATE_SLOTS 4096  /* threads with a thread state the sampler can find (power of 2) */
+#  endif
+typedef struct spprof__py_tsent { int tid; PyThreadState *ts; } spprof__py_tsent;
+static spprof__py_tsent spprof__py_tstab[SPPROF_PY_TSTATE_SLOTS];
+static uint32_t spprof__py_ts_missing;  /* a sampled thread had no (valid) entry: refresh at the next drain */
+/* _PyRuntime.debug_offsets, looked up by spprof_py_start (GetProcAddress takes the loader lock: never on the
+   sampler thread) */
+static const spprof__py_dbgoff *spprof__py_offs;
+
+/* Any thread: records (or updates) tid's thread state. Lock-free: a slot is claimed by CAS on its tid,
+   entries are never removed (a stale one is caught by the native_thread_id check). Full table: dropped. */
+static void spprof__py_ts_put(int tid, PyThreadState *ts) {
+    unsigned i, k;
+    if (tid <= 0) return;
+    for (k = 0, i = (unsigned)tid & (SPPROF_PY_TSTATE_SLOTS - 1); k < SPPROF_PY_TSTATE_SLOTS;
+         k++, i = (i + 1) & (SPPROF_PY_TSTATE_SLOTS - 1)) {
+        int cur = SPPROF__LOAD(&spprof__py_tstab[i].tid);
+        if (cur == 0) {
+            int expect = 0;
+            if (__atomic_compare_exchange_n(&spprof__py_tstab[i].tid, &expect, tid, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                cur = tid;
+            else
+                cur = expect;
+        }
+        if (cur == tid) {
+            SPPROF__STORE(&spprof__py_tstab[i].ts, ts);
+            return;
+        }
+    }
+}
+
+/* [suspended-safe] tid's thread state as last recorded, or NULL. */
+static PyThreadState *spprof__py_ts_get(int tid) {
+    unsigned i, k;
+    for (k = 0, i = (unsigned)tid & (SPPROF_PY_TSTATE_SLOTS - 1); k < SPPROF_PY_TSTATE_SLOTS;
+         k++, i = (i + 1) & (SPPROF_PY_TSTATE_SLOTS - 1)) {
+        int cur = SPPROF__LOAD(&spprof__py_tstab[i].tid);
+        if (cur == tid) return SPPROF__LOAD(&spprof__py_tstab[i].ts);
+        if (cur == 0) return NULL;
+    }
+    return NULL;
+}
+
+/* [GIL] Every thread state of the main interpreter into the table. */
+static void spprof__py_ts_snapshot(void) {
+    PyInterpreterState *interp = PyInterpreterState_Main();
+    PyThreadState *t = interp ? PyInterpreterState_ThreadHead(interp) : NULL;
+    int k;
+    for (k = 0; t && k < 100000; k++, t = PyThreadState_Next(t)) spprof__py_ts_put((int)t->native_thread_id, t);
+}
+
+/* Sampler thread, between suspensions, without the GIL: the interpreter's thread list followed with copies
+   (offsets from _PyRuntime.debug_offsets, the interpreter state being opaque), bounded: threads come and go
+   meanwhile, a torn list ends the pass early, the next one completes it. */
+static void spprof__py_ts_refresh(void) {
+    const spprof__py_dbgoff *d = (const spprof__py_dbgoff *)SPPROF__LOAD(&spprof__py_offs);
+    const char *interp = (const char *)PyInterpreterState_Main();  /* a plain read of _PyRuntime */
+    const char *t = NULL;
+    int k;
+    if (!d || !interp) return;
+    if (!spprof__os_read_mem(&t, interp + d->interpreter_state.threads_head, sizeof t)) return;
+    for (k = 0; t && k < 4096; k++) {
+        unsigned long tid = 0;
+        const char *next = NULL;
+        if (((uintptr_t)t & (sizeof(void *) - 1)) != 0) return;
+        if (!spprof__os_read_mem(&tid, t + d->thread_state.native_thread_id, sizeof tid) ||
+            !spprof__os_read_mem(&next, t + d->thread_state.next, sizeof next))
+            return;
+        spprof__py_ts_put((int)tid, (PyThreadState *)(uintptr_t)t);
+        t = next;
+    }
+}
+
+/* What the walk needs of a code object, kept by the sampler thread (the only caller of the walk) so that a
+   code object seen before costs no read (each read is a system call: 12 us under wine). Valid for the session
+   only where the death hook is installed (@pin): every code object in it was marked seen before it was
+   entered, so if it dies during the session it is kept alive and pinned, and its address cannot be taken by
+   another object. Cleared by spprof_py_start before the sampler runs. Direct-mapped, 1024 entries. */
+typedef struct spprof__py_cocache { const void *co; uint32_t fp; int32_t nunits, first_traceable; } spprof__py_cocache;
+static spprof__py_cocache spprof__py_cocache_tab[1024];
+/* The top of the thread's data stack (the chunk its frames are pushed on), copied with one read before the
+   frames are followed: the frames of function calls lie there, next to each other (generators' frames live
+   in their generator objects and are read one by one). Owned by the sampler thread, like the cache. */
+#ifndef SPPROF_PY_DATASTACK_COPY
+#  define SPPROF_PY_DATASTACK_COPY (16u << 10)  /* one read of 16 KiB costs what one of 256 bytes does */
+#endif
+static char spprof__py_dsbuf[SPPROF_PY_DATASTACK_COPY];
+static unsigned long long spprof__py_ext_reads;  /* spprof__os_read_mem calls of the walk (stats: ext_reads) */
+
+/* [suspended-safe] spprof__os_read_mem, counted */
+static int spprof__py_read(void *dst, const void *src, size_t n) {
+    spprof__py_ext_reads++;
+    return spprof__os_read_mem(dst, src, n);
+}
+
+/* [suspended-safe] The Python frames of suspended thread tid (see above); as spprof__py_walk_ts. */
+static int spprof__py_walk_ext(int tid, spprof_frame *frames, int max_frames, uint16_t *run_ends, int max_runs,
+                               int *nruns) {
+    PyThreadState *tsp = spprof__py_ts_get(tid);
+    PyThreadState ts;
+    spprof__py_iframe f;
+    PyCodeObject co;
+    const spprof__py_iframe *fa;
+    spprof__py_cocache *ce;
+    uintptr_t ds_lo, ds_hi;
+    int n = 0, r = 0, steps;
+    if (nruns) *nruns = 0;
+    if (max_frames <= 0) return -1;
+    if (!tsp || !spprof__py_read(&ts, tsp, sizeof ts) || ts.native_thread_id != (unsigned long)tid) {
+        SPPROF__STORER(&spprof__py_ts_missing, 1u);
+        return -2;  /* not found (yet): its native stack */
+    }
+    {   /* [ds_lo, ds_hi): the part of the current data-stack chunk below its top, copied in one read */
+        uintptr_t c = (uintptr_t)ts.datastack_chunk, top = (uintptr_t)ts.datastack_top;
+        uintptr_t base = c + offsetof(_PyStackChunk, data);
+        ds_lo = ds_hi = 0;
+        if (c && ((c | top) & (sizeof(void *) - 1)) == 0 && top > base && top - base < ((uintptr_t)1 << 30)) {
+            ds_lo = top - base > SPPROF_PY_DATASTACK_COPY ? top - SPPROF_PY_DATASTACK_COPY : base;
+            ds_hi = top;
+            if (!spprof__py_read(spprof__py_dsbuf, (const void *)ds_lo, ds_hi - ds_lo)) ds_lo = ds_hi = 0;
+        }
+    }
+    fa = SPPROF__PY_TOP_FRAME(&ts);
+    for (steps = 0; fa && n < max_frames && steps < 4 * max_frames + 64; steps++, fa = SPPROF__PY_PREV(&f)) {
+        const PyObject *ex;
+        const spprof__py_codeunit *first;
+        ptrdiff_t off;
+        uintptr_t a = (uintptr_t)fa;
+        if ((a & (sizeof(void *) - 1)) != 0) return -1;
+        if (a >= ds_lo && a < ds_hi && ds_hi - a >= sizeof f)
+            memcpy(&f, spprof__py_dsbuf + (a - ds_lo), sizeof f);  /* in the copy of the data stack */
+        else if (!spprof__py_read(&f, fa, sizeof f))
+            return -1;
+        if (SPPROF__PY_SKIP(&f)) {  /* an entry frame of the C stack: a run boundary */
+            if (run_ends && r < max_runs && n > (r ? run_ends[r - 1] : 0)) run_ends[r++] = (uint16_t)n;
+            continue;
+        }
+        ex = SPPROF__PY_EXEC(&f);
+        if (!ex || ((uintptr_t)ex & (sizeof(void *) - 1)) != 0) return -1;
+        ce = &spprof__py_cocache_tab[((uintptr_t)ex >> 4) & 1023];
+        if (ce->co != ex || !SPPROF__LOADR(&spprof__py_hook_on)) {
+            if (!spprof__py_read(&co, ex, sizeof co) || Py_TYPE((PyObject *)&co) != &PyCode_Type)
+                return -1;  /* torn or stale: drop rather than guess */
+            spprof__py_mark_seen(ex);  /* before it is cached (see spprof__py_cocache) */
+            ce->co = ex;
+            ce->fp = spprof__py_fingerprint(&co);
+            ce->nunits = (int32_t)SPPROF__PY_NUNITS(&co);
+            ce->first_traceable = co._co_firsttraceable;
+        }
+        /* the bytecode of the real object (co is a copy of its fixed part) */
+        first = (const spprof__py_codeunit *)(const void *)((const char *)ex + offsetof(PyCodeObject, co_code_adaptive));
+        if (f.owner != SPPROF__PY_OWNED_BY_GENERATOR && f.instr_ptr < first + ce->first_traceable) continue;
+        off = f.instr_ptr - first;
+        if (off < 0 || off >= ce->nunits) off = 0;
+        frames[n].addr = (uint64_t)(uintptr_t)ex;
+        frames[n].aux = (uint32_t)off;
+        frames[n].kind = SPPROF_FRAME_PYTHON | (ce->fp << 16);
+        spprof__py_mark_seen(ex);
+        n++;
+    }
+    if (run_ends && n > (r ? run_ends[r - 1] : 0) && r < max_runs) run_ends[r++] = (uint16_t)n;
+    if (nruns) *nruns = r;
+    return n ? n : -2;
+}
+#endif /* !SPPROF__OS_LINUX */
+
 static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames,
                                   uint16_t *run_ends, int max_runs, int *nruns) {
+#if !SPPROF__OS_LINUX
+    if (ctx) return spprof__py_walk_ext(ctx->tid, frames, max_frames, run_ends, max_runs, nruns);
+#endif
     /* this thread's own state (TSS), or NULL */
     return spprof__py_walk_ts(PyGILState_GetThisThreadState(), ctx, frames, max_frames, run_ends, max_runs, nruns);
 }
@@ -488,6 +720,7 @@ static int spprof__py_walk_frames(const spprof_walk_ctx *ctx, spprof_frame *fram
    CPU clock did not move during the reads); thread states and frames of other threads may change, so every
    read is under the fault guard and checked as in the handler. The thread state is found by native thread
    id (PyThreadState.native_thread_id, 3.11+; before, through its pthread_t's CPU clock id). */
+#if SPPROF__OS_LINUX
 static PyThreadState *spprof__py_offcpu_tstate(int tid, spprof_walk_ctx *ctx) {
     spprof_guard g;
     PyThreadState *volatile ts = NULL;
@@ -529,6 +762,7 @@ static int spprof__py_offcpu_walk(int tid, spprof_frame *frames, int nnative, in
     memcpy(frames, py, (size_t)n * sizeof *frames);
     return n;
 }
+#endif /* SPPROF__OS_LINUX */
 
 SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     int n = spprof__py_walk_frames(ctx, frames, max_frames, NULL, 0, NULL);
@@ -563,9 +797,13 @@ SPPROF_API int spprof_py_walk(const spprof_walk_ctx *ctx, spprof_frame *frames, 
 /* [lo, hi) of _PyEval_EvalFrameDefault's code, and of its "_PyEval_EvalFrameDefault.cold" part when GCC split
    the rarely run blocks off (a call made from there returns there) */
 static uintptr_t spprof__py_eval_lo, spprof__py_eval_hi, spprof__py_cold_lo, spprof__py_cold_hi;
+#define SPPROF__PY_EVAL_CHUNKS 16
+static uintptr_t spprof__py_eval_chunks[2 * SPPROF__PY_EVAL_CHUNKS];  /* Windows: its other parts */
+static int spprof__py_neval_chunks;
 
 /* Finds the interpreter loop's address range (its ELF symbol size), once, outside the handler. */
 static int spprof__py_find_eval(void) {
+#if SPPROF__OS_LINUX
     Dl_info info;
     const ElfW(Sym) *sym = NULL;
     void *p;
@@ -576,12 +814,68 @@ static int spprof__py_find_eval(void) {
     spprof__py_eval_hi = (uintptr_t)p + (uintptr_t)sym->st_size;
     spprof_symbol_range((uintptr_t)p, "_PyEval_EvalFrameDefault.cold", &spprof__py_cold_lo, &spprof__py_cold_hi);
     return 1;
+#elif SPPROF__OS_WINDOWS
+    /* python3X.dll exports it; its extent comes from the DLL's unwind table (.pdata): the entry that holds
+       its first byte, plus every entry whose unwind data chains to that one (the blocks an optimizing
+       compiler moves away from the function, e.g. MSVC's profile-guided builds: calls made from there return
+       there). At most 1 + SPPROF__PY_EVAL_CHUNKS ranges; more are ignored (those frames then stay native). */
+    HMODULE py = NULL;
+    FARPROC fp;
+    void *p = NULL;
+    DWORD64 base = 0;
+    const RUNTIME_FUNCTION *root, *rf;
+    const IMAGE_NT_HEADERS *nt;
+    const IMAGE_DATA_DIRECTORY *dd;
+    uint32_t i, nrf;
+    if (spprof__py_eval_hi) return 1;
+    if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                            (LPCWSTR)(const void *)&PyCode_Type, &py) ||
+        !(fp = GetProcAddress(py, "_PyEval_EvalFrameDefault")))
+        return 0;
+    memcpy(&p, &fp, sizeof p);
+    root = RtlLookupFunctionEntry((DWORD64)(uintptr_t)p, &base, NULL);
+    if (!root || base != (DWORD64)(uintptr_t)py) return 0;
+    nt = (const IMAGE_NT_HEADERS *)((uintptr_t)py + (uintptr_t)((const IMAGE_DOS_HEADER *)(uintptr_t)py)->e_lfanew);
+    dd = &nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_EXCEPTION];
+    rf = (const RUNTIME_FUNCTION *)((uintptr_t)py + dd->VirtualAddress);
+    nrf = dd->Size / (uint32_t)sizeof(RUNTIME_FUNCTION);
+    spprof__py_neval_chunks = 0;
+    for (i = 0; i < nrf && spprof__py_neval_chunks < SPPROF__PY_EVAL_CHUNKS; i++) {
+        const RUNTIME_FUNCTION *e = &rf[i];
+        int depth;
+        if (e->BeginAddress == root->BeginAddress) continue;
+        for (depth = 0; depth < 8; depth++) {  /* follow the chain (bounded) to its primary entry */
+            const uint8_t *ui;
+            if (e->UnwindData & 1u) {  /* an entry that points at another entry instead of unwind data */
+                e = (const RUNTIME_FUNCTION *)((uintptr_t)py + (e->UnwindData & ~1u));
+                continue;
+            }
+            ui = (const uint8_t *)((uintptr_t)py + e->UnwindData);
+            if (!((ui[0] >> 3) & UNW_FLAG_CHAININFO)) break;
+            e = (const RUNTIME_FUNCTION *)(const void *)(ui + 4 + 2 * (((unsigned)ui[2] + 1u) & ~1u));
+        }
+        if (e->BeginAddress == root->BeginAddress && e != &rf[i]) {
+            spprof__py_eval_chunks[2 * spprof__py_neval_chunks] = (uintptr_t)py + rf[i].BeginAddress;
+            spprof__py_eval_chunks[2 * spprof__py_neval_chunks + 1] = (uintptr_t)py + rf[i].EndAddress;
+            spprof__py_neval_chunks++;
+        }
+    }
+    spprof__py_eval_lo = (uintptr_t)py + root->BeginAddress;
+    spprof__py_eval_hi = (uintptr_t)py + root->EndAddress;
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 static int spprof__py_in_eval(const spprof_frame *f) {
     uint64_t pc = (f->aux & SPPROF_AUX_RETADDR) ? f->addr - 1 : f->addr;
-    return SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE &&
-           ((pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi) || (pc >= spprof__py_cold_lo && pc < spprof__py_cold_hi));
+    int i;
+    if (SPPROF_FRAME_KIND(f->kind) != SPPROF_FRAME_NATIVE) return 0;
+    if ((pc >= spprof__py_eval_lo && pc < spprof__py_eval_hi) || (pc >= spprof__py_cold_lo && pc < spprof__py_cold_hi)) return 1;
+    for (i = 0; i < spprof__py_neval_chunks; i++)
+        if (pc >= spprof__py_eval_chunks[2 * i] && pc < spprof__py_eval_chunks[2 * i + 1]) return 1;
+    return 0;
 }
 
 static int spprof__py_merge(spprof_frame *frames, int max_frames, int pbase, int np, const uint16_t *run_ends,
@@ -639,6 +933,7 @@ static int spprof__py_merge(spprof_frame *frames, int max_frames, int pbase, int
 
 /* Wall mode with native=True, a blocked thread (see spprof__py_offcpu_walk): its recovered native frames
    merged with its Python frames, as spprof_py_walk_mixed does in the handler. */
+#if SPPROF__OS_LINUX
 static int spprof__py_offcpu_walk_mixed(int tid, spprof_frame *frames, int nnative, int max_frames, void *user) {
     spprof_frame out[SPPROF_MAX_DEPTH_LIMIT];
     uint16_t run_ends[SPPROF_PY_NATIVE_MAX];
@@ -661,27 +956,30 @@ static int spprof__py_offcpu_walk_mixed(int tid, spprof_frame *frames, int nnati
     memcpy(frames, out, (size_t)np * sizeof *frames);
     return np;
 }
+#endif /* SPPROF__OS_LINUX */
 
 /* ==== @pin ============================================================================================
    A set of code objects we hold references to (open addressing on the pointer), touched only with the GIL. */
 static PyObject **spprof__py_pins;
 static size_t spprof__py_npins, spprof__py_pins_cap;
 static uint32_t spprof__py_pinned_upto;   /* frames [0, upto) of the profile were looked at */
+#if SPPROF__OS_LINUX
 static int spprof__py_pipe[2] = {-1, -1};
+#endif
 
 /* The table is used by the pinning thread and by resolution (the CPU profile's, a memory snapshot's): with
    the GIL that is one at a time, on a free-threaded build it is not, hence the mutex. It is held only for the
    table itself (Py_INCREF inside, never a call that could run Python code or wait for the interpreter). */
-static pthread_mutex_t spprof__py_pins_mu = PTHREAD_MUTEX_INITIALIZER;
+static spprof__mutex spprof__py_pins_mu = SPPROF__MUTEX_INIT;
 
 static int spprof__py_is_pinned(const void *p) {
     size_t i;
     int found = 0;
-    pthread_mutex_lock(&spprof__py_pins_mu);
+    spprof__lock(&spprof__py_pins_mu);
     if (spprof__py_pins_cap)
         for (i = ((uintptr_t)p >> 4) & (spprof__py_pins_cap - 1); spprof__py_pins[i]; i = (i + 1) & (spprof__py_pins_cap - 1))
             if (spprof__py_pins[i] == (PyObject *)p) { found = 1; break; }
-    pthread_mutex_unlock(&spprof__py_pins_mu);
+    spprof__unlock(&spprof__py_pins_mu);
     return found;
 }
 
@@ -722,9 +1020,9 @@ static int spprof__py_pin_add_locked(PyObject *o) {
 
 static int spprof__py_pin_add(PyObject *o) {
     int r;
-    pthread_mutex_lock(&spprof__py_pins_mu);
+    spprof__lock(&spprof__py_pins_mu);
     r = spprof__py_pin_add_locked(o);
-    pthread_mutex_unlock(&spprof__py_pins_mu);
+    spprof__unlock(&spprof__py_pins_mu);
     return r;
 }
 
@@ -737,6 +1035,7 @@ static int spprof__py_pin_add(PyObject *o) {
    it is then resolved as that one (the risk every sampler that resolves after the fact takes). GIL held. */
 static int spprof__py_code_alive(const void *p) {
     PyObject hdr;
+#if SPPROF__OS_LINUX
     char sink[sizeof(PyObject)];
     ssize_t k;
     if (!p || ((uintptr_t)p & (sizeof(void *) - 1))) return 0;
@@ -745,6 +1044,9 @@ static int spprof__py_code_alive(const void *p) {
     if (k != (ssize_t)sizeof hdr) return 0;
     if (read(spprof__py_pipe[0], sink, sizeof sink) != (ssize_t)sizeof sink) return 0;
     memcpy(&hdr, sink, sizeof hdr);
+#else
+    if (!p || ((uintptr_t)p & (sizeof(void *) - 1)) || !spprof__os_read_mem(&hdr, p, sizeof hdr)) return 0;
+#endif
     return Py_TYPE(&hdr) == &PyCode_Type && Py_REFCNT(&hdr) > 0 && (uint64_t)Py_REFCNT(&hdr) < (1ull << 40);
 }
 
@@ -795,13 +1097,12 @@ SPPROF_API int spprof_py_pin_code_objects(void) {
    only one that shares a bit with a sampled one, and dies normally. Out of memory for the table: the
    object dies as before. */
 static uint32_t spprof__py_keep_on;
-static uint32_t spprof__py_hook_on;  /* the death hook is installed: the pinning thread is not needed */
 
 /* co is dying (count 0, or 1 inside 3.13's code_dealloc): returns 1 if it was pinned with a new reference. */
 static int spprof__py_keep_dying(PyObject *co) {
     int ok;
     if (!SPPROF__LOADR(&spprof__py_keep_on) || !spprof__py_maybe_seen(co)) return 0;
-    pthread_mutex_lock(&spprof__py_pins_mu);
+    spprof__lock(&spprof__py_pins_mu);
     ok = spprof__py_pin_reserve_locked();
     if (ok) {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -811,7 +1112,7 @@ static int spprof__py_keep_dying(PyObject *co) {
 #endif
         spprof__py_pin_insert_locked(co);
     }
-    pthread_mutex_unlock(&spprof__py_pins_mu);
+    spprof__unlock(&spprof__py_pins_mu);
     return ok;
 }
 
@@ -857,11 +1158,11 @@ SPPROF_API void spprof_py_release_code_objects(void) {
     /* first stop keeping dying code objects, and forget what was sampled: the pins released below die now */
     SPPROF__STORE(&spprof__py_keep_on, 0u);
     memset(spprof__py_seen, 0, sizeof spprof__py_seen);
-    pthread_mutex_lock(&spprof__py_pins_mu);
+    spprof__lock(&spprof__py_pins_mu);
     t = spprof__py_pins; cap = spprof__py_pins_cap;
     spprof__py_pins = NULL; spprof__py_npins = spprof__py_pins_cap = 0;
     spprof__py_pinned_upto = 0;
-    pthread_mutex_unlock(&spprof__py_pins_mu);
+    spprof__unlock(&spprof__py_pins_mu);
     for (i = 0; i < cap; i++) Py_XDECREF(t[i]);  /* outside the lock: a weakref callback may run */
     SPPROF_FREE(t);
 }
@@ -873,10 +1174,14 @@ SPPROF_API void spprof_py_release_code_objects(void) {
    2.2 s). Instead each wake-up belongs to a session (spprof__py_pin_gen); stop moves the generation on and
    waits only while a pin is in progress (microseconds; the table is then stop's). A thread that gets its
    thread state after its session ended leaves the table alone. */
-static pthread_mutex_t spprof__py_pin_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t spprof__py_pin_cv = PTHREAD_COND_INITIALIZER;
 static unsigned spprof__py_pin_gen;  /* moved on by every start and stop */
 static unsigned long long spprof__py_pin_passes;  /* passes of the pinning thread this session (stats) */
+static uint32_t spprof__py_mpin_lock;  /* the memory profiler's pin table try-lock (@memprof) */
+#if SPPROF__OS_LINUX
+/* (Linux only: on Windows, 3.13's code watcher is the death hook, and without it code objects are pinned at
+   stop and when a profile is read) */
+static pthread_mutex_t spprof__py_pin_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t spprof__py_pin_cv = PTHREAD_COND_INITIALIZER;
 static int spprof__py_pin_wake, spprof__py_pinning, spprof__py_pin_started;
 
 static void *spprof__py_pin_main(void *arg) {
@@ -914,23 +1219,33 @@ static void *spprof__py_pin_main(void *arg) {
     }
     return NULL;
 }
+#endif /* SPPROF__OS_LINUX */
 
 /* Collector thread, no GIL, no spprof lock held: wake the pinning thread when there are new frames, unless
    the death hook keeps every sampled code object that dies (then stop pins the living ones: nothing is lost by
    waiting, and the program's GIL is not taken from it every 20 ms). */
 static void spprof__py_drain_hook(uint32_t nframes, void *user) {
     (void)user;
+#if SPPROF__OS_LINUX
     if (SPPROF__LOADR(&spprof__py_hook_on)) return;
     if (nframes <= SPPROF__LOADR(&spprof__py_pinned_upto)) return;
     pthread_mutex_lock(&spprof__py_pin_mu);
     spprof__py_pin_wake = 1;
     pthread_cond_broadcast(&spprof__py_pin_cv);
     pthread_mutex_unlock(&spprof__py_pin_mu);
+#else
+    /* the sampler thread, no thread suspended: find the thread states of threads sampled without one */
+    (void)nframes;
+    if (SPPROF__LOADR(&spprof__py_ts_missing)) {
+        SPPROF__STORER(&spprof__py_ts_missing, 0u);
+        spprof__py_ts_refresh();
+    }
+#endif
 }
 
+#if SPPROF__OS_LINUX
 /* Threads are not inherited by a fork child, and a condition variable that had a waiter (the pinning thread)
    must not be used again there: start over with fresh ones. */
-static uint32_t spprof__py_mpin_lock;  /* the memory profiler's pin table try-lock (@memprof) */
 static void spprof__py_atfork_child(void) {
     spprof__py_mpin_lock = 0;  /* the thread that held it does not exist here */
     pthread_mutex_init(&spprof__py_pins_mu, NULL);
@@ -943,17 +1258,27 @@ static void spprof__py_atfork_child(void) {
 }
 static pthread_once_t spprof__py_atfork_once = PTHREAD_ONCE_INIT;
 static void spprof__py_atfork_init(void) { pthread_atfork(NULL, NULL, spprof__py_atfork_child); }
+#endif /* SPPROF__OS_LINUX */
 
 SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
     spprof_result r;
+#if SPPROF__OS_LINUX
     pthread_once(&spprof__py_atfork_once, spprof__py_atfork_init);
+#endif
     r = spprof_py_check_layout();
     if (r != SPPROF_OK) return r;
     spprof_py_release_code_objects();  /* the previous profile is about to be cleared */
     spprof__py_install_death_hook();
     SPPROF__STORE(&spprof__py_keep_on, 1u);  /* before the first sample; bits are clear until then */
+#if !SPPROF__OS_LINUX
+    SPPROF__STORE(&spprof__py_offs, spprof__py_live_offsets());
+    spprof__py_ts_snapshot();  /* before the first tick: the thread states of the threads there are */
+    memset(spprof__py_cocache_tab, 0, sizeof spprof__py_cocache_tab);  /* the sampler is not running */
+    spprof__py_ext_reads = 0;
+#endif
     r = spprof_start(cfg);
     if (r != SPPROF_OK) return r;
+#if SPPROF__OS_LINUX
     pthread_mutex_lock(&spprof__py_pin_mu);
     spprof__py_pin_gen++;
     spprof__py_pin_wake = 0;
@@ -968,6 +1293,10 @@ SPPROF_API spprof_result spprof_py_start(const spprof_config *cfg) {
         pthread_attr_destroy(&attr);
     }
     pthread_mutex_unlock(&spprof__py_pin_mu);
+#else
+    spprof__py_pin_gen++;
+    spprof__py_pin_passes = 0;
+#endif
     return SPPROF_OK;
 }
 
@@ -975,11 +1304,13 @@ SPPROF_API spprof_result spprof_py_stop(void) {
     spprof_result r;
     Py_BEGIN_ALLOW_THREADS  /* the pinning thread may be waiting for the GIL */
     r = spprof_stop();
+#if SPPROF__OS_LINUX
     pthread_mutex_lock(&spprof__py_pin_mu);
     spprof__py_pin_gen++;  /* retires this session's pinning thread */
     pthread_cond_broadcast(&spprof__py_pin_cv);
     while (spprof__py_pinning) pthread_cond_wait(&spprof__py_pin_cv, &spprof__py_pin_mu);
     pthread_mutex_unlock(&spprof__py_pin_mu);
+#endif
     Py_END_ALLOW_THREADS
     if (r == SPPROF_OK) {
         spprof_py_pin_code_objects();
@@ -1027,19 +1358,26 @@ SPPROF_API int spprof_py_configure_mixed(spprof_config *cfg) {
     if (!spprof__py_find_eval()) return 0;
     spprof_py_configure(cfg);
     cfg->walker = spprof_py_walk_mixed;
+#if SPPROF__OS_LINUX
     cfg->offcpu_walker = spprof__py_offcpu_walk_mixed;
+#endif
     return 1;
 }
 
 SPPROF_API void spprof_py_configure(spprof_config *cfg) {
     cfg->walker = spprof_py_walk;
     cfg->walker_user = NULL;
-    cfg->offcpu_walker = spprof__py_offcpu_walk;
     cfg->resolver = spprof_py_resolve;
     cfg->resolver_user = NULL;
     cfg->drain_hook = spprof__py_drain_hook;
     cfg->drain_hook_user = NULL;
+#if SPPROF__OS_LINUX
+    cfg->offcpu_walker = spprof__py_offcpu_walk;
     cfg->guard_faults = 1;
+#else
+    cfg->offcpu_walker = NULL;  /* the sampler suspends blocked threads too */
+    cfg->guard_faults = 0;      /* frames are read with spprof__os_read_mem: no fault to catch */
+#endif
 }
 
 /* ==== @memprof ========================================================================================
@@ -1113,8 +1451,7 @@ static void spprof__py_mem_pin(const spprof_frame *f, int n) {
     int i;
     if (!__atomic_compare_exchange_n(&spprof__py_mpin_lock, &zero, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
     if (!spprof__py_mpins) {
-        void *m = mmap(NULL, SPPROF__PY_MPIN_CAP * sizeof(PyObject *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        spprof__py_mpins = m == MAP_FAILED ? NULL : (PyObject **)m;
+        spprof__py_mpins = (PyObject **)spprof__os_map_pages(SPPROF__PY_MPIN_CAP * sizeof(PyObject *));
     }
     for (i = 0; spprof__py_mpins && i < n && spprof__py_mpins_n < SPPROF__PY_MPIN_CAP / 4 * 3; i++) {
         PyObject *co = (PyObject *)(uintptr_t)f[i].addr;
@@ -1133,7 +1470,7 @@ static void spprof__py_mem_pin(const spprof_frame *f, int n) {
 /* [GIL] Drops the references of the last session. */
 static void spprof__py_mem_unpin(void) {
     uint32_t zero = 0, i;
-    while (!__atomic_compare_exchange_n(&spprof__py_mpin_lock, &zero, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) { zero = 0; sched_yield(); }
+    while (!__atomic_compare_exchange_n(&spprof__py_mpin_lock, &zero, 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) { zero = 0; spprof__yield(); }
     for (i = 0; spprof__py_mpins && i < SPPROF__PY_MPIN_CAP; i++)
         if (spprof__py_mpins[i]) { PyObject *o = spprof__py_mpins[i]; spprof__py_mpins[i] = NULL; Py_DECREF(o); }
     spprof__py_mpins_n = 0;
@@ -1194,7 +1531,11 @@ static void spprof__py_mem_unhook(void) {
 static const spprof_mem_api *spprof__py_mem_api(void) {
     if (!spprof__py_mapi) {
         typedef const spprof_mem_api *(*getter)(void);
+#if SPPROF__OS_LINUX
         void *sym = dlsym(RTLD_DEFAULT, "spprof_alloc_shim_api");
+#else
+        void *sym = NULL;  /* the preloaded library is Linux only */
+#endif
         getter g;
         const spprof_mem_api *shim;
         memcpy(&g, &sym, sizeof g);
@@ -1210,9 +1551,13 @@ static const spprof_mem_api *spprof__py_mem_api(void) {
    and only gets the Python walker. */
 SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
     const spprof_mem_api *api = spprof__py_mem_api();
-    pthread_once(&spprof__py_atfork_once, spprof__py_atfork_init);
     spprof_mem_config c = cfg_in ? *cfg_in : spprof_mem_config_default();
     spprof_result r;
+#if SPPROF__OS_LINUX
+    pthread_once(&spprof__py_atfork_once, spprof__py_atfork_init);
+#else
+    c.hook_native = 0;  /* the GOT hooks of the malloc family are Linux only: the PyMem hooks see RAW too */
+#endif
     c.walker = spprof__py_mem_walk;
     c.walker_user = NULL;
     if (spprof__py_mem_shim) {
@@ -1317,9 +1662,10 @@ static PyObject *spprof__py_state(PyObject *self, PyObject *noargs) {
 
 static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
     spprof_stats st;
+    PyObject *r;
     (void)self; (void)noargs;
     spprof_get_stats(&st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
+    r = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
         "samples_captured", (unsigned long long)st.samples_captured, "samples_dropped", (unsigned long long)st.samples_dropped,
         "samples_dropped_memory", (unsigned long long)st.samples_dropped_memory, "samples_stale", (unsigned long long)st.samples_stale,
         "samples_in_profile", (unsigned long long)st.samples_in_profile, "timer_overruns", (unsigned long long)st.timer_overruns,
@@ -1335,6 +1681,14 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
         "threads_skipped", (unsigned long long)st.threads_skipped,
         "suspend_ns_total", (unsigned long long)st.suspend_ns_total, "suspend_ns_max", (unsigned long long)st.suspend_ns_max,
         "signal", st.signo, "handler_replaced", st.handler_replaced, "pin_passes", spprof__py_pin_passes);
+#if !SPPROF__OS_LINUX
+    if (r) {  /* reads of memory by the external walk (this or the last session; 3 per sample at any depth) */
+        PyObject *v = PyLong_FromUnsignedLongLong(spprof__py_ext_reads);
+        if (!v || PyDict_SetItemString(r, "ext_reads", v) != 0) Py_CLEAR(r);
+        Py_XDECREF(v);
+    }
+#endif
+    return r;
 }
 
 typedef struct spprof__py_collect { PyObject *list; PyObject *cache; int failed; } spprof__py_collect;
@@ -1440,7 +1794,14 @@ static PyObject *spprof__py_set_thread_name(PyObject *self, PyObject *args) {
     return PyBool_FromLong(spprof_thread_set_name(tid, name) == SPPROF_OK);
 }
 
-SPPROF__PY_NOARGS_CALL(spprof__py_register_thread, spprof_thread_register())
+static PyObject *spprof__py_register_thread(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+#if !SPPROF__OS_LINUX
+    spprof__py_ts_put(spprof_gettid(), PyThreadState_Get());  /* [GIL] where the sampler will look for it */
+#endif
+    return spprof__py_none_or_raise(spprof_thread_register());
+}
 
 static PyObject *spprof__py_gettid(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
@@ -1642,6 +2003,7 @@ static PyObject *spprof__py_mem_stacks_fn(PyObject *self, PyObject *noargs) {
      the signal without telling the parent.
    exit_signals_disarm() puts SIG_DFL back where ours is still installed (called once the profile is written
    at exit, so a signal during interpreter finalization just terminates). */
+#if SPPROF__OS_LINUX
 #define SPPROF__PY_NSIG 65
 static int spprof__py_sig_pipe[2] = {-1, -1};
 static unsigned char spprof__py_sig_mine[SPPROF__PY_NSIG];  /* 1: our handler was installed for it */
@@ -1804,6 +2166,22 @@ static PyObject *spprof__py_exit_signals_disarm(PyObject *self, PyObject *noargs
     spprof__py_sig_restore_all();
     Py_RETURN_NONE;
 }
+#else
+/* Windows has no terminating POSIX signals to arm (Ctrl+C reaches Python as KeyboardInterrupt, and
+   TerminateProcess runs no code of the process): nothing is armed. */
+static PyObject *spprof__py_exit_signals_arm(PyObject *self, PyObject *args) {
+    PyObject *cb, *sigs;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO", &cb, &sigs)) return NULL;
+    if (!PyCallable_Check(cb)) { PyErr_SetString(PyExc_TypeError, "callback must be callable"); return NULL; }
+    return PyList_New(0);
+}
+static PyObject *spprof__py_exit_signals_disarm(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    Py_RETURN_NONE;
+}
+#endif
 
 static PyMethodDef spprof__py_methods[] = {
     {"mem_start", (PyCFunction)(void (*)(void))spprof__py_mem_start_fn, METH_VARARGS | METH_KEYWORDS,

@@ -1,6 +1,6 @@
 #!/bin/sh
 # install-deps.sh VENV PYTHON - installs what `make test` needs, only what is missing:
-# gcc, clang, make, libunwind-dev, mingw-w64 and wine (the Windows sampler's tests), python3.11-dbg +
+# gcc, clang, make, libunwind-dev, mingw-w64(-tools) and wine (the Windows tests), python3.11-dbg +
 # python3.11-dev (Debian's debug CPython, which every Python suite runs under besides python3) and a venv
 # with pytest + jsonschema (PyPI).
 venv=${1:-.venv}; py=${2:-python3}
@@ -12,10 +12,12 @@ command -v python3.11-dbg >/dev/null 2>&1 || need="$need python3.11-dbg"
 # mingw-w64 + wine: the Windows sampler is built with mingw and its tests run under wine (make test-windows)
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need="$need mingw-w64"
 command -v wine >/dev/null 2>&1 || need="$need wine"
+# mingw-w64-tools: gendef, for the import library of python313.dll (make windows)
+command -v gendef >/dev/null 2>&1 || need="$need mingw-w64-tools"
 if [ -n "$need" ]; then
   echo "install-deps: installing Debian packages for:$need"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc g++ clang make libunwind-dev mingw-w64 wine wine64 \
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc g++ clang make libunwind-dev mingw-w64 mingw-w64-tools wine wine64 \
     python3.11-dbg python3.11-dev >/dev/null || exit 1
 fi
 # gcc-aarch64-linux-gnu + qemu-user-static: aarch64 Linux run under emulation (make test-aarch64)

@@ -312,6 +312,10 @@ def _fd_of_path(path: str) -> Optional[int]:
             return int(n) if n and n.isascii() and n.isdigit() else None
     return None
 _STD_PATHS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+# Flags that exist on one platform only: O_CLOEXEC/O_NOCTTY (POSIX); on Windows os.open already makes a
+# non-inheritable descriptor, and O_BINARY keeps the C runtime from turning "\n" into "\r\n".
+_O_OUT = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_O_NOCTTY = getattr(os, "O_NOCTTY", 0)
 
 
 def _write_output(path: str, data: str) -> None:
@@ -341,7 +345,7 @@ def _write_output(path: str, data: str) -> None:
         if st is not None and not stat.S_ISREG(st.st_mode):
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(_errno.EISDIR, os.strerror(_errno.EISDIR))
-            fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | _O_NOCTTY | _O_OUT)
             try:
                 _write_all(fd, raw)
             finally:
@@ -349,7 +353,7 @@ def _write_output(path: str, data: str) -> None:
             return
         real = os.path.realpath(path)
         tmp = f"{real}.tmp.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_OUT, 0o666)
         try:
             if st is not None:
                 os.fchmod(fd, stat.S_IMODE(st.st_mode))  # keep the target's permissions (e.g. 0600)

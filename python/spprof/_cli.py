@@ -175,7 +175,7 @@ def find_package_dir():
     return None
 
 
-PY_NAME = re.compile(r"^python[0-9.]*[a-z]*(-dbg)?$")
+PY_NAME = re.compile(r"^python[0-9.]*[a-z]*(-dbg)?(\.exe)?$", re.I if os.name == "nt" else 0)
 PY_OPTS_WITH_ARG = {"W", "X"}
 
 
@@ -481,7 +481,10 @@ def main(argv=None):
     env[ENV + "MEMORY_LIMIT_MB"] = repr(args.memory_limit)
     env[ENV + "THREADS"] = "1" if args.threads else "0"
     env[ENV + "QUIET"] = "1" if args.quiet else "0"
-    if args.memory:
+    if args.memory and os.name == "nt":  # no preloaded library: the PyMem hooks, from the bootstrap on
+        env[ENV + "MEMORY"] = "1"
+        env[ENV + "MEMORY_RATE_KB"] = repr(args.memory_rate_kb)
+    elif args.memory:
         shim = os.path.join(pkgdir, "spprof", "libspprof_alloc.so")
         if not os.path.isfile(shim):
             print(f"spprof record: --memory needs {shim} (build it with `make`)", file=sys.stderr)
@@ -497,6 +500,13 @@ def main(argv=None):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
     sys.stdout.flush()
     sys.stderr.flush()
+    if os.name == "nt":
+        # Windows has no exec: the program runs as a child (spprof/_record.py run_child), its exit status is
+        # returned as this process's
+        if pkgdir not in sys.path:
+            sys.path.insert(0, pkgdir)
+        from spprof import _record
+        return _record.run_child(exe, args.cmd, env)
     report_fd = start_watcher(args.cmd[0], outs)
     if report_fd >= 0:
         env[ENV + "REPORT_FD"] = str(report_fd)

@@ -226,6 +226,28 @@ def _drop_preload() -> None:
 _recorder: Optional[Recorder] = None
 
 
+def run_child(exe: str, argv: list, env: Dict[str, str]) -> int:
+    """The launcher's half on Windows, where there is no exec: runs the program as a child of the `record`
+    process with env (the bootstrap there starts the recorder in the process whose parent is this one:
+    SPPROF_RECORD_PARENT_PID), the standard handles inherited, and returns its exit status, which the launcher
+    exits with. Ctrl+C reaches both (one console): the child decides what it does, this process waits."""
+    import subprocess
+
+    env = dict(env)
+    env.pop(ENV_PREFIX + "PID", None)
+    env[ENV_PREFIX + "PARENT_PID"] = str(os.getpid())
+    try:
+        proc = subprocess.Popen([exe] + list(argv[1:]), env=env)
+    except OSError as e:
+        sys.stderr.write(f"spprof record: cannot run {argv[0]}: {e.strerror or e}\n")
+        return 126 if isinstance(e, PermissionError) else 127
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def begin() -> Optional[Recorder]:
     """Start recording as configured by SPPROF_RECORD_* (called by the bootstrap sitecustomize)."""
     global _recorder

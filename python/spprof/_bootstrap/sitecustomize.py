@@ -32,7 +32,9 @@ def _spprof_record_bootstrap():
         else:
             env.pop("PYTHONPATH", None)
 
-    mine = target_pid == str(os.getpid())
+    # Linux: `record` exec'd this process (same pid). Windows: it started this process as its child.
+    parent_pid = env.get(prefix + "PARENT_PID", "")
+    mine = target_pid == str(os.getpid()) or (parent_pid != "" and parent_pid == str(os.getppid()))
     if mine:
         added = False
         try:
