@@ -32,10 +32,10 @@ for t in $TESTS native_demo; do
   fi
 done
 # The native demo (3 threads, hot_loop_a / hot_loop_b / cold_loop = 3:2:1 by construction, AUTO source):
-# shares within 5 points, each under dispatch (6 s: ~1,000 samples, ~1.6 points of standard error).
+# at least the 3 workers sampled (main may be too: its start-up CPU), shares within 5 points, each under dispatch (6 s: ~1,000 samples, ~1.6 points of standard error).
 echo "test-aarch64: examples/native_demo.c (AUTO source: perf events are refused here, POSIX timers take over)"
 if [ -x "$out/native_demo" ] && timeout 120 $QEMU "$out/native_demo" "$out/out" 6 >"$out/native_demo.log" 2>&1 &&
-   grep -q 'threads sampled: 3;' "$out/native_demo.log" && echo "  ok   $(head -n 1 "$out/native_demo.log")" &&
+   grep -Eq 'threads sampled: ([3-9]|[1-9][0-9]+);' "$out/native_demo.log" && echo "  ok   $(head -n 1 "$out/native_demo.log")" &&
    python3 tests/check_shares.py "$out/out/native.collapsed" "hot_loop_a<dispatch=50" "hot_loop_b<dispatch=33.3" \
      "cold_loop<dispatch=16.7"; then
   pass=$((pass + 1))
