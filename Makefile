@@ -100,6 +100,11 @@ $(BUILD)/tests/lockdown_native: tests/lockdown_native.c spprof.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
+# Known allocations written with spprof_mem_write_pprof, read back by tests/test_pprof.py; not in TEST_BINS.
+$(BUILD)/tests/pprof_writer: tests/pprof_writer.c spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
 # spprof.h in a C++ program: C++ frames come out demangled.
 $(BUILD)/tests/cxx_demangle_check: tests/cxx_demangle_check.cpp tests/testutil.h spprof.h
 	@mkdir -p $(dir $@)
@@ -130,7 +135,7 @@ test-tsan: $(TSAN_BINS)
 
 # The Python tests run under $(PYTHON), every interpreter in $(SPPROF_PYTHONS), python3 and python3.11-dbg.
 # tests/test_lockdown.py runs programs through $(BUILD)/tests/lockdown (uid 65534 + a Docker-like seccomp filter).
-test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native
+test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native $(BUILD)/tests/pprof_writer
 	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
 
 # CPython's own regression tests (signal, thread, fork, syscall modules; cases picked) unprofiled and under

@@ -1,6 +1,7 @@
 #!/bin/sh
 # install-deps.sh VENV PYTHON - installs what `make test` needs, only what is missing:
-# gcc, clang, make, libunwind-dev, mingw-w64 and wine (the Windows sampler's tests), python3.11-dbg +
+# gcc, clang, make, libunwind-dev, mingw-w64 and wine (the Windows sampler's tests), golang-go and chromium
+# (go tool pprof and a headless browser read the outputs back), python3.11-dbg +
 # python3.11-dev (Debian's debug CPython, which every Python suite runs under besides python3) and a venv
 # with pytest + jsonschema (PyPI).
 venv=${1:-.venv}; py=${2:-python3}
@@ -12,11 +13,15 @@ command -v python3.11-dbg >/dev/null 2>&1 || need="$need python3.11-dbg"
 # mingw-w64 + wine: the Windows sampler is built with mingw and its tests run under wine (make test-windows)
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need="$need mingw-w64"
 command -v wine >/dev/null 2>&1 || need="$need wine"
+# golang-go: `go tool pprof` reads the pprof output back (tests/test_pprof.py); chromium: the SVG flame graph
+# and the Speedscope app are loaded in a headless browser (tests/test_browser.py)
+command -v go >/dev/null 2>&1 || need="$need golang-go"
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
 if [ -n "$need" ]; then
   echo "install-deps: installing Debian packages for:$need"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc g++ clang make libunwind-dev mingw-w64 wine wine64 \
-    python3.11-dbg python3.11-dev >/dev/null || exit 1
+    python3.11-dbg python3.11-dev golang-go chromium >/dev/null || exit 1
 fi
 if ! "$venv/bin/python" -c "import pytest, jsonschema" 2>/dev/null; then
   echo "install-deps: creating $venv with pytest and jsonschema"
