@@ -4740,8 +4740,8 @@ static void spprof__pprof_location(spprof__pprof *b, uint32_t id, const spprof_f
     if (fresh) {
         b->msg.n = 0;
         spprof__pb_int(&b->msg, 1, fid);
-        spprof__pb_int(&b->msg, 2, name);   /* name */
-        spprof__pb_int(&b->msg, 3, name);   /* system_name */
+        spprof__pb_int(&b->msg, 2, name);   /* name (no system_name: pprof would demangle an equal one again,
+                                               and makes "<module>" empty doing so) */
         spprof__pb_int(&b->msg, 4, file);   /* filename */
         spprof__pb_bytes(&b->out, 5, &b->msg);
     }

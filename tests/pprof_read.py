@@ -29,8 +29,8 @@ def go_pprof(*args, timeout=120):
     return proc.stdout
 
 
-LOC = re.compile(r"^\s+(\d+): 0x([0-9a-f]+) M=(\d+) (.*) (\S*):(-?\d+) s=\d+$")
-LOC_MORE = re.compile(r"^\s+(.*) (\S*):(-?\d+) s=\d+$")
+LOC = re.compile(r"^\s+(\d+): 0x([0-9a-f]+) M=(\d+) (.*) (\S*):(-?\d+) s=\d+(\(.*\))?$")
+LOC_MORE = re.compile(r"^\s+(.*) (\S*):(-?\d+) s=\d+(\(.*\))?$")
 MAP = re.compile(r"^(\d+): 0x([0-9a-f]+)/0x([0-9a-f]+)/0x([0-9a-f]+) (.*?)\s*(\[.*\])?$")
 
 
@@ -38,6 +38,7 @@ def raw(path_or_url, *extra):
     text = go_pprof("-raw", *extra, path_or_url)
     out = {"header": {}, "types": [], "samples": [], "locations": {}, "mappings": {}}
     section = "header"
+    loc = None
     for line in text.splitlines():
         if line == "Samples:":
             section = "types"
@@ -69,8 +70,9 @@ def raw(path_or_url, *extra):
                 loc = {"addr": int(m.group(2), 16), "mapping": int(m.group(3)),
                        "lines": [(m.group(4), m.group(5), int(m.group(6)))]}
                 out["locations"][int(m.group(1))] = loc
-            elif line.strip() and LOC_MORE.match(line):  # inlined lines of the same location
+            elif line.strip():  # inlined lines of the same location
                 m2 = LOC_MORE.match(line)
+                assert m2 and loc is not None, f"unparsed location line: {line!r}"
                 loc["lines"].append((m2.group(1), m2.group(2), int(m2.group(3))))
         elif section == "mappings":
             m = MAP.match(line)
@@ -78,6 +80,11 @@ def raw(path_or_url, *extra):
                 out["mappings"][int(m.group(1))] = {"start": int(m.group(2), 16), "limit": int(m.group(3), 16),
                                                     "offset": int(m.group(4), 16), "file": m.group(5).strip()}
     return out
+
+
+def py_frame(name, file, line):
+    """A frame as spprof.Frame prints it (and the collapsed writer writes it)."""
+    return f"{name} ({file}:{line})" if file else name
 
 
 def stacks(prof, value_index, fmt=lambda name, file, line: name, thread=True):

@@ -5,7 +5,7 @@ import gzip
 import os
 import subprocess
 
-from pprof_read import collapsed, go_pprof, raw, stacks
+from pprof_read import collapsed, go_pprof, py_frame, raw, stacks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "build", "native_demo")
@@ -58,3 +58,86 @@ def test_c_memory_pprof_exact(tmp_path):
     assert got == truth
     top = go_pprof("-top", "-sample_index=alloc_space", str(tmp_path / "mem.pb.gz"))
     assert "Type: alloc_space" in top and "alloc_large" in top
+
+
+def test_python_profile_pprof(run):
+    """Profile.save(..pb.gz / .pprof / format="pprof"): read back by go tool pprof, every thread's stacks and
+    times equal the collapsed stacks of the same Profile; labels, sample types, period, duration."""
+    r = run("""
+    def work():
+        burn(0.2)
+    spprof.start(interval_ms=1, mode="cpu")
+    ts = [threading.Thread(target=work, name=f"worker-{i}") for i in range(2)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    p = spprof.stop()
+    p.save("p.pb.gz")
+    p.save("p.pprof")
+    p.save("p.out", format="pprof")
+    p.save("p.collapsed", threads=True)
+    emit({"count": p.sample_count, "weight": p.total_weight, "duration": p.duration,
+          "ids": {t.name: t.native_id for t in ts}})
+    """, timeout=60).ok()
+    res, tmp = r.result, run.tmp_path
+    p = raw(str(tmp / "p.pb.gz"))
+    for other in ("p.pprof", "p.out"):  # the same profile by extension and by format= (the time may differ)
+        o = raw(str(tmp / other))
+        assert (o["samples"], o["locations"], o["types"]) == (p["samples"], p["locations"], p["types"])
+    assert p["types"] == ["samples/count", "cpu/nanoseconds"] and p["default"] == "cpu/nanoseconds"
+    assert p["header"]["Period"] == "1000000"
+    assert sum(s["values"][0] for s in p["samples"]) == res["count"]
+    assert sum(s["values"][1] for s in p["samples"]) == res["weight"] * 1000000
+    got = {k: v // 1000000 for k, v in stacks(p, 1, fmt=py_frame).items()}
+    assert got == collapsed(str(tmp / "p.collapsed"))
+    for name, tid in res["ids"].items():
+        assert any(s["labels"] == {"thread": name, "thread_id": str(tid)} for s in p["samples"]), name
+    burn = [loc for loc in p["locations"].values() if loc["lines"][0][0] == "burn"]
+    assert burn and all(loc["lines"][0][2] > 0 and loc["lines"][0][1].endswith(".py") for loc in burn)
+    top = go_pprof("-top", str(tmp / "p.pb.gz"))
+    assert "Type: cpu" in top and " burn" in top, top
+
+
+def test_python_heap_pprof(run):
+    """HeapSnapshot.save(.pb.gz): per stack, alloc_objects/alloc_space/inuse_objects/inuse_space equal the
+    snapshot's own estimates (allocations and live samples), and the totals its totals."""
+    r = run("""
+    import spprof.memprof as memprof
+    def keep():
+        return [bytearray(4000) for _ in range(3000)]
+    def churn():
+        for _ in range(3000):
+            bytearray(4000)
+    memprof.start(sampling_rate_kb=32)
+    kept = keep()
+    churn()
+    snap = memprof.get_snapshot()
+    memprof.stop()
+    snap.save("heap.pb.gz")
+    def key(frames):
+        return ";".join(str(f) for f in frames)
+    acc = {}
+    for a in snap.allocations:
+        v = acc.setdefault(key(a.frames), [0.0] * 4)
+        v[0] += a.estimated_count; v[1] += a.estimated_bytes
+    for s in snap.samples:
+        v = acc.setdefault(key(s.frames), [0.0] * 4)
+        v[2] += s.estimated_count; v[3] += s.estimated_bytes
+    emit({"stacks": {k: [round(x) for x in v] for k, v in acc.items()}, "live": snap.total_bytes,
+          "rate": snap.sampling_rate})
+    """, timeout=60).ok()
+    res = r.result
+    p = raw(str(run.tmp_path / "heap.pb.gz"))
+    assert p["types"] == ["alloc_objects/count", "alloc_space/bytes", "inuse_objects/count", "inuse_space/bytes"]
+    assert p["default"] == "inuse_space/bytes" and p["header"]["Period"] == str(res["rate"])
+    got = {}
+    for s in p["samples"]:
+        k = ";".join(py_frame(*p["locations"][i]["lines"][0]) for i in reversed(s["locs"]))
+        got[k] = [a + b for a, b in zip(got.get(k, [0] * 4), s["values"])]
+    assert got == res["stacks"]
+    assert abs(sum(v[3] for v in got.values()) - res["live"]) <= len(got)
+    keep = sum(v[3] for k, v in got.items() if "keep" in k)
+    assert keep > 0.5 * 12e6, keep  # 3000 x 4000 bytes live in keep()
+    churn = sum(v[1] for k, v in got.items() if "churn" in k)
+    assert churn > 0.5 * 12e6 and sum(v[3] for k, v in got.items() if "churn" in k) < 0.2 * churn
+    top = go_pprof("-top", "-sample_index=inuse_space", str(run.tmp_path / "heap.pb.gz"))
+    assert "keep" in top, top

@@ -7,6 +7,7 @@
     profile = spprof.stop()                      # a Profile: samples, threads, stats
     profile.save("out.speedscope.json")          # https://www.speedscope.app
     profile.save("out.collapsed")                # flamegraph.pl / speedscope / tools/top.py
+    profile.save("out.pb.gz")                    # pprof: go tool pprof, Pyroscope, Parca
 
     with spprof.Profiler(interval_ms=1) as p:    # p.profile after the block
         work()
@@ -60,7 +61,7 @@ MAX_INTERVAL_MS = 60000.0
 MAX_DEPTH_LIMIT = 1024
 _MODES = {"cpu": 0, "wall": 1}
 _SOURCES = {"auto": 0, "posix": 1, "perf": 2, "perf-user": 3}
-_FORMATS = ("speedscope", "collapsed")
+_FORMATS = ("speedscope", "collapsed", "pprof")
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -215,16 +216,24 @@ class Profile:
             acc[text] = acc.get(text, 0) + s.weight
         return "".join(f"{k} {v}\n" for k, v in acc.items() if v > 0)
 
+    def to_pprof(self) -> bytes:
+        """gzip-compressed pprof (profile.proto): go tool pprof, Pyroscope, Parca. Sample types samples/count
+        and cpu (wall)/nanoseconds, one sample per thread and stack, labels "thread" and "thread_id"."""
+        from ._pprof import profile_pprof
+        return profile_pprof(self)
+
     def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, threads: bool = False) -> str:
         """Write the profile to path and return the path written.
 
-        format: "speedscope" (JSON) or "collapsed"; None picks by extension (.json -> speedscope, anything
-        else -> collapsed). threads: collapsed only, prefix each stack with its thread.
+        format: "speedscope" (JSON), "collapsed" or "pprof" (gzip-compressed profile.proto); None picks by
+        extension (.json -> speedscope, .pb.gz / .pprof -> pprof, anything else -> collapsed). threads:
+        collapsed only, prefix each stack with its thread.
         A regular file (or a symlink to one, which stays a symlink) is written beside its real target and
         renamed over it, so a failed save leaves no partial file; a device, FIFO or /dev/stdout-style path is
         written in place, never replaced. On failure it raises OSError with the reason and this Profile is
         unchanged (save it elsewhere)."""
-        return _save(path, format, "Profile.save", self.to_speedscope, lambda: self.to_collapsed(threads=threads))
+        return _save(path, format, "Profile.save", self.to_speedscope, lambda: self.to_collapsed(threads=threads),
+                     pprof=self.to_pprof)
 
 
 class _SpeedscopeFrames:
@@ -262,18 +271,24 @@ def _speedscope_document(name: str, frames: _SpeedscopeFrames, profiles: List[Di
 
 
 def _save(path: "os.PathLike[str] | str", format: Optional[str], what: str,
-          speedscope: Callable[[], Dict[str, Any]], collapsed: Callable[[], str]) -> str:
-    """Writes speedscope() as JSON or collapsed() as text to path (format, or by extension), atomically."""
+          speedscope: Callable[[], Dict[str, Any]], collapsed: Callable[[], str],
+          **others: Callable[[], "str | bytes"]) -> str:
+    """Writes speedscope() as JSON, collapsed() as text, or others[format]() (pprof: bytes) to path (format,
+    or by extension), atomically."""
     path = os.fspath(path)
     if not isinstance(path, str):
         path = os.fsdecode(path)
     if not path:
         raise ValueError(f"{what}: path is empty")
-    if _format_for(path, format) == "speedscope":
+    fmt = _format_for(path, format)
+    data: "str | bytes"
+    if fmt == "speedscope":
         import json  # here, not at the top: every profiled program pays the module's imports at start-up
         data = json.dumps(speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
-    else:
+    elif fmt == "collapsed":
         data = collapsed()
+    else:
+        data = others[fmt]()
     _write_output(path, data)
     return path
 
@@ -282,9 +297,13 @@ def _collapsed_name(s: str) -> str:
     return s.replace(";", ":").replace("\n", " ").replace("\r", " ")
 
 
+_EXTENSIONS = ((".json", "speedscope"), (".pb.gz", "pprof"), (".pprof", "pprof"))
+
+
 def _format_for(path: str, format: Optional[str]) -> str:
     if format is None:
-        return "speedscope" if path.lower().endswith(".json") else "collapsed"
+        low = path.lower()
+        return next((f for ext, f in _EXTENSIONS if low.endswith(ext)), "collapsed")
     if not isinstance(format, str) or format not in _FORMATS:
         raise ValueError(f"format must be one of {', '.join(map(repr, _FORMATS))} (or None: by extension), got {format!r}")
     return format
@@ -303,7 +322,7 @@ def _fd_of_path(path: str) -> Optional[int]:
 _STD_PATHS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
-def _write_output(path: str, data: str) -> None:
+def _write_output(path: str, data: "str | bytes") -> None:
     """The one output policy of every Python writer (the C writers do the same, spprof.h @writers):
     - /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N: written to that descriptor as it is (its offset,
       its O_APPEND; reopening would start at offset 0 and a rename would replace what the shell opened);
@@ -314,7 +333,7 @@ def _write_output(path: str, data: str) -> None:
       target with the target's permission bits (else 0666 & ~umask) and renamed over it: a symlink stays a
       symlink, a failed write leaves no partial file.
     Raises OSError naming path and the reason."""
-    raw = data.encode("utf-8", "replace")
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "replace")
     tmp = None
     try:
         fdno = _fd_of_path(path)

@@ -187,20 +187,23 @@ class Recorder:
     def _save(self, prof: Any, out: str) -> Optional[str]:
         """Saves to out, else to a temporary file; returns what to tell the user (None: nothing written)."""
         c = self.cfg
-        fmt = c["format"] or ("speedscope" if out.lower().endswith(".json") else "collapsed")
+        fmt = spprof._format_for(out, c["format"])
         kw = {} if c.get("memory") else {"threads": c["threads"]}
         try:
             return prof.save(out, fmt, **kw)
         except OSError as e:
             try:
                 import tempfile  # only here: it costs ~3 ms of every profiled program's start-up
-                fd, alt = tempfile.mkstemp(prefix="spprof-", suffix=".json" if fmt == "speedscope" else ".collapsed")
+                fd, alt = tempfile.mkstemp(prefix="spprof-", suffix=_SUFFIXES.get(fmt, "." + fmt))
                 os.close(fd)
                 prof.save(alt, fmt, **kw)
                 return f"{alt} (could not write {out}: {os.strerror(e.errno) if e.errno else e})"
             except Exception as e2:
                 _say(f"no profile written for {out}: could not write it ({e}) nor a temporary file ({e2})")
                 return None
+
+
+_SUFFIXES = {"speedscope": ".json", "pprof": ".pb.gz"}  # of the temporary file when OUT cannot be written
 
 
 def _is_special(path: str) -> bool:

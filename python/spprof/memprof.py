@@ -7,6 +7,7 @@
     for frame, nbytes, count in snap.top_allocators(5):
         print(f"{nbytes / 2**20:8.1f} MiB  {frame}")
     snap.save("heap.json")                   # Speedscope; "heap.collapsed" for flame graphs
+    snap.save("heap.pb.gz")                  # pprof: alloc_/inuse_ objects and space (go tool pprof)
     memprof.stop()                           # no new samples; frees are still tracked
     memprof.shutdown()                       # one-way: hooks removed, samples forgotten
 
@@ -158,11 +159,21 @@ class HeapSnapshot:
                              "endValue": sum(weights), "samples": stacks, "weights": weights})
         return _speedscope_document(f"spprof heap snapshot (1 sample per {self.sampling_rate} bytes)", frames, profiles)
 
+    def to_pprof(self) -> bytes:
+        """gzip-compressed pprof with Go's heap sample types: alloc_objects, alloc_space (everything the
+        session sampled), inuse_objects, inuse_space (live now; the default), per stack; period = the
+        sampling rate in bytes."""
+        from ._pprof import heap_pprof
+        return heap_pprof(self)
+
     def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, live: bool = True) -> str:
-        """Write the snapshot: "speedscope" (JSON, both views) or "collapsed" (live heap; live=False: all
-        allocations); None picks by extension (.json -> speedscope). Written as Profile.save writes (a regular
-        file atomically, a device or FIFO in place); on failure OSError says why and the snapshot is unchanged (save it elsewhere)."""
-        return _save(path, format, "HeapSnapshot.save", self.to_speedscope, lambda: self.to_collapsed(live=live))
+        """Write the snapshot: "speedscope" (JSON, both views), "collapsed" (live heap; live=False: all
+        allocations) or "pprof" (gzip-compressed; allocated and live, objects and bytes); None picks by
+        extension (.json -> speedscope, .pb.gz / .pprof -> pprof, else collapsed). Written as Profile.save
+        writes (a regular file atomically, a device or FIFO in place); on failure OSError says why and the
+        snapshot is unchanged (save it elsewhere)."""
+        return _save(path, format, "HeapSnapshot.save", self.to_speedscope, lambda: self.to_collapsed(live=live),
+                     pprof=self.to_pprof)
 
 
 def start(sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, *, native_hooks: bool = True, max_depth: int = 64,
