@@ -29,6 +29,7 @@ all: $(BUILD)/native_demo $(TEST_BINS) pypkg
 pypkg: $(BUILD)/spprof/libspprof_alloc.so
 	@sh tools/build-ext.sh $(BUILD) $(PYTHONS)
 	@cp python/spprof/*.py python/spprof/*.pyi python/spprof/py.typed $(BUILD)/spprof/ 2>/dev/null || true
+	@mkdir -p $(BUILD)/spprof/_bootstrap && cp python/spprof/_bootstrap/sitecustomize.py $(BUILD)/spprof/_bootstrap/
 
 # The LD_PRELOAD memory-sampling library (spprof.h built with SPPROF_ALLOC_SHIM), used by record --memory.
 $(BUILD)/spprof/libspprof_alloc.so: spprof.h

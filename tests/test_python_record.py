@@ -32,7 +32,7 @@ def main():
         data = sys.stdin.read()
         sys.stdout.write(data.upper())
         print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "bootstrap_in_path":
-                          any("spprof_bootstrap" in p for p in sys.path),
+                          any(os.path.join("spprof", "_bootstrap") in p for p in sys.path),
                           "pythonpath": os.environ.get("PYTHONPATH"),
                           "spprof_env": sorted(k for k in os.environ if k.startswith("SPPROF_RECORD"))}))
         sys.stderr.write("to-stderr\n")

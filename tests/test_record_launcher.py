@@ -13,11 +13,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_tool():
+    """The CLI module (spprof/_cli.py) as tools/spprof sets it up."""
     loader = importlib.machinery.SourceFileLoader("spprof_tool", TOOL)
     spec = importlib.util.spec_from_loader("spprof_tool", loader)
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
-    return mod
+    return mod.load_cli()
 
 
 def test_same_interpreter_needs_no_probe(monkeypatch):

@@ -1,4 +1,4 @@
-# Bootstrap of `tools/spprof record`: this directory is put first on PYTHONPATH, so the interpreter imports
+# Bootstrap of `spprof record` (spprof/_cli.py): this directory is put first on PYTHONPATH, so the interpreter imports
 # this file at start-up, before the program's first line. It
 #   1. takes itself and its variables out of the way: this directory leaves sys.path, PYTHONPATH and the
 #      SPPROF_RECORD_* variables are restored / removed from os.environ (child processes are not profiled);

@@ -1,0 +1,478 @@
+"""spprof - command-line front end of the spprof sampling profiler.
+
+  spprof record -o OUT [-f speedscope|collapsed] [-r HZ] [--mode cpu|wall] [--source auto|posix|perf|perf-user] [--native] [--threads] [-q] -- python3 script.py [args]
+
+`record` profiles a Python program from its first line to its exit, in-process: no ptrace, no root. It puts a
+bootstrap sitecustomize.py first on PYTHONPATH and then *execs* the command, so the program keeps this
+process (pid, signals, terminal), its arguments (sys.argv), stdin/stdout/stderr and its exit status. The
+profile is written when the program exits: normally, by sys.exit(n), by an uncaught exception, by
+KeyboardInterrupt (SIGINT), by os._exit(), or by SIGTERM/SIGHUP/SIGUSR1/SIGUSR2/SIGQUIT (written, then the
+process dies of the signal as it would have; no Python-level handler: signal.getsignal() and fork children
+see the defaults). SIGKILL / the OOM killer, and programs that are not Python, are reported on stderr by a
+watcher process. A run that profiled nothing leaves existing outputs as they were. A one-line summary goes to
+stderr.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+
+# This module is the whole command line: `spprof` (the console script) and `python -m spprof` import it as
+# spprof._cli; tools/spprof, the launcher of a source tree, loads this file by its path (without importing
+# the spprof package, which needs the extension built for the launcher's interpreter) and sets PACKAGE_DIRS.
+# So no relative imports here. The bootstrap (a sitecustomize.py) is shipped next to it, in the package.
+HERE = os.path.dirname(os.path.realpath(__file__))
+BOOTSTRAP_DIR = os.path.join(HERE, "_bootstrap")
+# Directories that may hold a built spprof/ package, tried after SPPROF_PACKAGE_DIR (tools/spprof: build/).
+PACKAGE_DIRS = []
+MIN_INTERVAL_MS, MAX_INTERVAL_MS = 0.05, 60000.0
+MAX_HZ, MIN_HZ = 1000.0 / MIN_INTERVAL_MS, 1000.0 / MAX_INTERVAL_MS
+ENV = "SPPROF_RECORD_"
+
+EPILOG = """\
+examples:
+  spprof record -o out/profile.json -- python3 app.py --port 8080
+  spprof record -o out/profile.collapsed -r 1000 --mode wall -- python3 -m mypkg.main
+
+The output is Speedscope JSON (open it at https://www.speedscope.app) or collapsed stacks
+("root;...;leaf COUNT" per line, for flamegraph.pl, speedscope or tools/top.py); COUNT and the Speedscope
+weights are time (sampling intervals). If OUT cannot be written, the profile goes to a temporary file and
+the summary says where.
+
+The command must be the Python program itself (python3 script.py, python3 -m module, ./script.py with a
+python shebang, a console script): the process that is exec'd is the one profiled; other processes it
+starts are not. Python options -I, -E and -S would skip the bootstrap and are refused.
+spprof is imported from SPPROF_PACKAGE_DIR if set, else from the build/ directory next to tools/,
+else from this tool's directory.
+"""
+
+
+def rate(text):
+    try:
+        hz = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    if not (MIN_HZ <= hz <= MAX_HZ):
+        raise argparse.ArgumentTypeError(
+            f"{text} Hz is out of range: the sampling interval must be {MIN_INTERVAL_MS:g} ms to "
+            f"{MAX_INTERVAL_MS:g} ms, i.e. {MIN_HZ:.4g} to {MAX_HZ:g} Hz")
+    return hz
+
+
+def memory_mb(text):
+    try:
+        mb = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    if not (1 <= mb <= 1 << 20):
+        raise argparse.ArgumentTypeError(f"{text} MiB is out of range (1 to {1 << 20})")
+    return mb
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        prog="spprof", description="spprof: an in-process sampling profiler for Python programs.")
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND")
+    sub.required = True
+    rec = sub.add_parser(
+        "record", help="run a Python program under the profiler and write its profile",
+        description=__doc__.split("\n\n")[2].strip(),
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s -o OUT [-f {speedscope,collapsed}] [-r HZ] [--mode {cpu,wall}] [--source SRC] [--native] [--threads] [-q] "
+              "-- COMMAND [ARGS...]")
+    rec.add_argument("-o", "--output", required=True, metavar="OUT", action="append",
+                     help="where to write the profile (parent directories are created; '-' is standard "
+                          "output); may be given more than once, e.g. -o p.json -o p.collapsed: one run, both "
+                          "formats")
+    rec.add_argument("-f", "--format", choices=("speedscope", "collapsed"),
+                     help="output format of every OUT (default: by OUT's name, speedscope if it ends in "
+                          ".json, else collapsed)")
+    rec.add_argument("-r", "--rate", type=rate, default=None, metavar="HZ",
+                     help="samples per second of CPU time (wall time with --mode wall), default 100; "
+                          f"{MIN_HZ:.4g} to {MAX_HZ:g}")
+    rec.add_argument("--mode", choices=("cpu", "wall"), default=None,
+                     help="cpu: each thread's CPU time, idle threads not sampled (default); "
+                          "wall: elapsed time, sleeping and blocked threads too")
+    rec.add_argument("--source", choices=("auto", "posix", "perf", "perf-user"), default=None,
+                     help="where the sampling signals come from (--mode cpu): auto = a perf_event task-clock "
+                          "per thread where the kernel allows it (full rate), else POSIX timers (CPU-clock "
+                          "timers fire on kernel ticks, so above CONFIG_HZ each sample carries more weight); "
+                          "perf/perf-user fail if the kernel refuses (default auto)")
+    rec.add_argument("--native", action="store_true",
+                     help="mixed stacks: native frames (C extensions, libraries) in call order, each interpreter "
+                          "frame replaced by the Python frames it runs (needs frame pointers in that code)")
+    rec.add_argument("--threads", action="store_true",
+                     help="collapsed format: start each stack with its thread, \"NAME (tid N)\"")
+    rec.add_argument("--memory-limit", type=memory_mb, default=None, metavar="MB",
+                     help="bound on the in-memory profile in MiB, default 100 (samples beyond it are "
+                          "counted as dropped)")
+    rec.add_argument("--memory", action="store_true",
+                     help="memory profile instead of CPU: sampled allocations (Python and malloc, from process "
+                          "start, through the preloaded libspprof_alloc.so); the outputs show the heap live at "
+                          "exit (Speedscope: also everything allocated), in bytes")
+    rec.add_argument("--memory-rate-kb", type=float, default=None, metavar="KB",
+                     help="--memory: mean KiB allocated between samples, default 512")
+    rec.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr (errors are still shown)")
+    rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
+                     help="the program to run, after --")
+    return parser, rec
+
+
+def find_package_dir():
+    candidates = []
+    if os.environ.get("SPPROF_PACKAGE_DIR"):
+        candidates.append(os.environ["SPPROF_PACKAGE_DIR"])
+    candidates += PACKAGE_DIRS
+    if __package__ == "spprof":  # imported from an installed (or built) package: that package
+        candidates.append(os.path.dirname(HERE))
+    for c in candidates:
+        if os.path.isfile(os.path.join(c, "spprof", "__init__.py")):
+            return os.path.realpath(c)
+    try:
+        spec = importlib.util.find_spec("spprof")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin and spec.origin.endswith("__init__.py"):
+        return os.path.dirname(os.path.dirname(os.path.realpath(spec.origin)))
+    return None
+
+
+PY_NAME = re.compile(r"^python[0-9.]*[a-z]*(-dbg)?$")
+PY_OPTS_WITH_ARG = {"W", "X"}
+
+
+def python_options_that_skip_bootstrap(cmd):
+    """The interpreter options in cmd (when cmd[0] is a python) that would skip sitecustomize/PYTHONPATH."""
+    if not PY_NAME.match(os.path.basename(cmd[0])):
+        return []
+    bad = []
+    args = iter(cmd[1:])
+    for a in args:
+        if a == "--" or a == "-" or not a.startswith("-"):
+            break
+        if a.startswith("--"):
+            if a == "--check-hash-based-pycs":
+                next(args, None)
+            continue
+        letters = a[1:]
+        for i, ch in enumerate(letters):
+            if ch in "IES":
+                bad.append("-" + ch)
+            if ch in ("c", "m"):
+                return bad  # the rest is the program
+            if ch in PY_OPTS_WITH_ARG:
+                if i == len(letters) - 1:
+                    next(args, None)
+                break
+    return bad
+
+
+def interpreter_of(exe):
+    """The Python interpreter exe is or runs (a '#!' line naming a python), else None."""
+    if PY_NAME.match(os.path.basename(exe)):
+        return exe
+    try:
+        with open(exe, "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode("utf-8", "replace").split()
+    if words and os.path.basename(words[0]) == "env":
+        words = [w for w in words[1:] if not w.startswith("-")]
+        found = shutil.which(words[0]) if words else None
+        words = [found] if found else []
+    if words and PY_NAME.match(os.path.basename(words[0])):
+        return words[0]
+    return None
+
+
+def interpreter_mismatch(exe, pkgdir):
+    """A message when the program's interpreter has no _spprof build in pkgdir (it would run unprofiled)."""
+    py = interpreter_of(exe)
+    if py is None:
+        return None
+    # The interpreter running this tool (the usual case: `spprof record -- python3 ...` with the same python3):
+    # its own extension suffix, without starting a second interpreter to ask (~8 ms of every run).
+    py_path = shutil.which(py) if os.sep not in py else py
+    try:
+        same = py_path is not None and os.path.samefile(os.path.realpath(py_path), os.path.realpath(sys.executable))
+    except OSError:
+        same = False
+    if same:
+        import importlib.machinery
+        suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+        if os.path.isfile(os.path.join(pkgdir, "spprof", "_spprof" + suffix)):
+            return None
+    import subprocess
+    try:
+        res = subprocess.run([py, "-S", "-c", "import sys, sysconfig; "
+                              "print(sysconfig.get_config_var('EXT_SUFFIX') or ''); print(sys.version.split()[0])"],
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None  # cannot ask: the program's own start will tell
+    lines = res.stdout.split()
+    if res.returncode != 0 or len(lines) < 2 or not lines[0]:
+        return None
+    suffix, version = lines[0], lines[1]
+    if os.path.isfile(os.path.join(pkgdir, "spprof", "_spprof" + suffix)):
+        return None
+    builds = sorted(n[len("_spprof"):] for n in os.listdir(os.path.join(pkgdir, "spprof"))
+                    if n.startswith("_spprof") and n.endswith(".so"))
+    return (f"{py} is Python {version} (extension suffix {suffix}), and spprof in {pkgdir} has no build for it "
+            f"(builds: {', '.join(builds) or 'none'}); build one with `make pypkg PYTHON={shutil.which(py) or py}` "
+            "and run again (the program was not run)")
+
+
+def start_watcher(name, outs):
+    """Starts the watcher; returns the descriptor the program reports on (-1: no watcher).
+
+    The watcher says on stderr when the program ended without writing a profile or saying why: it was not
+    Python (the bootstrap never reported "S"), or it was killed where no code runs (SIGKILL, the OOM killer:
+    "S" without "D"). It is double-forked before the exec (the intermediate is reaped here), so it is not the
+    program's child (wait() and SIGCHLD are the program's as before), and it calls setsid(): it is in no
+    process group of the program's (kill(0, ...), the terminal's Ctrl-C / job control do not reach it). It
+    keeps only stderr (its stdin and stdout are /dev/null, so a pipe on the program's stdout ends with it).
+    The program gets one descriptor, the write end of a pipe, as high as RLIMIT_NOFILE allows (its own
+    descriptors stay numbered as without spprof); the bootstrap makes it close-on-exec. The program's exit
+    is seen through a pidfd of this process (the exec keeps the pid), else by polling."""
+    import fcntl
+    import resource
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):
+        pidfd = -1
+    try:
+        r, w = os.pipe()
+    except OSError:
+        return -1
+    pid = os.getpid()
+    try:
+        inter = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return -1
+    if inter == 0:  # the intermediate
+        try:
+            if os.fork() == 0:
+                _watch(pid, pidfd, r, w, name, outs)
+        finally:
+            os._exit(0)
+    os.waitpid(inter, 0)
+    os.close(r)
+    if pidfd >= 0:
+        os.close(pidfd)
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        high = fcntl.fcntl(w, fcntl.F_DUPFD, max(3, min(soft, 1 << 20) - 1))
+        os.close(w)
+        w = high
+    except (OSError, ValueError):
+        pass
+    os.set_inheritable(w, True)
+    return w
+
+
+def _watch(pid, pidfd, r, w, name, outs):
+    import select
+    import time
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    os.close(w)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    keep = sorted({0, 1, 2, r} | ({pidfd} if pidfd >= 0 else set()))
+    lo = 0
+    for k in keep:
+        if lo < k:  # never an empty range: os.closerange(0, 0) can become close_range(0, ~0), closing all
+            os.closerange(lo, k)
+        lo = k + 1
+    os.closerange(lo, 1 << 16)
+    got = b""
+    reading = True
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
+    if pidfd >= 0:
+        poller.register(pidfd, select.POLLIN)
+    while True:
+        events = poller.poll(None if pidfd >= 0 else 100)
+        exited = False
+        for fd, ev in events:
+            if fd == r:
+                data = os.read(r, 64)
+                if data:
+                    got += data
+                else:  # every write end closed: stop watching the pipe
+                    poller.unregister(r)
+                    reading = False
+            elif fd == pidfd:
+                exited = True
+        if pidfd < 0:
+            exited = not _alive(pid)
+        if exited:
+            break
+        if not reading and pidfd < 0:
+            time.sleep(0.1)
+    if reading:
+        os.set_blocking(r, False)
+        try:
+            got += os.read(r, 64) or b""
+        except OSError:
+            pass
+    if b"D" in got:
+        return
+    where = ", ".join("standard output" if o == "/dev/stdout" else o for o in outs)
+    if b"S" not in got:
+        why = (f"{name} did not start spprof: it is not a Python program (or it ended before Python's start-up "
+               "finished)")
+    else:
+        why = ("the program ended where no code of it could run (SIGKILL, the OOM killer, or a crash that "
+               "skipped the exit handlers)")
+    try:
+        os.write(2, f"spprof record: no profile written: {why}; nothing written to {where}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def fail(parser, msg):
+    parser.error(msg)  # prints usage + message, exits 2
+
+
+def main(argv=None):
+    """Runs the command line with argv (default sys.argv[1:]); returns the exit status (`record` execs the
+    program instead of returning, when it can run it)."""
+    if argv is None:
+        argv = sys.argv[1:]
+    parser, rec = make_parser()
+    if argv[:1] == ["record"] and "--" in argv:
+        i = argv.index("--")
+        opts, cmd = argv[:i], argv[i + 1:]
+        args = parser.parse_args(opts)
+        if args.cmd:
+            fail(rec, f"unexpected arguments before '--': {' '.join(args.cmd)}")
+        args.cmd = cmd
+    else:
+        args = parser.parse_args(argv)
+        if args.cmd and args.cmd[0] == "--":
+            args.cmd = args.cmd[1:]
+    if not args.cmd:
+        fail(rec, "no command given: spprof record -o OUT -- python3 script.py [args]")
+    if args.memory:
+        given = [name for name, v in (("-r/--rate", args.rate), ("--mode", args.mode), ("--source", args.source),
+                                      ("--native", args.native or None), ("--threads", args.threads or None),
+                                      ("--memory-limit", args.memory_limit)) if v is not None]
+        if given:
+            fail(rec, f"{', '.join(given)} {'do' if len(given) > 1 else 'does'} not apply to --memory (a memory "
+                      "profile samples allocations, by --memory-rate-kb)")
+    elif args.memory_rate_kb is not None:
+        fail(rec, "--memory-rate-kb applies only with --memory")
+    args.rate = 100.0 if args.rate is None else args.rate
+    args.mode = args.mode or "cpu"
+    args.source = args.source or "auto"
+    args.memory_limit = 100.0 if args.memory_limit is None else args.memory_limit
+    args.memory_rate_kb = 512.0 if args.memory_rate_kb is None else args.memory_rate_kb
+    if args.mode == "wall" and args.source in ("perf", "perf-user"):
+        fail(rec, f"--source {args.source} counts CPU time: it needs --mode cpu")
+    for o in args.output:
+        if o == "" or o.endswith(os.sep) or os.path.isdir(o):
+            fail(rec, f"-o: not a file name: {o!r}")
+    if not (1.0 / 1024 <= args.memory_rate_kb <= 2**30):
+        fail(rec, f"--memory-rate-kb must be between 1/1024 and 2^30, got {args.memory_rate_kb:g}")
+    bad = python_options_that_skip_bootstrap(args.cmd)
+    if bad:
+        fail(rec, f"python option(s) {' '.join(sorted(set(bad)))} would skip spprof's start-up hook "
+                  "(site/PYTHONPATH); run without them")
+    exe = shutil.which(args.cmd[0]) if os.sep not in args.cmd[0] else args.cmd[0]
+    if exe is None or not os.path.exists(exe):
+        print(f"spprof record: command not found: {args.cmd[0]}", file=sys.stderr)
+        return 127
+    pkgdir = find_package_dir()
+    if pkgdir is None:
+        print("spprof record: cannot find the spprof package (build it with `make`, or set "
+              "SPPROF_PACKAGE_DIR to the directory that contains spprof/)", file=sys.stderr)
+        return 2
+    if not os.path.isfile(os.path.join(BOOTSTRAP_DIR, "sitecustomize.py")):
+        print(f"spprof record: bootstrap missing: {BOOTSTRAP_DIR}/sitecustomize.py", file=sys.stderr)
+        return 2
+
+    problem = interpreter_mismatch(exe, pkgdir)
+    if problem:
+        print(f"spprof record: {problem}", file=sys.stderr)
+        return 2
+
+    # the program may chdir; "-" is standard output (written in place, as every device and FIFO)
+    outs = ["/dev/stdout" if o == "-" else os.path.abspath(o) for o in args.output]
+    for out in outs:
+        try:
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+        except OSError:
+            pass  # reported at exit, when the profile goes to a temporary file instead
+
+    env = dict(os.environ)
+    old_pp = env.get("PYTHONPATH")
+    env[ENV + "HAD_PYTHONPATH"] = "1" if old_pp is not None else "0"
+    env[ENV + "PYTHONPATH"] = old_pp or ""
+    env["PYTHONPATH"] = BOOTSTRAP_DIR + (os.pathsep + old_pp if old_pp else "")
+    env[ENV + "PID"] = str(os.getpid())  # exec keeps the pid: only this process records
+    env[ENV + "PKGDIR"] = pkgdir
+    env[ENV + "OUTPUTS"] = json.dumps(outs)
+    env[ENV + "FORMAT"] = args.format or ""
+    env[ENV + "INTERVAL_MS"] = repr(1000.0 / args.rate)
+    env[ENV + "MODE"] = args.mode
+    env[ENV + "SOURCE"] = args.source
+    env[ENV + "NATIVE"] = "1" if args.native else "0"
+    env[ENV + "MEMORY_LIMIT_MB"] = repr(args.memory_limit)
+    env[ENV + "THREADS"] = "1" if args.threads else "0"
+    env[ENV + "QUIET"] = "1" if args.quiet else "0"
+    if args.memory:
+        shim = os.path.join(pkgdir, "spprof", "libspprof_alloc.so")
+        if not os.path.isfile(shim):
+            print(f"spprof record: --memory needs {shim} (build it with `make`)", file=sys.stderr)
+            return 2
+        env[ENV + "MEMORY"] = "1"
+        env[ENV + "MEMORY_RATE_KB"] = repr(args.memory_rate_kb)
+        env["SPPROF_MEM_RATE"] = str(max(1, int(round(args.memory_rate_kb * 1024))))
+        env["LD_PRELOAD"] = shim + (" " + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
+
+    # Python ignores SIGPIPE and SIGXFSZ; the program gets the default dispositions, as from a shell.
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    report_fd = start_watcher(args.cmd[0], outs)
+    if report_fd >= 0:
+        env[ENV + "REPORT_FD"] = str(report_fd)
+    try:
+        os.execve(exe, args.cmd, env)
+    except OSError as e:
+        print(f"spprof record: cannot run {args.cmd[0]}: {e.strerror}", file=sys.stderr)
+        return 126 if e.errno in (13, 8) else 127  # EACCES, ENOEXEC
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
