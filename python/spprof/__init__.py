@@ -8,6 +8,7 @@
     profile.save("out.speedscope.json")          # https://www.speedscope.app
     profile.save("out.collapsed")                # flamegraph.pl / speedscope / tools/top.py
     profile.save("out.pb.gz")                    # pprof: go tool pprof, Pyroscope, Parca
+    profile.save("out.svg")                      # interactive flame graph, opens in any browser
 
     with spprof.Profiler(interval_ms=1) as p:    # p.profile after the block
         work()
@@ -61,7 +62,7 @@ MAX_INTERVAL_MS = 60000.0
 MAX_DEPTH_LIMIT = 1024
 _MODES = {"cpu": 0, "wall": 1}
 _SOURCES = {"auto": 0, "posix": 1, "perf": 2, "perf-user": 3}
-_FORMATS = ("speedscope", "collapsed", "pprof")
+_FORMATS = ("speedscope", "collapsed", "pprof", "svg")
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -222,18 +223,26 @@ class Profile:
         from ._pprof import profile_pprof
         return profile_pprof(self)
 
-    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, threads: bool = False) -> str:
+    def to_svg(self, title: Optional[str] = None, threads: bool = False) -> str:
+        """A self-contained interactive SVG flame graph (hover, click to zoom, search; no external files),
+        widths in time; title: default the command line of this process; threads: one tower per thread."""
+        from ._flame import profile_svg
+        return profile_svg(self, title, threads)
+
+    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, threads: bool = False,
+             title: Optional[str] = None) -> str:
         """Write the profile to path and return the path written.
 
-        format: "speedscope" (JSON), "collapsed" or "pprof" (gzip-compressed profile.proto); None picks by
-        extension (.json -> speedscope, .pb.gz / .pprof -> pprof, anything else -> collapsed). threads:
-        collapsed only, prefix each stack with its thread.
+        format: "speedscope" (JSON), "collapsed", "pprof" (gzip-compressed profile.proto) or "svg" (an
+        interactive flame graph); None picks by extension (.json -> speedscope, .pb.gz / .pprof -> pprof,
+        .svg -> svg, anything else -> collapsed). threads: collapsed and svg, start each stack with its
+        thread. title: svg, the graph's title (default: this process's command line).
         A regular file (or a symlink to one, which stays a symlink) is written beside its real target and
         renamed over it, so a failed save leaves no partial file; a device, FIFO or /dev/stdout-style path is
         written in place, never replaced. On failure it raises OSError with the reason and this Profile is
         unchanged (save it elsewhere)."""
         return _save(path, format, "Profile.save", self.to_speedscope, lambda: self.to_collapsed(threads=threads),
-                     pprof=self.to_pprof)
+                     pprof=self.to_pprof, svg=lambda: self.to_svg(title, threads))
 
 
 class _SpeedscopeFrames:
@@ -297,7 +306,7 @@ def _collapsed_name(s: str) -> str:
     return s.replace(";", ":").replace("\n", " ").replace("\r", " ")
 
 
-_EXTENSIONS = ((".json", "speedscope"), (".pb.gz", "pprof"), (".pprof", "pprof"))
+_EXTENSIONS = ((".json", "speedscope"), (".pb.gz", "pprof"), (".pprof", "pprof"), (".svg", "svg"))
 
 
 def _format_for(path: str, format: Optional[str]) -> str:

@@ -166,14 +166,21 @@ class HeapSnapshot:
         from ._pprof import heap_pprof
         return heap_pprof(self)
 
-    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, live: bool = True) -> str:
-        """Write the snapshot: "speedscope" (JSON, both views), "collapsed" (live heap; live=False: all
-        allocations) or "pprof" (gzip-compressed; allocated and live, objects and bytes); None picks by
-        extension (.json -> speedscope, .pb.gz / .pprof -> pprof, else collapsed). Written as Profile.save
+    def to_svg(self, live: bool = True, title: Optional[str] = None) -> str:
+        """An interactive SVG flame graph in bytes of the live heap (live=False: of everything allocated)."""
+        from ._flame import heap_svg
+        return heap_svg(self, live, title)
+
+    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, live: bool = True,
+             title: Optional[str] = None) -> str:
+        """Write the snapshot: "speedscope" (JSON, both views), "collapsed" or "svg" (flame graph; live heap,
+        live=False: all allocations) or "pprof" (gzip-compressed; allocated and live, objects and bytes);
+        None picks by extension (.json -> speedscope, .pb.gz / .pprof -> pprof, .svg -> svg, else
+        collapsed). title: svg, default this process's command line. Written as Profile.save
         writes (a regular file atomically, a device or FIFO in place); on failure OSError says why and the
         snapshot is unchanged (save it elsewhere)."""
         return _save(path, format, "HeapSnapshot.save", self.to_speedscope, lambda: self.to_collapsed(live=live),
-                     pprof=self.to_pprof)
+                     pprof=self.to_pprof, svg=lambda: self.to_svg(live, title))
 
 
 def start(sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, *, native_hooks: bool = True, max_depth: int = 64,
