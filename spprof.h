@@ -4366,7 +4366,8 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     spprof__profile *p = &spprof__g.prof;
     spprof__out o;
     spprof_symbol *syms = NULL;
-    uint32_t nsyms = 0, *map, i, k;
+    uint32_t nsyms = 0, *map, i, k, active = 0, nprof = 0;
+    uint64_t most = 0;
     size_t j;
     int first = 1;
     spprof_result r = spprof__out_open(&o, path);
@@ -4375,7 +4376,17 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     spprof__drain();
     map = spprof__resolve_all(p, &syms, &nsyms);
     if (!map) { spprof__unlock(&spprof__prof_lock); spprof__out_abort(&o); return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path); }
-    fprintf(o.f, "{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\"exporter\":\"spprof %s\",\"name\":\"spprof profile\",\"activeProfileIndex\":0,\"shared\":{\"frames\":[", SPPROF_VERSION_STRING);
+    for (i = 0; i < p->nrecs; i++) {  /* the viewer opens the busiest thread, not whichever came first */
+        uint64_t w = 0;
+        if (!p->recs[i].nruns) continue;
+        for (j = 0; j < p->recs[i].nruns; j++) w += p->recs[i].runs[j].weight;
+        if (w > most) {
+            most = w;
+            active = nprof;
+        }
+        nprof++;
+    }
+    fprintf(o.f, "{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\"exporter\":\"spprof %s\",\"name\":\"spprof profile\",\"activeProfileIndex\":%u,\"shared\":{\"frames\":[", SPPROF_VERSION_STRING, active);
     for (i = 0; i < nsyms; i++) {
         fprintf(o.f, "%s{\"name\":", i ? "," : "");
         spprof__json_str(o.f, syms[i].name);

@@ -196,9 +196,12 @@ class Profile:
                 "weights": weights,
             })
         if not profiles:  # a valid file that viewers still open
-            profiles.append({"type": "sampled", "name": "no samples", "unit": "nanoseconds",
-                             "startValue": 0, "endValue": 0, "samples": [], "weights": []})
-        return _speedscope_document(f"spprof profile ({self.mode} time, {self.interval_ms:g} ms)", frames, profiles)
+            profiles.append({"type": "sampled", "name": "no samples (raise the rate or profile a longer run)",
+                             "unit": "nanoseconds", "startValue": 0, "endValue": 0, "samples": [], "weights": []})
+        # Speedscope opens the busiest thread (the first one, among equals), not whichever came first
+        busiest = max(range(len(profiles)), key=lambda i: (sum(profiles[i]["weights"]), -i))
+        return _speedscope_document(f"spprof profile ({self.mode} time, {self.interval_ms:g} ms)", frames, profiles,
+                                    busiest)
 
     def to_collapsed(self, threads: bool = False) -> str:
         """Collapsed stacks: one "root;...;leaf COUNT" line per distinct stack, COUNT in sampling intervals
@@ -268,12 +271,13 @@ class _SpeedscopeFrames:
         return out
 
 
-def _speedscope_document(name: str, frames: _SpeedscopeFrames, profiles: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _speedscope_document(name: str, frames: _SpeedscopeFrames, profiles: List[Dict[str, Any]],
+                         active: int = 0) -> Dict[str, Any]:
     return {
         "$schema": "https://www.speedscope.app/file-format-schema.json",
         "exporter": f"spprof {__version__} (python)",
         "name": name,
-        "activeProfileIndex": 0,
+        "activeProfileIndex": active,
         "shared": {"frames": frames.frames},
         "profiles": profiles,
     }

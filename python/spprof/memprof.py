@@ -151,13 +151,15 @@ class HeapSnapshot:
         session allocated (per stack)."""
         frames = _SpeedscopeFrames()
         profiles = []
-        for name, live in (("live heap (estimated bytes)", True), ("allocated during the session (estimated bytes)", False)):
+        for what, live in (("live heap", True), ("allocated during the session", False)):
             rows = [(fr, int(round(nbytes))) for fr, nbytes in self._stacks(live)]
             stacks = [frames.stack(fr) for fr, w in rows if w > 0]
             weights = [w for fr, w in rows if w > 0]
+            name = f"{what}: {_fmt_bytes(sum(weights))} (estimated bytes)"
             profiles.append({"type": "sampled", "name": name, "unit": "bytes", "startValue": 0,
                              "endValue": sum(weights), "samples": stacks, "weights": weights})
-        return _speedscope_document(f"spprof heap snapshot (1 sample per {self.sampling_rate} bytes)", frames, profiles)
+        return _speedscope_document(f"spprof memory profile: heap snapshot, 1 sample per "
+                                    f"{_fmt_bytes(self.sampling_rate)} allocated", frames, profiles)
 
     def to_pprof(self) -> bytes:
         """gzip-compressed pprof with Go's heap sample types: alloc_objects, alloc_space (everything the
@@ -181,6 +183,13 @@ class HeapSnapshot:
         snapshot is unchanged (save it elsewhere)."""
         return _save(path, format, "HeapSnapshot.save", self.to_speedscope, lambda: self.to_collapsed(live=live),
                      pprof=self.to_pprof, svg=lambda: self.to_svg(live, title))
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} bytes"
 
 
 def start(sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, *, native_hooks: bool = True, max_depth: int = 64,
