@@ -17,25 +17,30 @@ def need_go():
         pytest.skip("go (Debian's golang-go) not installed: `make deps` installs it")
 
 
-def go_pprof(*args, timeout=120):
+def go_pprof(*args, timeout=120, tmpdir=None):
+    """Runs go tool pprof; over HTTP it saves a copy of what it fetched in tmpdir (default: a temporary one)."""
     need_go()
+    import tempfile
     env = dict(os.environ)
     env.setdefault("HOME", "/tmp")
     env.setdefault("GOCACHE", "/tmp/spprof-gocache")
-    env["PPROF_TMPDIR"] = env.get("PPROF_TMPDIR", "/tmp")
+    if tmpdir is None:
+        with tempfile.TemporaryDirectory(prefix="spprof-pprof-") as d:
+            return go_pprof(*args, timeout=timeout, tmpdir=d)
+    env["PPROF_TMPDIR"] = str(tmpdir)
     proc = subprocess.run([GO, "tool", "pprof", *args], capture_output=True, text=True, timeout=timeout, env=env,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, f"go tool pprof {' '.join(args)}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
 
-LOC = re.compile(r"^\s+(\d+): 0x([0-9a-f]+) M=(\d+) (.*) (\S*):(-?\d+) s=\d+(\(.*\))?$")
+LOC = re.compile(r"^\s+(\d+): 0x([0-9a-f]+) (?:M=(\d+) )?(.*) (\S*):(-?\d+) s=\d+(\(.*\))?$")
 LOC_MORE = re.compile(r"^\s+(.*) (\S*):(-?\d+) s=\d+(\(.*\))?$")
 MAP = re.compile(r"^(\d+): 0x([0-9a-f]+)/0x([0-9a-f]+)/0x([0-9a-f]+) (.*?)\s*(\[.*\])?$")
 
 
-def raw(path_or_url, *extra):
-    text = go_pprof("-raw", *extra, path_or_url)
+def raw(path_or_url, *extra, tmpdir=None):
+    text = go_pprof("-raw", *extra, path_or_url, tmpdir=tmpdir)
     out = {"header": {}, "types": [], "samples": [], "locations": {}, "mappings": {}}
     section = "header"
     loc = None
@@ -67,7 +72,7 @@ def raw(path_or_url, *extra):
         elif section == "locations":
             m = LOC.match(line)
             if m:
-                loc = {"addr": int(m.group(2), 16), "mapping": int(m.group(3)),
+                loc = {"addr": int(m.group(2), 16), "mapping": int(m.group(3) or 0),
                        "lines": [(m.group(4), m.group(5), int(m.group(6)))]}
                 out["locations"][int(m.group(1))] = loc
             elif line.strip():  # inlined lines of the same location

@@ -9,6 +9,7 @@
     profile.save("out.collapsed")                # flamegraph.pl / speedscope / tools/top.py
     profile.save("out.pb.gz")                    # pprof: go tool pprof, Pyroscope, Parca
     profile.save("out.svg")                      # interactive flame graph, opens in any browser
+    spprof.serve(port=6060)                      # /debug/pprof/profile?seconds=N, /heap (go tool pprof, Alloy)
 
     with spprof.Profiler(interval_ms=1) as p:    # p.profile after the block
         work()
@@ -49,7 +50,7 @@ from . import _spprof
 
 __all__ = [
     "start", "stop", "pause", "resume", "is_active", "state", "stats",
-    "Profiler", "profile", "Profile", "Sample", "Frame", "Error",
+    "Profiler", "profile", "Profile", "Sample", "Frame", "Error", "serve",
     "MIN_INTERVAL_MS", "MAX_INTERVAL_MS",
 ]
 __version__ = getattr(_spprof, "__version__", "0.1.0")
@@ -618,6 +619,14 @@ def stats() -> Dict[str, int]:
     with one line on stderr; the profile so far is kept); pin_passes: times the pinning thread took the GIL
     (0 where the code-object death hook is installed)."""
     return dict(_spprof.stats())
+
+
+def serve(host: str = "127.0.0.1", port: int = 0) -> Tuple[str, int]:
+    """Serve /debug/pprof/ (Go's net/http/pprof endpoints: profile?seconds=N, heap, the index) from a daemon
+    thread, for go tool pprof, Grafana Alloy / Pyroscope and Parca; returns (host, port). Loopback unless
+    another host is given. See spprof/_serve.py."""
+    from ._serve import serve as _serve
+    return _serve(host, port)
 
 
 class Profiler:

@@ -1,6 +1,6 @@
 """spprof - command-line front end of the spprof sampling profiler.
 
-  spprof record [-o OUT] [-f svg|speedscope|pprof|collapsed] [-r HZ] [--mode cpu|wall] [--source auto|posix|perf|perf-user] [--native] [--threads] [-q] -- python3 script.py [args]
+  spprof record [-o OUT] [-f svg|speedscope|pprof|collapsed] [-r HZ] [--mode cpu|wall] [--source auto|posix|perf|perf-user] [--native] [--threads] [--serve [HOST:]PORT] [-q] -- python3 script.py [args]
 
 `record` profiles a Python program from its first line to its exit, in-process: no ptrace, no root. It puts a
 bootstrap sitecustomize.py first on PYTHONPATH and then *execs* the command, so the program keeps this
@@ -73,6 +73,21 @@ def rate(text):
     return hz
 
 
+def host_port(text):
+    """"PORT", "HOST:PORT" or "[V6]:PORT" -> (host, port); loopback unless a host is given."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = ""
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        n = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT or PORT: {text!r}")
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port {n} is out of range (0 to 65535)")
+    return host, n
+
+
 def memory_mb(text):
     try:
         mb = float(text)
@@ -126,6 +141,11 @@ def make_parser():
                           "exit (Speedscope: also everything allocated), in bytes")
     rec.add_argument("--memory-rate-kb", type=float, default=None, metavar="KB",
                      help="--memory: mean KiB allocated between samples, default 512")
+    rec.add_argument("--serve", type=host_port, default=None, metavar="[HOST:]PORT",
+                     help="also serve Go's net/http/pprof endpoints while the program runs "
+                          "(/debug/pprof/profile?seconds=N, /debug/pprof/heap with --memory) for go tool pprof, "
+                          "Grafana Alloy, Parca; HOST defaults to 127.0.0.1 (another address is reachable "
+                          "from elsewhere); PORT 0 picks a free one; the address goes to stderr")
     rec.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr (errors are still shown)")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                      help="the program to run, after --")
@@ -487,6 +507,8 @@ def main(argv=None):
     env[ENV + "MEMORY_LIMIT_MB"] = repr(args.memory_limit)
     env[ENV + "THREADS"] = "1" if args.threads else "0"
     env[ENV + "QUIET"] = "1" if args.quiet else "0"
+    if args.serve:
+        env[ENV + "SERVE"] = json.dumps(list(args.serve))
     if args.memory:
         shim = os.path.join(pkgdir, "spprof", "libspprof_alloc.so")
         if not os.path.isfile(shim):

@@ -40,6 +40,7 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "quiet": env.get(ENV_PREFIX + "QUIET") == "1",
         "memory": env.get(ENV_PREFIX + "MEMORY") == "1",
         "memory_rate_kb": float(env.get(ENV_PREFIX + "MEMORY_RATE_KB", "512")),
+        "serve": json.loads(env.get(ENV_PREFIX + "SERVE", "null")),
     }
 
 
@@ -84,6 +85,8 @@ class Recorder:
         else:
             spprof.start(interval_ms=c["interval_ms"], mode=c["mode"], memory_limit_mb=c["memory_limit_mb"],
                          source=c.get("source", "auto"), native=c.get("native", False))
+        if c.get("serve"):
+            self._serve(c["serve"])
         atexit.register(self.finish)
         signos = [getattr(signal, n) for n in EXIT_SIGNALS if hasattr(signal, n)]
         try:
@@ -92,6 +95,17 @@ class Recorder:
             _say(f"the profile will not be written on SIGTERM/SIGHUP/... ({e})")
         self._wrap_os_exit()
         _report(self.report_fd, b"S")
+
+    def _serve(self, where: Any) -> None:
+        """--serve: the scrape endpoint for the program's lifetime; its address goes to stderr (also with -q:
+        with port 0 nothing else tells it). A failure to bind is said, and the program runs on."""
+        try:
+            host, port = spprof.serve(str(where[0]), int(where[1]))
+        except (OSError, ValueError, TypeError) as e:
+            _say(f"cannot serve on {where[0]}:{where[1]}: {e} (the program runs without it)")
+            return
+        shown = f"[{host}]" if ":" in host else host
+        _say(f"serving http://{shown}:{port}/debug/pprof/ (profile?seconds=N{', heap' if self.cfg.get('memory') else ''})")
 
     def _wrap_os_exit(self) -> None:
         real_exit = os._exit
