@@ -62,7 +62,7 @@ demo: $(BUILD)/native_demo pypkg
 	./$(BUILD)/native_demo out 3
 	@$(PYTHON) tools/top.py out/native.collapsed 5
 	$(PYTHON) tools/spprof record --memory -o out/memory.speedscope.json -o out/memory.collapsed -- $(PYTHON) examples/memory_demo.py
-	@echo "live at exit, by allocating function (bytes):"; $(PYTHON) tools/top.py out/memory.collapsed 5
+	@$(PYTHON) tools/top.py out/memory.collapsed 5 --bytes
 
 # Install what the tests need (compilers, a venv with pytest + jsonschema). Idempotent; quiet when present.
 deps:

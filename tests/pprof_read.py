@@ -89,7 +89,9 @@ def raw(path_or_url, *extra, tmpdir=None):
 
 def py_frame(name, file, line):
     """A frame as spprof.Frame prints it (and the collapsed writer writes it)."""
-    return f"{name} ({file}:{line})" if file else name
+    if file and line > 0:
+        return f"{name} ({file}:{line})"
+    return f"{name} ({file})" if file else name
 
 
 def stacks(prof, value_index, fmt=lambda name, file, line: name, thread=True):

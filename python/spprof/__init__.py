@@ -78,8 +78,10 @@ class Frame(NamedTuple):
     line: int
 
     def __str__(self) -> str:
-        if self.file:
+        if self.file and self.line > 0:
             return f"{self.function} ({self.file}:{self.line})"
+        if self.file:  # native frames, and frames aggregated by function: no ":0"
+            return f"{self.function} ({self.file})"
         return self.function
 
 
@@ -170,6 +172,19 @@ class Profile:
             return {}
         return {k: v / total for k, v in sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))}
 
+    def by_function(self) -> "Profile":
+        """A copy whose frames are keyed by function and file, without the line (py-spy's --nolineno): a
+        function is one frame (one row in Speedscope's sandwich view, one box per caller in a flame graph)
+        whatever line it was on. Runs of one thread whose stacks become equal stay separate samples."""
+        stacks: Dict[tuple, Tuple[Frame, ...]] = {}
+        out = []
+        for s in self.samples:
+            st = stacks.get(s.frames)
+            if st is None:
+                st = stacks[s.frames] = _without_lines(s.frames)
+            out.append(s._replace(frames=st))
+        return Profile(out, self.interval_ms, self.mode, self.start_time, self.duration, self.stats)
+
     # ---- writers (pure Python, from this object's own data) ----
 
     def to_speedscope(self) -> Dict[str, Any]:
@@ -247,6 +262,10 @@ class Profile:
         unchanged (save it elsewhere)."""
         return _save(path, format, "Profile.save", self.to_speedscope, lambda: self.to_collapsed(threads=threads),
                      pprof=self.to_pprof, svg=lambda: self.to_svg(title, threads))
+
+
+def _without_lines(frames: Tuple[Frame, ...]) -> Tuple[Frame, ...]:
+    return tuple(f._replace(line=0) if f.line else f for f in frames)
 
 
 class _SpeedscopeFrames:
@@ -400,6 +419,17 @@ def _write_all(fd: int, raw: bytes) -> None:
 
 # ---- validation ---------------------------------------------------------------------------------------
 
+def _api_error(e: BaseException, call: str, hint: str = "") -> Exception:
+    """spprof.Error naming the Python call (not the C function behind it), with what to do."""
+    msg = str(e)
+    head, sep, rest = msg.partition(": ")
+    if sep and head.startswith("spprof_") and " " not in head:
+        msg = rest
+    if "first" in msg or "one-way" in msg:  # the message already says what to do
+        hint = ""
+    return Error(f"{call}: {msg}" + (f": {hint}" if hint else ""))
+
+
 def _check_number(name: str, value: Any, lo: float, hi: float, unit: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
@@ -534,7 +564,10 @@ def start(interval_ms: float = 10, mode: str = "cpu", native: bool = False, memo
         sess = _Session(interval_ns / 1e6, mode)
         _note_live_threads(sess.names)
         sess.start_ns = time.monotonic_ns()
-        _spprof.start(interval_ns, mode_no, depth, mem, source_no, int(native))  # spprof.Error if already started
+        try:
+            _spprof.start(interval_ns, mode_no, depth, mem, source_no, int(native))
+        except Error as e:
+            raise _api_error(e, "spprof.start()", "call spprof.stop() first" if _spprof.is_active() else "") from None
         _session = sess
         _install_hook()
 
@@ -544,7 +577,10 @@ def stop() -> Profile:
     global _session
     with _lock:
         sess = _session
-        _spprof.stop()  # raises spprof.Error when not started
+        try:
+            _spprof.stop()
+        except Error as e:
+            raise _api_error(e, "spprof.stop()", "call spprof.start() first") from None
         stop_ns = time.monotonic_ns()
         _remove_hook()
         _session = None
@@ -593,12 +629,18 @@ def _build_profile(raw: List[tuple], names: Dict[int, str], sess: _Session, stop
 
 def pause() -> None:
     """Stop taking samples until resume() (the session and its profile stay)."""
-    _spprof.pause()
+    try:
+        _spprof.pause()
+    except Error as e:
+        raise _api_error(e, "spprof.pause()", "" if _spprof.is_active() else "call spprof.start() first") from None
 
 
 def resume() -> None:
     """Take samples again after pause()."""
-    _spprof.resume()
+    try:
+        _spprof.resume()
+    except Error as e:
+        raise _api_error(e, "spprof.resume()", "" if _spprof.is_active() else "call spprof.start() first") from None
 
 
 def is_active() -> bool:

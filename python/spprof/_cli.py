@@ -1,6 +1,6 @@
 """spprof - command-line front end of the spprof sampling profiler.
 
-  spprof record [-o OUT] [-f svg|speedscope|pprof|collapsed] [-r HZ] [--mode cpu|wall] [--source auto|posix|perf|perf-user] [--native] [--threads] [--serve [HOST:]PORT] [-q] -- python3 script.py [args]
+  spprof record [-o OUT] [-f svg|speedscope|pprof|collapsed] [-r HZ] [--mode cpu|wall] [--source auto|posix|perf|perf-user] [--native] [--threads] [--nolineno] [--serve [HOST:]PORT] [-q] -- python3 script.py [args]
 
 `record` profiles a Python program from its first line to its exit, in-process: no ptrace, no root. It puts a
 bootstrap sitecustomize.py first on PYTHONPATH and then *execs* the command, so the program keeps this
@@ -107,7 +107,8 @@ def make_parser():
         "record", help="run a Python program under the profiler and write its profile",
         description=__doc__.split("\n\n")[2].strip(),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s [-o OUT] [-f {svg,speedscope,pprof,collapsed}] [-r HZ] [--mode {cpu,wall}] [--source SRC] [--native] [--threads] [-q] "
+        usage="%(prog)s [-o OUT] [-f {svg,speedscope,pprof,collapsed}] [-r HZ] [--mode {cpu,wall}] [--source SRC] "
+              "[--native] [--threads] [--nolineno] [--memory] [--serve [HOST:]PORT] [-q] "
               "-- COMMAND [ARGS...]")
     rec.add_argument("-o", "--output", metavar="OUT", action="append",
                      help="where to write the profile (parent directories are created; '-' is standard "
@@ -130,6 +131,9 @@ def make_parser():
     rec.add_argument("--native", action="store_true",
                      help="mixed stacks: native frames (C extensions, libraries) in call order, each interpreter "
                           "frame replaced by the Python frames it runs (needs frame pointers in that code)")
+    rec.add_argument("--nolineno", action="store_true",
+                     help="frames by function (and file), without the line: a function is one frame in every "
+                          "format (one row in Speedscope's sandwich view), as py-spy's --nolineno")
     rec.add_argument("--threads", action="store_true",
                      help="collapsed and svg: start each stack with its thread, \"NAME (tid N)\"")
     rec.add_argument("--memory-limit", type=memory_mb, default=None, metavar="MB",
@@ -507,6 +511,7 @@ def main(argv=None):
     env[ENV + "MEMORY_LIMIT_MB"] = repr(args.memory_limit)
     env[ENV + "THREADS"] = "1" if args.threads else "0"
     env[ENV + "QUIET"] = "1" if args.quiet else "0"
+    env[ENV + "NOLINENO"] = "1" if args.nolineno else "0"
     if args.serve:
         env[ENV + "SERVE"] = json.dumps(list(args.serve))
     if args.memory:

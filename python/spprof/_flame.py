@@ -104,7 +104,8 @@ def flame_svg(stacks: Iterable[Tuple[Sequence[Any], float]], title: str, subtitl
                 key = f
                 name = f.function or "?"
                 detail = f"{f.file}:{f.line}" if f.line > 0 else f.file
-                kind = "mem" if memory else ("py" if f.line > 0 else "native")
+                native = f.line <= 0 and bool(f.file) and not f.file.endswith((".py", ".pyw", ".pyx"))
+                kind = "mem" if memory else ("native" if native else "py")
             child = node.children.get(key)
             if child is None:
                 child = node.children[key] = _Node(name, detail, kind)

@@ -41,6 +41,7 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "memory": env.get(ENV_PREFIX + "MEMORY") == "1",
         "memory_rate_kb": float(env.get(ENV_PREFIX + "MEMORY_RATE_KB", "512")),
         "serve": json.loads(env.get(ENV_PREFIX + "SERVE", "null")),
+        "nolineno": env.get(ENV_PREFIX + "NOLINENO") == "1",
     }
 
 
@@ -170,6 +171,8 @@ class Recorder:
             return
         c = self.cfg
         written = []
+        if c.get("nolineno"):
+            prof = prof.by_function()
         for out in self._kept(prof.sample_count):
             w = self._save(prof, out)
             if w:
@@ -179,8 +182,10 @@ class Recorder:
             dropped = int(st.get("samples_dropped", 0)) + int(st.get("samples_dropped_memory", 0))
             why = f", at {reason}" if reason else ""
             nthreads = len(prof.threads())
+            hint = ("" if prof.sample_count else
+                    f" (no samples: raise the rate with -r, or profile a longer run{'' if prof.mode == 'wall' else '; --mode wall also counts time the program waits'})")
             _say(f"{prof.sample_count} samples ({prof.total_time:.2f} s of {prof.mode} time) in "
-                 f"{nthreads} thread{'s' if nthreads != 1 else ''}, {dropped} dropped{why} -> {', '.join(written)}")
+                 f"{nthreads} thread{'s' if nthreads != 1 else ''}, {dropped} dropped{why}{hint} -> {', '.join(written)}")
 
     def _finish_memory(self, reason: Optional[str]) -> None:
         import spprof.memprof as memprof
@@ -190,6 +195,8 @@ class Recorder:
         except spprof.Error as e:
             _say(f"no memory profile written: {e}")
             return
+        if self.cfg.get("nolineno"):
+            snap = snap.by_function()
         outs = self._kept(int(snap.stats.get("samples", 0)))
         written = [w for w in (self._save(snap, out) for out in outs) if w]
         if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
