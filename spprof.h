@@ -40,10 +40,10 @@
    thread's off-CPU time on the stack it is blocked on, without a signal (@offcpu); the handler walks the
    thread's frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the
    ring into a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded
-   by a memory limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope
-   JSON, collapsed stacks or pprof (gzip-compressed profile.proto, encoded without a protobuf or zlib
-   library): a regular file (a symlink: its target) atomically by rename, a device, FIFO or /dev/stdout-style
-   path in place, never replaced.
+   by a memory limit; writers symbolize off the hot path (dladdr + ELF .symtab, the separate debug file's
+   .symtab via build id or .gnu_debuglink, .dynsym) and write Speedscope JSON, collapsed stacks or pprof
+   (gzip-compressed profile.proto, encoded without a protobuf or zlib library): a regular file (a symlink:
+   its target) atomically by rename, a device, FIFO or /dev/stdout-style path in place, never replaced.
 
    Windows: a sampler thread suspends each thread in turn (SuspendThread, GetThreadContext, walk with the
    PE unwind tables, ResumeThread); names from the COFF symbols mingw leaves in a PE file, else DbgHelp;
@@ -418,7 +418,8 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
 typedef int (*spprof_mem_stack_fn)(uint32_t stack_id, const spprof_frame *frames, int nframes, uint64_t samples,
                                    double est_bytes, double est_count, void *user);
 SPPROF_API spprof_result spprof_mem_foreach_stack(spprof_mem_stack_fn fn, void *user);
-/* Collapsed stacks of the live heap (or, with SPPROF_MEM_FREED, of everything allocated), weighted in bytes. */
+/* Collapsed stacks of the live heap (or, with SPPROF_MEM_FREED, of everything allocated), weighted in bytes,
+   one line per distinct stack. */
 SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which);
 /* pprof of the session (gzip-compressed profile.proto), Go's heap convention: per stack alloc_objects,
    alloc_space (everything sampled this session), inuse_objects, inuse_space (live now; the default),
@@ -3943,7 +3944,9 @@ SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name) {
 
 /* ==== @symbolize ======================================================================================
    Off the hot path. Modules come from dl_iterate_phdr; each module's symbols from its ELF file (.symtab
-   when present, so static functions get names; else .dynsym), sorted by address; dladdr as a fallback;
+   when present, so static functions get names; else the .symtab of its separate debug file, found by build id
+   or .gnu_debuglink (Debian's libc6-dbg names libc's start_thread); else .dynsym), sorted by address; the
+   executable is shown by its real path (opened as /proc/self/exe); dladdr as a fallback;
    "module+0xoffset" when nothing names the address. The cache is built on first use and dropped by
    spprof__symbols_reset() after each writer (libraries may be loaded or unloaded in between). */
 #if SPPROF__OS_LINUX
@@ -3991,58 +3994,135 @@ static int spprof__cmp_sym(const void *a, const void *b) {
     return (x->lo > y->lo) - (x->lo < y->lo);
 }
 
-static void spprof__load_symbols(spprof__module *m) {
-    int fd;
+/* Maps a whole file read-only; NULL when it cannot be opened or is not at least an ELF header long. */
+static const unsigned char *spprof__map_file(const char *path, size_t *size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    const unsigned char *base;
-    const ElfW(Ehdr) *eh;
-    const ElfW(Shdr) *sh;
-    int pass, i;
-    m->loaded = 1;
-    fd = open(m->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) { close(fd); return; }
-    base = (const unsigned char *)mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *base;
+    if (fd < 0) return NULL;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) {
+        close(fd);
+        return NULL;
+    }
+    base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (base == (const unsigned char *)MAP_FAILED) return;
-    eh = (const ElfW(Ehdr) *)(const void *)base;
+    if (base == MAP_FAILED) return NULL;
+    *size = (size_t)st.st_size;
+    return (const unsigned char *)base;
+}
+
+/* The section headers of a mapped ELF file, checked against its size; NULL if it is not one. */
+static const ElfW(Shdr) *spprof__elf_sections(const unsigned char *base, size_t size) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
     if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shoff == 0 ||
-        eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(ElfW(Shdr)) > (uint64_t)st.st_size) goto done;
-    sh = (const ElfW(Shdr) *)(const void *)(base + eh->e_shoff);
-    for (pass = 0; pass < 2 && m->nsyms == 0; pass++) {  /* .symtab first, then .dynsym */
-        uint32_t want = pass == 0 ? SHT_SYMTAB : SHT_DYNSYM;
-        for (i = 0; i < eh->e_shnum; i++) {
-            const ElfW(Shdr) *s = &sh[i], *strs;
-            const ElfW(Sym) *syms;
-            size_t n, k, cnt = 0, nl = 0;
-            if (s->sh_type != want || s->sh_link >= eh->e_shnum || s->sh_entsize != sizeof(ElfW(Sym))) continue;
-            strs = &sh[s->sh_link];
-            if (s->sh_offset + s->sh_size > (uint64_t)st.st_size || strs->sh_offset + strs->sh_size > (uint64_t)st.st_size) continue;
-            syms = (const ElfW(Sym) *)(const void *)(base + s->sh_offset);
-            n = s->sh_size / sizeof(ElfW(Sym));
-            for (k = 0; k < n; k++) if ((ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC || ELF64_ST_TYPE(syms[k].st_info) == STT_GNU_IFUNC) && syms[k].st_value && syms[k].st_name < strs->sh_size) cnt++;
-            if (!cnt) continue;
-            m->syms = (spprof__sym *)SPPROF_MALLOC(cnt * sizeof(spprof__sym));
-            m->names = (char *)SPPROF_MALLOC((size_t)strs->sh_size + 1);
-            if (!m->syms || !m->names) { SPPROF_FREE(m->syms); SPPROF_FREE(m->names); m->syms = NULL; m->names = NULL; goto done; }
-            memcpy(m->names, base + strs->sh_offset, (size_t)strs->sh_size);
-            m->names[strs->sh_size] = 0;
-            m->names_len = (size_t)strs->sh_size;
-            for (k = 0; k < n; k++) {
-                const ElfW(Sym) *y = &syms[k];
-                if (!((ELF64_ST_TYPE(y->st_info) == STT_FUNC || ELF64_ST_TYPE(y->st_info) == STT_GNU_IFUNC) && y->st_value && y->st_name < strs->sh_size)) continue;
-                m->syms[nl].lo = y->st_value + m->bias;
-                m->syms[nl].hi = y->st_value + m->bias + (y->st_size ? y->st_size : 1);
-                m->syms[nl].name = y->st_name;
-                nl++;
+        eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(ElfW(Shdr)) > (uint64_t)size) return NULL;
+    return (const ElfW(Shdr) *)(const void *)(base + eh->e_shoff);
+}
+
+/* Loads m's function symbols from the section of type `want` (SHT_SYMTAB or SHT_DYNSYM) of a mapped ELF
+   file whose addresses are those of m (the object itself or its separate debug file); 1 if any. */
+static int spprof__elf_syms(spprof__module *m, const unsigned char *base, size_t size, uint32_t want) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
+    const ElfW(Shdr) *sh = spprof__elf_sections(base, size);
+    int i;
+    if (!sh) return 0;
+    for (i = 0; i < eh->e_shnum; i++) {
+        const ElfW(Shdr) *s = &sh[i], *strs;
+        const ElfW(Sym) *syms;
+        size_t n, k, cnt = 0, nl = 0;
+        if (s->sh_type != want || s->sh_link >= eh->e_shnum || s->sh_entsize != sizeof(ElfW(Sym))) continue;
+        strs = &sh[s->sh_link];
+        if (s->sh_offset + s->sh_size > (uint64_t)size || strs->sh_offset + strs->sh_size > (uint64_t)size) continue;
+        syms = (const ElfW(Sym) *)(const void *)(base + s->sh_offset);
+        n = s->sh_size / sizeof(ElfW(Sym));
+        for (k = 0; k < n; k++) if ((ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC || ELF64_ST_TYPE(syms[k].st_info) == STT_GNU_IFUNC) && syms[k].st_value && syms[k].st_name < strs->sh_size) cnt++;
+        if (!cnt) continue;
+        m->syms = (spprof__sym *)SPPROF_MALLOC(cnt * sizeof(spprof__sym));
+        m->names = (char *)SPPROF_MALLOC((size_t)strs->sh_size + 1);
+        if (!m->syms || !m->names) { SPPROF_FREE(m->syms); SPPROF_FREE(m->names); m->syms = NULL; m->names = NULL; return 0; }
+        memcpy(m->names, base + strs->sh_offset, (size_t)strs->sh_size);
+        m->names[strs->sh_size] = 0;
+        m->names_len = (size_t)strs->sh_size;
+        for (k = 0; k < n; k++) {
+            const ElfW(Sym) *y = &syms[k];
+            if (!((ELF64_ST_TYPE(y->st_info) == STT_FUNC || ELF64_ST_TYPE(y->st_info) == STT_GNU_IFUNC) && y->st_value && y->st_name < strs->sh_size)) continue;
+            m->syms[nl].lo = y->st_value + m->bias;
+            m->syms[nl].hi = y->st_value + m->bias + (y->st_size ? y->st_size : 1);
+            m->syms[nl].name = y->st_name;
+            nl++;
+        }
+        m->nsyms = nl;
+        qsort(m->syms, m->nsyms, sizeof(spprof__sym), spprof__cmp_sym);
+        return 1;
+    }
+    return 0;
+}
+
+/* The separate debug file of a stripped object (distributions ship its .symtab there: libc's start_thread):
+   /usr/lib/debug/.build-id/xx/yyyy.debug from its GNU build id, else the name in its .gnu_debuglink, looked
+   up beside the object, in its .debug/ directory and under /usr/lib/debug. 1 if one exists. */
+static int spprof__debug_file(const unsigned char *base, size_t size, const char *path, char *out, size_t cap) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
+    const ElfW(Shdr) *sh = spprof__elf_sections(base, size);
+    const char *shstr;
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path) : 0;
+    int i;
+    struct stat st;
+    if (!sh || eh->e_shstrndx >= eh->e_shnum || sh[eh->e_shstrndx].sh_offset + sh[eh->e_shstrndx].sh_size > size) return 0;
+    shstr = (const char *)base + sh[eh->e_shstrndx].sh_offset;
+    for (i = 0; i < eh->e_shnum; i++) {  /* the build id: a note of type NT_GNU_BUILD_ID named "GNU" */
+        const unsigned char *p = base + sh[i].sh_offset, *end = p + sh[i].sh_size;
+        if (sh[i].sh_type != SHT_NOTE || sh[i].sh_offset + sh[i].sh_size > size) continue;
+        while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)(const void *)p;
+            const unsigned char *name = p + sizeof(ElfW(Nhdr));
+            const unsigned char *desc = name + ((nh->n_namesz + 3u) & ~3u);
+            if (desc + nh->n_descsz > end) break;
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4) && nh->n_descsz >= 2 &&
+                nh->n_descsz <= 64) {
+                char hex[130];
+                uint32_t k;
+                for (k = 0; k < nh->n_descsz; k++) snprintf(hex + 2 * k, 3, "%02x", desc[k]);
+                snprintf(out, cap, "/usr/lib/debug/.build-id/%.2s/%s.debug", hex, hex + 2);
+                if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
             }
-            m->nsyms = nl;
-            qsort(m->syms, m->nsyms, sizeof(spprof__sym), spprof__cmp_sym);
-            break;
+            p = desc + ((nh->n_descsz + 3u) & ~3u);
         }
     }
-done:
-    munmap((void *)(uintptr_t)base, (size_t)st.st_size);
+    for (i = 0; i < eh->e_shnum; i++) {
+        const char *link;
+        if (sh[i].sh_name >= sh[eh->e_shstrndx].sh_size || strcmp(shstr + sh[i].sh_name, ".gnu_debuglink") != 0 ||
+            sh[i].sh_offset + sh[i].sh_size > size || sh[i].sh_size < 2) continue;
+        link = (const char *)base + sh[i].sh_offset;
+        if (!memchr(link, 0, (size_t)sh[i].sh_size) || strchr(link, '/')) return 0;
+        snprintf(out, cap, "%.*s/%s", dirlen, path, link);
+        if (strcmp(out, path) != 0 && stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        snprintf(out, cap, "%.*s/.debug/%s", dirlen, path, link);
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        snprintf(out, cap, "/usr/lib/debug%.*s/%s", dirlen, path, link);
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        return 0;
+    }
+    return 0;
+}
+
+/* .symtab when present (static functions get names); else the separate debug file's .symtab; else .dynsym. */
+static void spprof__load_symbols(spprof__module *m) {
+    size_t size = 0, dsize = 0;
+    const unsigned char *base, *dbg;
+    char dpath[512];
+    m->loaded = 1;
+    base = spprof__map_file(m->path, &size);
+    if (!base) return;
+    if (!spprof__elf_syms(m, base, size, SHT_SYMTAB)) {
+        if (spprof__debug_file(base, size, m->path, dpath, sizeof dpath) && (dbg = spprof__map_file(dpath, &dsize)) != NULL) {
+            spprof__elf_syms(m, dbg, dsize, SHT_SYMTAB);
+            munmap((void *)(uintptr_t)dbg, dsize);
+        }
+        if (!m->nsyms) spprof__elf_syms(m, base, size, SHT_DYNSYM);
+    }
+    munmap((void *)(uintptr_t)base, size);
 }
 
 static void spprof__symbols_reset(void) {
@@ -4055,6 +4135,17 @@ static void spprof__symbols_reset(void) {
 }
 
 static const char *spprof__basename(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
+
+/* The name a module is shown by: its path, the executable's real path rather than /proc/self/exe (which
+   stays the one opened: it is still the running file if the path was replaced or deleted meanwhile). */
+static void spprof__module_name(const spprof__module *m, char *out, size_t n) {
+    ssize_t len;
+    if (strcmp(m->path, "/proc/self/exe") == 0 && n > 1 && (len = readlink(m->path, out, n - 1)) > 0) {
+        out[len] = 0;
+        return;
+    }
+    snprintf(out, n, "%s", m->path);
+}
 
 /* Under sym_lock: (re)build the module table when there is none or the loader's add/remove counters moved
    since it was built (a library loaded after the first symbolization, e.g. an extension imported later). */
@@ -4129,7 +4220,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         size_t lo = 0, hi;
         if (pc < m->lo || pc >= m->hi) continue;
         if (!m->loaded) spprof__load_symbols(m);
-        snprintf(out->file, sizeof out->file, "%s", m->path);
+        spprof__module_name(m, out->file, sizeof out->file);
         hi = m->nsyms;
         while (lo < hi) { size_t mid = (lo + hi) / 2; if (m->syms[mid].lo <= pc) lo = mid + 1; else hi = mid; }
         /* lo = first symbol above pc; walk back over enclosing candidates (sizes can overlap) */
@@ -4709,16 +4800,11 @@ static uint32_t spprof__pprof_mapping(spprof__pprof *b, uint64_t pc) {
     spprof__mods_fresh();
     for (i = 0; i < spprof__nmods; i++) {
         const spprof__module *m = &spprof__mods[i];
-        char exe[256];
-        const char *path = m->path;
-        ssize_t n;
+        char path[256];
         if (pc < m->lo || pc >= m->hi) continue;
         id = spprof__idmap_get(&b->maps, m->lo, m->hi, &fresh);
         if (!fresh) break;
-        if (!strcmp(path, "/proc/self/exe") && (n = readlink(path, exe, sizeof exe - 1)) > 0) {
-            exe[n] = 0;
-            path = exe;
-        }
+        spprof__module_name(m, path, sizeof path);
         b->msg.n = 0;
         spprof__pb_int(&b->msg, 1, id);                /* id */
         spprof__pb_int(&b->msg, 2, m->lo);             /* memory_start */
@@ -6007,38 +6093,40 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     return SPPROF_OK;
 }
 
-typedef struct spprof__mem_wc { FILE *f; } spprof__mem_wc;
-static void spprof__mem_wc_line(FILE *f, const spprof_frame *fr, int n, double bytes) {
+static void spprof__mem_wc_line(FILE *f, const spprof_frame *fr, int n, uint64_t bytes) {
     int m;
     for (m = n; m-- > 0;) {
         spprof_symbol y;
         memset(&y, 0, sizeof y);
-        if (!spprof_resolve(&fr[m], &y)) snprintf(y.name, sizeof y.name, "0x%llx", (unsigned long long)fr[m].addr);
+        if (!spprof_resolve(&fr[m], &y) && !y.name[0]) snprintf(y.name, sizeof y.name, "0x%llx", (unsigned long long)fr[m].addr);
         spprof__collapsed_name(f, y.name);
         if (y.line > 0) { fputs(" (", f); spprof__collapsed_name(f, y.file); fprintf(f, ":%d)", y.line); }
         if (m) fputc(';', f);
     }
     if (!n) fputs("[no stack]", f);
-    fprintf(f, " %llu\n", (unsigned long long)(bytes + 0.5));
+    fprintf(f, " %llu\n", (unsigned long long)bytes);
 }
-static int spprof__mem_wc_live(const spprof_mem_sample *s, void *user) {
-    spprof__mem_wc_line(((spprof__mem_wc *)user)->f, s->frames, s->nframes, s->est_bytes);
-    return 0;
-}
-static int spprof__mem_wc_stack(uint32_t id, const spprof_frame *f, int n, uint64_t samples, double b, double c, void *user) {
-    (void)id; (void)samples; (void)c;
-    spprof__mem_wc_line(((spprof__mem_wc *)user)->f, f, n, b);
-    return 0;
-}
+/* One line per distinct stack (the same aggregation as spprof_mem_write_pprof, @writers): the bytes live
+   now, or with SPPROF_MEM_FREED everything the session allocated. */
 SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which) {
     spprof__out o;
-    spprof__mem_wc w;
+    spprof__mem_pp m;
+    uint32_t i;
+    int col = (which & SPPROF_MEM_FREED) ? 1 : 3;  /* alloc_space or inuse_space */
     spprof_result r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
-    w.f = o.f;
-    spprof__mt.busy++;
-    r = (which & SPPROF_MEM_FREED) ? spprof_mem_foreach_stack(spprof__mem_wc_stack, &w) : spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_wc_live, &w);
-    spprof__mt.busy--;
+    memset(&m, 0, sizeof m);
+    spprof_mem_enter();  /* the writer's own allocations are not sampled */
+    r = spprof_mem_foreach_stack(spprof__mem_pp_stack, &m);
+    if (r == SPPROF_OK) r = spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_pp_live, &m);
+    if (r == SPPROF_OK && m.oom) r = spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path);
+    if (r == SPPROF_OK)
+        for (i = 0; i < m.nrows; i++)
+            if (m.rows[4 * (size_t)i + (size_t)col]) spprof__mem_wc_line(o.f, m.frames + m.off[i], (int)m.len[i], m.rows[4 * (size_t)i + (size_t)col]);
+    spprof__symbols_reset();
+    spprof_mem_leave();
+    SPPROF_FREE(m.ids.keys); SPPROF_FREE(m.ids.ids); SPPROF_FREE(m.rows); SPPROF_FREE(m.off); SPPROF_FREE(m.len);
+    SPPROF_FREE(m.frames);
     if (r != SPPROF_OK) { spprof__out_abort(&o); return r; }
     return spprof__out_close(&o);
 }

@@ -32,6 +32,10 @@ def test_c_cpu_pprof_matches_collapsed(tmp_path):
     assert threads == {"worker-0", "worker-1", "worker-2"}, threads
     exe = [m for m in p["mappings"].values() if m["file"] == os.path.realpath(DEMO)]
     assert exe, p["mappings"]
+    debug_syms = os.path.isdir("/usr/lib/debug/.build-id")  # libc6-dbg: libc's local symbols (start_thread)
+    for loc in p["locations"].values():  # the executable by its path, not /proc/self/exe; libc's thread start named
+        assert loc["lines"][0][1] != "/proc/self/exe", loc
+        assert not (debug_syms and loc["lines"][0][0].startswith("libc.so.6+")), loc
     names = {loc["lines"][0][0]: loc for loc in p["locations"].values()}
     for fn in ("hot_loop_a", "hot_loop_b", "cold_loop", "dispatch", "worker"):
         loc = names[fn]
@@ -56,6 +60,9 @@ def test_c_memory_pprof_exact(tmp_path):
         leaf = p["locations"][s["locs"][0]]["lines"][0][0]
         got[leaf] = [a + b for a, b in zip(got.get(leaf, [0, 0, 0, 0]), s["values"])]
     assert got == truth
+    # the collapsed writer aggregates too: one line per allocating stack, its live bytes
+    lines = (tmp_path / "mem.collapsed").read_text().splitlines()
+    assert sorted(l.rsplit(";", 1)[1] for l in lines) == ["alloc_large 15000", "alloc_small 6000"], lines
     top = go_pprof("-top", "-sample_index=alloc_space", str(tmp_path / "mem.pb.gz"))
     assert "Type: alloc_space" in top and "alloc_large" in top
 

@@ -17,11 +17,13 @@ command -v wine >/dev/null 2>&1 || need="$need wine"
 # and the Speedscope app are loaded in a headless browser (tests/test_browser.py)
 command -v go >/dev/null 2>&1 || need="$need golang-go"
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
+# libc6-dbg: libc's separate debug file, where the symbolizer finds local names such as start_thread
+[ -d /usr/lib/debug/.build-id ] || need="$need libc6-dbg"
 if [ -n "$need" ]; then
   echo "install-deps: installing Debian packages for:$need"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc g++ clang make libunwind-dev mingw-w64 wine wine64 \
-    python3.11-dbg python3.11-dev golang-go chromium >/dev/null || exit 1
+    python3.11-dbg python3.11-dev golang-go chromium libc6-dbg >/dev/null || exit 1
 fi
 if ! "$venv/bin/python" -c "import pytest, jsonschema" 2>/dev/null; then
   echo "install-deps: creating $venv with pytest and jsonschema"
