@@ -104,3 +104,17 @@ def test_python_messages(run):
     assert m["start2"].startswith("spprof.start(): ") and "stop" in m["start2"]
     assert not any("spprof_" in v for v in m.values()), m
     assert m["native"] == "start_thread (/lib/libc.so.6)" and m["py"] == "f (a.py:3)"
+
+
+def test_profiler_frames_left_out(run):
+    """spprof's own C functions (e.g. spprof_thread_unregister, run by a thread's exit) are not shown: the
+    sample stays, on the caller."""
+    r = run("""
+    from spprof import _build_profile, _Session
+    raw = [(7, "t", 0, 0, 1, 2, (("spprof_thread_unregister", "/x/_spprof.so", 0),
+                                 ("__nptl_deallocate_tsd", "/lib/libc.so.6", 0), ("start_thread", "/lib/libc.so.6", 0))),
+           (7, "t", 0, 0, 1, 1, (("spprof_stats_like", "app.py", 3), ("main", "app.py", 1)))]
+    p = _build_profile(raw, {}, _Session(1.0, "cpu"), 0, {})
+    emit([[f.function for f in s.frames] for s in p.samples] + [p.total_weight])
+    """).ok()
+    assert r.result == [["start_thread", "__nptl_deallocate_tsd"], ["main", "spprof_stats_like"], 3]

@@ -615,6 +615,9 @@ def _build_profile(raw: List[tuple], names: Dict[int, str], sess: _Session, stop
             for f in reversed(frames):  # C gives leaf first; Sample.frames is root first
                 if (f[0], f[1]) == hook:
                     continue  # our thread-start hook: not the program's code
+                if f[2] <= 0 and f[0].startswith("spprof_"):
+                    continue  # the profiler's own C functions (a thread sampled while it unregisters at exit):
+                    # the time stays with the caller that ran them
                 fr = frame_cache.get(f)
                 if fr is None:
                     fr = frame_cache[f] = Frame(f[0], f[1], f[2])
