@@ -54,14 +54,15 @@ $(BUILD)/tsan/%: tests/%.c tests/testutil.h spprof.h
 	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) $(FPFLAGS) $(SANFLAGS_TSAN) -I. $< -o $@ $(LDLIBS)
 
 # The main job: profile the shipped workloads (Python: 4 threads with a known 50/30/20 split; C: 3 threads;
-# memory: examples/memory_demo.py), write Speedscope + collapsed stacks into out/, print the top functions.
+# memory: examples/memory_demo.py), write Speedscope, collapsed stacks, SVG flame graphs and pprof into out/,
+# print the top functions.
 demo: $(BUILD)/native_demo pypkg
 	@mkdir -p out
-	$(PYTHON) tools/spprof record -r 1000 -o out/python.speedscope.json -o out/python.collapsed -- $(PYTHON) examples/python_demo.py 3
+	$(PYTHON) tools/spprof record -r 1000 -o out/python.speedscope.json -o out/python.collapsed -o out/python.svg -o out/python.pb.gz -- $(PYTHON) examples/python_demo.py 3
 	@$(PYTHON) tools/top.py out/python.collapsed 5
 	./$(BUILD)/native_demo out 3
 	@$(PYTHON) tools/top.py out/native.collapsed 5
-	$(PYTHON) tools/spprof record --memory -o out/memory.speedscope.json -o out/memory.collapsed -- $(PYTHON) examples/memory_demo.py
+	$(PYTHON) tools/spprof record --memory -o out/memory.speedscope.json -o out/memory.collapsed -o out/memory.svg -o out/memory.pb.gz -- $(PYTHON) examples/memory_demo.py
 	@$(PYTHON) tools/top.py out/memory.collapsed 5 --bytes
 
 # Install what the tests need (compilers, a venv with pytest + jsonschema). Idempotent; quiet when present.

@@ -17,7 +17,7 @@ def top(*args):
 
 def test_top_bytes_and_errors(tmp_path):
     mem = tmp_path / "heap.collapsed"
-    mem.write_text("main;load;read_all 3145728\nmain;cache 1048576\n")
+    mem.write_text("<module> (a.py:1);load;read_all 3145728\n<module> (a.py:1);cache 1048576\n")
     r = top(mem, 5, "--bytes")
     assert r.returncode == 0, r.stderr
     assert "4.0 MiB" in r.stdout and "allocated" in r.stdout and "time" not in r.stdout, r.stdout
@@ -30,7 +30,9 @@ def test_top_bytes_and_errors(tmp_path):
         tmp_path / "p.pb.gz": "go tool pprof",
         tmp_path / "bad.collapsed": "bad.collapsed:2: not a collapsed-stacks line",
         tmp_path / "empty.collapsed": "no samples",
+        tmp_path / "g.svg": "SVG",
     }
+    (tmp_path / "g.svg").write_text('<?xml version="1.0"?><svg/>')
     (tmp_path / "p.json").write_text('{"$schema": "x"}')
     (tmp_path / "p.pb.gz").write_bytes(b"\x1f\x8b\x08\x00")
     (tmp_path / "bad.collapsed").write_text("a;b 1\nnot a line\n")

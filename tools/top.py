@@ -17,15 +17,15 @@ class Bad(Exception):
 def read(path):
     try:
         with open(path, "rb") as f:
-            head = f.read(2)
+            head = f.read(5)
     except OSError as e:
         raise Bad(f"cannot read {path}: {e.strerror or e}")
-    if head == b"\x1f\x8b":
+    if head[:2] == b"\x1f\x8b":
         raise Bad(f"{path} is gzip-compressed (pprof?): read it with `go tool pprof -top {path}`")
-    if head[:1] in (b"{", b"["):
+    if head[:1] == b"{" or head[:2] == b"[{":
         raise Bad(f"{path} is JSON (Speedscope?), not collapsed stacks: open it at https://www.speedscope.app, "
                   "or write a .collapsed file (save(\"x.collapsed\") / record -o x.collapsed)")
-    if head[:1] == b"<":
+    if head in (b"<?xml", b"<svg ", b"<svg\n"):
         raise Bad(f"{path} looks like XML (an SVG flame graph?): open it in a browser")
     stacks = []
     with open(path, encoding="utf-8", errors="replace") as f:
