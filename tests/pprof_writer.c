@@ -3,10 +3,13 @@
    Every allocation is sampled (sampling_rate 1, sizes >= 1000 bytes: each sample stands for exactly its own
    size and count), so the truth is exact:
      alloc_small: 10 x 1000 bytes, 4 of them freed; alloc_large: 5 x 3000 bytes, none freed.
-   Usage: pprof_writer OUTDIR   (prints the truth as "name alloc_objects alloc_space inuse_objects inuse_space") */
+   Usage: pprof_writer OUTDIR   (prints the truth as "name alloc_objects alloc_space inuse_objects inuse_space")
+          pprof_writer --deflate IN OUT   (the header's deflate encoder, for tests/test_pprof.py) */
 #define SPPROF_IMPLEMENTATION
 #include "../spprof.h"
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* made-up addresses (a custom allocator's view): distinct, 64 bytes apart, never dereferenced */
 #define ADDR(i) ((void *)(uintptr_t)(0x100000000ull + (uint64_t)(i) * 64))
@@ -24,10 +27,31 @@ static __attribute__((noinline)) void alloc_large(void) {
     __asm__ volatile("" ::: "memory");
 }
 
+/* pprof_writer --deflate IN OUT: the header's deflate encoder (spprof__deflate) on IN, raw deflate to OUT. */
+static int deflate_file(const char *in, const char *out) {
+    FILE *f = fopen(in, "rb");
+    spprof__pb src, z;
+    unsigned char buf[65536];
+    size_t n;
+    memset(&src, 0, sizeof src);
+    memset(&z, 0, sizeof z);
+    if (!f) return 1;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) spprof__pb_put(&src, buf, n);
+    fclose(f);
+    if (src.oom || !spprof__deflate(src.d, src.n, &z)) return 1;
+    f = fopen(out, "wb");
+    if (!f || fwrite(z.d, 1, z.n, f) != z.n) return 1;
+    fclose(f);
+    free(src.d);
+    free(z.d);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     spprof_mem_config c = spprof_mem_config_default();
     char path[4096];
     const char *dir = argc > 1 ? argv[1] : ".";
+    if (argc == 4 && !strcmp(argv[1], "--deflate")) return deflate_file(argv[2], argv[3]);
     c.sampling_rate = 1;
     c.hook_native = 0;
     snprintf(path, sizeof path, "%s/none.pb.gz", dir);
