@@ -3,6 +3,7 @@
    Every allocation is sampled (sampling_rate 1, sizes >= 1000 bytes: each sample stands for exactly its own
    size and count), so the truth is exact:
      alloc_small: 10 x 1000 bytes, 4 of them freed; alloc_large: 5 x 3000 bytes, none freed.
+   Also a wall-mode profile of a 200 ms sleep (wall.pb.gz) and one without samples (empty.pb.gz).
    Usage: pprof_writer OUTDIR   (prints the truth as "name alloc_objects alloc_space inuse_objects inuse_space")
           pprof_writer --deflate IN OUT   (the header's deflate encoder, for tests/test_pprof.py) */
 #define SPPROF_IMPLEMENTATION
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* made-up addresses (a custom allocator's view): distinct, 64 bytes apart, never dereferenced */
 #define ADDR(i) ((void *)(uintptr_t)(0x100000000ull + (uint64_t)(i) * 64))
@@ -52,6 +54,26 @@ int main(int argc, char **argv) {
     char path[4096];
     const char *dir = argc > 1 ? argv[1] : ".";
     if (argc == 4 && !strcmp(argv[1], "--deflate")) return deflate_file(argv[2], argv[3]);
+    {   /* a wall-mode profile (the main thread sleeps: off-CPU time), then one without samples */
+        spprof_config wc = spprof_config_default();
+        struct timespec ts = {0, 200000000};
+        wc.mode = SPPROF_MODE_WALL;
+        wc.interval_ns = 2000000;
+        if (spprof_start(&wc) != SPPROF_OK) {
+            fprintf(stderr, "spprof_start: %s\n", spprof_last_error());
+            return 1;
+        }
+        nanosleep(&ts, NULL);
+        spprof_stop();
+        snprintf(path, sizeof path, "%s/wall.pb.gz", dir);
+        if (spprof_write_pprof(path) != SPPROF_OK) return 1;
+        wc.mode = SPPROF_MODE_CPU;
+        wc.interval_ns = 1000000000;
+        if (spprof_start(&wc) != SPPROF_OK) return 1;
+        spprof_stop();
+        snprintf(path, sizeof path, "%s/empty.pb.gz", dir);
+        if (spprof_write_pprof(path) != SPPROF_OK) return 1;
+    }
     c.sampling_rate = 1;
     c.hook_native = 0;
     snprintf(path, sizeof path, "%s/none.pb.gz", dir);

@@ -65,6 +65,13 @@ def test_c_memory_pprof_exact(tmp_path):
     assert sorted(l.rsplit(";", 1)[1] for l in lines) == ["alloc_large 15000", "alloc_small 6000"], lines
     top = go_pprof("-top", "-sample_index=alloc_space", str(tmp_path / "mem.pb.gz"))
     assert "Type: alloc_space" in top and "alloc_large" in top
+    wall = raw(str(tmp_path / "wall.pb.gz"))  # wall mode: the sleeping main thread, in wall time
+    assert wall["types"] == ["samples/count", "wall/nanoseconds"] and wall["header"]["Period"] == "2000000"
+    slept = sum(s["values"][1] for s in wall["samples"]
+                if any("sleep" in wall["locations"][i]["lines"][0][0] for i in s["locs"]))
+    assert 0.1e9 <= slept <= 0.4e9, slept
+    empty = raw(str(tmp_path / "empty.pb.gz"))
+    assert empty["samples"] == [] and empty["types"] == ["samples/count", "cpu/nanoseconds"]
 
 
 def test_python_profile_pprof(run):
