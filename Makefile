@@ -18,7 +18,7 @@ SANFLAGS_ASAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undef
 SANFLAGS_TSAN := -O1 -g -fsanitize=thread
 
 PHONY_EXTRA := pypkg
-.PHONY: all pypkg demo test test-compile test-c test-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
+.PHONY: all pypkg demo test test-compile test-c test-windows bench-windows sanitize test-asan test-tsan test-py test-regrtest bench clean deps
 
 # Interpreters the Python package is built for: $(PYTHON), Debian's debug build, and $(SPPROF_PYTHONS).
 PYTHONS := $(PYTHON) python3.11-dbg $(SPPROF_PYTHONS)
@@ -69,7 +69,7 @@ demo: $(BUILD)/native_demo pypkg
 deps:
 	@sh tools/install-deps.sh "$(VENV)" "$(PYTHON)"
 
-test: deps pypkg test-compile test-c sanitize test-windows test-py test-regrtest
+test: deps pypkg test-compile test-c sanitize test-windows test-macos test-aarch64 test-py test-regrtest
 
 # The Windows sampler: tests/windows_sampler.c built with mingw-w64 and run under wine (a fresh WINEPREFIX
 # under build/wine). Skipped, with the reason, where mingw or wine is missing.
@@ -77,10 +77,28 @@ MINGW_CC := x86_64-w64-mingw32-gcc
 $(BUILD)/windows/windows_sampler.exe: tests/windows_sampler.c spprof.h
 	@mkdir -p $(dir $@)
 	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. $< -o $@
+# The native demo as a Windows program (winpthreads linked in statically: the .exe needs no mingw DLL).
+$(BUILD)/windows/native_demo.exe: examples/native_demo.c spprof.h
+	@mkdir -p $(dir $@)
+	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. $< -o $@ -static -lpthread
 test-windows:
 	@if ! command -v $(MINGW_CC) >/dev/null || ! command -v wine >/dev/null; then \
 	  echo "test-windows: skipped (mingw-w64 or wine missing; make deps installs them)"; \
-	else $(MAKE) -s $(BUILD)/windows/windows_sampler.exe && sh tests/run_windows.sh $(BUILD)/windows/windows_sampler.exe; fi
+	else $(MAKE) -s $(BUILD)/windows/windows_sampler.exe $(BUILD)/windows/native_demo.exe && \
+	  sh tests/run_windows.sh $(BUILD)/windows/windows_sampler.exe $(BUILD)/windows/native_demo.exe; fi
+
+# macOS, arm64 and x86-64: built and linked with zig cc (PyPI's ziglang, in the venv), NEVER RUN (no Mac here):
+# the header as C99 and C++, the native demo, tests/macos_sampler.c and the C tests that build for macOS, as
+# Mach-O executables that must import the Mach calls of the sampler; python/_spprof.c compiled against a
+# CPython 3.13 include tree (syntax/type check only). tests/macos_sampler.c also runs here on Linux. ~25 s.
+.PHONY: test-macos test-aarch64
+test-macos:
+	@sh tests/run_macos.sh "$(VENV)/bin/python" $(BUILD)/macos
+
+# aarch64 Linux, run under qemu-user: the C tests and the native demo cross-built with aarch64-linux-gnu-gcc
+# and run under qemu-aarch64-static (see tests/run_aarch64.sh for what is left out and why). ~2-3 minutes.
+test-aarch64:
+	@sh tests/run_aarch64.sh $(BUILD)/aarch64
 
 # The header must compile alone as C99 and C++ with gcc and clang, with and without the implementation.
 test-compile:
@@ -152,6 +170,11 @@ test-regrtest: pypkg
 # benchmarks/overhead.png; about 40 minutes with the defaults). PEERS_ARGS passes options to peers.py,
 # e.g. make bench PEERS_ARGS="--reps 3 --seconds 2".
 BENCH_VENV := $(BUILD)/bench-venv
+# The Windows sampler's overhead and achieved rate under wine (benchmarks/bench_windows.c; a few minutes).
+bench-windows:
+	@mkdir -p $(BUILD)/windows
+	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. benchmarks/bench_windows.c -o $(BUILD)/windows/bench_windows.exe
+	WINEPREFIX=$(CURDIR)/$(BUILD)/wine/prefix WINEDEBUG=-all wine $(BUILD)/windows/bench_windows.exe $(BENCH_WINDOWS_ARGS) </dev/null
 bench: $(BUILD)/native_demo pypkg
 	@sh benchmarks/install-peers.sh $(BENCH_VENV) $(PYTHON)
 	@sh benchmarks/run.sh

@@ -25,12 +25,14 @@
        spprof_mem_stop(); spprof_mem_shutdown();
 
    Contents (search for the banner, in this order):   @api  @config  @impl  @atomics  @os  @errors  @ring
-       @registry  @profile  @walk  @sample  @handler  @guard  @collector  @offcpu  @os_windows  @lifecycle
-       @symbolize  @writers  @memprof  @license
-   Platforms: Linux (x86-64; aarch64 written, not run) and Windows x86-64 (mingw-w64: tested under
-   wine 8 only, never run on real Windows; link nothing beyond the default kernel32). Portable code calls the
+       @registry  @profile  @walk  @sample  @handler  @guard  @collector  @offcpu  @os_windows  @os_macos
+       @lifecycle  @symbolize  @writers  @memprof  @license
+   Platforms: Linux (x86-64; aarch64 run under qemu-user emulation only), Windows x86-64 (mingw-w64: tested
+   under wine 8 only, never run on real Windows; link nothing beyond the default kernel32) and macOS arm64
+   and x86-64 (built and linked with zig cc, never run: no Mac was available). Portable code calls the
    interface under @os; the Linux parts are behind SPPROF__OS_LINUX (@handler, @guard, @offcpu and parts of
-   @walk, @collector, @lifecycle, @symbolize, @writers, @memprof), Windows is @os_windows.
+   @walk, @collector, @lifecycle, @symbolize, @writers, @memprof), Windows is @os_windows, macOS is
+   @os_macos (and its malloc_logger in @memprof; the writers' POSIX file handling is shared with Linux).
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
    POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
@@ -51,7 +53,12 @@
    only, spprof_symbol_range finds nothing, there is no off-CPU walker (wall mode suspends blocked threads
    too). See @os_windows.
 
-   Does not do (yet): macOS sampler. Without SPPROF_USE_LIBUNWIND, build the code you profile with
+   macOS: the same design with Mach calls (thread_suspend, thread_get_state, walk, thread_resume; threads
+   from a pthread introspection hook plus task_threads; symbols from dladdr and the images' LC_SYMTAB);
+   interval_ns >= 1 ms, source must be AUTO, no guard_faults; hook_native (memory) sets malloc_logger. Built
+   and linked only: see @os_macos for what is taken from Apple's documentation rather than observed.
+
+   Does not do (yet): Without SPPROF_USE_LIBUNWIND, build the code you profile with
    -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer: a function without a frame pointer hides its caller
    (the walk goes from it straight to its caller's caller). No file:line for native code; 32-bit targets.
    Threads whose stack is switched (ucontext/boost.context coroutines) re-read /proc/self/maps whenever
@@ -170,7 +177,8 @@ enum {
 typedef struct spprof_walk_ctx {
     uintptr_t pc, sp, fp;   /* program counter, stack pointer, frame pointer (rbp / x29) */
     uintptr_t lr;           /* aarch64: link register x30; 0 on x86-64 */
-    const void *os_context; /* Linux: the handler's ucontext_t; Windows: the thread's CONTEXT */
+    const void *os_context; /* Linux: the handler's ucontext_t; Windows: the thread's CONTEXT; macOS: its
+                               arm_thread_state64_t / x86_thread_state64_t */
     uintptr_t stack_lo;     /* the thread's stack around sp: [stack_lo, stack_hi) */
     uintptr_t stack_hi;     /* 0 when unknown */
     int tid;                /* the sampled thread (Linux: the calling thread; Windows: a suspended one) */
@@ -216,7 +224,8 @@ typedef void (*spprof_drain_fn)(uint32_t nframes_total, void *user);
    and read after a fault must be volatile.
    Declared only where <setjmp.h> declares sigjmp_buf (POSIX: _GNU_SOURCE, _POSIX_C_SOURCE, C++, or the
    compiler's default gnu modes), so a strict -std=c99 file that does not use the guard still compiles. */
-#if !defined(_WIN32) && (defined(__USE_POSIX) || defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(__cplusplus))
+#if !defined(_WIN32) && !defined(__APPLE__) && /* Linux only */ \
+    (defined(__USE_POSIX) || defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(__cplusplus))
 #define SPPROF_HAVE_GUARD 1
 typedef struct spprof_guard {
     sigjmp_buf env;
@@ -274,6 +283,13 @@ typedef struct spprof_stats {
                                        fd limit) was reached, this session (see SPPROF_PERF_FD_SHARE) */
     int signo;                      /* the profiling signal of the current (or last) session */
     int handler_replaced;           /* 1: the program replaced spprof's handler; sampling stopped then */
+    /* Windows and macOS (a sampler thread suspends each thread in turn); 0 on Linux: */
+    uint64_t threads_skipped;       /* samples not taken: suspending the thread or reading its registers
+                                       failed (it was exiting) */
+    uint64_t suspensions;           /* threads suspended, sampled and resumed */
+    uint64_t suspend_ns_total;      /* time threads spent suspended by the sampler, summed */
+    uint64_t suspend_ns_max;        /* the longest single suspension */
+    uint64_t ticks_late;            /* sampler ticks more than one interval late (the schedule restarts) */
 } spprof_stats;
 
 /* A run of identical consecutive samples of one thread, as given by spprof_foreach_sample(). */
@@ -357,7 +373,8 @@ typedef struct spprof_mem_config {
     uint32_t max_frames;         /* frames stored in all distinct stacks, 1024 .. 2^26             (default 2^20) */
     uint32_t freed_capacity;     /* freed samples kept with their lifetime, 0 .. 2^26              (default 2^16) */
     int max_depth;               /* frames per sample, 1 .. 256                                     (default 64) */
-    int hook_native;             /* 1: redirect the malloc family of loaded objects (GOT entries)   (default 1) */
+    int hook_native;             /* 1: redirect the malloc family of loaded objects (GOT entries; macOS:
+                                    malloc_logger; Windows: refused)               (default 1, Windows 0) */
     spprof_mem_walk_fn walker;   /* NULL: frame-pointer walk of the allocating thread */
     void *walker_user;
     uint64_t seed;               /* 0: from the clock */
@@ -472,11 +489,17 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #if defined(__linux__)
 #  define SPPROF__OS_LINUX 1
 #  define SPPROF__OS_WINDOWS 0
+#  define SPPROF__OS_MACOS 0
 #elif defined(_WIN32)
 #  define SPPROF__OS_LINUX 0
 #  define SPPROF__OS_WINDOWS 1
+#  define SPPROF__OS_MACOS 0
+#elif defined(__APPLE__) && defined(__MACH__)
+#  define SPPROF__OS_LINUX 0
+#  define SPPROF__OS_WINDOWS 0
+#  define SPPROF__OS_MACOS 1
 #else
-#  error "spprof.h: the Linux and Windows samplers are implemented (macOS is planned)."
+#  error "spprof.h: the Linux, Windows and macOS samplers are implemented."
 #endif
 #if !defined(__x86_64__) && !defined(__aarch64__)
 #  error "spprof.h: the native stack walker supports x86-64 and aarch64."
@@ -518,6 +541,25 @@ SPPROF_API const char *spprof_last_error(void);  /* the calling thread's last er
 #include <fcntl.h>
 #include <sys/stat.h>
 #endif /* SPPROF__OS_WINDOWS */
+
+#if SPPROF__OS_MACOS
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <mach/mach.h>
+#include <mach/mach_time.h>
+#include <mach/thread_act.h>
+#include <mach/thread_info.h>
+#include <mach/vm_map.h>
+#include <mach-o/dyld.h>
+#include <mach-o/loader.h>
+#include <mach-o/nlist.h>
+#endif /* SPPROF__OS_MACOS */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -757,6 +799,69 @@ typedef struct spprof__win_state {
 } spprof__win_state;
 #endif /* SPPROF__OS_WINDOWS */
 
+#if SPPROF__OS_MACOS
+typedef pthread_mutex_t spprof__mutex;
+#define SPPROF__MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
+static void spprof__lock(spprof__mutex *m) { pthread_mutex_lock(m); }
+static void spprof__unlock(spprof__mutex *m) { pthread_mutex_unlock(m); }
+static void spprof__yield(void) { sched_yield(); }
+
+/* [signal-safe] mach_absolute_time in ns (the sampler paces itself in the same clock with mach_wait_until).
+   The timebase is constant for the life of the system (1/1 on x86-64 Macs, 125/3 on Apple silicon, as
+   documented; not observed here). */
+static uint64_t spprof__now_ns(void) {
+    static mach_timebase_info_data_t tb;  /* written once, by whoever comes first: same values */
+    uint64_t t = mach_absolute_time();
+    if (!SPPROF__LOADR(&tb.denom)) {
+        mach_timebase_info_data_t x;
+        mach_timebase_info(&x);
+        SPPROF__STORER(&tb.numer, x.numer);
+        SPPROF__STORER(&tb.denom, x.denom);
+    }
+    return t / SPPROF__LOADR(&tb.denom) * SPPROF__LOADR(&tb.numer) +
+           t % SPPROF__LOADR(&tb.denom) * SPPROF__LOADR(&tb.numer) / SPPROF__LOADR(&tb.denom);
+}
+
+/* The thread's system-wide 64-bit id (pthread_threadid_np), as an int: ids are handed out from a counter
+   (documented), so two threads alive together differ in the low 32 bits. */
+SPPROF_API int spprof_gettid(void) {
+    uint64_t id = 0;
+    pthread_threadid_np(NULL, &id);
+    return (int)(uint32_t)id;
+}
+
+static void spprof__sleep_ms(int ms) {
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static void *spprof__os_map_pages(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* The calling thread's stack: [top - size, top) from libpthread. */
+static int spprof__own_stack(uintptr_t a, uintptr_t *lo, uintptr_t *hi) {
+    pthread_t self = pthread_self();
+    *hi = (uintptr_t)pthread_get_stackaddr_np(self);
+    *lo = *hi - (uintptr_t)pthread_get_stacksize_np(self);
+    return a >= *lo && a < *hi;
+}
+
+/* What a registry slot holds on macOS, and the sampler's state (see @os_macos). */
+typedef struct spprof__mac_slot {
+    mach_port_t port;        /* the thread's kernel port, with a send right of our own (released at delete) */
+    uintptr_t stack_lo, stack_hi;  /* its pthread stack */
+} spprof__mac_slot;
+typedef struct spprof__mac_state {
+    pthread_t thread;        /* the sampler thread (it is also the collector) */
+    uint64_t ticks, ticks_late, suspensions, skipped;
+    uint64_t suspend_ns_total, suspend_ns_max;
+} spprof__mac_state;
+#endif /* SPPROF__OS_MACOS */
+
 /* ==== @errors =========================================================================================
    The last error message is per thread (never a plain global). */
 static __thread char spprof__errbuf[512];
@@ -898,6 +1003,9 @@ typedef struct spprof__slot {
 #if SPPROF__OS_WINDOWS
     spprof__win_slot win;  /* the thread's handle and CPU time (@os_windows) */
 #endif
+#if SPPROF__OS_MACOS
+    spprof__mac_slot mac;  /* the thread's port and stack (@os_macos) */
+#endif
     int has_timer;         /* a sample source exists: the POSIX timer, or perf_fd when perf_fd >= 0 */
     int timer_failed;      /* timer_create failed with EAGAIN (counted once) */
     int perf_fd;           /* perf task-clock event of this thread, or -1 */
@@ -1014,6 +1122,9 @@ typedef struct spprof__state_t {
 #if SPPROF__OS_WINDOWS
     spprof__win_state win;         /* the sampler thread (@os_windows) */
 #endif
+#if SPPROF__OS_MACOS
+    spprof__mac_state mac;         /* the sampler thread (@os_macos) */
+#endif
     spprof__profile prof;
     spprof_resolve_fn resolver; void *resolver_user;
 } spprof__state_t;
@@ -1089,6 +1200,7 @@ static void spprof__os_collector_stop(void);
 static void spprof__os_quiesce_begin(void);                          /* around deleting the sources at stop */
 static void spprof__os_quiesce_end(void);
 static void spprof__os_end(int handlers_done);                       /* session end */
+static void spprof__os_stats(spprof_stats *o);                       /* the OS's own counters, under reg_lock */
 
 /* ==== @walk ============================================================================================
    Frame-pointer walk. Every frame record is checked before it is read: inside [sp, stack_hi) of the mapping
@@ -1133,9 +1245,9 @@ static int spprof__in_exec(uintptr_t a, size_t len) {
    state [sp] holds the return address. Accept [sp] as a return address only if the 5 or 6 bytes before it,
    in an executable segment, are a call: a direct call (E8 rel32) whose target is at or below pc and within
    1 MiB of it, or an indirect call through memory/register (FF /2). */
+#if defined(__x86_64__)  /* aarch64 has lr for this (spprof__walk_fp) */
 SPPROF__NO_SANITIZE
 static int spprof__leaf_return(uintptr_t pc, uintptr_t cand) {
-#if defined(__x86_64__)
     const unsigned char *c;
     if (cand < 4096 || !spprof__in_exec(cand - 6, 6)) return 0;
     c = (const unsigned char *)cand;
@@ -1150,11 +1262,45 @@ static int spprof__leaf_return(uintptr_t pc, uintptr_t cand) {
     if (c[-3] == 0xFF && (c[-2] & 0x38) == 0x10 && (c[-2] & 0xC0) == 0x40) return 1; /* call *disp8(reg) */
     if (c[-2] == 0xFF && (c[-1] & 0xF8) == 0xD0) return 1;      /* call *%reg */
     return 0;
-#else
-    (void)pc; (void)cand;
-    return 0;
-#endif
 }
+#endif
+
+#if defined(__aarch64__)
+/* [signal-safe] Leaf fix-up (aarch64): is lr (x30) the return address into pc's caller, a caller that the
+   frame-pointer chain from x29 does not show? Only where that can be told from the code: lr is also left
+   behind by every call the function at pc made itself (a stale copy pointing into that same function: taking
+   it invented a "f;f" frame, found when this walker first ran, under qemu-user), so it is taken only
+   - in a prologue before x29 is set (the instruction at pc is paciasp/pacibsp/bti, the stp of x29, x30, or
+     the mov/add x29, sp) or in an epilogue after x29, x30 are restored (pc at ret/autiasp, or the
+     instruction before pc is the ldp of x29, x30): x30 then holds the return into the caller;
+   - in a frameless leaf: the instruction before lr is a direct call (bl) to T, T <= pc within 4 KiB, and no
+     stp of x29, x30 lies in [T, pc) (a function that saved a frame record has x29 pointing at it, so its lr
+     is stale). A frameless leaf reached through a PLT stub or an indirect call (blr) is not recognized: its
+     caller is missing from that sample (as the first screen says of code without frame pointers).
+   Reads only instruction words inside one executable segment. */
+#define SPPROF__A64_STP_FP_LR(w) (((w) & 0xFFC07FFFu) == 0xA9807BFDu || ((w) & 0xFFC07FFFu) == 0xA9007BFDu)
+#define SPPROF__A64_LDP_FP_LR(w) (((w) & 0xFFC07FFFu) == 0xA8C07BFDu || ((w) & 0xFFC07FFFu) == 0xA9407BFDu)
+SPPROF__NO_SANITIZE
+static int spprof__lr_is_caller(uintptr_t pc, uintptr_t lr) {
+    uint32_t w, call;
+    uintptr_t t, a;
+    int32_t imm;
+    if ((pc & 3u) || (lr & 3u) || lr < 4096) return 0;
+    if (!spprof__in_exec(pc, 4) || !spprof__in_exec(lr - 4, 4)) return 0;
+    w = *(const uint32_t *)pc;
+    if (w == 0xD503233Fu || w == 0xD503237Fu || w == 0xD503245Fu || w == 0xD50324DFu) return 1; /* pac, bti */
+    if (SPPROF__A64_STP_FP_LR(w) || (w & 0xFFC003FFu) == 0x910003FDu) return 1; /* stp x29,x30 / add x29,sp */
+    if (w == 0xD65F03C0u || w == 0xD50323BFu || w == 0xD50323FFu) return 1;     /* ret, autiasp, autibsp */
+    if (spprof__in_exec(pc - 4, 4) && SPPROF__A64_LDP_FP_LR(*(const uint32_t *)(pc - 4))) return 1;
+    call = *(const uint32_t *)(lr - 4);
+    if ((call & 0xFC000000u) != 0x94000000u) return 0;  /* not a bl */
+    imm = (int32_t)(call << 6) >> 6;                   /* imm26, sign-extended */
+    t = lr - 4 + (uintptr_t)((intptr_t)imm * 4);
+    if (t > pc || pc - t >= 4096 || !spprof__in_exec(t, (size_t)(pc - t) + 4)) return 0;
+    for (a = t; a < pc; a += 4) if (SPPROF__A64_STP_FP_LR(*(const uint32_t *)a)) return 0;
+    return 1;
+}
+#endif
 
 /* [signal-safe] Follows the frame-pointer chain from fp, reading only inside [lo, hi) (the thread's stack),
    appending return addresses to frames[n..max). Shared by the signal handler's walk and the memory
@@ -1169,6 +1315,11 @@ static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_
         if (fp < lo || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)) != 0) break;
         next = ((const uintptr_t *)fp)[0];
         ret = ((const uintptr_t *)fp)[1];
+#if SPPROF__OS_MACOS && defined(__aarch64__)
+        /* arm64e code signs saved return addresses (pointer authentication bits above the 47-bit user
+           address space, per Apple's arm64e documentation; not observed): strip them */
+        ret &= ((uintptr_t)1 << 47) - 1;
+#endif
         if (ret < 4096) break;
         /* most callers share a segment with the previous one: look the table up only when they do not */
         if (check_exec && (ret - 1 < seg_lo || ret > seg_hi) && !spprof__exec_segment(ret - 1, &seg_lo, &seg_hi)) break;
@@ -1205,7 +1356,7 @@ static int spprof__walk_fp(const spprof_walk_ctx *ctx, spprof_frame *frames, int
     {   /* a frameless leaf keeps its return address in lr (x30) */
         uintptr_t lr = ctx->lr;
         int framed = fp >= sp && fp <= hi - 2 * sizeof(uintptr_t) && (fp & 7) == 0 && ((const uintptr_t *)fp)[1] == lr;
-        if (n < max_frames && !framed && spprof__in_exec(lr - 4, 4)) {
+        if (n < max_frames && !framed && spprof__lr_is_caller(pc, lr)) {
             frames[n].addr = lr; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
         }
     }
@@ -3011,7 +3162,10 @@ static void spprof__win_tick(int self) {
         memset(&c, 0, sizeof c);
         c.ContextFlags = CONTEXT_CONTROL | CONTEXT_INTEGER;
         t0 = spprof__now_ns();
-        if (SuspendThread(s->win.th) == (DWORD)-1) { spprof__g.win.suspend_failures++; continue; }
+        if (SuspendThread(s->win.th) == (DWORD)-1) {
+            SPPROF__ADD(&spprof__g.win.suspend_failures, 1);
+            continue;
+        }
         /* from here until ResumeThread: no allocation, no lock, no call that could take one */
         ok = GetThreadContext(s->win.th, &c) != 0;  /* also waits until the suspension has taken effect */
         if (ok) {
@@ -3036,9 +3190,10 @@ static void spprof__win_tick(int self) {
         }
         ResumeThread(s->win.th);
         t1 = spprof__now_ns();
-        spprof__g.win.suspensions++;
-        spprof__g.win.suspend_ns_total += t1 - t0;
-        if (t1 - t0 > spprof__g.win.suspend_ns_max) spprof__g.win.suspend_ns_max = t1 - t0;
+        /* atomic: spprof_get_stats reads them from another thread (only this thread writes them) */
+        SPPROF__ADD(&spprof__g.win.suspensions, 1);
+        SPPROF__ADD(&spprof__g.win.suspend_ns_total, t1 - t0);
+        if (t1 - t0 > SPPROF__LOADR(&spprof__g.win.suspend_ns_max)) SPPROF__STORER(&spprof__g.win.suspend_ns_max, t1 - t0);
     }
 }
 
@@ -3067,8 +3222,11 @@ static DWORD WINAPI spprof__win_main(LPVOID arg) {
         else w = WaitForSingleObject(waits[0], (DWORD)(iv / 1000000u ? iv / 1000000u : 1));
         if (w == WAIT_OBJECT_0 || SPPROF__LOAD(&spprof__g.collector_stop)) break;
         now = spprof__now_ns();
-        spprof__g.win.ticks++;
-        if (now > next + iv) { spprof__g.win.ticks_late++; next = now; }
+        SPPROF__ADD(&spprof__g.win.ticks, 1);
+        if (now > next + iv) {
+            SPPROF__ADD(&spprof__g.win.ticks_late, 1);
+            next = now;
+        }
         next += iv;
         if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) {
             spprof__lock(&spprof__reg_lock);
@@ -3108,6 +3266,14 @@ static spprof_result spprof__os_validate(const spprof_config *c) {
 }
 
 static void spprof__os_init_once(void) {}
+
+static void spprof__os_stats(spprof_stats *o) {
+    o->ticks_late = SPPROF__LOADR(&spprof__g.win.ticks_late);
+    o->suspensions = SPPROF__LOADR(&spprof__g.win.suspensions);
+    o->threads_skipped = SPPROF__LOADR(&spprof__g.win.suspend_failures);
+    o->suspend_ns_total = SPPROF__LOADR(&spprof__g.win.suspend_ns_total);
+    o->suspend_ns_max = SPPROF__LOADR(&spprof__g.win.suspend_ns_max);
+}
 
 /* The TSC rate, for QueryThreadCycleTime (which counts TSC cycles on x86-64). */
 static void spprof__win_calibrate(void) {
@@ -3413,6 +3579,697 @@ static spprof_result spprof__out_close(spprof__out *o) {
 }
 #endif /* SPPROF__OS_WINDOWS */
 
+#if SPPROF__OS_MACOS
+/* ==== @os_macos =========================================================================================
+   macOS (arm64 and x86-64). BUILT AND LINKED, NEVER RUN: `make test` compiles it with zig cc against the
+   macOS headers and libSystem stubs that PyPI's ziglang ships and checks that the executables import the
+   Mach calls below; no Mac was available. Where a behaviour is stated here it comes from Apple's
+   documentation and headers (pthread/introspection.h, mach/thread_act.h, mach/thread_info.h, dyld(3),
+   mach-o/loader.h, nlist.h, libmalloc's malloc_logger protocol), not from observation.
+   One sampler thread, which is also the collector, as on Windows:
+   - Threads: a table fed by a pthread introspection hook (THREAD_START, sent on the new thread itself once
+     its stack exists; THREAD_TERMINATE, sent on the thread before its stack goes), chained to the hook that
+     was installed before ours, plus the threads that exist when a session starts (task_threads). An entry
+     keeps the thread's Mach port (libpthread's name for it), pthread_t, thread id and stack bounds
+     (pthread_get_stackaddr_np / pthread_get_stacksize_np). Terminated entries are reused (the table never
+     grows past the most threads alive at once). The hook takes no lock and allocates only whole pages
+     (mmap): Apple documents it as called "in contexts with invalid thread state". Threads that are not
+     pthreads (no pthread_t for their port) are not sampled.
+   - The sampler paces itself with mach_wait_until on absolute deadlines (a tick more than one interval
+     late is counted in ticks_late and the schedule restarts from now: the time is not lost in CPU mode,
+     where the weight is the thread's CPU time). Per registered thread: thread_suspend -> thread_get_state
+     (x86_THREAD_STATE64, or ARM_THREAD_STATE64 through the arm_thread_state64_get_* accessors, which strip
+     pointer authentication) -> frame-pointer walk inside the thread's stack (Apple's ABIs keep frame
+     pointers) -> thread_resume at once. A suspend or get-state that fails (KERN_TERMINATED,
+     KERN_INVALID_ARGUMENT, a dead port) is counted as skipped, never fatal. While a thread is suspended
+     the sampler calls nothing that allocates or locks (the walk reads the suspended stack and the
+     published code ranges; the ring is lock-free). It never samples itself.
+   - CPU mode: a thread is sampled when its CPU time (thread_info THREAD_BASIC_INFO, user + system, in
+     microseconds) advanced, weighted by the advance (in intervals, the rest carried); wall mode: every
+     thread every tick. interval_ns >= 1 ms: a sampler thread that suspends every thread at a higher rate
+     costs more than it measures.
+   - walker context: ctx->os_context points at the thread's arm_thread_state64_t / x86_thread_state64_t.
+   - Symbols: dladdr plus the LC_SYMTAB of the image that holds the address (static functions too, where
+     the image was not stripped), read in memory through its __LINKEDIT segment, when a profile is written.
+   - Memory profiler: hook_native = 1 sets libmalloc's malloc_logger (see @memprof). */
+
+/* From Apple's pthread/introspection.h (not among zig's headers): documented API, macOS 10.9+. */
+typedef void (*spprof__pthread_hook_t)(unsigned int event, pthread_t thread, void *addr, size_t size);
+enum { SPPROF__PTHREAD_THREAD_START = 2, SPPROF__PTHREAD_THREAD_TERMINATE = 3 };
+extern spprof__pthread_hook_t pthread_introspection_hook_install(spprof__pthread_hook_t hook);
+
+#define SPPROF__MAC_CHUNK 256u
+#define SPPROF__MAC_CHUNKS 1024u  /* threads alive at once: up to 262144 */
+typedef struct spprof__mac_thread {
+    int state;             /* 0 free, 1 being filled, 2 live, 3 terminated (atomic) */
+    int tid;               /* pthread_threadid_np, as spprof_gettid gives it */
+    mach_port_t port;      /* libpthread's name of the thread's kernel port (its reference, not ours) */
+    pthread_t pth;
+    uintptr_t stack_lo, stack_hi;
+} spprof__mac_thread;
+static spprof__mac_thread *spprof__mac_tab[SPPROF__MAC_CHUNKS];  /* chunks: published atomically, kept */
+static uint32_t spprof__mac_hw;                                  /* entries ever handed out (atomic) */
+static spprof__pthread_hook_t spprof__mac_prev_hook;
+static uint64_t spprof__mac_images[2];                           /* dyld images added, removed (atomic) */
+
+static spprof__mac_thread *spprof__mac_entry(uint32_t i) {
+    spprof__mac_thread *c;
+    if (i >= SPPROF__MAC_CHUNK * SPPROF__MAC_CHUNKS) return NULL;
+    c = (spprof__mac_thread *)SPPROF__LOAD(&spprof__mac_tab[i / SPPROF__MAC_CHUNK]);
+    return c ? &c[i % SPPROF__MAC_CHUNK] : NULL;
+}
+
+/* [hook-safe] Claims an entry (state 0 -> 1): a reused one, else the next new one (its chunk mapped here if
+   needed; a lost race unmaps ours). Bounded: one pass over the table, then a few new indices. */
+static spprof__mac_thread *spprof__mac_claim(void) {
+    uint32_t i, hw = SPPROF__LOAD(&spprof__mac_hw);
+    int tries;
+    for (i = 0; i < hw; i++) {
+        spprof__mac_thread *e = spprof__mac_entry(i);
+        int z = 0;
+        if (e && SPPROF__LOADR(&e->state) == 0 &&
+            __atomic_compare_exchange_n(&e->state, &z, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return e;
+    }
+    for (tries = 0; tries < 8; tries++) {
+        spprof__mac_thread *e, *chunk;
+        int z = 0;
+        i = SPPROF__ADD(&spprof__mac_hw, 1u);
+        if (i >= SPPROF__MAC_CHUNK * SPPROF__MAC_CHUNKS) return NULL;  /* full: the thread is not sampled */
+        chunk = (spprof__mac_thread *)SPPROF__LOAD(&spprof__mac_tab[i / SPPROF__MAC_CHUNK]);
+        if (!chunk) {
+            spprof__mac_thread *none = NULL;
+            chunk = (spprof__mac_thread *)spprof__os_map_pages(SPPROF__MAC_CHUNK * sizeof(spprof__mac_thread));
+            if (!chunk) return NULL;
+            if (!__atomic_compare_exchange_n(&spprof__mac_tab[i / SPPROF__MAC_CHUNK], &none, chunk, 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                munmap((void *)chunk, SPPROF__MAC_CHUNK * sizeof(spprof__mac_thread));
+                chunk = none;
+            }
+        }
+        e = &chunk[i % SPPROF__MAC_CHUNK];
+        if (__atomic_compare_exchange_n(&e->state, &z, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) return e;
+    }
+    return NULL;
+}
+
+/* [hook-safe] The live entry of a thread id, or NULL. */
+static spprof__mac_thread *spprof__mac_find(int tid) {
+    uint32_t i, hw = SPPROF__LOAD(&spprof__mac_hw);
+    for (i = 0; i < hw; i++) {
+        spprof__mac_thread *e = spprof__mac_entry(i);
+        if (e && SPPROF__LOAD(&e->state) == 2 && e->tid == tid) return e;
+    }
+    return NULL;
+}
+
+/* [hook-safe] Records a pthread (on itself at THREAD_START, or any thread at session start). */
+static void spprof__mac_add(pthread_t pth, int tid) {
+    spprof__mac_thread *e;
+    uintptr_t top;
+    if (spprof__mac_find(tid)) return;  /* seen both at session start and by the hook */
+    e = spprof__mac_claim();
+    if (!e) return;
+    top = (uintptr_t)pthread_get_stackaddr_np(pth);  /* the stack grows down from here */
+    e->tid = tid;
+    e->pth = pth;
+    e->port = pthread_mach_thread_np(pth);
+    e->stack_hi = top;
+    e->stack_lo = top - (uintptr_t)pthread_get_stacksize_np(pth);
+    SPPROF__STORE(&e->state, 2);
+}
+
+/* The introspection hook: errno kept, then the previous hook (the caller chains, per Apple's header). */
+static void spprof__mac_pthread_hook(unsigned int event, pthread_t thread, void *addr, size_t size) {
+    int saved = errno;
+    if (event == SPPROF__PTHREAD_THREAD_START) {
+        uint64_t id = 0;
+        pthread_threadid_np(thread, &id);
+        spprof__mac_add(thread, (int)(uint32_t)id);
+    } else if (event == SPPROF__PTHREAD_THREAD_TERMINATE) {
+        uint32_t i, hw = SPPROF__LOAD(&spprof__mac_hw);
+        for (i = 0; i < hw; i++) {
+            spprof__mac_thread *e = spprof__mac_entry(i);
+            int live = 2;
+            /* every entry of it (a thread starting while a session starts can be entered twice) */
+            if (e && SPPROF__LOAD(&e->state) == 2 && e->pth == thread)
+                __atomic_compare_exchange_n(&e->state, &live, 3, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+        }
+    }
+    errno = saved;
+    if (spprof__mac_prev_hook) spprof__mac_prev_hook(event, thread, addr, size);
+}
+
+/* The threads that exist now (task_threads), for those that started before the hook was installed. */
+static void spprof__mac_seed(void) {
+    thread_act_array_t list = NULL;
+    mach_msg_type_number_t n = 0, k;
+    if (task_threads(mach_task_self(), &list, &n) != KERN_SUCCESS) return;
+    for (k = 0; k < n; k++) {
+        pthread_t pth = pthread_from_mach_thread_np(list[k]);
+        thread_identifier_info_data_t ii;
+        mach_msg_type_number_t cnt = THREAD_IDENTIFIER_INFO_COUNT;
+        if (pth && thread_info(list[k], THREAD_IDENTIFIER_INFO, (thread_info_t)&ii, &cnt) == KERN_SUCCESS)
+            spprof__mac_add(pth, (int)(uint32_t)ii.thread_id);
+        mach_port_deallocate(mach_task_self(), list[k]);  /* task_threads gave us a reference on each */
+    }
+    vm_deallocate(mach_task_self(), (vm_address_t)(uintptr_t)list, (vm_size_t)(n * sizeof(list[0])));
+}
+
+static void spprof__mac_image_added(const struct mach_header *mh, intptr_t slide) {
+    (void)mh; (void)slide;
+    SPPROF__ADD(&spprof__mac_images[0], 1u);
+}
+static void spprof__mac_image_removed(const struct mach_header *mh, intptr_t slide) {
+    (void)mh; (void)slide;
+    SPPROF__ADD(&spprof__mac_images[1], 1u);
+}
+
+static int spprof__source_is_perf(const spprof__slot *s) { (void)s; return 0; }
+
+/* Under reg_lock (entries are reused only by spprof__list_threads, also under it: an entry found live here
+   keeps its fields meanwhile). */
+static void spprof__read_comm(int tid, char *out, size_t n) {
+    spprof__mac_thread *e = spprof__mac_find(tid);
+    thread_extended_info_data_t xi;
+    mach_msg_type_number_t cnt = THREAD_EXTENDED_INFO_COUNT;
+    out[0] = 0;
+    if (e && thread_info(e->port, THREAD_EXTENDED_INFO, (thread_info_t)&xi, &cnt) == KERN_SUCCESS)
+        snprintf(out, n, "%.*s", (int)sizeof xi.pth_name, xi.pth_name);
+}
+
+/* Live threads of the table; terminated entries are freed for reuse here. Under reg_lock. */
+static int spprof__list_threads(int **tids_out, size_t *n_out) {
+    uint32_t i, hw = SPPROF__LOAD(&spprof__mac_hw);
+    int *tids = (int *)SPPROF_MALLOC(((size_t)hw + 1) * sizeof(int));
+    size_t n = 0, k, m = 0;
+    if (!tids) return 0;
+    for (i = 0; i < hw; i++) {
+        spprof__mac_thread *e = spprof__mac_entry(i);
+        int st = e ? SPPROF__LOAD(&e->state) : 0;
+        if (st == 3) SPPROF__STORE(&e->state, 0);
+        else if (st == 2) tids[n++] = e->tid;
+    }
+    qsort(tids, n, sizeof(int), spprof__cmp_int);
+    for (k = 0; k < n; k++) if (!m || tids[m - 1] != tids[k]) tids[m++] = tids[k];  /* once each */
+    *tids_out = tids;
+    *n_out = m;
+    return 1;
+}
+
+static int spprof__thread_alive(int tid) { return spprof__mac_find(tid) != NULL; }
+
+/* The thread's CPU time (user + system) in ns, or -1 (the thread is gone). */
+static int64_t spprof__mac_cpu_ns(mach_port_t port) {
+    thread_basic_info_data_t bi;
+    mach_msg_type_number_t cnt = THREAD_BASIC_INFO_COUNT;
+    if (thread_info(port, THREAD_BASIC_INFO, (thread_info_t)&bi, &cnt) != KERN_SUCCESS) return -1;
+    return ((int64_t)bi.user_time.seconds + bi.system_time.seconds) * 1000000000 +
+           ((int64_t)bi.user_time.microseconds + bi.system_time.microseconds) * 1000;
+}
+
+/* The "sample source" of a macOS thread: a send right of our own on its port, so that the name cannot be
+   reused for another port while the slot holds it (a dead thread's name becomes a dead name: thread_suspend
+   then fails and the thread is skipped until the next scan removes it). */
+static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
+    spprof__mac_thread *e = spprof__mac_find(s->tid);
+    (void)idx; (void)attempts;
+    if (!e || mach_port_mod_refs(mach_task_self(), e->port, MACH_PORT_RIGHT_SEND, 1) != KERN_SUCCESS) {
+        if (!s->timer_failed) { s->timer_failed = 1; spprof__g.timer_failures++; }
+        return 0;
+    }
+    s->mac.port = e->port;
+    s->mac.stack_lo = e->stack_lo;
+    s->mac.stack_hi = e->stack_hi;
+    s->cpu_last = spprof__mac_cpu_ns(s->mac.port);
+    s->cpu_carry = 0;
+    s->has_timer = 1;
+    return 1;
+}
+
+static int spprof__arm(spprof__slot *s, int on) {
+    if (on && s->has_timer) {  /* CPU time spent while paused is not sampled time */
+        s->cpu_last = spprof__mac_cpu_ns(s->mac.port);
+        s->cpu_carry = 0;
+    }
+    return 1;
+}
+
+static void spprof__delete_timer(spprof__slot *s) {
+    if (!s->has_timer) return;
+    mach_port_deallocate(mach_task_self(), s->mac.port);
+    s->mac.port = MACH_PORT_NULL;
+    s->has_timer = 0;
+}
+
+static void spprof__thread_at_exit(void) {
+    /* Nothing: a registered thread that exits is dropped at the next scan (its entry is no longer live). */
+}
+
+/* [suspended-safe] spprof__os_read_mem (see @os): copies n bytes of this process's memory at src (a suspended
+   thread's stack or interpreter frames) to dst with vm_read_overwrite, a Mach call: an unmapped or
+   unreadable source is an error return, never a fault; no user-mode lock, no allocation. 1 if all n bytes
+   were copied, 0 if not. The external-sampler path of spprof_python.h reads through it. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((unused))
+#endif
+static int spprof__os_read_mem(void *dst, const void *src, size_t n) {
+    vm_size_t got = 0;
+    if (vm_read_overwrite(mach_task_self(), (vm_address_t)(uintptr_t)src, (vm_size_t)n,
+                          (vm_address_t)(uintptr_t)dst, &got) != KERN_SUCCESS)
+        return 0;
+    return got == (vm_size_t)n;
+}
+
+/* ---- code ranges: the executable segments of dyld's images, rebuilt when an image came or went ---- */
+static void spprof__refresh_xranges(void) {
+    spprof__xr_build b;
+    uint32_t i, count;
+    uint64_t adds = SPPROF__LOAD(&spprof__mac_images[0]), subs = SPPROF__LOAD(&spprof__mac_images[1]);
+    if (spprof__g.xr && spprof__g.xr->adds == adds && spprof__g.xr->subs == subs) return;
+    memset(&b, 0, sizeof b);
+    b.adds = adds;
+    b.subs = subs;
+    /* _dyld_image_count/_dyld_get_image_header are not safe against a concurrent dlclose (dyld(3)); an
+       image unloaded meanwhile is dropped by the next refresh (its counter moved). */
+    count = _dyld_image_count();
+    for (i = 0; i < count && !b.oom; i++) {
+        const struct mach_header_64 *mh;
+        intptr_t slide = _dyld_get_image_vmaddr_slide(i);
+        const unsigned char *lc;
+        uint32_t k;
+        mh = (const struct mach_header_64 *)(const void *)_dyld_get_image_header(i);
+        if (!mh || mh->magic != MH_MAGIC_64) continue;
+        lc = (const unsigned char *)(mh + 1);
+        for (k = 0; k < mh->ncmds; k++) {
+            const struct load_command *c = (const struct load_command *)(const void *)lc;
+            if (c->cmd == LC_SEGMENT_64) {
+                const struct segment_command_64 *sg = (const struct segment_command_64 *)(const void *)c;
+                if ((sg->initprot & VM_PROT_EXECUTE) && sg->vmsize) {
+                    if (b.n == b.cap) {
+                        uint32_t nc = b.cap ? b.cap * 2 : 64;
+                        uintptr_t *q = (uintptr_t *)SPPROF_REALLOC(b.r, (size_t)nc * 2 * sizeof(uintptr_t));
+                        if (!q) { b.oom = 1; break; }
+                        b.r = q;
+                        b.cap = nc;
+                    }
+                    b.r[2 * b.n] = (uintptr_t)(sg->vmaddr + (uint64_t)slide);
+                    b.r[2 * b.n + 1] = (uintptr_t)(sg->vmaddr + (uint64_t)slide + sg->vmsize);
+                    b.n++;
+                }
+            }
+            lc += c->cmdsize;
+        }
+    }
+    spprof__publish_xranges(&b);
+}
+
+SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    return spprof__walk_fp(ctx, frames, max_frames);
+}
+
+/* ---- the sampler thread ---- */
+static void spprof__wake_collector(void) { /* the sampler drains every drain_interval_ms anyway */ }
+
+/* One tick: every registered thread, each suspended only for its own sample (under reg_lock, which no
+   suspended thread can hold: the sampler holds it). */
+static void spprof__mac_tick(int self) {
+    spprof__dir *d = spprof__g.dir;
+    uint32_t i;
+    int wall = spprof__g.cfg.mode == SPPROF_MODE_WALL;
+    int64_t iv = spprof__g.cfg.interval_ns;
+    for (i = 0; d && i < spprof__g.nslots_used; i++) {
+        spprof__slot *s = &d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
+        spprof_walk_ctx wc;
+#if defined(__aarch64__)
+        arm_thread_state64_t st;
+        mach_msg_type_number_t cnt = ARM_THREAD_STATE64_COUNT;
+#else
+        x86_thread_state64_t st;
+        mach_msg_type_number_t cnt = x86_THREAD_STATE64_COUNT;
+#endif
+        uint64_t t0, t1;
+        uint32_t weight = 1;
+        if (!s->tid || s->tid == self || !s->has_timer) continue;
+        if (!wall) {  /* CPU mode: only a thread whose CPU time advanced, weighted by the advance */
+            int64_t now = spprof__mac_cpu_ns(s->mac.port), acc, w;
+            if (now < 0) { spprof__g.mac.skipped++; continue; }
+            acc = now - s->cpu_last + s->cpu_carry;
+            s->cpu_last = now;
+            w = (acc + iv / 2) / iv;
+            if (w < 1) { s->cpu_carry = acc; continue; }
+            if (w > 1000000) w = 1000000;
+            s->cpu_carry = acc - w * iv;
+            weight = (uint32_t)w;
+        }
+        t0 = spprof__now_ns();
+        if (thread_suspend(s->mac.port) != KERN_SUCCESS) { spprof__g.mac.skipped++; continue; }
+        /* from here until thread_resume: no allocation, no lock, no call that could take one */
+#if defined(__aarch64__)
+        if (thread_get_state(s->mac.port, ARM_THREAD_STATE64, (thread_state_t)&st, &cnt) == KERN_SUCCESS) {
+            wc.pc = (uintptr_t)arm_thread_state64_get_pc(st);
+            wc.sp = (uintptr_t)arm_thread_state64_get_sp(st);
+            wc.fp = (uintptr_t)arm_thread_state64_get_fp(st);
+            wc.lr = (uintptr_t)arm_thread_state64_get_lr(st);
+#else
+        if (thread_get_state(s->mac.port, x86_THREAD_STATE64, (thread_state_t)&st, &cnt) == KERN_SUCCESS) {
+            wc.pc = (uintptr_t)st.__rip;
+            wc.sp = (uintptr_t)st.__rsp;
+            wc.fp = (uintptr_t)st.__rbp;
+            wc.lr = 0;
+#endif
+            wc.os_context = &st;
+            /* the pthread stack, if sp is in it (else, e.g. on a signal's alternate stack: the leaf only) */
+            wc.stack_lo = wc.sp;
+            wc.stack_hi = wc.sp >= s->mac.stack_lo && wc.sp < s->mac.stack_hi ? s->mac.stack_hi : 0;
+            wc.tid = s->tid;
+            wc.user = spprof__g.walker_user;
+            if (weight > 1) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)(weight - 1));
+            spprof__take_sample(&wc, s->rec, weight);
+        } else {
+            spprof__g.mac.skipped++;
+        }
+        thread_resume(s->mac.port);
+        t1 = spprof__now_ns();
+        spprof__g.mac.suspensions++;
+        spprof__g.mac.suspend_ns_total += t1 - t0;
+        if (t1 - t0 > spprof__g.mac.suspend_ns_max) spprof__g.mac.suspend_ns_max = t1 - t0;
+    }
+}
+
+static void *spprof__mac_main(void *arg) {
+    mach_timebase_info_data_t tb;
+    uint64_t iv, slice, next, last_drain, last_scan;
+    int self = spprof_gettid();
+    (void)arg;
+    mach_timebase_info(&tb);
+    iv = (uint64_t)spprof__g.cfg.interval_ns * tb.denom / tb.numer;  /* in mach_absolute_time units */
+    slice = (uint64_t)20000000 * tb.denom / tb.numer;                /* longest single wait: 20 ms */
+    if (!iv) iv = 1;
+    SPPROF__STORE(&spprof__g.collector_tid, self);
+    next = mach_absolute_time() + iv;
+    last_drain = last_scan = spprof__now_ns();
+    for (;;) {
+        uint64_t now = mach_absolute_time(), now_ns;
+        uint32_t nframes;
+        if (next > now) mach_wait_until(next - now > slice ? now + slice : next);  /* stop: seen within 20 ms */
+        if (SPPROF__LOAD(&spprof__g.collector_stop)) break;
+        now = mach_absolute_time();
+        if (now >= next) {
+            SPPROF__ADD(&spprof__g.mac.ticks, 1);  /* atomic: spprof_get_stats reads them outside this thread */
+            if (now > next + iv) {
+                SPPROF__ADD(&spprof__g.mac.ticks_late, 1);
+                next = now;
+            }
+            next += iv;
+            if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) {
+                spprof__lock(&spprof__reg_lock);
+                spprof__mac_tick(self);
+                spprof__unlock(&spprof__reg_lock);
+            }
+        }
+        now_ns = spprof__now_ns();
+        if (now_ns - last_drain >= (uint64_t)spprof__g.cfg.drain_interval_ms * 1000000u ||
+            spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2) {
+            spprof__lock(&spprof__prof_lock);
+            spprof__drain();
+            nframes = spprof__g.prof.nframes;
+            spprof__unlock(&spprof__prof_lock);
+            if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
+            last_drain = now_ns;
+        }
+        if (now_ns - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
+            spprof__lock(&spprof__reg_lock);
+            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
+                spprof__sync_threads();
+                spprof__refresh_xranges();
+            }
+            spprof__unlock(&spprof__reg_lock);
+            last_scan = spprof__now_ns();
+        }
+    }
+    return NULL;
+}
+
+static spprof_result spprof__os_validate(const spprof_config *c) {
+    if (c->source != SPPROF_SOURCE_AUTO)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "source=%d: on macOS threads are sampled by suspending "
+                            "them; only SPPROF_SOURCE_AUTO applies", (int)c->source);
+    if (c->guard_faults)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG,
+                            "guard_faults=1: the fault guard (spprof_guard) exists on Linux only");
+    if (c->interval_ns < 1000000)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "interval_ns=%lld: on macOS the interval is at least "
+                            "1 ms (1000000 ns): every tick suspends every thread", (long long)c->interval_ns);
+    return SPPROF_OK;
+}
+
+/* fork(): only the forking thread exists in the child, the sampler does not; the child starts stopped and
+   clean, as on Linux, and its thread table forgets the parent's threads (their ports mean nothing there). */
+static void spprof__mac_atfork_prepare(void) {
+    spprof__lock(&spprof__api_lock);
+    spprof__lock(&spprof__reg_lock);
+    spprof__lock(&spprof__prof_lock);
+}
+static void spprof__mac_atfork_parent(void) {
+    spprof__unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__reg_lock);
+    spprof__unlock(&spprof__api_lock);
+}
+static void spprof__mac_atfork_child(void) {
+    uint32_t i, hw = SPPROF__LOAD(&spprof__mac_hw);
+    uint64_t id = 0;
+    SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
+    spprof__g.collector_running = 0;
+    spprof__registry_free();  /* the slots' ports are not this task's: nothing to release */
+    spprof__xranges_free();
+    spprof__ring_free(&spprof__g.ring);
+    spprof__profile_free(&spprof__g.prof);
+    spprof__g.nexplicit = 0;
+    for (i = 0; i < hw; i++) {
+        spprof__mac_thread *e = spprof__mac_entry(i);
+        if (e) SPPROF__STORE(&e->state, 0);
+    }
+    pthread_threadid_np(NULL, &id);
+    spprof__mac_add(pthread_self(), (int)(uint32_t)id);
+    spprof__mac_atfork_parent();
+}
+
+static void spprof__mac_init(void) {
+    spprof__mac_prev_hook = pthread_introspection_hook_install(spprof__mac_pthread_hook);
+    /* both are called once for every image already loaded, then for each one that comes or goes */
+    _dyld_register_func_for_add_image(spprof__mac_image_added);
+    _dyld_register_func_for_remove_image(spprof__mac_image_removed);
+    pthread_atfork(spprof__mac_atfork_prepare, spprof__mac_atfork_parent, spprof__mac_atfork_child);
+}
+static spprof__once_t spprof__mac_once;
+static void spprof__os_init_once(void) { spprof__once(&spprof__mac_once, spprof__mac_init); }
+
+/* under reg_lock, as the sampler's tick that writes all but the tick counters */
+static void spprof__os_stats(spprof_stats *o) {
+    o->ticks_late = SPPROF__LOADR(&spprof__g.mac.ticks_late);
+    o->suspensions = spprof__g.mac.suspensions;
+    o->threads_skipped = spprof__g.mac.skipped;
+    o->suspend_ns_total = spprof__g.mac.suspend_ns_total;
+    o->suspend_ns_max = spprof__g.mac.suspend_ns_max;
+}
+
+static spprof_result spprof__os_begin(const spprof_config *cfg) {
+    (void)cfg;
+    memset(&spprof__g.mac, 0, sizeof spprof__g.mac);
+    spprof__mac_seed();
+    return SPPROF_OK;
+}
+
+static spprof_result spprof__os_collector_start(void) {
+    int err = pthread_create(&spprof__g.mac.thread, NULL, spprof__mac_main, NULL);
+    if (err) return spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the sampler thread: %s", strerror(err));
+    return SPPROF_OK;
+}
+
+static void spprof__os_collector_stop(void) {
+    SPPROF__STORE(&spprof__g.collector_stop, 1);
+    pthread_join(spprof__g.mac.thread, NULL);
+}
+
+static void spprof__os_quiesce_begin(void) {}
+static void spprof__os_quiesce_end(void) {}
+static void spprof__os_end(int handlers_done) { (void)handlers_done; }
+
+/* ---- symbols: dladdr + the image's LC_SYMTAB (off the hot path, under sym_lock) ---- */
+typedef struct spprof__mac_sym { uintptr_t addr; uint32_t name; } spprof__mac_sym;
+typedef struct spprof__mac_symtab {
+    uintptr_t base;                 /* the image's mach header */
+    spprof__mac_sym *syms; uint32_t n;
+    const char *strs; uint32_t strsize;  /* the image's string table, in memory */
+} spprof__mac_symtab;
+static spprof__mac_symtab spprof__mac_syms[1024];  /* a process maps a few hundred images */
+static uint32_t spprof__mac_nsyms;
+static spprof__mutex spprof__sym_lock = SPPROF__MUTEX_INIT;
+
+static int spprof__mac_sym_cmp(const void *a, const void *b) {
+    uintptr_t x = ((const spprof__mac_sym *)a)->addr, y = ((const spprof__mac_sym *)b)->addr;
+    return (x > y) - (x < y);
+}
+
+/* The defined symbols of the image whose header is at base: LC_SYMTAB's entries, read in memory through
+   __LINKEDIT (mapped at its vmaddr + slide, symoff/stroff counted from its file offset). Images in the
+   dyld shared cache keep only their exported symbols there (documented: local symbols of the cache are
+   stripped to a side file); dladdr covers those. */
+static void spprof__mac_load_syms(spprof__mac_symtab *t) {
+    const struct mach_header_64 *mh = (const struct mach_header_64 *)t->base;
+    const struct segment_command_64 *text = NULL, *link = NULL;
+    const struct symtab_command *st = NULL;
+    const unsigned char *lc;
+    const struct nlist_64 *nl;
+    uintptr_t slide, lbase;
+    uint32_t k, cnt = 0;
+    if (mh->magic != MH_MAGIC_64) return;
+    lc = (const unsigned char *)(mh + 1);
+    for (k = 0; k < mh->ncmds; k++) {
+        const struct load_command *c = (const struct load_command *)(const void *)lc;
+        if (c->cmd == LC_SEGMENT_64) {
+            const struct segment_command_64 *sg = (const struct segment_command_64 *)(const void *)c;
+            if (!strncmp(sg->segname, "__TEXT", 16)) text = sg;
+            if (!strncmp(sg->segname, "__LINKEDIT", 16)) link = sg;
+        } else if (c->cmd == LC_SYMTAB) {
+            st = (const struct symtab_command *)(const void *)c;
+        }
+        lc += c->cmdsize;
+    }
+    if (!text || !link || !st || !st->nsyms) return;
+    slide = t->base - (uintptr_t)text->vmaddr;
+    lbase = slide + (uintptr_t)link->vmaddr - (uintptr_t)link->fileoff;
+    nl = (const struct nlist_64 *)(lbase + st->symoff);
+    t->strs = (const char *)(lbase + st->stroff);
+    t->strsize = st->strsize;
+    t->syms = (spprof__mac_sym *)SPPROF_MALLOC((size_t)st->nsyms * sizeof(spprof__mac_sym));
+    if (!t->syms) return;
+    for (k = 0; k < st->nsyms; k++) {
+        if ((nl[k].n_type & N_STAB) || (nl[k].n_type & N_TYPE) != N_SECT || !nl[k].n_value) continue;
+        if (nl[k].n_un.n_strx == 0 || nl[k].n_un.n_strx >= st->strsize) continue;
+        t->syms[cnt].addr = (uintptr_t)nl[k].n_value + slide;
+        t->syms[cnt].name = nl[k].n_un.n_strx;
+        cnt++;
+    }
+    t->n = cnt;
+    qsort(t->syms, cnt, sizeof *t->syms, spprof__mac_sym_cmp);
+}
+
+static spprof__mac_symtab *spprof__mac_symtab_of(uintptr_t base) {  /* under sym_lock */
+    uint32_t i;
+    for (i = 0; i < spprof__mac_nsyms; i++) if (spprof__mac_syms[i].base == base) return &spprof__mac_syms[i];
+    if (spprof__mac_nsyms == sizeof spprof__mac_syms / sizeof spprof__mac_syms[0]) return NULL;
+    memset(&spprof__mac_syms[spprof__mac_nsyms], 0, sizeof spprof__mac_syms[0]);
+    spprof__mac_syms[spprof__mac_nsyms].base = base;
+    spprof__mac_load_syms(&spprof__mac_syms[spprof__mac_nsyms]);
+    return &spprof__mac_syms[spprof__mac_nsyms++];
+}
+
+/* After each writer: images may be loaded or unloaded before the next one. */
+static void spprof__symbols_reset(void) {
+    uint32_t i;
+    spprof__lock(&spprof__sym_lock);
+    for (i = 0; i < spprof__mac_nsyms; i++) SPPROF_FREE(spprof__mac_syms[i].syms);
+    spprof__mac_nsyms = 0;
+    spprof__unlock(&spprof__sym_lock);
+}
+
+/* C symbols carry a leading underscore in Mach-O; C++ names ("__Z...") are demangled with the C++
+   runtime's __cxa_demangle when the process has one. */
+static void spprof__mac_name(const char *raw, char *out, size_t n) {
+    typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+    static void *dm;  /* (void *)1: looked for, none */
+    const char *nm = raw[0] == '_' ? raw + 1 : raw;
+    snprintf(out, n, "%s", nm);
+    if (nm[0] != '_' || nm[1] != 'Z') return;
+    if (!SPPROF__LOAD(&dm)) {
+        void *p = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+        SPPROF__STORE(&dm, p ? p : (void *)1);
+    }
+    if (SPPROF__LOAD(&dm) != (void *)1) {
+        demangle_fn fn;
+        void *p = SPPROF__LOAD(&dm);
+        int status = -1;
+        char *d;
+        memcpy(&fn, &p, sizeof fn);
+        d = fn(nm, NULL, NULL, &status);
+        if (d && status == 0) snprintf(out, n, "%s", d);
+        free(d);  /* allocated by the C++ runtime with malloc */
+    }
+}
+
+SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
+    uintptr_t pc = (uintptr_t)((aux & SPPROF_AUX_RETADDR) ? addr - 1 : addr);
+    Dl_info dli;
+    const char *best = NULL;
+    uintptr_t best_addr = 0;
+    int found = 0, from_dladdr = 0;
+    out->name[0] = 0; out->file[0] = 0; out->line = 0;
+    memset(&dli, 0, sizeof dli);
+    if (!dladdr((const void *)pc, &dli)) {
+        snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+        return 0;
+    }
+    if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
+    if (dli.dli_sname && dli.dli_saddr && (uintptr_t)dli.dli_saddr <= pc) {
+        best = dli.dli_sname;
+        best_addr = (uintptr_t)dli.dli_saddr;
+        from_dladdr = 1;
+    }
+    spprof__lock(&spprof__sym_lock);
+    if (dli.dli_fbase) {
+        const spprof__mac_symtab *t = spprof__mac_symtab_of((uintptr_t)dli.dli_fbase);
+        uint32_t lo = 0, hi = t ? t->n : 0;
+        while (lo < hi) {
+            uint32_t mid = (lo + hi) / 2;
+            if (t->syms[mid].addr <= pc) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo > 0 && t->syms[lo - 1].addr > best_addr) {  /* closer than dladdr's: a static function */
+            best = t->strs + t->syms[lo - 1].name;
+            best_addr = t->syms[lo - 1].addr;
+            from_dladdr = 0;
+        }
+    }
+    if (best) {
+        /* dladdr's names have no leading underscore; the symbol table's do */
+        if (from_dladdr) snprintf(out->name, sizeof out->name, "%s", best);
+        else spprof__mac_name(best, out->name, sizeof out->name);
+        found = 1;
+    }
+    spprof__unlock(&spprof__sym_lock);
+    if (!found) {
+        const char *base = strrchr(out->file, '/');
+        base = base ? base + 1 : out->file;
+        snprintf(out->name, sizeof out->name, "%.200s+0x%llx", base,
+                 (unsigned long long)(pc - (uintptr_t)dli.dli_fbase));
+    }
+    return found;
+}
+
+SPPROF_API int spprof_symbol_range(uintptr_t near_addr, const char *name, uintptr_t *lo, uintptr_t *hi) {
+    Dl_info dli;
+    int found = 0;
+    uint32_t k;
+    if (!name || !dladdr((const void *)near_addr, &dli) || !dli.dli_fbase) return 0;
+    spprof__lock(&spprof__sym_lock);
+    {
+        const spprof__mac_symtab *t = spprof__mac_symtab_of((uintptr_t)dli.dli_fbase);
+        for (k = 0; t && k < t->n && !found; k++) {
+            const char *s = t->strs + t->syms[k].name;
+            if (s[0] == '_' && !strcmp(s + 1, name)) {
+                *lo = t->syms[k].addr;
+                *hi = k + 1 < t->n ? t->syms[k + 1].addr : t->syms[k].addr + 1;  /* up to the next symbol */
+                found = 1;
+            }
+        }
+    }
+    spprof__unlock(&spprof__sym_lock);
+    return found;
+}
+#endif /* SPPROF__OS_MACOS */
+
 /* ==== @lifecycle ====================================================================================== */
 SPPROF_API spprof_config spprof_config_default(void) {
     spprof_config c;
@@ -3469,6 +4326,21 @@ static int spprof__is_default(const struct sigaction *a) {
     return !(a->sa_flags & SA_SIGINFO) && a->sa_handler == SIG_DFL;
 }
 
+/* Can a timer deliver sig? A timer created (never armed) and deleted. Under qemu-user (7.2, aarch64 guest
+   on x86-64) sigaction accepts signals 63 and 64 but timer_create refuses them (EINVAL): the emulator keeps
+   the host's top real-time signals for itself. Without this check the default signal was SIGRTMAX there
+   and no thread was ever sampled. */
+static int spprof__signal_timer_ok(int sig) {
+    struct sigevent sev;
+    timer_t t;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = sig;
+    if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) return 0;
+    timer_delete(t);
+    return 1;
+}
+
 /* Installs the handler for signo, or (signo 0) for the highest real-time signal nobody handles; returns the
    signal, or 0 with the error set. The handler of an earlier session is kept if it is still installed
    (same signal asked for, or any real-time signal when 0 is). A handler the program put in place of ours
@@ -3493,6 +4365,11 @@ static int spprof__install_handler(int signo) {
     /* The previous action is written straight into old_action by the same sigaction that installs ours:
        a foreign signal that reaches our handler right after finds the action to pass it on to. */
     if (signo) {
+        if (!spprof__signal_timer_ok(signo)) {
+            spprof__fail(SPPROF_ERR_SYSTEM, "signo=%d: timer_create refuses this signal here (%s)", signo,
+                         strerror(errno));
+            return 0;
+        }
         if (sigaction(signo, &sa, &spprof__g.old_action) != 0) {
             spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
             return 0;
@@ -3505,6 +4382,7 @@ static int spprof__install_handler(int signo) {
            spprof starting at the same time) claimed it first, and it gets its handler back. */
         for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
             if (sigaction(sig, NULL, &old) != 0 || !spprof__is_default(&old)) continue;
+            if (!spprof__signal_timer_ok(sig)) continue;  /* reserved by an emulator (qemu-user) */
             if (sigaction(sig, &sa, &spprof__g.old_action) != 0) continue;
             if (spprof__is_default(&spprof__g.old_action)) break;
             sigaction(sig, &spprof__g.old_action, NULL);
@@ -3566,6 +4444,7 @@ static void spprof__atfork_init(void) {
     pthread_atfork(spprof__atfork_prepare, spprof__atfork_parent, spprof__atfork_child);
 }
 static void spprof__os_init_once(void) { spprof__once(&spprof__atfork_once, spprof__atfork_init); }
+static void spprof__os_stats(spprof_stats *o) { (void)o; }  /* every thread samples itself: no suspensions */
 
 /* Session start, under reg_lock: the collector's wake-up, the signal handler, the fault handler, and
    whether perf events can be used. */
@@ -3852,6 +4731,7 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
                 else if (s->has_timer) o->threads_posix++;
             }
     o->perf_fd_fallbacks = spprof__g.perf_fd_fallbacks;
+    spprof__os_stats(o);
     spprof__lock(&spprof__prof_lock);
     o->samples_dropped_memory = spprof__g.dropped_memory;
     for (i = 0; i < spprof__g.prof.nrecs; i++) {
@@ -4318,7 +5198,7 @@ static void spprof__json_str(FILE *f, const char *s) {
      target with the target's permission bits (else 0666 & ~umask) and renamed over it at close: a symlink
      stays a symlink, a failed write leaves no partial file.
    tmp is "" when writing in place (nothing to remove when a write is given up: spprof__out_abort). */
-#if SPPROF__OS_LINUX
+#if SPPROF__OS_LINUX || SPPROF__OS_MACOS  /* POSIX */
 
 /* The descriptor a /dev/stdout-style path names, else -1. */
 static int spprof__out_fd_path(const char *path) {
@@ -4420,7 +5300,7 @@ static void spprof__out_abort(spprof__out *o) {
     fclose(o->f);
     if (o->tmp[0]) unlink(o->tmp);
 }
-#endif /* SPPROF__OS_LINUX */
+#endif /* SPPROF__OS_LINUX || SPPROF__OS_MACOS */
 
 /* Resolve every interned frame once; map frames with the same name/file/line to one output frame.
    Returns an array (nframes entries) of output indices and fills syms/nsyms with the distinct symbols. */
@@ -5902,34 +6782,83 @@ static uint32_t spprof__mem_npatches;
 static int spprof__mem_resolve_real(void) { return 0; }
 static void spprof__mem_patch_all(void) {}
 static void spprof__mem_unpatch_all(void) {}
-#endif
-
-/* -- macOS: malloc_logger ----------------------------------------------------------------------------------
-   Written from libmalloc's malloc_logger protocol; NOT compiled or run (no macOS machine here, and the rest
-   of this file does not build on macOS yet: the Mach thread_suspend sampler is still to come). libmalloc calls
-   the global malloc_logger, when set, for every zone: allocations after they succeed (type ALLOCATE, arg2 =
-   size, result = pointer), frees before the memory is released (DEALLOCATE, arg2 = pointer), realloc once
-   after the fact (ALLOCATE|DEALLOCATE, arg2 = old pointer, arg3 = size, result = new pointer: the old pointer
-   is removed late there, so another thread may already have been given it). spprof_mem_start would set it
-   where Linux patches GOT entries. */
-#if defined(__APPLE__)
+#elif SPPROF__OS_MACOS
+/* -- macOS: malloc_logger (hook_native = 1) ------------------------------------------------------------------
+   BUILT, NEVER RUN (see @os_macos). Written from libmalloc's malloc_logger protocol (its documented use by
+   MallocStackLogging; the variable is exported by libSystem but declared in no public header, so it is
+   declared here). libmalloc calls the global malloc_logger, when set, for every zone: allocations after they
+   succeed (type ALLOCATE, arg2 = size, result = pointer), frees before the memory is released (DEALLOCATE,
+   arg2 = pointer), realloc once after the fact (ALLOCATE|DEALLOCATE, arg2 = old pointer, arg3 = size,
+   result = new pointer). Install: an atomic compare-and-swap of the variable (another logger already there,
+   e.g. MallocStackLogging's, is kept and called after ours); remove: swapped back only while ours is there.
+   A call that loaded our pointer just before removal may still run after it (a "zombie" call): every call
+   first checks the install sequence (odd: installed) and does nothing but chain when it is even.
+   Limitation: realloc's old pointer is removed late, so another thread may already have been given that
+   address and had it sampled: that newer sample is then dropped as freed (rare; one sample's weight). */
 typedef void (spprof__malloc_logger_t)(uint32_t type, uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t result,
                                        uint32_t num_hot_frames_to_skip);
 extern spprof__malloc_logger_t *malloc_logger;
 #define SPPROF__MLOG_ALLOCATE 2u
 #define SPPROF__MLOG_DEALLOCATE 4u
-static void spprof__mac_malloc_logger(uint32_t type, uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, uintptr_t result, uint32_t skip) {
-    (void)arg1; (void)skip;
-    if ((type & SPPROF__MLOG_ALLOCATE) && (type & SPPROF__MLOG_DEALLOCATE)) {   /* realloc */
-        if (arg2) spprof__mem_on_free((void *)arg2);
-        if (result) spprof__mem_on_alloc((void *)result, (size_t)arg3, __builtin_frame_address(0));
-    } else if (type & SPPROF__MLOG_DEALLOCATE) {
-        spprof__mem_on_free((void *)arg2);
-    } else if ((type & SPPROF__MLOG_ALLOCATE) && result) {
-        spprof__mem_on_alloc((void *)result, (size_t)arg2, __builtin_frame_address(0));
-    }
+static uint32_t spprof__mem_npatches;             /* 1 while our logger is installed (under mem_lock) */
+static uint32_t spprof__mac_mlog_seq;             /* odd: installed (atomic) */
+static spprof__malloc_logger_t *spprof__mac_mlog_prev;  /* the logger that was there before ours */
+/* dyld allocates a thread's thread-local variables with malloc when the thread first touches one: the
+   logger's first touch of spprof__mt on a thread would call malloc, which calls the logger, which touches
+   spprof__mt ... So each thread's state is tracked in a pthread key (its slots are a fixed array in the
+   thread, no allocation): 0 = spprof__mt not touched yet, 1 = being set up (allocations inside are not
+   sampled), 2 = ready. */
+static pthread_key_t spprof__mac_tls_key;
+static int spprof__mac_tls_key_ok;
+static int spprof__mac_tls_ready(void) {
+    void *v = pthread_getspecific(spprof__mac_tls_key);
+    if (v == (void *)2) return 1;
+    if (v == (void *)1) return 0;
+    pthread_setspecific(spprof__mac_tls_key, (void *)1);
+    SPPROF__STORER(&spprof__mt.busy, SPPROF__LOADR(&spprof__mt.busy));  /* the first touch: may malloc */
+    pthread_setspecific(spprof__mac_tls_key, (void *)2);
+    return 1;
 }
-static void spprof__mac_hook(int on) { malloc_logger = on ? spprof__mac_malloc_logger : NULL; }
+static void spprof__mac_malloc_logger(uint32_t type, uintptr_t arg1, uintptr_t arg2, uintptr_t arg3,
+                                      uintptr_t result, uint32_t skip) {
+    spprof__malloc_logger_t *prev = (spprof__malloc_logger_t *)SPPROF__LOAD(&spprof__mac_mlog_prev);
+    /* odd sequence: installed (even: a zombie call after removal) */
+    if ((SPPROF__LOAD(&spprof__mac_mlog_seq) & 1u) && spprof__mac_tls_ready()) {
+        if ((type & SPPROF__MLOG_ALLOCATE) && (type & SPPROF__MLOG_DEALLOCATE)) {  /* realloc */
+            if (arg2 && arg2 != result) spprof__mem_on_free((void *)arg2);
+            if (result && arg2 != result)
+                spprof__mem_on_alloc((void *)result, (size_t)arg3, __builtin_frame_address(0));
+        } else if (type & SPPROF__MLOG_DEALLOCATE) {
+            spprof__mem_on_free((void *)arg2);
+        } else if ((type & SPPROF__MLOG_ALLOCATE) && result) {
+            spprof__mem_on_alloc((void *)result, (size_t)arg2, __builtin_frame_address(0));
+        }
+    }
+    if (prev) prev(type, arg1, arg2, arg3, result, skip);
+}
+static int spprof__mem_resolve_real(void) { return 1; }  /* nothing to resolve: libmalloc calls us */
+static void spprof__mem_patch_all(void) {                 /* under mem_lock */
+    spprof__malloc_logger_t *cur = malloc_logger;
+    if (spprof__mem_npatches) return;
+    if (!spprof__mac_tls_key_ok && pthread_key_create(&spprof__mac_tls_key, NULL) != 0) return;
+    spprof__mac_tls_key_ok = 1;
+    SPPROF__STORE(&spprof__mac_mlog_prev, cur);
+    if ((SPPROF__LOAD(&spprof__mac_mlog_seq) & 1u) == 0) SPPROF__ADD(&spprof__mac_mlog_seq, 1u);
+    if (__atomic_compare_exchange_n(&malloc_logger, &cur, spprof__mac_malloc_logger, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        spprof__mem_npatches = 1;
+    else
+        SPPROF__ADD(&spprof__mac_mlog_seq, 1u);  /* the variable changed under us: not installed */
+}
+static void spprof__mem_unpatch_all(void) {               /* under mem_lock */
+    spprof__malloc_logger_t *ours = spprof__mac_malloc_logger;
+    if (!spprof__mem_npatches) return;
+    SPPROF__ADD(&spprof__mac_mlog_seq, 1u);  /* even: calls still in flight do nothing */
+    /* only if ours is still the one installed (a logger set after ours stays, and keeps calling ours) */
+    __atomic_compare_exchange_n(&malloc_logger, &ours, SPPROF__LOAD(&spprof__mac_mlog_prev), 0,
+                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    spprof__mem_npatches = 0;
+}
 #endif
 
 /* -- lifecycle ------------------------------------------------------------------------------------------ */
@@ -5942,7 +6871,7 @@ SPPROF_API spprof_mem_config spprof_mem_config_default(void) {
     c.max_frames = 1u << 20;
     c.freed_capacity = 1u << 16;
     c.max_depth = 64;
-    c.hook_native = SPPROF__OS_LINUX;  /* native hooks exist on Linux only */
+    c.hook_native = SPPROF__OS_LINUX || SPPROF__OS_MACOS;  /* GOT entries (Linux), malloc_logger (macOS) */
     return c;
 }
 
@@ -5979,8 +6908,9 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: freed_capacity must be at most 2^26 (got %u)", c.freed_capacity);
     if (c.max_depth < 1 || c.max_depth > 256)
         return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_start: max_depth must be 1 .. 256 (got %d)", c.max_depth);
-    if (c.hook_native && !SPPROF__OS_LINUX)
-        return spprof__fail(SPPROF_ERR_UNSUPPORTED, "spprof_mem_start: hook_native=1 (native allocation hooks) exists on Linux only; "
+    if (c.hook_native && !SPPROF__OS_LINUX && !SPPROF__OS_MACOS)
+        return spprof__fail(SPPROF_ERR_UNSUPPORTED, "spprof_mem_start: hook_native=1 (native allocation hooks) "
+                            "exists on Linux and macOS only; "
                             "use hook_native=0 and spprof_mem_record_alloc/free");
     spprof__lock(&spprof__mem_lock);
     if (spprof__m.state == 1) { spprof__unlock(&spprof__mem_lock); return spprof__fail(SPPROF_ERR_ALREADY_STARTED, "spprof_mem_start: the memory profiler is already sampling"); }
@@ -6275,6 +7205,9 @@ SPPROF_API const spprof_mem_api *spprof_mem_get_api(void) {
    in its constructor, so allocations are seen from process start (with native stacks until a module sets
    another walker through spprof_alloc_shim_api(); spprof_python.h does). SPPROF_MEM_RATE=0 loads it without
    starting. A program that uses another allocator (jemalloc, tcmalloc) should not preload this. */
+#if defined(SPPROF_ALLOC_SHIM) && !SPPROF__OS_LINUX
+#  error "spprof.h: SPPROF_ALLOC_SHIM (LD_PRELOAD over glibc) is Linux only; macOS: hook_native=1 (malloc_logger)"
+#endif
 #ifdef SPPROF_ALLOC_SHIM
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);

@@ -1319,7 +1319,7 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
     spprof_stats st;
     (void)self; (void)noargs;
     spprof_get_stats(&st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisisK}",
         "samples_captured", (unsigned long long)st.samples_captured, "samples_dropped", (unsigned long long)st.samples_dropped,
         "samples_dropped_memory", (unsigned long long)st.samples_dropped_memory, "samples_stale", (unsigned long long)st.samples_stale,
         "samples_in_profile", (unsigned long long)st.samples_in_profile, "timer_overruns", (unsigned long long)st.timer_overruns,
@@ -1331,6 +1331,9 @@ static PyObject *spprof__py_stats(PyObject *self, PyObject *noargs) {
         "unique_frames", (unsigned long long)st.unique_frames, "profile_bytes", (unsigned long long)st.profile_bytes,
         "signals_ignored", (unsigned long long)st.signals_ignored, "faults_recovered", (unsigned long long)st.faults_recovered,
         "threads_posix", (unsigned long long)st.threads_posix, "perf_fd_fallbacks", (unsigned long long)st.perf_fd_fallbacks,
+        "ticks_late", (unsigned long long)st.ticks_late, "suspensions", (unsigned long long)st.suspensions,
+        "threads_skipped", (unsigned long long)st.threads_skipped,
+        "suspend_ns_total", (unsigned long long)st.suspend_ns_total, "suspend_ns_max", (unsigned long long)st.suspend_ns_max,
         "signal", st.signo, "handler_replaced", st.handler_replaced, "pin_passes", spprof__py_pin_passes);
 }
 
@@ -1641,10 +1644,27 @@ static PyObject *spprof__py_mem_stacks_fn(PyObject *self, PyObject *noargs) {
 static int spprof__py_sig_pipe[2] = {-1, -1};
 static unsigned char spprof__py_sig_mine[SPPROF__PY_NSIG];  /* 1: our handler was installed for it */
 static PyObject *spprof__py_sig_cb;
+static pid_t spprof__py_sig_pid;  /* the process that armed the handlers */
 
 static void spprof__py_sig_handler(int signo) {
-    int saved = errno;  /* [signal-safe]: one write(2) to a pipe, nothing else */
+    int saved = errno;  /* [signal-safe]: getpid, then one write(2) to a pipe (or sigaction + raise) */
     unsigned char b = (unsigned char)signo;
+    if (getpid() != spprof__py_sig_pid) {
+        /* A fork child before its atfork handler ran: a signal sent to it right after fork() (Pool.terminate,
+           Process.terminate under load) is delivered on its first return to user space, before any atfork
+           code. The pipe is still the parent's: writing there made the PARENT write its profile and die of
+           the child's SIGTERM (regrtest's fork pool tests, 1 run in ~10 under load). The child does what it
+           would do without spprof: the default action, once this handler returns (the signal is blocked
+           while it runs, so the raise stays pending until then). */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(signo, &dfl, NULL);
+        raise(signo);
+        errno = saved;
+        return;
+    }
     if (write(spprof__py_sig_pipe[1], &b, 1) < 0) {
         /* the pipe is full: a byte is already waiting, the thread will act on it */
     }
@@ -1738,6 +1758,7 @@ static PyObject *spprof__py_exit_signals_arm(PyObject *self, PyObject *args) {
     /* the handler must never block: the write end is non-blocking (a full pipe already holds a byte) */
     fcntl(spprof__py_sig_pipe[1], F_SETFL, fcntl(spprof__py_sig_pipe[1], F_GETFL) | O_NONBLOCK);
     pthread_once(&once, spprof__py_sig_atfork_init_fn);
+    spprof__py_sig_pid = getpid();
     Py_XDECREF(spprof__py_sig_cb);
     Py_INCREF(cb);
     spprof__py_sig_cb = cb;

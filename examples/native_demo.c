@@ -42,7 +42,11 @@ static void *worker(void *arg) {
     uint64_t end = now_ns() + (uint64_t)(g_seconds * 1e9);
     char name[16];
     snprintf(name, sizeof name, "worker-%d", (int)(intptr_t)arg);
+#ifdef __APPLE__
+    pthread_setname_np(name);  /* macOS names the calling thread only */
+#else
     pthread_setname_np(pthread_self(), name);
+#endif
     while (now_ns() < end) dispatch();
     return NULL;
 }

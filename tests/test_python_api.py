@@ -2,6 +2,7 @@
 fork. Every test runs its program in a subprocess under each interpreter (see conftest.py)."""
 import json
 import os
+import sys
 
 from conftest import functions_in, leaf, samples, self_shares, validate_speedscope
 
@@ -10,6 +11,7 @@ STAT_KEYS = {
     "timer_overruns", "timer_create_failures", "timer_create_retries", "threads_registered", "threads_live",
     "threads_sampled", "walk_errors", "walk_truncated", "unique_stacks", "unique_frames", "profile_bytes",
     "signals_ignored", "faults_recovered", "threads_perf", "threads_posix", "perf_fd_fallbacks",
+    "ticks_late", "suspensions", "threads_skipped", "suspend_ns_total", "suspend_ns_max",
 }
 
 def test_start_stop(run):
@@ -33,6 +35,8 @@ def test_start_stop(run):
     assert res["after"] == [False, "stopped"]
     assert set(res["stats_keys"]) >= STAT_KEYS
     assert set(d["stats"]) >= STAT_KEYS
+    if sys.platform == "linux":  # every thread samples itself: no sampler thread suspends anything
+        assert [d["stats"][k] for k in ("suspensions", "suspend_ns_max")] == [0, 0], d["stats"]
     assert res["types"] == ["Sample", "tuple", "Frame"] and res["leaf_prop"]
     assert d["interval_ms"] == 1 and d["mode"] == "cpu" and 0.3 <= d["duration"] < 10
     main = samples(d, tid=res["main"])

@@ -2,6 +2,7 @@
 stdout, stderr, sys.argv, environment of its children) and its profile is written however it ends."""
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -330,6 +331,19 @@ if what == "fork_child_os_exit":
     os.waitpid(pid, 0)
     print("after child:", os.path.exists(sys.argv[2]), flush=True)
     sys.exit(0)
+if what == "raw_fork_term":
+    # fork() without the atfork handlers (the raw system call): the child still has spprof's exit-signal
+    # handler, as a child signalled right after fork() has until its atfork handler runs
+    import ctypes, signal
+    pid = ctypes.CDLL(None, use_errno=True).syscall(57)  # SYS_fork, x86-64
+    if pid == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2)
+        os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    print("child:", os.WIFSIGNALED(status) and os.WTERMSIG(status), flush=True)
+    hot_loop(0.1)
+    sys.exit(0)
 if what == "kill":
     os.kill(os.getpid(), int(sys.argv[2]))
     time.sleep(30)
@@ -375,6 +389,17 @@ def test_record_fork_child_os_exit_does_not_write(py, sigprog, tmp_path):
     proc = record(["-o", str(out), "-q"], [py.path, str(sigprog), "fork_child_os_exit", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert "after child: False" in proc.stdout  # the child's os._exit wrote nothing
+    assert "hot_loop (" in out.read_text()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the test forks with the raw x86-64 system call")
+def test_record_fork_child_signalled_before_its_atfork_handler(py, sigprog, tmp_path):
+    # the child's SIGTERM is the child's: it dies of it, the parent goes on (it used to write its profile and
+    # die of the child's signal: regrtest's fork pool tests under load)
+    out = tmp_path / "t.collapsed"
+    proc = record(["-o", str(out), "-q"], [py.path, str(sigprog), "raw_fork_term"])
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert f"child: {int(signal.SIGTERM)}" in proc.stdout, proc.stdout
     assert "hot_loop (" in out.read_text()
 
 

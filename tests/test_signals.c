@@ -91,10 +91,13 @@ static void test_auto_signal(void) {
     spprof_stats st;
     burner b;
     int prof_calls;
+    uint64_t cpu0;
+    double cpu_ms;
     printf("default signal: a free real-time signal, SIGPROF left to the program\n");
     install(SIGPROF, program_prof_handler, &prof_prev);
     install(SIGRTMAX, other_copy_handler, &other_prev);  /* taken: as by another copy of spprof */
     burner_start(&b);
+    cpu0 = t_process_cpu_ns();
     CHECK(spprof_start(&cfg) == SPPROF_OK, "start with the default signo (0): %s", spprof_last_error());
     st = t_stats();
     CHECK(st.signo >= SIGRTMIN && st.signo < SIGRTMAX, "a real-time signal below the taken SIGRTMAX (%d; SIGRTMIN %d, SIGRTMAX %d)",
@@ -125,7 +128,12 @@ static void test_auto_signal(void) {
     printf("  signal %d: %llu samples; the program's SIGPROF handler: %d calls from its own itimer, %d from spprof; "
            "the other copy's SIGRTMAX handler: %d calls\n", st.signo, (unsigned long long)st.samples_in_profile,
            prof_calls, __atomic_load_n(&g_prof_ours, __ATOMIC_SEQ_CST), __atomic_load_n(&g_other_calls, __ATOMIC_SEQ_CST));
-    CHECK(st.samples_in_profile >= 100, "spprof sampled (%llu samples in about 1 s of CPU at 1 kHz)", (unsigned long long)st.samples_in_profile);
+    /* t_burn_ns burns wall time: on a busy machine the two threads get less CPU than that, so the samples are
+       compared with the CPU the process really used (1 kHz of CPU per thread: one sample per ms of it). TSan
+       holds async signals until its next interception point and loses more of them. */
+    cpu_ms = (double)(t_process_cpu_ns() - cpu0) / 1e6;
+    CHECK((double)st.samples_in_profile >= (T_TSAN_ON ? 0.2 : 0.5) * cpu_ms,
+          "spprof sampled (%llu samples for %.0f ms of process CPU at 1 kHz)", (unsigned long long)st.samples_in_profile, cpu_ms);
     CHECK(prof_calls >= 5, "the program's own SIGPROF itimer reached its handler (%d calls in 0.5 s of CPU at 100 Hz)", prof_calls);
     CHECK(__atomic_load_n(&g_prof_ours, __ATOMIC_SEQ_CST) == 0, "none of spprof's signals reached the program's SIGPROF handler");
     CHECK(__atomic_load_n(&g_other_calls, __ATOMIC_SEQ_CST) == 0, "none reached the other copy's SIGRTMAX handler");

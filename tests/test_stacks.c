@@ -560,6 +560,72 @@ static void test_ownership(spprof_mode mode) {
     CHECK(s.a_has_b == 0 && s.b_has_a == 0, "%s: no sample of thread A contains func_b, none of B contains func_a", m);
 }
 
+/* ==== 2b. a caller that works after its callee returned: never its own caller ====
+   On aarch64 the link register still holds the return address of the last call the function made (into
+   the function itself): the walker once took it for the caller and showed works_after_call twice in a row
+   (found when the aarch64 walker first ran, under qemu-user; x86-64 has no such register). */
+static __thread volatile uint64_t tls_sink_s;
+static __attribute__((noinline)) void tiny_callee(void) { tls_sink_s++; }
+static __attribute__((noinline)) void works_after_call(long n) {
+    uint64_t x;
+    long i;
+    tiny_callee();
+    x = tls_sink_s;
+    for (i = 0; i < n; i++) { x = x * 6364136223846793005ull + 1; TSAN_POLL(i); }  /* most samples land here */
+    tls_sink_s = x;
+    TSAN_POLL_END();
+}
+static __attribute__((noinline)) void stale_outer(long n) { works_after_call(n); tls_sink_s++; }
+static int g_stale_stop;
+static void *stale_main(void *arg) {
+    (void)arg;
+    while (!__atomic_load_n(&g_stale_stop, __ATOMIC_ACQUIRE)) stale_outer(g_base_iters);
+    return NULL;
+}
+typedef struct stale_scan { uint64_t in_fn, doubled, under_outer; char first_bad[512]; } stale_scan;
+static int stale_cb(const spprof_sample_view *v, void *user) {
+    stale_scan *s = (stale_scan *)user;
+    int k;
+    for (k = 0; k < v->nframes; k++) {
+        if (!is_fn(&v->frames[k], "works_after_call")) continue;
+        s->in_fn += v->count;
+        if (k + 1 < v->nframes && is_fn(&v->frames[k + 1], "stale_outer")) s->under_outer += v->count;
+        else if (!s->first_bad[0]) describe(v, s->first_bad, sizeof s->first_bad);
+        if (k + 1 < v->nframes && is_fn(&v->frames[k + 1], "works_after_call")) s->doubled += v->count;
+        break;
+    }
+    return 0;
+}
+static void test_stale_lr(void) {
+    spprof_config cfg = t_config(1000000);
+    stale_scan s;
+    pthread_t th;
+    uint64_t end = t_now_ns() + 15000000000u;
+    printf("a caller working after its callee returned (aarch64: stale link register)\n");
+    g_stale_stop = 0;
+    CHECK(spprof_start(&cfg) == SPPROF_OK, "start");
+    pthread_create(&th, NULL, stale_main, NULL);
+    do {  /* until 100 samples in works_after_call (up to 15 s on a loaded machine) */
+        t_sleep_ms(100);
+        spprof_flush();
+        memset(&s, 0, sizeof s);
+        symcache_reset();
+        spprof_foreach_sample(stale_cb, &s);
+    } while (s.in_fn < 100 && t_now_ns() < end);
+    CHECK(spprof_stop() == SPPROF_OK, "stop");
+    __atomic_store_n(&g_stale_stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    memset(&s, 0, sizeof s);
+    symcache_reset();
+    spprof_foreach_sample(stale_cb, &s);
+    printf("  %llu samples in works_after_call, %llu with stale_outer as the caller, %llu doubled; first other: %s\n",
+           (unsigned long long)s.in_fn, (unsigned long long)s.under_outer, (unsigned long long)s.doubled, s.first_bad);
+    CHECK(s.in_fn >= 100, "enough samples (%llu)", (unsigned long long)s.in_fn);
+    CHECK(s.doubled == 0, "works_after_call never shown as its own caller (%llu times)", (unsigned long long)s.doubled);
+    CHECK(s.under_outer == s.in_fn, "its caller is always stale_outer (%llu of %llu)", (unsigned long long)s.under_outer,
+          (unsigned long long)s.in_fn);
+}
+
 /* ==== 3. max_depth ==== */
 static __thread volatile uint64_t tls_sink_r;
 static __attribute__((noinline)) void bottom_spin(long n) {
@@ -685,6 +751,7 @@ int main(void) {
     STEP(test_truth_and_writers());
     STEP(test_ownership(SPPROF_MODE_CPU));
     STEP(test_ownership(SPPROF_MODE_WALL));
+    STEP(test_stale_lr());
     STEP(test_max_depth());
     STEP(test_empty_session());
     rm_rf(g_dir);

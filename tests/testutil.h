@@ -35,9 +35,18 @@ static inline uint64_t t_now_ns(void) {
 static inline void t_sleep_ms(int ms) {
     struct timespec ts;
     uint64_t end = t_now_ns() + (uint64_t)ms * 1000000u;
+#ifdef __APPLE__  /* no clock_nanosleep: relative sleeps until the deadline */
+    uint64_t now;
+    while ((now = t_now_ns()) < end) {
+        ts.tv_sec = (time_t)((end - now) / 1000000000u);
+        ts.tv_nsec = (long)((end - now) % 1000000000u);
+        nanosleep(&ts, NULL);
+    }
+#else
     ts.tv_sec = (time_t)(end / 1000000000u);
     ts.tv_nsec = (long)(end % 1000000000u);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0) {}
+#endif
 }
 static __thread volatile double t_sink;  /* per thread: no data race between burners */
 static __attribute__((noinline, unused)) void t_burn_ns(uint64_t ns) {  /* burn CPU for about ns of wall time */
@@ -102,6 +111,11 @@ static inline uint64_t t_thread_cpu_ns(void) {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+static inline uint64_t t_process_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 static inline spprof_stats t_stats(void) { spprof_stats s; memset(&s, 0, sizeof s); spprof_get_stats(&s); return s; }
 
 /* T_TSAN: built with ThreadSanitizer (gcc or clang). */
@@ -111,5 +125,10 @@ static inline spprof_stats t_stats(void) { spprof_stats s; memset(&s, 0, sizeof 
 #  if __has_feature(thread_sanitizer)
 #    define T_TSAN 1
 #  endif
+#endif
+#ifdef T_TSAN
+#  define T_TSAN_ON 1
+#else
+#  define T_TSAN_ON 0
 #endif
 #endif

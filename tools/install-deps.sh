@@ -25,7 +25,19 @@ if [ -n "$need" ]; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc g++ clang make libunwind-dev mingw-w64 wine wine64 \
     python3.11-dbg python3.11-dev golang-go chromium libc6-dbg >/dev/null || exit 1
 fi
+# gcc-aarch64-linux-gnu + qemu-user-static: aarch64 Linux run under emulation (make test-aarch64)
+if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch64-static >/dev/null 2>&1; then
+  echo "install-deps: installing Debian packages gcc-aarch64-linux-gnu qemu-user-static"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc-aarch64-linux-gnu \
+    qemu-user-static >/dev/null || exit 1
+fi
 if ! "$venv/bin/python" -c "import pytest, jsonschema" 2>/dev/null; then
   echo "install-deps: creating $venv with pytest and jsonschema"
   "$py" -m venv "$venv" && "$venv/bin/pip" install -q pytest jsonschema || exit 1
+fi
+# ziglang (PyPI): zig cc with macOS headers and libSystem stubs builds the macOS targets (make test-macos)
+if ! "$venv/bin/python" -c "import ziglang" 2>/dev/null; then
+  echo "install-deps: installing ziglang into $venv"
+  "$venv/bin/pip" install -q ziglang || exit 1
 fi

@@ -662,7 +662,8 @@ def stats() -> Dict[str, int]:
     signal: the profiling signal (a free real-time signal, so the program's SIGPROF stays its own);
     handler_replaced: 1 if the program installed its own handler for that signal (sampling stopped then,
     with one line on stderr; the profile so far is kept); pin_passes: times the pinning thread took the GIL
-    (0 where the code-object death hook is installed)."""
+    (0 where the code-object death hook is installed); ticks_late, suspensions, threads_skipped,
+    suspend_ns_total, suspend_ns_max: the suspend-and-sample sampler thread (Windows; 0 on Linux)."""
     return dict(_spprof.stats())
 
 
