@@ -133,3 +133,33 @@ def test_record_serve(tmp_path):
     assert proc.returncode == 0, err
     whole = raw(str(tmp_path / "run.pb.gz"))
     assert sum(s["values"][1] for s in whole["samples"]) > cpu
+
+
+def test_serve_arguments(run):
+    """Bad arguments are refused with the reason; a port in use is an OSError; IPv6 loopback works."""
+    r = run("""
+    import socket, urllib.request
+    out = {}
+    for key, args in (("port", ("127.0.0.1", 70000)), ("bool", ("127.0.0.1", True)), ("host", ("", 0)),
+                      ("hosttype", (3, 0))):
+        try:
+            spprof.serve(*args)
+        except (TypeError, ValueError) as e:
+            out[key] = f"{type(e).__name__}: {e}"
+    host, port = spprof.serve()
+    try:
+        spprof.serve(host, port)
+    except OSError as e:
+        out["inuse"] = "OSError"
+    try:
+        h6, p6 = spprof.serve("::1", 0)
+        out["v6"] = urllib.request.urlopen(f"http://[::1]:{p6}/debug/pprof/", timeout=10).status
+    except OSError as e:
+        out["v6"] = f"no IPv6 here: {e}"
+    emit(out)
+    """).ok()
+    m = r.result
+    assert m["port"].startswith("ValueError: port") and m["bool"].startswith("TypeError: port")
+    assert m["host"].startswith("TypeError: host") and m["hosttype"].startswith("TypeError: host")
+    assert m["inuse"] == "OSError"
+    assert m["v6"] == 200 or str(m["v6"]).startswith("no IPv6"), m["v6"]
