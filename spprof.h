@@ -5333,6 +5333,20 @@ static uint32_t *spprof__resolve_all(spprof__profile *p, spprof_symbol **syms_ou
     return map;
 }
 
+/* How many frames at the leaf end of stack s are spprof's own native functions (spprof_thread_unregister,
+   run by a registered thread's exit): the writers leave them out, the sample stays with their caller. */
+static uint32_t spprof__own_leaf(const spprof__profile *p, const spprof__stack *s, const uint32_t *map,
+                                 const spprof_symbol *syms) {
+    uint32_t k = 0;
+    while (k < s->n) {
+        const spprof_frame *f = &p->frames[p->stack_data[s->off + k]];
+        if (SPPROF_FRAME_KIND(f->kind) != SPPROF_FRAME_NATIVE || strncmp(syms[map[p->stack_data[s->off + k]]].name, "spprof_", 7) != 0)
+            break;
+        k++;
+    }
+    return k;
+}
+
 SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     spprof__profile *p = &spprof__g.prof;
     spprof__out o;
@@ -5379,8 +5393,9 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
         fputs(",\"unit\":\"nanoseconds\",\"samples\":[", o.f);
         for (j = 0; j < rec->nruns; j++) {
             const spprof__stack *s = &p->stacks[rec->runs[j].stack];
+            uint32_t lead = spprof__own_leaf(p, s, map, syms);
             fputs(j ? ",[" : "[", o.f);
-            for (k = s->n; k-- > 0;) fprintf(o.f, "%u%s", map[p->stack_data[s->off + k]], k ? "," : "");  /* root first */
+            for (k = s->n; k-- > lead;) fprintf(o.f, "%u%s", map[p->stack_data[s->off + k]], k > lead ? "," : "");  /* root first */
             fputc(']', o.f);
         }
         fputs("],\"weights\":[", o.f);
@@ -5460,7 +5475,7 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
         else { uint32_t t; for (t = 0; t < p->nrecs; t++) for (j = 0; j < p->recs[t].nruns; j++) counts[canon[p->recs[t].runs[j].stack]] += p->recs[t].runs[j].weight; }
         for (k = 0; k < p->nstacks; k++) {
             const spprof__stack *s = &p->stacks[k];
-            uint32_t m;
+            uint32_t m, lead;
             if (!counts[k]) continue;
             if (flags & SPPROF_COLLAPSED_THREADS) {
                 char title[128];
@@ -5468,13 +5483,14 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
                 spprof__collapsed_name(o.f, title);
                 fputc(';', o.f);  /* also before "[empty]": every line is "thread;frames count" */
             }
-            for (m = s->n; m-- > 0;) {  /* "name", or "name (file:line)" when the line is known (as py-spy) */
+            lead = spprof__own_leaf(p, s, map, syms);
+            for (m = s->n; m-- > lead;) {  /* "name", or "name (file:line)" when the line is known (as py-spy) */
                 const spprof_symbol *y = &syms[map[p->stack_data[s->off + m]]];
                 spprof__collapsed_name(o.f, y->name);
                 if (y->line > 0) { fputs(" (", o.f); spprof__collapsed_name(o.f, y->file); fprintf(o.f, ":%d)", y->line); }
-                if (m) fputc(';', o.f);
+                if (m > lead) fputc(';', o.f);
             }
-            if (!s->n) fputs("[empty]", o.f);
+            if (s->n == lead) fputs("[empty]", o.f);
             fprintf(o.f, " %llu\n", (unsigned long long)counts[k]);
         }
     }
@@ -6001,10 +6017,11 @@ SPPROF_API spprof_result spprof_write_pprof(const char *path) {
                 const spprof__stack *s = &p->stacks[touched[k]];
                 uint64_t values[2];
                 uint32_t m;
-                for (m = 0; m < s->n; m++) locs[m] = map[p->stack_data[s->off + m]] + 1;  /* leaf first */
+                uint32_t lead = spprof__own_leaf(p, s, map, syms);
+                for (m = lead; m < s->n; m++) locs[m - lead] = map[p->stack_data[s->off + m]] + 1;  /* leaf first */
                 values[0] = counts[touched[k]];
                 values[1] = weights[touched[k]] * (uint64_t)p->interval_ns;
-                spprof__pprof_sample(&b, locs, s->n, values, 2, rec->name[0] ? rec->name : "thread", rec->tid);
+                spprof__pprof_sample(&b, locs, s->n - lead, values, 2, rec->name[0] ? rec->name : "thread", rec->tid);
                 counts[touched[k]] = 0;
                 weights[touched[k]] = 0;
             }

@@ -2,6 +2,7 @@
 the real client, `go tool pprof -raw` / `-top`, and compared with the profile's own numbers: the collapsed
 stacks written from the same profile, or allocations whose truth is known exactly."""
 import gzip
+import json
 import os
 import subprocess
 
@@ -70,6 +71,15 @@ def test_c_memory_pprof_exact(tmp_path):
     slept = sum(s["values"][1] for s in wall["samples"]
                 if any("sleep" in wall["locations"][i]["lines"][0][0] for i in s["locs"]))
     assert 0.1e9 <= slept <= 0.4e9, slept
+    # spprof's own frames at the leaf are left out by every C writer; the samples stay, on the caller
+    own = collapsed(str(tmp_path / "own.collapsed"))
+    assert list(own) == ["own_caller"] and own["own_caller"] > 0, own
+    doc = json.loads((tmp_path / "own.json").read_text())
+    used = {i for p in doc["profiles"] for st in p["samples"] for i in st}
+    assert {doc["shared"]["frames"][i]["name"] for i in used} == {"own_caller"}
+    op = raw(str(tmp_path / "own.pb.gz"))
+    assert {op["locations"][i]["lines"][0][0] for s in op["samples"] for i in s["locs"]} == {"own_caller"}
+    assert sum(s["values"][1] for s in op["samples"]) == own["own_caller"] * 1000000
     empty = raw(str(tmp_path / "empty.pb.gz"))
     assert empty["samples"] == [] and empty["types"] == ["samples/count", "cpu/nanoseconds"]
 
