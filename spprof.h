@@ -5138,7 +5138,8 @@ SPPROF_API int spprof_resolve(const spprof_frame *f, spprof_symbol *out) {
    stays a symlink) is written to "<real target>.tmp.<pid>" and renamed over the target only when everything
    was written, so a failed write never leaves a truncated file; devices, FIFOs and /dev/stdout-style paths are
    written in place, never replaced (spprof__out_open). A failed write never loses the profile: it stays in
-   memory and can be written again elsewhere. */
+   memory and can be written again elsewhere. spprof's own functions at the leaf of a stack are left out
+   (spprof__own_leaf): the sample stays with their caller. */
 SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) {
     spprof__profile *p = &spprof__g.prof;
     spprof_frame buf[SPPROF_MAX_DEPTH_LIMIT];
