@@ -55,15 +55,16 @@ $(BUILD)/tsan/%: tests/%.c tests/testutil.h spprof.h
 	$(CC) -std=c99 -D_GNU_SOURCE $(WARN) $(FPFLAGS) $(SANFLAGS_TSAN) -I. $< -o $@ $(LDLIBS)
 
 # The main job: profile the shipped workloads (Python: 4 threads with a known 50/30/20 split; C: 3 threads;
-# memory: examples/memory_demo.py), write Speedscope + collapsed stacks into out/, print the top functions.
+# memory: examples/memory_demo.py), write Speedscope, collapsed stacks, SVG flame graphs and pprof into out/,
+# print the top functions.
 demo: $(BUILD)/native_demo pypkg
 	@mkdir -p out
-	$(PYTHON) tools/spprof record -r 1000 -o out/python.speedscope.json -o out/python.collapsed -- $(PYTHON) examples/python_demo.py 3
+	$(PYTHON) tools/spprof record -r 1000 -o out/python.speedscope.json -o out/python.collapsed -o out/python.svg -o out/python.pb.gz -- $(PYTHON) examples/python_demo.py 3
 	@$(PYTHON) tools/top.py out/python.collapsed 5
 	./$(BUILD)/native_demo out 3
 	@$(PYTHON) tools/top.py out/native.collapsed 5
-	$(PYTHON) tools/spprof record --memory -o out/memory.speedscope.json -o out/memory.collapsed -- $(PYTHON) examples/memory_demo.py
-	@echo "live at exit, by allocating function (bytes):"; $(PYTHON) tools/top.py out/memory.collapsed 5
+	$(PYTHON) tools/spprof record --memory -o out/memory.speedscope.json -o out/memory.collapsed -o out/memory.svg -o out/memory.pb.gz -- $(PYTHON) examples/memory_demo.py
+	@$(PYTHON) tools/top.py out/memory.collapsed 5 --bytes
 
 # Install what the tests need (compilers, a venv with pytest + jsonschema). Idempotent; quiet when present.
 deps:
@@ -125,6 +126,11 @@ $(BUILD)/tests/lockdown_native: tests/lockdown_native.c spprof.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
+# Known allocations written with spprof_mem_write_pprof, read back by tests/test_pprof.py; not in TEST_BINS.
+$(BUILD)/tests/pprof_writer: tests/pprof_writer.c spprof.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
 # spprof.h in a C++ program: C++ frames come out demangled.
 $(BUILD)/tests/cxx_demangle_check: tests/cxx_demangle_check.cpp tests/testutil.h spprof.h
 	@mkdir -p $(dir $@)
@@ -156,7 +162,7 @@ test-tsan: $(TSAN_BINS)
 # The Python tests run under $(PYTHON), every interpreter in $(SPPROF_PYTHONS), python3 and python3.11-dbg.
 # tests/test_windows_python.py runs the Windows CPython 3.13 (`make windows`) under wine (about 1-2 minutes).
 # tests/test_lockdown.py runs programs through $(BUILD)/tests/lockdown (uid 65534 + a Docker-like seccomp filter).
-test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native windows
+test-py: $(BUILD)/native_demo pypkg $(BUILD)/tests/lockdown $(BUILD)/tests/lockdown_native $(BUILD)/tests/pprof_writer windows
 	@SPPROF_PYTHONS="$(PYTHON) $(SPPROF_PYTHONS)" $(VENV)/bin/python -m pytest -q tests
 
 # The pip package: `pip install .` of this tree into a fresh venv per interpreter ($(PYTHON) and

@@ -14,12 +14,14 @@
        spprof_stop();
        spprof_write_speedscope("out.speedscope.json");   // open in https://www.speedscope.app
        spprof_write_collapsed("out.collapsed", 0);       // flamegraph.pl / speedscope / inferno
+       spprof_write_pprof("out.pb.gz");                  // go tool pprof, Pyroscope, Parca
 
    Memory profiler (same header; any thread, any time, alone or with the sampler):
        spprof_mem_config mc = spprof_mem_config_default();   // one sample per 512 KiB allocated
        spprof_mem_start(&mc);                                 // hooks the malloc family of loaded objects
        work();
        spprof_mem_write_collapsed("heap.collapsed", SPPROF_MEM_LIVE);  // live heap, weighted in bytes
+       spprof_mem_write_pprof("heap.pb.gz");          // alloc_/inuse_ objects and space (Go's heap profile)
        spprof_mem_stop(); spprof_mem_shutdown();
 
    Contents (search for the banner, in this order):   @api  @config  @impl  @atomics  @os  @errors  @ring
@@ -40,9 +42,10 @@
    thread's off-CPU time on the stack it is blocked on, without a signal (@offcpu); the handler walks the
    thread's frame-pointer chain into a lock-free multi-producer ring buffer; a collector thread drains the
    ring into a deduplicated profile (interned frames and stacks, run-length per-thread timelines) bounded
-   by a memory limit; writers symbolize off the hot path (dladdr + ELF .symtab/.dynsym) and write Speedscope
-   JSON or collapsed stacks: a regular file (a symlink: its target) atomically by rename, a device, FIFO or
-   /dev/stdout-style path in place, never replaced.
+   by a memory limit; writers symbolize off the hot path (dladdr + ELF .symtab, the separate debug file's
+   .symtab via build id or .gnu_debuglink, .dynsym) and write Speedscope JSON, collapsed stacks or pprof
+   (gzip-compressed profile.proto, encoded without a protobuf or zlib library): a regular file (a symlink:
+   its target) atomically by rename, a device, FIFO or /dev/stdout-style path in place, never replaced.
 
    Windows: a sampler thread suspends each thread in turn (SuspendThread, GetThreadContext, walk with the
    PE unwind tables, ResumeThread); names from the COFF symbols mingw leaves in a PE file, else DbgHelp;
@@ -329,6 +332,10 @@ SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user);
 SPPROF_API spprof_result spprof_write_speedscope(const char *path);
 enum { SPPROF_COLLAPSED_THREADS = 1 };  /* flag: first frame of every line is the thread's name */
 SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags);
+/* pprof (profile.proto, gzip-compressed: go tool pprof, Pyroscope, Parca, Cloud Profiler): sample types
+   samples/count and cpu/nanoseconds (wall/nanoseconds in wall mode), period, time, duration; one sample per
+   thread and stack with labels "thread" (name) and "thread_id"; native frames with their object's mapping. */
+SPPROF_API spprof_result spprof_write_pprof(const char *path);
 
 typedef void (*spprof_frame_fn)(uint32_t id, const spprof_frame *frame, void *user);
 SPPROF_API spprof_result spprof_foreach_frame(uint32_t first_id, spprof_frame_fn fn, void *user); /* distinct frames, in order of first sight */
@@ -431,8 +438,13 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
 typedef int (*spprof_mem_stack_fn)(uint32_t stack_id, const spprof_frame *frames, int nframes, uint64_t samples,
                                    double est_bytes, double est_count, void *user);
 SPPROF_API spprof_result spprof_mem_foreach_stack(spprof_mem_stack_fn fn, void *user);
-/* Collapsed stacks of the live heap (or, with SPPROF_MEM_FREED, of everything allocated), weighted in bytes. */
+/* Collapsed stacks of the live heap (or, with SPPROF_MEM_FREED, of everything allocated), weighted in bytes,
+   one line per distinct stack. */
 SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which);
+/* pprof of the session (gzip-compressed profile.proto), Go's heap convention: per stack alloc_objects,
+   alloc_space (everything sampled this session), inuse_objects, inuse_space (live now; the default),
+   in counts and bytes (the unbiased estimates); period = sampling_rate bytes. */
+SPPROF_API spprof_result spprof_mem_write_pprof(const char *path);
 /* [hook-safe] For allocators of your own: call after an allocation succeeded and before the memory is freed. */
 SPPROF_API void spprof_mem_record_alloc(void *ptr, size_t size);
 SPPROF_API void spprof_mem_record_free(void *ptr);
@@ -4863,7 +4875,9 @@ SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name) {
 
 /* ==== @symbolize ======================================================================================
    Off the hot path. Modules come from dl_iterate_phdr; each module's symbols from its ELF file (.symtab
-   when present, so static functions get names; else .dynsym), sorted by address; dladdr as a fallback;
+   when present, so static functions get names; else the .symtab of its separate debug file, found by build id
+   or .gnu_debuglink (Debian's libc6-dbg names libc's start_thread); else .dynsym), sorted by address; the
+   executable is shown by its real path (opened as /proc/self/exe); dladdr as a fallback;
    "module+0xoffset" when nothing names the address. The cache is built on first use and dropped by
    spprof__symbols_reset() after each writer (libraries may be loaded or unloaded in between). */
 #if SPPROF__OS_LINUX
@@ -4911,58 +4925,135 @@ static int spprof__cmp_sym(const void *a, const void *b) {
     return (x->lo > y->lo) - (x->lo < y->lo);
 }
 
-static void spprof__load_symbols(spprof__module *m) {
-    int fd;
+/* Maps a whole file read-only; NULL when it cannot be opened or is not at least an ELF header long. */
+static const unsigned char *spprof__map_file(const char *path, size_t *size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    const unsigned char *base;
-    const ElfW(Ehdr) *eh;
-    const ElfW(Shdr) *sh;
-    int pass, i;
-    m->loaded = 1;
-    fd = open(m->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) { close(fd); return; }
-    base = (const unsigned char *)mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *base;
+    if (fd < 0) return NULL;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) {
+        close(fd);
+        return NULL;
+    }
+    base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (base == (const unsigned char *)MAP_FAILED) return;
-    eh = (const ElfW(Ehdr) *)(const void *)base;
+    if (base == MAP_FAILED) return NULL;
+    *size = (size_t)st.st_size;
+    return (const unsigned char *)base;
+}
+
+/* The section headers of a mapped ELF file, checked against its size; NULL if it is not one. */
+static const ElfW(Shdr) *spprof__elf_sections(const unsigned char *base, size_t size) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
     if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shoff == 0 ||
-        eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(ElfW(Shdr)) > (uint64_t)st.st_size) goto done;
-    sh = (const ElfW(Shdr) *)(const void *)(base + eh->e_shoff);
-    for (pass = 0; pass < 2 && m->nsyms == 0; pass++) {  /* .symtab first, then .dynsym */
-        uint32_t want = pass == 0 ? SHT_SYMTAB : SHT_DYNSYM;
-        for (i = 0; i < eh->e_shnum; i++) {
-            const ElfW(Shdr) *s = &sh[i], *strs;
-            const ElfW(Sym) *syms;
-            size_t n, k, cnt = 0, nl = 0;
-            if (s->sh_type != want || s->sh_link >= eh->e_shnum || s->sh_entsize != sizeof(ElfW(Sym))) continue;
-            strs = &sh[s->sh_link];
-            if (s->sh_offset + s->sh_size > (uint64_t)st.st_size || strs->sh_offset + strs->sh_size > (uint64_t)st.st_size) continue;
-            syms = (const ElfW(Sym) *)(const void *)(base + s->sh_offset);
-            n = s->sh_size / sizeof(ElfW(Sym));
-            for (k = 0; k < n; k++) if ((ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC || ELF64_ST_TYPE(syms[k].st_info) == STT_GNU_IFUNC) && syms[k].st_value && syms[k].st_name < strs->sh_size) cnt++;
-            if (!cnt) continue;
-            m->syms = (spprof__sym *)SPPROF_MALLOC(cnt * sizeof(spprof__sym));
-            m->names = (char *)SPPROF_MALLOC((size_t)strs->sh_size + 1);
-            if (!m->syms || !m->names) { SPPROF_FREE(m->syms); SPPROF_FREE(m->names); m->syms = NULL; m->names = NULL; goto done; }
-            memcpy(m->names, base + strs->sh_offset, (size_t)strs->sh_size);
-            m->names[strs->sh_size] = 0;
-            m->names_len = (size_t)strs->sh_size;
-            for (k = 0; k < n; k++) {
-                const ElfW(Sym) *y = &syms[k];
-                if (!((ELF64_ST_TYPE(y->st_info) == STT_FUNC || ELF64_ST_TYPE(y->st_info) == STT_GNU_IFUNC) && y->st_value && y->st_name < strs->sh_size)) continue;
-                m->syms[nl].lo = y->st_value + m->bias;
-                m->syms[nl].hi = y->st_value + m->bias + (y->st_size ? y->st_size : 1);
-                m->syms[nl].name = y->st_name;
-                nl++;
+        eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(ElfW(Shdr)) > (uint64_t)size) return NULL;
+    return (const ElfW(Shdr) *)(const void *)(base + eh->e_shoff);
+}
+
+/* Loads m's function symbols from the section of type `want` (SHT_SYMTAB or SHT_DYNSYM) of a mapped ELF
+   file whose addresses are those of m (the object itself or its separate debug file); 1 if any. */
+static int spprof__elf_syms(spprof__module *m, const unsigned char *base, size_t size, uint32_t want) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
+    const ElfW(Shdr) *sh = spprof__elf_sections(base, size);
+    int i;
+    if (!sh) return 0;
+    for (i = 0; i < eh->e_shnum; i++) {
+        const ElfW(Shdr) *s = &sh[i], *strs;
+        const ElfW(Sym) *syms;
+        size_t n, k, cnt = 0, nl = 0;
+        if (s->sh_type != want || s->sh_link >= eh->e_shnum || s->sh_entsize != sizeof(ElfW(Sym))) continue;
+        strs = &sh[s->sh_link];
+        if (s->sh_offset + s->sh_size > (uint64_t)size || strs->sh_offset + strs->sh_size > (uint64_t)size) continue;
+        syms = (const ElfW(Sym) *)(const void *)(base + s->sh_offset);
+        n = s->sh_size / sizeof(ElfW(Sym));
+        for (k = 0; k < n; k++) if ((ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC || ELF64_ST_TYPE(syms[k].st_info) == STT_GNU_IFUNC) && syms[k].st_value && syms[k].st_name < strs->sh_size) cnt++;
+        if (!cnt) continue;
+        m->syms = (spprof__sym *)SPPROF_MALLOC(cnt * sizeof(spprof__sym));
+        m->names = (char *)SPPROF_MALLOC((size_t)strs->sh_size + 1);
+        if (!m->syms || !m->names) { SPPROF_FREE(m->syms); SPPROF_FREE(m->names); m->syms = NULL; m->names = NULL; return 0; }
+        memcpy(m->names, base + strs->sh_offset, (size_t)strs->sh_size);
+        m->names[strs->sh_size] = 0;
+        m->names_len = (size_t)strs->sh_size;
+        for (k = 0; k < n; k++) {
+            const ElfW(Sym) *y = &syms[k];
+            if (!((ELF64_ST_TYPE(y->st_info) == STT_FUNC || ELF64_ST_TYPE(y->st_info) == STT_GNU_IFUNC) && y->st_value && y->st_name < strs->sh_size)) continue;
+            m->syms[nl].lo = y->st_value + m->bias;
+            m->syms[nl].hi = y->st_value + m->bias + (y->st_size ? y->st_size : 1);
+            m->syms[nl].name = y->st_name;
+            nl++;
+        }
+        m->nsyms = nl;
+        qsort(m->syms, m->nsyms, sizeof(spprof__sym), spprof__cmp_sym);
+        return 1;
+    }
+    return 0;
+}
+
+/* The separate debug file of a stripped object (distributions ship its .symtab there: libc's start_thread):
+   /usr/lib/debug/.build-id/xx/yyyy.debug from its GNU build id, else the name in its .gnu_debuglink, looked
+   up beside the object, in its .debug/ directory and under /usr/lib/debug. 1 if one exists. */
+static int spprof__debug_file(const unsigned char *base, size_t size, const char *path, char *out, size_t cap) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
+    const ElfW(Shdr) *sh = spprof__elf_sections(base, size);
+    const char *shstr;
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path) : 0;
+    int i;
+    struct stat st;
+    if (!sh || eh->e_shstrndx >= eh->e_shnum || sh[eh->e_shstrndx].sh_offset + sh[eh->e_shstrndx].sh_size > size) return 0;
+    shstr = (const char *)base + sh[eh->e_shstrndx].sh_offset;
+    for (i = 0; i < eh->e_shnum; i++) {  /* the build id: a note of type NT_GNU_BUILD_ID named "GNU" */
+        const unsigned char *p = base + sh[i].sh_offset, *end = p + sh[i].sh_size;
+        if (sh[i].sh_type != SHT_NOTE || sh[i].sh_offset + sh[i].sh_size > size) continue;
+        while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)(const void *)p;
+            const unsigned char *name = p + sizeof(ElfW(Nhdr));
+            const unsigned char *desc = name + ((nh->n_namesz + 3u) & ~3u);
+            if (desc + nh->n_descsz > end) break;
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4) && nh->n_descsz >= 2 &&
+                nh->n_descsz <= 64) {
+                char hex[130];
+                uint32_t k;
+                for (k = 0; k < nh->n_descsz; k++) snprintf(hex + 2 * k, 3, "%02x", desc[k]);
+                snprintf(out, cap, "/usr/lib/debug/.build-id/%.2s/%s.debug", hex, hex + 2);
+                if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
             }
-            m->nsyms = nl;
-            qsort(m->syms, m->nsyms, sizeof(spprof__sym), spprof__cmp_sym);
-            break;
+            p = desc + ((nh->n_descsz + 3u) & ~3u);
         }
     }
-done:
-    munmap((void *)(uintptr_t)base, (size_t)st.st_size);
+    for (i = 0; i < eh->e_shnum; i++) {
+        const char *link;
+        if (sh[i].sh_name >= sh[eh->e_shstrndx].sh_size || strcmp(shstr + sh[i].sh_name, ".gnu_debuglink") != 0 ||
+            sh[i].sh_offset + sh[i].sh_size > size || sh[i].sh_size < 2) continue;
+        link = (const char *)base + sh[i].sh_offset;
+        if (!memchr(link, 0, (size_t)sh[i].sh_size) || strchr(link, '/')) return 0;
+        snprintf(out, cap, "%.*s/%s", dirlen, path, link);
+        if (strcmp(out, path) != 0 && stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        snprintf(out, cap, "%.*s/.debug/%s", dirlen, path, link);
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        snprintf(out, cap, "/usr/lib/debug%.*s/%s", dirlen, path, link);
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        return 0;
+    }
+    return 0;
+}
+
+/* .symtab when present (static functions get names); else the separate debug file's .symtab; else .dynsym. */
+static void spprof__load_symbols(spprof__module *m) {
+    size_t size = 0, dsize = 0;
+    const unsigned char *base, *dbg;
+    char dpath[512];
+    m->loaded = 1;
+    base = spprof__map_file(m->path, &size);
+    if (!base) return;
+    if (!spprof__elf_syms(m, base, size, SHT_SYMTAB)) {
+        if (spprof__debug_file(base, size, m->path, dpath, sizeof dpath) && (dbg = spprof__map_file(dpath, &dsize)) != NULL) {
+            spprof__elf_syms(m, dbg, dsize, SHT_SYMTAB);
+            munmap((void *)(uintptr_t)dbg, dsize);
+        }
+        if (!m->nsyms) spprof__elf_syms(m, base, size, SHT_DYNSYM);
+    }
+    munmap((void *)(uintptr_t)base, size);
 }
 
 static void spprof__symbols_reset(void) {
@@ -4975,6 +5066,17 @@ static void spprof__symbols_reset(void) {
 }
 
 static const char *spprof__basename(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
+
+/* The name a module is shown by: its path, the executable's real path rather than /proc/self/exe (which
+   stays the one opened: it is still the running file if the path was replaced or deleted meanwhile). */
+static void spprof__module_name(const spprof__module *m, char *out, size_t n) {
+    ssize_t len;
+    if (strcmp(m->path, "/proc/self/exe") == 0 && n > 1 && (len = readlink(m->path, out, n - 1)) > 0) {
+        out[len] = 0;
+        return;
+    }
+    snprintf(out, n, "%s", m->path);
+}
 
 /* Under sym_lock: (re)build the module table when there is none or the loader's add/remove counters moved
    since it was built (a library loaded after the first symbolization, e.g. an extension imported later). */
@@ -5049,7 +5151,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         size_t lo = 0, hi;
         if (pc < m->lo || pc >= m->hi) continue;
         if (!m->loaded) spprof__load_symbols(m);
-        snprintf(out->file, sizeof out->file, "%s", m->path);
+        spprof__module_name(m, out->file, sizeof out->file);
         hi = m->nsyms;
         while (lo < hi) { size_t mid = (lo + hi) / 2; if (m->syms[mid].lo <= pc) lo = mid + 1; else hi = mid; }
         /* lo = first symbol above pc; walk back over enclosing candidates (sizes can overlap) */
@@ -5087,7 +5189,8 @@ SPPROF_API int spprof_resolve(const spprof_frame *f, spprof_symbol *out) {
    stays a symlink) is written to "<real target>.tmp.<pid>" and renamed over the target only when everything
    was written, so a failed write never leaves a truncated file; devices, FIFOs and /dev/stdout-style paths are
    written in place, never replaced (spprof__out_open). A failed write never loses the profile: it stays in
-   memory and can be written again elsewhere. */
+   memory and can be written again elsewhere. spprof's own functions at the leaf of a stack are left out
+   (spprof__own_leaf): the sample stays with their caller. */
 SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) {
     spprof__profile *p = &spprof__g.prof;
     spprof_frame buf[SPPROF_MAX_DEPTH_LIMIT];
@@ -5282,11 +5385,26 @@ static uint32_t *spprof__resolve_all(spprof__profile *p, spprof_symbol **syms_ou
     return map;
 }
 
+/* How many frames at the leaf end of stack s are spprof's own native functions (spprof_thread_unregister,
+   run by a registered thread's exit): the writers leave them out, the sample stays with their caller. */
+static uint32_t spprof__own_leaf(const spprof__profile *p, const spprof__stack *s, const uint32_t *map,
+                                 const spprof_symbol *syms) {
+    uint32_t k = 0;
+    while (k < s->n) {
+        const spprof_frame *f = &p->frames[p->stack_data[s->off + k]];
+        if (SPPROF_FRAME_KIND(f->kind) != SPPROF_FRAME_NATIVE || strncmp(syms[map[p->stack_data[s->off + k]]].name, "spprof_", 7) != 0)
+            break;
+        k++;
+    }
+    return k;
+}
+
 SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     spprof__profile *p = &spprof__g.prof;
     spprof__out o;
     spprof_symbol *syms = NULL;
-    uint32_t nsyms = 0, *map, i, k;
+    uint32_t nsyms = 0, *map, i, k, active = 0, nprof = 0;
+    uint64_t most = 0;
     size_t j;
     int first = 1;
     spprof_result r = spprof__out_open(&o, path);
@@ -5295,7 +5413,17 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     spprof__drain();
     map = spprof__resolve_all(p, &syms, &nsyms);
     if (!map) { spprof__unlock(&spprof__prof_lock); spprof__out_abort(&o); return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path); }
-    fprintf(o.f, "{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\"exporter\":\"spprof %s\",\"name\":\"spprof profile\",\"activeProfileIndex\":0,\"shared\":{\"frames\":[", SPPROF_VERSION_STRING);
+    for (i = 0; i < p->nrecs; i++) {  /* the viewer opens the busiest thread, not whichever came first */
+        uint64_t w = 0;
+        if (!p->recs[i].nruns) continue;
+        for (j = 0; j < p->recs[i].nruns; j++) w += p->recs[i].runs[j].weight;
+        if (w > most) {
+            most = w;
+            active = nprof;
+        }
+        nprof++;
+    }
+    fprintf(o.f, "{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\"exporter\":\"spprof %s\",\"name\":\"spprof profile\",\"activeProfileIndex\":%u,\"shared\":{\"frames\":[", SPPROF_VERSION_STRING, active);
     for (i = 0; i < nsyms; i++) {
         fprintf(o.f, "%s{\"name\":", i ? "," : "");
         spprof__json_str(o.f, syms[i].name);
@@ -5317,8 +5445,9 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
         fputs(",\"unit\":\"nanoseconds\",\"samples\":[", o.f);
         for (j = 0; j < rec->nruns; j++) {
             const spprof__stack *s = &p->stacks[rec->runs[j].stack];
+            uint32_t lead = spprof__own_leaf(p, s, map, syms);
             fputs(j ? ",[" : "[", o.f);
-            for (k = s->n; k-- > 0;) fprintf(o.f, "%u%s", map[p->stack_data[s->off + k]], k ? "," : "");  /* root first */
+            for (k = s->n; k-- > lead;) fprintf(o.f, "%u%s", map[p->stack_data[s->off + k]], k > lead ? "," : "");  /* root first */
             fputc(']', o.f);
         }
         fputs("],\"weights\":[", o.f);
@@ -5398,7 +5527,7 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
         else { uint32_t t; for (t = 0; t < p->nrecs; t++) for (j = 0; j < p->recs[t].nruns; j++) counts[canon[p->recs[t].runs[j].stack]] += p->recs[t].runs[j].weight; }
         for (k = 0; k < p->nstacks; k++) {
             const spprof__stack *s = &p->stacks[k];
-            uint32_t m;
+            uint32_t m, lead;
             if (!counts[k]) continue;
             if (flags & SPPROF_COLLAPSED_THREADS) {
                 char title[128];
@@ -5406,18 +5535,694 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
                 spprof__collapsed_name(o.f, title);
                 fputc(';', o.f);  /* also before "[empty]": every line is "thread;frames count" */
             }
-            for (m = s->n; m-- > 0;) {  /* "name", or "name (file:line)" when the line is known (as py-spy) */
+            lead = spprof__own_leaf(p, s, map, syms);
+            for (m = s->n; m-- > lead;) {  /* "name", or "name (file:line)" when the line is known (as py-spy) */
                 const spprof_symbol *y = &syms[map[p->stack_data[s->off + m]]];
                 spprof__collapsed_name(o.f, y->name);
                 if (y->line > 0) { fputs(" (", o.f); spprof__collapsed_name(o.f, y->file); fprintf(o.f, ":%d)", y->line); }
-                if (m) fputc(';', o.f);
+                if (m > lead) fputc(';', o.f);
             }
-            if (!s->n) fputs("[empty]", o.f);
+            if (s->n == lead) fputs("[empty]", o.f);
             fprintf(o.f, " %llu\n", (unsigned long long)counts[k]);
         }
     }
     spprof__unlock(&spprof__prof_lock);
     SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(counts); SPPROF_FREE(canon);
+    return spprof__out_close(&o);
+}
+
+/* ---- pprof ---------------------------------------------------------------------------------------------
+   profile.proto (github.com/google/pprof/proto/profile.proto), gzip-compressed, without a protobuf or zlib
+   library: the message is encoded by hand into memory (spprof__pb), then deflated by the small encoder below
+   (fixed Huffman codes, greedy LZ77: about a third of the size, zlib -6 makes it a fifth smaller still) into
+   one gzip member with the CRC-32 and length gzip requires. Every pprof reader accepts it (go tool pprof,
+   Pyroscope, Parca). Field numbers below are those of profile.proto. */
+typedef struct spprof__pb { unsigned char *d; size_t n, cap; int oom; } spprof__pb;
+
+static void spprof__pb_put(spprof__pb *b, const void *src, size_t len) {
+    if (b->oom || !len) return;
+    if (b->n + len > b->cap) {
+        size_t nc = b->cap ? b->cap : 256;
+        unsigned char *q;
+        while (nc < b->n + len) nc *= 2;
+        q = (unsigned char *)SPPROF_REALLOC(b->d, nc);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->d = q;
+        b->cap = nc;
+    }
+    memcpy(b->d + b->n, src, len);
+    b->n += len;
+}
+
+static void spprof__pb_varint(spprof__pb *b, uint64_t v) {
+    unsigned char tmp[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        tmp[n++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    tmp[n++] = (unsigned char)v;
+    spprof__pb_put(b, tmp, n);
+}
+
+/* A varint field (wire type 0). Zero is every field's default and is left out, as protobuf encoders do. */
+static void spprof__pb_int(spprof__pb *b, unsigned field, uint64_t v) {
+    if (!v) return;
+    spprof__pb_varint(b, (uint64_t)field << 3);
+    spprof__pb_varint(b, v);
+}
+
+/* A length-delimited field (wire type 2): a string, an embedded message or a packed repeated field. */
+static void spprof__pb_bytes(spprof__pb *b, unsigned field, const spprof__pb *data) {
+    spprof__pb_varint(b, ((uint64_t)field << 3) | 2);
+    spprof__pb_varint(b, data->n);
+    spprof__pb_put(b, data->d, data->n);
+    if (data->oom) b->oom = 1;
+}
+
+/* Interned strings (Profile.string_table; index 0 is ""), owned copies. */
+typedef struct spprof__strtab { char **s; uint32_t n, cap; uint32_t *slots; uint32_t nslots; int oom; } spprof__strtab;
+
+static uint64_t spprof__str_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static uint32_t spprof__str(spprof__strtab *t, const char *s) {
+    uint32_t i, k;
+    size_t len;
+    if (t->oom) return 0;
+    if ((t->n + 1) * 2 > t->nslots) {  /* grow and rehash: at most half full */
+        uint32_t ns = t->nslots ? t->nslots * 2 : 256;
+        uint32_t *q = (uint32_t *)SPPROF_MALLOC(ns * sizeof(uint32_t));
+        if (!q) {
+            t->oom = 1;
+            return 0;
+        }
+        memset(q, 0, ns * sizeof(uint32_t));
+        for (k = 0; k < t->n; k++) {
+            for (i = (uint32_t)spprof__str_hash(t->s[k]) & (ns - 1); q[i]; i = (i + 1) & (ns - 1)) {}
+            q[i] = k + 1;
+        }
+        SPPROF_FREE(t->slots);
+        t->slots = q;
+        t->nslots = ns;
+    }
+    for (i = (uint32_t)spprof__str_hash(s) & (t->nslots - 1); t->slots[i]; i = (i + 1) & (t->nslots - 1))
+        if (!strcmp(t->s[t->slots[i] - 1], s)) return t->slots[i] - 1;
+    if (t->n == t->cap) {
+        uint32_t nc = t->cap ? t->cap * 2 : 256;
+        char **q = (char **)SPPROF_REALLOC(t->s, nc * sizeof(char *));
+        if (!q) {
+            t->oom = 1;
+            return 0;
+        }
+        t->s = q;
+        t->cap = nc;
+    }
+    len = strlen(s);
+    t->s[t->n] = (char *)SPPROF_MALLOC(len + 1);
+    if (!t->s[t->n]) {
+        t->oom = 1;
+        return 0;
+    }
+    memcpy(t->s[t->n], s, len + 1);
+    t->slots[i] = t->n + 1;
+    return t->n++;
+}
+
+/* A map from a 128-bit key to an id (1, 2, ...; 0: absent), for functions, mappings and locations. */
+typedef struct spprof__idmap { uint64_t *keys; uint32_t *ids; uint32_t n, nslots; int oom; } spprof__idmap;
+
+/* The id of (a, b); *fresh = 1 when it was not there (it gets the next id). 0 when out of memory. */
+static uint32_t spprof__idmap_get(spprof__idmap *m, uint64_t a, uint64_t b, int *fresh) {
+    uint32_t i, k;
+    *fresh = 0;
+    if (m->oom) return 0;
+    if ((m->n + 1) * 2 > m->nslots) {
+        uint32_t ns = m->nslots ? m->nslots * 2 : 256;
+        uint64_t *nk = (uint64_t *)SPPROF_MALLOC((size_t)ns * 2 * sizeof(uint64_t));
+        uint32_t *ni = (uint32_t *)SPPROF_MALLOC((size_t)ns * sizeof(uint32_t));
+        if (!nk || !ni) {
+            SPPROF_FREE(nk);
+            SPPROF_FREE(ni);
+            m->oom = 1;
+            return 0;
+        }
+        memset(ni, 0, (size_t)ns * sizeof(uint32_t));
+        for (k = 0; k < m->nslots; k++) {
+            if (!m->ids[k]) continue;
+            for (i = (uint32_t)spprof__mix(m->keys[2 * k], m->keys[2 * k + 1]) & (ns - 1); ni[i]; i = (i + 1) & (ns - 1)) {}
+            nk[2 * i] = m->keys[2 * k];
+            nk[2 * i + 1] = m->keys[2 * k + 1];
+            ni[i] = m->ids[k];
+        }
+        SPPROF_FREE(m->keys);
+        SPPROF_FREE(m->ids);
+        m->keys = nk;
+        m->ids = ni;
+        m->nslots = ns;
+    }
+    for (i = (uint32_t)spprof__mix(a, b) & (m->nslots - 1); m->ids[i]; i = (i + 1) & (m->nslots - 1))
+        if (m->keys[2 * i] == a && m->keys[2 * i + 1] == b) return m->ids[i];
+    m->keys[2 * i] = a;
+    m->keys[2 * i + 1] = b;
+    m->ids[i] = ++m->n;
+    *fresh = 1;
+    return m->n;
+}
+
+/* One pprof Profile being built: `out` is the message, `msg` and `sub` scratch for embedded messages. */
+typedef struct spprof__pprof {
+    spprof__pb out, msg, sub;
+    spprof__strtab str;
+    spprof__idmap funcs, maps, locs;
+} spprof__pprof;
+
+static void spprof__pprof_free(spprof__pprof *b) {
+    uint32_t i;
+    SPPROF_FREE(b->out.d);
+    SPPROF_FREE(b->msg.d);
+    SPPROF_FREE(b->sub.d);
+    for (i = 0; i < b->str.n; i++) SPPROF_FREE(b->str.s[i]);
+    SPPROF_FREE(b->str.s);
+    SPPROF_FREE(b->str.slots);
+    SPPROF_FREE(b->funcs.keys);
+    SPPROF_FREE(b->funcs.ids);
+    SPPROF_FREE(b->maps.keys);
+    SPPROF_FREE(b->maps.ids);
+    SPPROF_FREE(b->locs.keys);
+    SPPROF_FREE(b->locs.ids);
+}
+
+static int spprof__pprof_oom(const spprof__pprof *b) {
+    return b->out.oom || b->msg.oom || b->sub.oom || b->str.oom || b->funcs.oom || b->maps.oom || b->locs.oom;
+}
+
+/* A ValueType {type, unit} as field `field` of the Profile (1: sample_type, 11: period_type). */
+static void spprof__pprof_vtype(spprof__pprof *b, unsigned field, const char *type, const char *unit) {
+    b->msg.n = 0;
+    spprof__pb_int(&b->msg, 1, spprof__str(&b->str, type));
+    spprof__pb_int(&b->msg, 2, spprof__str(&b->str, unit));
+    spprof__pb_bytes(&b->out, field, &b->msg);
+}
+
+static void spprof__pprof_begin(spprof__pprof *b) {
+    memset(b, 0, sizeof *b);
+    spprof__str(&b->str, "");  /* string_table[0] must be "" */
+}
+
+/* The Mapping of the loaded object that holds native code address pc (0: none known). Linux: the object's
+   PT_LOAD span from the symbolizer's module table, its path (the executable's real path, not
+   /proc/self/exe), file_offset so that pprof can map addresses back to the file. Windows: none. */
+static uint32_t spprof__pprof_mapping(spprof__pprof *b, uint64_t pc) {
+#if SPPROF__OS_LINUX
+    size_t i;
+    uint32_t id = 0;
+    int fresh;
+    spprof__lock(&spprof__sym_lock);
+    spprof__mods_fresh();
+    for (i = 0; i < spprof__nmods; i++) {
+        const spprof__module *m = &spprof__mods[i];
+        char path[256];
+        if (pc < m->lo || pc >= m->hi) continue;
+        id = spprof__idmap_get(&b->maps, m->lo, m->hi, &fresh);
+        if (!fresh) break;
+        spprof__module_name(m, path, sizeof path);
+        b->msg.n = 0;
+        spprof__pb_int(&b->msg, 1, id);                /* id */
+        spprof__pb_int(&b->msg, 2, m->lo);             /* memory_start */
+        spprof__pb_int(&b->msg, 3, m->hi);             /* memory_limit */
+        spprof__pb_int(&b->msg, 4, m->lo - m->bias);   /* file_offset: the first PT_LOAD's address in the file */
+        spprof__pb_int(&b->msg, 5, spprof__str(&b->str, path));  /* filename */
+        spprof__pb_int(&b->msg, 7, 1);                 /* has_functions: names are in the profile */
+        spprof__pb_bytes(&b->out, 3, &b->msg);
+        break;
+    }
+    spprof__unlock(&spprof__sym_lock);
+    return id;
+#else
+    (void)b;
+    (void)pc;
+    return 0;
+#endif
+}
+
+/* Emits Location `id` for frame f, symbolized as y: one Line (function, line when known: native frames
+   have none, and get no ":0"), the mapping and instruction address of native frames (a return address is
+   given as addr - 1, inside its call instruction). */
+static void spprof__pprof_location(spprof__pprof *b, uint32_t id, const spprof_frame *f, const spprof_symbol *y) {
+    uint32_t name = spprof__str(&b->str, y->name[0] ? y->name : "?");
+    uint32_t file = spprof__str(&b->str, y->file);
+    uint32_t fid, mid = 0;
+    uint64_t addr = 0;
+    int fresh;
+    fid = spprof__idmap_get(&b->funcs, name, file, &fresh);
+    if (fresh) {
+        b->msg.n = 0;
+        spprof__pb_int(&b->msg, 1, fid);
+        spprof__pb_int(&b->msg, 2, name);   /* name (no system_name: pprof would demangle an equal one again,
+                                               and makes "<module>" empty doing so) */
+        spprof__pb_int(&b->msg, 4, file);   /* filename */
+        spprof__pb_bytes(&b->out, 5, &b->msg);
+    }
+    if (SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE && f->addr) {
+        addr = (f->aux & SPPROF_AUX_RETADDR) ? f->addr - 1 : f->addr;
+        mid = spprof__pprof_mapping(b, addr);
+    }
+    b->sub.n = 0;
+    spprof__pb_int(&b->sub, 1, fid);                                    /* Line.function_id */
+    spprof__pb_int(&b->sub, 2, y->line > 0 ? (uint64_t)y->line : 0);   /* Line.line */
+    b->msg.n = 0;
+    spprof__pb_int(&b->msg, 1, id);
+    spprof__pb_int(&b->msg, 2, mid);
+    spprof__pb_int(&b->msg, 3, addr);
+    spprof__pb_bytes(&b->msg, 4, &b->sub);
+    spprof__pb_bytes(&b->out, 4, &b->msg);
+}
+
+/* Emits one Sample: locations leaf first, values, and optionally the thread labels. */
+static void spprof__pprof_sample(spprof__pprof *b, const uint32_t *locs, uint32_t nlocs, const uint64_t *values,
+                                 int nvalues, const char *thread, int tid) {
+    uint32_t k;
+    int v;
+    b->msg.n = 0;
+    b->sub.n = 0;
+    for (k = 0; k < nlocs; k++) spprof__pb_varint(&b->sub, locs[k]);
+    if (nlocs) spprof__pb_bytes(&b->msg, 1, &b->sub);   /* location_id, packed */
+    b->sub.n = 0;
+    for (v = 0; v < nvalues; v++) spprof__pb_varint(&b->sub, values[v]);
+    spprof__pb_bytes(&b->msg, 2, &b->sub);               /* value, packed (zeros included) */
+    if (thread) {
+        b->sub.n = 0;
+        spprof__pb_int(&b->sub, 1, spprof__str(&b->str, "thread"));
+        spprof__pb_int(&b->sub, 2, spprof__str(&b->str, thread));
+        spprof__pb_bytes(&b->msg, 3, &b->sub);
+        b->sub.n = 0;
+        spprof__pb_int(&b->sub, 1, spprof__str(&b->str, "thread_id"));
+        spprof__pb_int(&b->sub, 3, (uint64_t)(int64_t)tid);
+        spprof__pb_bytes(&b->msg, 3, &b->sub);
+    }
+    spprof__pb_bytes(&b->out, 2, &b->msg);
+}
+
+/* Wall-clock nanoseconds since the epoch of the monotonic instant t (time_nanos wants the wall clock). */
+static uint64_t spprof__wall_ns(uint64_t t) {
+    uint64_t now = spprof__now_ns(), real;
+#if SPPROF__OS_WINDOWS
+    FILETIME ft;  /* 100 ns units since 1601-01-01 */
+    GetSystemTimeAsFileTime(&ft);
+    real = ((((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime) - 116444736000000000ull) * 100u;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    real = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+    return real - (now > t ? now - t : 0);
+}
+
+static uint32_t spprof__crc32(const unsigned char *p, size_t n) {
+    uint32_t table[256], crc = 0xffffffffu;
+    uint32_t i;
+    for (i = 0; i < 256; i++) {
+        uint32_t c = i;
+        int k;
+        for (k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+        table[i] = c;
+    }
+    while (n--) crc = table[(crc ^ *p++) & 0xffu] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ---- deflate (RFC 1951) with the fixed Huffman code: greedy LZ77 over a 32 KiB window (hash chains of
+   at most SPPROF__LZ_CHAIN steps), one block. No tables to build or send; profiles (repeated varints, paths)
+   shrink to a fraction. Bits go out least significant first; Huffman codes most significant first. */
+#define SPPROF__LZ_WINDOW 32768u
+#define SPPROF__LZ_HASH 32768u
+#define SPPROF__LZ_CHAIN 48
+typedef struct spprof__bits { spprof__pb *out; uint32_t acc; int n; } spprof__bits;
+
+static void spprof__bits_put(spprof__bits *w, uint32_t v, int n) {  /* n <= 16 bits, value's LSB first */
+    w->acc |= v << w->n;
+    w->n += n;
+    while (w->n >= 8) {
+        unsigned char c = (unsigned char)(w->acc & 0xff);
+        spprof__pb_put(w->out, &c, 1);
+        w->acc >>= 8;
+        w->n -= 8;
+    }
+}
+
+static void spprof__bits_code(spprof__bits *w, uint32_t code, int n) {  /* a Huffman code: MSB first */
+    uint32_t r = 0;
+    int i;
+    for (i = 0; i < n; i++) r |= ((code >> i) & 1u) << (n - 1 - i);
+    spprof__bits_put(w, r, n);
+}
+
+static void spprof__deflate_sym(spprof__bits *w, uint32_t v) {  /* literal/length symbol, fixed code */
+    if (v < 144) spprof__bits_code(w, 0x30 + v, 8);
+    else if (v < 256) spprof__bits_code(w, 0x190 + (v - 144), 9);
+    else if (v < 280) spprof__bits_code(w, v - 256, 7);
+    else spprof__bits_code(w, 0xc0 + (v - 280), 8);
+}
+
+static void spprof__deflate_match(spprof__bits *w, uint32_t len, uint32_t dist) {
+    static const uint16_t lbase[29] = {3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59,
+                                       67, 83, 99, 115, 131, 163, 195, 227, 258};
+    static const unsigned char lextra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                             4, 4, 4, 4, 5, 5, 5, 5, 0};
+    static const uint16_t dbase[30] = {1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513,
+                                       769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+    static const unsigned char dextra[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8,
+                                             9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+    int l = 28, d = 29;
+    while (lbase[l] > len) l--;
+    while (dbase[d] > dist) d--;
+    spprof__deflate_sym(w, 257u + (uint32_t)l);
+    if (lextra[l]) spprof__bits_put(w, len - lbase[l], lextra[l]);
+    spprof__bits_code(w, (uint32_t)d, 5);
+    if (dextra[d]) spprof__bits_put(w, dist - dbase[d], dextra[d]);
+}
+
+/* Deflates in[0, n) into out as one final fixed-Huffman block; 0 when out of memory (out is then unusable). */
+static int spprof__deflate(const unsigned char *in, size_t n, spprof__pb *out) {
+    uint32_t *head = (uint32_t *)SPPROF_MALLOC(SPPROF__LZ_HASH * sizeof(uint32_t));
+    uint32_t *prev = (uint32_t *)SPPROF_MALLOC(SPPROF__LZ_WINDOW * sizeof(uint32_t));
+    spprof__bits w;
+    size_t i = 0;
+    if (!head || !prev) {
+        SPPROF_FREE(head);
+        SPPROF_FREE(prev);
+        return 0;
+    }
+    memset(head, 0xff, SPPROF__LZ_HASH * sizeof(uint32_t));  /* UINT32_MAX: empty */
+    w.out = out;
+    w.acc = 0;
+    w.n = 0;
+    spprof__bits_put(&w, 1, 1);  /* BFINAL */
+    spprof__bits_put(&w, 1, 2);  /* BTYPE 01: fixed Huffman codes */
+    while (i < n) {
+        uint32_t best = 0, bdist = 0;
+        if (i + 3 <= n) {
+            uint32_t h = ((uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2]) * 2654435761u >> 17;
+            uint32_t cand = head[h & (SPPROF__LZ_HASH - 1)];
+            int steps = SPPROF__LZ_CHAIN;
+            size_t maxlen = n - i < 258 ? n - i : 258;
+            while (cand != UINT32_MAX && steps-- > 0 && i - cand <= SPPROF__LZ_WINDOW - 1 && cand < i) {
+                size_t k = 0;
+                while (k < maxlen && in[cand + k] == in[i + k]) k++;
+                if (k > best) {
+                    best = (uint32_t)k;
+                    bdist = (uint32_t)(i - cand);
+                    if (k == maxlen) break;
+                }
+                cand = prev[cand & (SPPROF__LZ_WINDOW - 1)];
+            }
+        }
+        if (best >= 3) {
+            size_t end = i + best;
+            spprof__deflate_match(&w, best, bdist);
+            for (; i < end; i++) {  /* every position of the match goes into the chains */
+                if (i + 3 <= n) {
+                    uint32_t h = ((uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2]) * 2654435761u >> 17;
+                    prev[i & (SPPROF__LZ_WINDOW - 1)] = head[h & (SPPROF__LZ_HASH - 1)];
+                    head[h & (SPPROF__LZ_HASH - 1)] = (uint32_t)i;
+                }
+            }
+        } else {
+            if (i + 3 <= n) {
+                uint32_t h = ((uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2]) * 2654435761u >> 17;
+                prev[i & (SPPROF__LZ_WINDOW - 1)] = head[h & (SPPROF__LZ_HASH - 1)];
+                head[h & (SPPROF__LZ_HASH - 1)] = (uint32_t)i;
+            }
+            spprof__deflate_sym(&w, in[i]);
+            i++;
+        }
+    }
+    spprof__deflate_sym(&w, 256);  /* end of block */
+    if (w.n) spprof__bits_put(&w, 0, 8 - w.n);
+    SPPROF_FREE(head);
+    SPPROF_FREE(prev);
+    return !out->oom;
+}
+
+/* Finishes the Profile (string table last: every string is known by then) and writes it to f as a gzip
+   member (RFC 1952): deflated (above), or, if that memory is not to be had, in stored blocks (RFC 1951
+   3.2.4, at most 65535 bytes each). */
+static void spprof__pprof_write(spprof__pprof *b, FILE *f) {
+    static const unsigned char head[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  /* deflate, no name/mtime */
+    unsigned char blk[5], tail[8];
+    uint32_t i, crc;
+    size_t off = 0;
+    spprof__pb z;
+    for (i = 0; i < b->str.n; i++) {
+        spprof__pb s;
+        s.d = (unsigned char *)b->str.s[i];
+        s.n = strlen(b->str.s[i]);
+        s.cap = s.n;
+        s.oom = 0;
+        spprof__pb_bytes(&b->out, 6, &s);
+    }
+    if (spprof__pprof_oom(b)) return;
+    crc = spprof__crc32(b->out.d, b->out.n);
+    fwrite(head, 1, sizeof head, f);
+    memset(&z, 0, sizeof z);
+    if (spprof__deflate(b->out.d, b->out.n, &z)) {
+        fwrite(z.d, 1, z.n, f);
+    } else {
+        do {
+            size_t len = b->out.n - off > 65535 ? 65535 : b->out.n - off;
+            blk[0] = (unsigned char)(off + len == b->out.n);  /* BFINAL on the last block; BTYPE 00: stored */
+            blk[1] = (unsigned char)(len & 0xff);
+            blk[2] = (unsigned char)(len >> 8);
+            blk[3] = (unsigned char)(~len & 0xff);
+            blk[4] = (unsigned char)((~len >> 8) & 0xff);
+            fwrite(blk, 1, sizeof blk, f);
+            fwrite(b->out.d + off, 1, len, f);
+            off += len;
+        } while (off < b->out.n);
+    }
+    SPPROF_FREE(z.d);
+    for (i = 0; i < 4; i++) tail[i] = (unsigned char)(crc >> (8 * i));
+    for (i = 0; i < 4; i++) tail[4 + i] = (unsigned char)((uint64_t)b->out.n >> (8 * i));  /* ISIZE: mod 2^32 */
+    fwrite(tail, 1, sizeof tail, f);
+}
+
+SPPROF_API spprof_result spprof_write_pprof(const char *path) {
+    spprof__profile *p = &spprof__g.prof;
+    spprof__out o;
+    spprof__pprof b;
+    spprof_symbol *syms = NULL;
+    uint32_t nsyms = 0, *map, *canon = NULL, *first = NULL, *touched = NULL, *locs = NULL, i, k;
+    uint64_t *counts = NULL, *weights = NULL, t_end;
+    const char *cpu = spprof__g.cfg.mode == SPPROF_MODE_WALL ? "wall" : "cpu";
+    size_t j;
+    int oom;
+    spprof_result r = spprof__out_open(&o, path);
+    if (r != SPPROF_OK) return r;
+    spprof__pprof_begin(&b);
+    spprof__lock(&spprof__prof_lock);
+    spprof__drain();
+    map = spprof__resolve_all(p, &syms, &nsyms);
+    if (map) {
+        canon = spprof__canonical_stacks(p, map);
+        first = (uint32_t *)SPPROF_MALLOC(((size_t)nsyms + 1) * sizeof(uint32_t));
+        touched = (uint32_t *)SPPROF_MALLOC(((size_t)p->nstacks + 1) * sizeof(uint32_t));
+        locs = (uint32_t *)SPPROF_MALLOC(SPPROF_MAX_DEPTH_LIMIT * sizeof(uint32_t));
+        counts = (uint64_t *)SPPROF_MALLOC(((size_t)p->nstacks + 1) * sizeof(uint64_t));
+        weights = (uint64_t *)SPPROF_MALLOC(((size_t)p->nstacks + 1) * sizeof(uint64_t));
+    }
+    oom = !map || !canon || !first || !touched || !locs || !counts || !weights;
+    if (!oom) {
+        /* Header: sample types [samples/count, cpu|wall/nanoseconds], period, time, duration. */
+        t_end = p->t_end > p->t_start ? p->t_end : spprof__now_ns();
+        spprof__pprof_vtype(&b, 1, "samples", "count");
+        spprof__pprof_vtype(&b, 1, cpu, "nanoseconds");
+        spprof__pprof_vtype(&b, 11, cpu, "nanoseconds");
+        spprof__pb_int(&b.out, 12, (uint64_t)p->interval_ns);
+        spprof__pb_int(&b.out, 9, spprof__wall_ns(p->t_start));
+        spprof__pb_int(&b.out, 10, t_end - p->t_start);
+        spprof__pb_int(&b.out, 14, spprof__str(&b.str, cpu));   /* default_sample_type */
+        spprof__pb_int(&b.out, 13, spprof__str(&b.str, "spprof " SPPROF_VERSION_STRING));  /* comment */
+        /* One Location per distinct symbol (id = its index + 1), with the address of its first frame. */
+        for (i = 0; i < nsyms; i++) first[i] = UINT32_MAX;
+        for (i = 0; i < p->nframes; i++) if (first[map[i]] == UINT32_MAX) first[map[i]] = i;
+        for (i = 0; i < nsyms; i++) if (first[i] != UINT32_MAX) spprof__pprof_location(&b, i + 1, &p->frames[first[i]], &syms[i]);
+        /* One Sample per thread and distinct stack (stacks that symbolize alike are one). */
+        memset(counts, 0, ((size_t)p->nstacks + 1) * sizeof(uint64_t));
+        memset(weights, 0, ((size_t)p->nstacks + 1) * sizeof(uint64_t));
+        for (i = 0; i < p->nrecs; i++) {
+            spprof__record *rec = &p->recs[i];
+            uint32_t ntouched = 0;
+            for (j = 0; j < rec->nruns; j++) {
+                uint32_t c = canon[rec->runs[j].stack];
+                if (!counts[c] && !weights[c]) touched[ntouched++] = c;
+                counts[c] += rec->runs[j].count;
+                weights[c] += rec->runs[j].weight;
+            }
+            for (k = 0; k < ntouched; k++) {
+                const spprof__stack *s = &p->stacks[touched[k]];
+                uint64_t values[2];
+                uint32_t m;
+                uint32_t lead = spprof__own_leaf(p, s, map, syms);
+                for (m = lead; m < s->n; m++) locs[m - lead] = map[p->stack_data[s->off + m]] + 1;  /* leaf first */
+                values[0] = counts[touched[k]];
+                values[1] = weights[touched[k]] * (uint64_t)p->interval_ns;
+                spprof__pprof_sample(&b, locs, s->n - lead, values, 2, rec->name[0] ? rec->name : "thread", rec->tid);
+                counts[touched[k]] = 0;
+                weights[touched[k]] = 0;
+            }
+        }
+        spprof__pprof_write(&b, o.f);
+        oom = spprof__pprof_oom(&b);
+    }
+    spprof__unlock(&spprof__prof_lock);
+    spprof__symbols_reset();
+    SPPROF_FREE(map); SPPROF_FREE(syms); SPPROF_FREE(canon); SPPROF_FREE(first); SPPROF_FREE(touched);
+    SPPROF_FREE(locs); SPPROF_FREE(counts); SPPROF_FREE(weights);
+    spprof__pprof_free(&b);
+    if (oom) {
+        spprof__out_abort(&o);
+        return spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path);
+    }
+    return spprof__out_close(&o);
+}
+
+/* The memory profiler's pprof: one Sample per distinct stack, values [alloc_objects, alloc_space,
+   inuse_objects, inuse_space] (counts and bytes, the unbiased estimates; Go's heap-profile convention), the
+   session totals from spprof_mem_foreach_stack, what is live from the live samples. */
+typedef struct spprof__mem_pp {
+    spprof__idmap ids;              /* stack id -> row + 1 */
+    uint64_t *rows;                 /* 4 values per row */
+    uint32_t *off, *len;            /* each row's frames in `frames` */
+    spprof_frame *frames;
+    uint32_t nrows, cap, nframes, fcap;
+    int oom;
+} spprof__mem_pp;
+
+static uint32_t spprof__mem_pp_row(spprof__mem_pp *m, uint32_t stack_id, const spprof_frame *f, int n) {
+    int fresh;
+    uint32_t id = spprof__idmap_get(&m->ids, stack_id, 0, &fresh);
+    if (!id) {
+        m->oom = 1;
+        return UINT32_MAX;
+    }
+    if (!fresh) return id - 1;
+    if (m->nrows == m->cap) {
+        uint32_t nc = m->cap ? m->cap * 2 : 256;
+        uint64_t *r = (uint64_t *)SPPROF_REALLOC(m->rows, (size_t)nc * 4 * sizeof(uint64_t));
+        uint32_t *o2, *l2;
+        if (r) m->rows = r;
+        o2 = (uint32_t *)SPPROF_REALLOC(m->off, (size_t)nc * sizeof(uint32_t));
+        if (o2) m->off = o2;
+        l2 = (uint32_t *)SPPROF_REALLOC(m->len, (size_t)nc * sizeof(uint32_t));
+        if (l2) m->len = l2;
+        if (!r || !o2 || !l2) {
+            m->oom = 1;
+            return UINT32_MAX;
+        }
+        m->cap = nc;
+    }
+    if (n < 0) n = 0;
+    if (m->nframes + (uint32_t)n > m->fcap) {
+        uint32_t nc = m->fcap ? m->fcap : 1024;
+        spprof_frame *q;
+        while (nc < m->nframes + (uint32_t)n) nc *= 2;
+        q = (spprof_frame *)SPPROF_REALLOC(m->frames, (size_t)nc * sizeof(spprof_frame));
+        if (!q) {
+            m->oom = 1;
+            return UINT32_MAX;
+        }
+        m->frames = q;
+        m->fcap = nc;
+    }
+    if (n) memcpy(m->frames + m->nframes, f, (size_t)n * sizeof(spprof_frame));
+    m->off[m->nrows] = m->nframes;
+    m->len[m->nrows] = (uint32_t)n;
+    m->nframes += (uint32_t)n;
+    memset(&m->rows[4 * (size_t)m->nrows], 0, 4 * sizeof(uint64_t));
+    return m->nrows++;
+}
+
+static int spprof__mem_pp_stack(uint32_t id, const spprof_frame *f, int n, uint64_t samples, double b, double c, void *user) {
+    spprof__mem_pp *m = (spprof__mem_pp *)user;
+    uint32_t row = spprof__mem_pp_row(m, id, f, n);
+    (void)samples;
+    if (row == UINT32_MAX) return 1;
+    m->rows[4 * (size_t)row + 0] += (uint64_t)(c + 0.5);
+    m->rows[4 * (size_t)row + 1] += (uint64_t)(b + 0.5);
+    return 0;
+}
+
+static int spprof__mem_pp_live(const spprof_mem_sample *s, void *user) {
+    spprof__mem_pp *m = (spprof__mem_pp *)user;
+    uint32_t row = spprof__mem_pp_row(m, s->stack_id, s->frames, s->nframes);
+    if (row == UINT32_MAX) return 1;
+    m->rows[4 * (size_t)row + 2] += (uint64_t)(s->est_count + 0.5);
+    m->rows[4 * (size_t)row + 3] += (uint64_t)(s->est_bytes + 0.5);
+    return 0;
+}
+
+SPPROF_API spprof_result spprof_mem_write_pprof(const char *path) {
+    spprof__out o;
+    spprof__pprof b;
+    spprof__mem_pp m;
+    spprof_mem_stats st;
+    uint32_t locs[256], i;
+    int k;
+    spprof_result r;
+    memset(&m, 0, sizeof m);
+    if (spprof_mem_get_stats(&st) != SPPROF_OK || st.state == 0 || st.state == 3)
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_write_pprof: the memory profiler has no session (call spprof_mem_start() first)");
+    r = spprof__out_open(&o, path);
+    if (r != SPPROF_OK) return r;
+    spprof_mem_enter();  /* the writer's own allocations are not sampled */
+    r = spprof_mem_foreach_stack(spprof__mem_pp_stack, &m);
+    if (r == SPPROF_OK) r = spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_pp_live, &m);
+    spprof__pprof_begin(&b);
+    if (r == SPPROF_OK && !m.oom) {
+        spprof__pprof_vtype(&b, 1, "alloc_objects", "count");
+        spprof__pprof_vtype(&b, 1, "alloc_space", "bytes");
+        spprof__pprof_vtype(&b, 1, "inuse_objects", "count");
+        spprof__pprof_vtype(&b, 1, "inuse_space", "bytes");
+        spprof__pprof_vtype(&b, 11, "space", "bytes");
+        spprof__pb_int(&b.out, 12, st.sampling_rate);
+        spprof__pb_int(&b.out, 9, spprof__wall_ns(spprof__now_ns()));
+        spprof__pb_int(&b.out, 14, spprof__str(&b.str, "inuse_space"));
+        spprof__pb_int(&b.out, 13, spprof__str(&b.str, "spprof " SPPROF_VERSION_STRING));
+        for (i = 0; i < m.nrows; i++) {
+            const spprof_frame *f = m.frames + m.off[i];
+            int n = (int)m.len[i] > 256 ? 256 : (int)m.len[i];
+            for (k = 0; k < n; k++) {  /* one Location per distinct frame */
+                int fresh;
+                uint32_t id = spprof__idmap_get(&b.locs, f[k].addr, ((uint64_t)f[k].kind << 32) | f[k].aux, &fresh);
+                if (fresh) {
+                    spprof_symbol y;
+                    memset(&y, 0, sizeof y);
+                    if (!spprof_resolve(&f[k], &y) && !y.name[0]) snprintf(y.name, sizeof y.name, "0x%llx", (unsigned long long)f[k].addr);
+                    spprof__pprof_location(&b, id, &f[k], &y);
+                }
+                locs[k] = id;
+            }
+            spprof__pprof_sample(&b, locs, (uint32_t)n, &m.rows[4 * (size_t)i], 4, NULL, 0);
+        }
+        spprof__pprof_write(&b, o.f);
+    }
+    spprof__symbols_reset();
+    spprof_mem_leave();
+    if (r == SPPROF_OK && (m.oom || spprof__pprof_oom(&b))) r = spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path);
+    spprof__pprof_free(&b);
+    SPPROF_FREE(m.ids.keys); SPPROF_FREE(m.ids.ids); SPPROF_FREE(m.rows); SPPROF_FREE(m.off); SPPROF_FREE(m.len);
+    SPPROF_FREE(m.frames);
+    if (r != SPPROF_OK) {
+        spprof__out_abort(&o);
+        return r;
+    }
     return spprof__out_close(&o);
 }
 
@@ -6408,38 +7213,40 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     return SPPROF_OK;
 }
 
-typedef struct spprof__mem_wc { FILE *f; } spprof__mem_wc;
-static void spprof__mem_wc_line(FILE *f, const spprof_frame *fr, int n, double bytes) {
+static void spprof__mem_wc_line(FILE *f, const spprof_frame *fr, int n, uint64_t bytes) {
     int m;
     for (m = n; m-- > 0;) {
         spprof_symbol y;
         memset(&y, 0, sizeof y);
-        if (!spprof_resolve(&fr[m], &y)) snprintf(y.name, sizeof y.name, "0x%llx", (unsigned long long)fr[m].addr);
+        if (!spprof_resolve(&fr[m], &y) && !y.name[0]) snprintf(y.name, sizeof y.name, "0x%llx", (unsigned long long)fr[m].addr);
         spprof__collapsed_name(f, y.name);
         if (y.line > 0) { fputs(" (", f); spprof__collapsed_name(f, y.file); fprintf(f, ":%d)", y.line); }
         if (m) fputc(';', f);
     }
     if (!n) fputs("[no stack]", f);
-    fprintf(f, " %llu\n", (unsigned long long)(bytes + 0.5));
+    fprintf(f, " %llu\n", (unsigned long long)bytes);
 }
-static int spprof__mem_wc_live(const spprof_mem_sample *s, void *user) {
-    spprof__mem_wc_line(((spprof__mem_wc *)user)->f, s->frames, s->nframes, s->est_bytes);
-    return 0;
-}
-static int spprof__mem_wc_stack(uint32_t id, const spprof_frame *f, int n, uint64_t samples, double b, double c, void *user) {
-    (void)id; (void)samples; (void)c;
-    spprof__mem_wc_line(((spprof__mem_wc *)user)->f, f, n, b);
-    return 0;
-}
+/* One line per distinct stack (the same aggregation as spprof_mem_write_pprof, @writers): the bytes live
+   now, or with SPPROF_MEM_FREED everything the session allocated. */
 SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which) {
     spprof__out o;
-    spprof__mem_wc w;
+    spprof__mem_pp m;
+    uint32_t i;
+    int col = (which & SPPROF_MEM_FREED) ? 1 : 3;  /* alloc_space or inuse_space */
     spprof_result r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
-    w.f = o.f;
-    spprof__mt.busy++;
-    r = (which & SPPROF_MEM_FREED) ? spprof_mem_foreach_stack(spprof__mem_wc_stack, &w) : spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_wc_live, &w);
-    spprof__mt.busy--;
+    memset(&m, 0, sizeof m);
+    spprof_mem_enter();  /* the writer's own allocations are not sampled */
+    r = spprof_mem_foreach_stack(spprof__mem_pp_stack, &m);
+    if (r == SPPROF_OK) r = spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_pp_live, &m);
+    if (r == SPPROF_OK && m.oom) r = spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path);
+    if (r == SPPROF_OK)
+        for (i = 0; i < m.nrows; i++)
+            if (m.rows[4 * (size_t)i + (size_t)col]) spprof__mem_wc_line(o.f, m.frames + m.off[i], (int)m.len[i], m.rows[4 * (size_t)i + (size_t)col]);
+    spprof__symbols_reset();
+    spprof_mem_leave();
+    SPPROF_FREE(m.ids.keys); SPPROF_FREE(m.ids.ids); SPPROF_FREE(m.rows); SPPROF_FREE(m.off); SPPROF_FREE(m.len);
+    SPPROF_FREE(m.frames);
     if (r != SPPROF_OK) { spprof__out_abort(&o); return r; }
     return spprof__out_close(&o);
 }

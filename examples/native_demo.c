@@ -1,6 +1,7 @@
 /* native_demo.c - a C program that profiles itself with spprof.h.
    Three worker threads spend CPU in known functions: hot_loop_a (about 3 parts), hot_loop_b (2 parts),
-   cold_loop (1 part), all called through dispatch(). Writes out/native.speedscope.json and out/native.collapsed.
+   cold_loop (1 part), all called through dispatch(). Writes out/native.speedscope.json, out/native.collapsed
+   and out/native.pb.gz (pprof).
    Build: cc -O1 -g -fno-omit-frame-pointer -pthread examples/native_demo.c -o native_demo
    Usage: native_demo [OUTDIR] [SECONDS] */
 #ifndef _GNU_SOURCE
@@ -73,6 +74,9 @@ int main(int argc, char **argv) {
     printf("wrote %s\n", path);
     snprintf(path, sizeof path, "%s/native.collapsed", outdir);
     if (spprof_write_collapsed(path, SPPROF_COLLAPSED_THREADS) != SPPROF_OK) { fprintf(stderr, "%s\n", spprof_last_error()); return 1; }
+    printf("wrote %s\n", path);
+    snprintf(path, sizeof path, "%s/native.pb.gz", outdir);
+    if (spprof_write_pprof(path) != SPPROF_OK) { fprintf(stderr, "%s\n", spprof_last_error()); return 1; }
     printf("wrote %s\n", path);
     return 0;
 }

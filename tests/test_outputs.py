@@ -52,9 +52,10 @@ def test_collapsed_format_and_known_split(demo_out):
         assert frames[0].startswith("worker-")  # thread names first (SPPROF_COLLAPSED_THREADS)
         for fn in ("hot_loop_a", "hot_loop_b", "cold_loop"):
             if fn in frames:
-                # true call order: dispatch calls fn, fn calls spin
+                # true call order: dispatch calls fn, fn calls spin (or the sample caught fn itself, between
+                # its calls of spin: a few instructions, about 1 sample in 10 runs)
                 i = frames.index(fn)
-                assert frames[i - 1] == "dispatch" and frames[i + 1 :] == ["spin"], line
+                assert frames[i - 1] == "dispatch" and frames[i + 1 :] in (["spin"], []), line
                 totals[fn] = totals.get(fn, 0) + int(count)
     total = sum(totals.values())
     # the demo does 3:2:1 iterations of the same loop in these three functions

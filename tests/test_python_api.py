@@ -143,7 +143,7 @@ def test_bad_arguments_raise_clear_exceptions(run):
         ("start", dict(source="perf", mode="wall"), "ValueError", "needs mode='cpu'"),
         ("Profiler", dict(interval_ms=-1), "ValueError", "interval_ms"),
         ("Profiler", dict(mode="both"), "ValueError", "mode"),
-        ("Profiler", dict(output="x.json", format="svg"), "ValueError", "format"),
+        ("Profiler", dict(output="x.json", format="png"), "ValueError", "format"),
         ("profile", dict(interval_ms=100000), "ValueError", "interval_ms"),
     ]
     out = []
@@ -156,7 +156,7 @@ def test_bad_arguments_raise_clear_exceptions(run):
         out[-1].append(exc)
         assert not spprof.is_active()
     p = spprof.Profile([], 1, "cpu", 0, 0)
-    for fmt in ("svg", 3):
+    for fmt in ("png", 3):
         try:
             p.save("x.out", format=fmt)
             out.append(["save", repr(fmt), "no exception", "", "format", "ValueError"])

@@ -191,13 +191,14 @@ def test_record_help_documents_every_option():
 
 @pytest.mark.parametrize("args,needle", [
     ([], "the following arguments are required"),
-    (["record", "--", sys.executable, "x.py"], "-o"),
+    (["record", "--serve", "70000", "--", sys.executable, "x.py"], "out of range"),
+    (["record", "--serve", "localhost:http", "--", sys.executable, "x.py"], "not HOST:PORT"),
     (["record", "-o", "x.json"], "no command"),
     (["record", "-o", "x.json", "-r", "abc", "--", sys.executable, "x.py"], "not a number"),
     (["record", "-o", "x.json", "-r", "0", "--", sys.executable, "x.py"], "out of range"),
     (["record", "-o", "x.json", "-r", "30000", "--", sys.executable, "x.py"], "out of range"),
     (["record", "-o", "x.json", "--mode", "fast", "--", sys.executable, "x.py"], "invalid choice"),
-    (["record", "-o", "x.json", "-f", "svg", "--", sys.executable, "x.py"], "invalid choice"),
+    (["record", "-o", "x.json", "-f", "png", "--", sys.executable, "x.py"], "invalid choice"),
     (["record", "-o", "x.json", "--bogus", "--", sys.executable, "x.py"], "unrecognized arguments"),
     (["record", "-o", "x.json", "--", "python3", "-I", "x.py"], "-I"),
     (["record", "-o", "x.json", "--", "python3", "-sE", "x.py"], "-E"),

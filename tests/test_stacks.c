@@ -122,6 +122,11 @@ static void calibrate(void) {
 typedef struct symc { uint64_t addr; uint32_t aux; int used; char name[256]; int in_exe, in_module; } symc;
 static symc g_symc[SYMCACHE];
 static uint64_t g_symc_full;
+static int is_exe(const char *file) {  /* the symbolizer names this program by its real path */
+    static char exe[4096];
+    if (!exe[0] && !realpath("/proc/self/exe", exe)) return 0;
+    return strcmp(file, exe) == 0;
+}
 static const symc *sym_of(const spprof_frame *f) {
     uint64_t h = (f->addr ^ (f->addr >> 17) ^ f->aux) * 0x9e3779b97f4a7c15ull;
     uint32_t i = (uint32_t)(h >> 40) & (SYMCACHE - 1), k;
@@ -133,7 +138,7 @@ static const symc *sym_of(const spprof_frame *f) {
             int found = spprof_resolve(f, &s);
             c->used = 1; c->addr = f->addr; c->aux = f->aux;
             snprintf(c->name, sizeof c->name, "%s", s.name);
-            c->in_exe = found && strcmp(s.file, "/proc/self/exe") == 0;  /* a named function of this program */
+            c->in_exe = found && is_exe(s.file);  /* a named function of this program */
             c->in_module = s.file[0] != 0;                                  /* inside some loaded object at all */
             return c;
         }
@@ -144,7 +149,7 @@ static const symc *sym_of(const spprof_frame *f) {
         int found = spprof_resolve(f, &s);
         scratch.used = 1; scratch.addr = f->addr; scratch.aux = f->aux;
         snprintf(scratch.name, sizeof scratch.name, "%s", s.name);
-        scratch.in_exe = found && strcmp(s.file, "/proc/self/exe") == 0;
+        scratch.in_exe = found && is_exe(s.file);
         scratch.in_module = s.file[0] != 0;
         g_symc_full++;
         return &scratch;

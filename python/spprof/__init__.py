@@ -7,6 +7,9 @@
     profile = spprof.stop()                      # a Profile: samples, threads, stats
     profile.save("out.speedscope.json")          # https://www.speedscope.app
     profile.save("out.collapsed")                # flamegraph.pl / speedscope / tools/top.py
+    profile.save("out.pb.gz")                    # pprof: go tool pprof, Pyroscope, Parca
+    profile.save("out.svg")                      # interactive flame graph, opens in any browser
+    spprof.serve(port=6060)                      # /debug/pprof/profile?seconds=N, /heap (go tool pprof, Alloy)
 
     with spprof.Profiler(interval_ms=1) as p:    # p.profile after the block
         work()
@@ -47,7 +50,7 @@ from . import _spprof
 
 __all__ = [
     "start", "stop", "pause", "resume", "is_active", "state", "stats",
-    "Profiler", "profile", "Profile", "Sample", "Frame", "Error",
+    "Profiler", "profile", "Profile", "Sample", "Frame", "Error", "serve",
     "MIN_INTERVAL_MS", "MAX_INTERVAL_MS",
 ]
 __version__ = getattr(_spprof, "__version__", "0.1.0")
@@ -71,7 +74,7 @@ MAX_INTERVAL_MS = 60000.0
 MAX_DEPTH_LIMIT = 1024
 _MODES = {"cpu": 0, "wall": 1}
 _SOURCES = {"auto": 0, "posix": 1, "perf": 2, "perf-user": 3}
-_FORMATS = ("speedscope", "collapsed")
+_FORMATS = ("speedscope", "collapsed", "pprof", "svg")
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -86,8 +89,10 @@ class Frame(NamedTuple):
     line: int
 
     def __str__(self) -> str:
-        if self.file:
+        if self.file and self.line > 0:
             return f"{self.function} ({self.file}:{self.line})"
+        if self.file:  # native frames, and frames aggregated by function: no ":0"
+            return f"{self.function} ({self.file})"
         return self.function
 
 
@@ -178,6 +183,19 @@ class Profile:
             return {}
         return {k: v / total for k, v in sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))}
 
+    def by_function(self) -> "Profile":
+        """A copy whose frames are keyed by function and file, without the line (py-spy's --nolineno): a
+        function is one frame (one row in Speedscope's sandwich view, one box per caller in a flame graph)
+        whatever line it was on. Runs of one thread whose stacks become equal stay separate samples."""
+        stacks: Dict[tuple, Tuple[Frame, ...]] = {}
+        out = []
+        for s in self.samples:
+            st = stacks.get(s.frames)
+            if st is None:
+                st = stacks[s.frames] = _without_lines(s.frames)
+            out.append(s._replace(frames=st))
+        return Profile(out, self.interval_ms, self.mode, self.start_time, self.duration, self.stats)
+
     # ---- writers (pure Python, from this object's own data) ----
 
     def to_speedscope(self) -> Dict[str, Any]:
@@ -205,9 +223,12 @@ class Profile:
                 "weights": weights,
             })
         if not profiles:  # a valid file that viewers still open
-            profiles.append({"type": "sampled", "name": "no samples", "unit": "nanoseconds",
-                             "startValue": 0, "endValue": 0, "samples": [], "weights": []})
-        return _speedscope_document(f"spprof profile ({self.mode} time, {self.interval_ms:g} ms)", frames, profiles)
+            profiles.append({"type": "sampled", "name": "no samples (raise the rate or profile a longer run)",
+                             "unit": "nanoseconds", "startValue": 0, "endValue": 0, "samples": [], "weights": []})
+        # Speedscope opens the busiest thread (the first one, among equals), not whichever came first
+        busiest = max(range(len(profiles)), key=lambda i: (sum(profiles[i]["weights"]), -i))
+        return _speedscope_document(f"spprof profile ({self.mode} time, {self.interval_ms:g} ms)", frames, profiles,
+                                    busiest)
 
     def to_collapsed(self, threads: bool = False) -> str:
         """Collapsed stacks: one "root;...;leaf COUNT" line per distinct stack, COUNT in sampling intervals
@@ -226,16 +247,36 @@ class Profile:
             acc[text] = acc.get(text, 0) + s.weight
         return "".join(f"{k} {v}\n" for k, v in acc.items() if v > 0)
 
-    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, threads: bool = False) -> str:
+    def to_pprof(self) -> bytes:
+        """gzip-compressed pprof (profile.proto): go tool pprof, Pyroscope, Parca. Sample types samples/count
+        and cpu (wall)/nanoseconds, one sample per thread and stack, labels "thread" and "thread_id"."""
+        from ._pprof import profile_pprof
+        return profile_pprof(self)
+
+    def to_svg(self, title: Optional[str] = None, threads: bool = False) -> str:
+        """A self-contained interactive SVG flame graph (hover, click to zoom, search; no external files),
+        widths in time; title: default the command line of this process; threads: one tower per thread."""
+        from ._flame import profile_svg
+        return profile_svg(self, title, threads)
+
+    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, threads: bool = False,
+             title: Optional[str] = None) -> str:
         """Write the profile to path and return the path written.
 
-        format: "speedscope" (JSON) or "collapsed"; None picks by extension (.json -> speedscope, anything
-        else -> collapsed). threads: collapsed only, prefix each stack with its thread.
+        format: "speedscope" (JSON), "collapsed", "pprof" (gzip-compressed profile.proto) or "svg" (an
+        interactive flame graph); None picks by extension (.json -> speedscope, .pb.gz / .pprof -> pprof,
+        .svg -> svg, anything else -> collapsed). threads: collapsed and svg, start each stack with its
+        thread. title: svg, the graph's title (default: this process's command line).
         A regular file (or a symlink to one, which stays a symlink) is written beside its real target and
         renamed over it, so a failed save leaves no partial file; a device, FIFO or /dev/stdout-style path is
         written in place, never replaced. On failure it raises OSError with the reason and this Profile is
         unchanged (save it elsewhere)."""
-        return _save(path, format, "Profile.save", self.to_speedscope, lambda: self.to_collapsed(threads=threads))
+        return _save(path, format, "Profile.save", self.to_speedscope, lambda: self.to_collapsed(threads=threads),
+                     pprof=self.to_pprof, svg=lambda: self.to_svg(title, threads))
+
+
+def _without_lines(frames: Tuple[Frame, ...]) -> Tuple[Frame, ...]:
+    return tuple(f._replace(line=0) if f.line else f for f in frames)
 
 
 class _SpeedscopeFrames:
@@ -261,30 +302,37 @@ class _SpeedscopeFrames:
         return out
 
 
-def _speedscope_document(name: str, frames: _SpeedscopeFrames, profiles: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _speedscope_document(name: str, frames: _SpeedscopeFrames, profiles: List[Dict[str, Any]],
+                         active: int = 0) -> Dict[str, Any]:
     return {
         "$schema": "https://www.speedscope.app/file-format-schema.json",
         "exporter": f"spprof {__version__} (python)",
         "name": name,
-        "activeProfileIndex": 0,
+        "activeProfileIndex": active,
         "shared": {"frames": frames.frames},
         "profiles": profiles,
     }
 
 
 def _save(path: "os.PathLike[str] | str", format: Optional[str], what: str,
-          speedscope: Callable[[], Dict[str, Any]], collapsed: Callable[[], str]) -> str:
-    """Writes speedscope() as JSON or collapsed() as text to path (format, or by extension), atomically."""
+          speedscope: Callable[[], Dict[str, Any]], collapsed: Callable[[], str],
+          **others: Callable[[], "str | bytes"]) -> str:
+    """Writes speedscope() as JSON, collapsed() as text, or others[format]() (pprof: bytes) to path (format,
+    or by extension), atomically."""
     path = os.fspath(path)
     if not isinstance(path, str):
         path = os.fsdecode(path)
     if not path:
         raise ValueError(f"{what}: path is empty")
-    if _format_for(path, format) == "speedscope":
+    fmt = _format_for(path, format)
+    data: "str | bytes"
+    if fmt == "speedscope":
         import json  # here, not at the top: every profiled program pays the module's imports at start-up
         data = json.dumps(speedscope(), separators=(",", ":"), ensure_ascii=False) + "\n"
-    else:
+    elif fmt == "collapsed":
         data = collapsed()
+    else:
+        data = others[fmt]()
     _write_output(path, data)
     return path
 
@@ -293,9 +341,13 @@ def _collapsed_name(s: str) -> str:
     return s.replace(";", ":").replace("\n", " ").replace("\r", " ")
 
 
+_EXTENSIONS = ((".json", "speedscope"), (".pb.gz", "pprof"), (".pprof", "pprof"), (".svg", "svg"))
+
+
 def _format_for(path: str, format: Optional[str]) -> str:
     if format is None:
-        return "speedscope" if path.lower().endswith(".json") else "collapsed"
+        low = path.lower()
+        return next((f for ext, f in _EXTENSIONS if low.endswith(ext)), "collapsed")
     if not isinstance(format, str) or format not in _FORMATS:
         raise ValueError(f"format must be one of {', '.join(map(repr, _FORMATS))} (or None: by extension), got {format!r}")
     return format
@@ -318,7 +370,7 @@ _O_OUT = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 _O_NOCTTY = getattr(os, "O_NOCTTY", 0)
 
 
-def _write_output(path: str, data: str) -> None:
+def _write_output(path: str, data: "str | bytes") -> None:
     """The one output policy of every Python writer (the C writers do the same, spprof.h @writers):
     - /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N: written to that descriptor as it is (its offset,
       its O_APPEND; reopening would start at offset 0 and a rename would replace what the shell opened);
@@ -329,7 +381,7 @@ def _write_output(path: str, data: str) -> None:
       target with the target's permission bits (else 0666 & ~umask) and renamed over it: a symlink stays a
       symlink, a failed write leaves no partial file.
     Raises OSError naming path and the reason."""
-    raw = data.encode("utf-8", "replace")
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "replace")
     tmp = None
     try:
         fdno = _fd_of_path(path)
@@ -381,6 +433,17 @@ def _write_all(fd: int, raw: bytes) -> None:
 
 
 # ---- validation ---------------------------------------------------------------------------------------
+
+def _api_error(e: BaseException, call: str, hint: str = "") -> Exception:
+    """spprof.Error naming the Python call (not the C function behind it), with what to do."""
+    msg = str(e)
+    head, sep, rest = msg.partition(": ")
+    if sep and head.startswith("spprof_") and " " not in head:
+        msg = rest
+    if "first" in msg or "one-way" in msg:  # the message already says what to do
+        hint = ""
+    return Error(f"{call}: {msg}" + (f": {hint}" if hint else ""))
+
 
 def _check_number(name: str, value: Any, lo: float, hi: float, unit: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -516,7 +579,10 @@ def start(interval_ms: float = 10, mode: str = "cpu", native: bool = False, memo
         sess = _Session(interval_ns / 1e6, mode)
         _note_live_threads(sess.names)
         sess.start_ns = time.monotonic_ns()
-        _spprof.start(interval_ns, mode_no, depth, mem, source_no, int(native))  # spprof.Error if already started
+        try:
+            _spprof.start(interval_ns, mode_no, depth, mem, source_no, int(native))
+        except Error as e:
+            raise _api_error(e, "spprof.start()", "call spprof.stop() first" if _spprof.is_active() else "") from None
         _session = sess
         _install_hook()
 
@@ -526,7 +592,10 @@ def stop() -> Profile:
     global _session
     with _lock:
         sess = _session
-        _spprof.stop()  # raises spprof.Error when not started
+        try:
+            _spprof.stop()
+        except Error as e:
+            raise _api_error(e, "spprof.stop()", "call spprof.start() first") from None
         stop_ns = time.monotonic_ns()
         _remove_hook()
         _session = None
@@ -561,6 +630,9 @@ def _build_profile(raw: List[tuple], names: Dict[int, str], sess: _Session, stop
             for f in reversed(frames):  # C gives leaf first; Sample.frames is root first
                 if (f[0], f[1]) == hook:
                     continue  # our thread-start hook: not the program's code
+                if f[2] <= 0 and f[0].startswith("spprof_"):
+                    continue  # the profiler's own C functions (a thread sampled while it unregisters at exit):
+                    # the time stays with the caller that ran them
                 fr = frame_cache.get(f)
                 if fr is None:
                     fr = frame_cache[f] = Frame(f[0], f[1], f[2])
@@ -575,12 +647,18 @@ def _build_profile(raw: List[tuple], names: Dict[int, str], sess: _Session, stop
 
 def pause() -> None:
     """Stop taking samples until resume() (the session and its profile stay)."""
-    _spprof.pause()
+    try:
+        _spprof.pause()
+    except Error as e:
+        raise _api_error(e, "spprof.pause()", "" if _spprof.is_active() else "call spprof.start() first") from None
 
 
 def resume() -> None:
     """Take samples again after pause()."""
-    _spprof.resume()
+    try:
+        _spprof.resume()
+    except Error as e:
+        raise _api_error(e, "spprof.resume()", "" if _spprof.is_active() else "call spprof.start() first") from None
 
 
 def is_active() -> bool:
@@ -602,6 +680,14 @@ def stats() -> Dict[str, int]:
     (0 where the code-object death hook is installed); ticks_late, suspensions, threads_skipped,
     suspend_ns_total, suspend_ns_max: the suspend-and-sample sampler thread (Windows; 0 on Linux)."""
     return dict(_spprof.stats())
+
+
+def serve(host: str = "127.0.0.1", port: int = 0) -> Tuple[str, int]:
+    """Serve /debug/pprof/ (Go's net/http/pprof endpoints: profile?seconds=N, heap, the index) from a daemon
+    thread, for go tool pprof, Grafana Alloy / Pyroscope and Parca; returns (host, port). Loopback unless
+    another host is given. See spprof/_serve.py."""
+    from ._serve import serve as _serve
+    return _serve(host, port)
 
 
 class Profiler:

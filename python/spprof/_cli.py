@@ -1,6 +1,6 @@
 """spprof - command-line front end of the spprof sampling profiler.
 
-  spprof record -o OUT [-f speedscope|collapsed] [-r HZ] [--mode cpu|wall] [--source auto|posix|perf|perf-user] [--native] [--threads] [-q] -- python3 script.py [args]
+  spprof record [-o OUT] [-f svg|speedscope|pprof|collapsed] [-r HZ] [--mode cpu|wall] [--source auto|posix|perf|perf-user] [--native] [--threads] [--nolineno] [--serve [HOST:]PORT] [-q] -- python3 script.py [args]
 
 `record` profiles a Python program from its first line to its exit, in-process: no ptrace, no root. It puts a
 bootstrap sitecustomize.py first on PYTHONPATH and then *execs* the command, so the program keeps this
@@ -40,13 +40,23 @@ ENV = "SPPROF_RECORD_"
 
 EPILOG = """\
 examples:
+  spprof record -- python3 app.py                 # -> spprof-app-20250101-120000.svg, a flame graph
   spprof record -o out/profile.json -- python3 app.py --port 8080
   spprof record -o out/profile.collapsed -r 1000 --mode wall -- python3 -m mypkg.main
+  spprof record --memory -o heap.pb.gz -- python3 app.py && go tool pprof -top heap.pb.gz
 
-The output is Speedscope JSON (open it at https://www.speedscope.app) or collapsed stacks
-("root;...;leaf COUNT" per line, for flamegraph.pl, speedscope or tools/top.py); COUNT and the Speedscope
-weights are time (sampling intervals). If OUT cannot be written, the profile goes to a temporary file and
-the summary says where.
+Formats (-f, or by OUT's name):
+  svg         .svg: an interactive flame graph (hover, click to zoom, search; no other file needed), titled
+              with the command line; widths are time (CPU or wall), with --memory bytes of the live heap
+  speedscope  .json: open it at https://www.speedscope.app; weights in nanoseconds (one profile per
+              thread, the busiest opens first); with --memory bytes (live heap, and everything allocated)
+  pprof       .pb.gz / .pprof: gzip-compressed profile.proto for go tool pprof, Pyroscope, Parca; values
+              samples/count and cpu|wall/nanoseconds, labels thread and thread_id; with --memory Go's heap
+              types alloc_objects, alloc_space, inuse_objects, inuse_space (counts and bytes)
+  collapsed   anything else: "root;...;leaf COUNT" lines for flamegraph.pl, speedscope or tools/top.py;
+              COUNT is sampling intervals (time), with --memory bytes of the live heap
+Without -o, the output is spprof-PROGRAM-YYYYMMDD-HHMMSS.svg in the current directory. If OUT cannot be
+written, the profile goes to a temporary file and the summary says where.
 
 The command must be the Python program itself (python3 script.py, python3 -m module, ./script.py with a
 python shebang, a console script): the process that is exec'd is the one profiled; other processes it
@@ -96,6 +106,21 @@ def rate(text):
     return hz
 
 
+def host_port(text):
+    """"PORT", "HOST:PORT" or "[V6]:PORT" -> (host, port); loopback unless a host is given."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = ""
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        n = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT or PORT: {text!r}")
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port {n} is out of range (0 to 65535)")
+    return host, n
+
+
 def memory_mb(text):
     try:
         mb = float(text)
@@ -116,15 +141,16 @@ def make_parser():
         "record", help="run a Python program under the profiler and write its profile",
         description=__doc__.split("\n\n")[2].strip(),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s -o OUT [-f {speedscope,collapsed}] [-r HZ] [--mode {cpu,wall}] [--source SRC] [--native] [--threads] [-q] "
+        usage="%(prog)s [-o OUT] [-f {svg,speedscope,pprof,collapsed}] [-r HZ] [--mode {cpu,wall}] [--source SRC] "
+              "[--native] [--threads] [--nolineno] [--memory] [--serve [HOST:]PORT] [-q] "
               "-- COMMAND [ARGS...]")
-    rec.add_argument("-o", "--output", required=True, metavar="OUT", action="append",
+    rec.add_argument("-o", "--output", metavar="OUT", action="append",
                      help="where to write the profile (parent directories are created; '-' is standard "
-                          "output); may be given more than once, e.g. -o p.json -o p.collapsed: one run, both "
-                          "formats")
-    rec.add_argument("-f", "--format", choices=("speedscope", "collapsed"),
-                     help="output format of every OUT (default: by OUT's name, speedscope if it ends in "
-                          ".json, else collapsed)")
+                          "output); may be given more than once, e.g. -o p.svg -o p.pb.gz: one run, both "
+                          "formats (default: spprof-PROGRAM-TIME.svg)")
+    rec.add_argument("-f", "--format", choices=("svg", "speedscope", "pprof", "collapsed"),
+                     help="output format of every OUT (default: by OUT's name: .svg, .json (speedscope), "
+                          ".pb.gz or .pprof (pprof), else collapsed; see below)")
     rec.add_argument("-r", "--rate", type=rate, default=None, metavar="HZ",
                      help="samples per second of CPU time (wall time with --mode wall), default 100; "
                           f"{MIN_HZ:.4g} to {MAX_HZ:g}")
@@ -139,8 +165,11 @@ def make_parser():
     rec.add_argument("--native", action="store_true",
                      help="mixed stacks: native frames (C extensions, libraries) in call order, each interpreter "
                           "frame replaced by the Python frames it runs (needs frame pointers in that code)")
+    rec.add_argument("--nolineno", action="store_true",
+                     help="frames by function (and file), without the line: a function is one frame in every "
+                          "format (one row in Speedscope's sandwich view), as py-spy's --nolineno")
     rec.add_argument("--threads", action="store_true",
-                     help="collapsed format: start each stack with its thread, \"NAME (tid N)\"")
+                     help="collapsed and svg: start each stack with its thread, \"NAME (tid N)\"")
     rec.add_argument("--memory-limit", type=memory_mb, default=None, metavar="MB",
                      help="bound on the in-memory profile in MiB, default 100 (samples beyond it are "
                           "counted as dropped)")
@@ -150,6 +179,11 @@ def make_parser():
                           "exit (Speedscope: also everything allocated), in bytes")
     rec.add_argument("--memory-rate-kb", type=float, default=None, metavar="KB",
                      help="--memory: mean KiB allocated between samples, default 512")
+    rec.add_argument("--serve", type=host_port, default=None, metavar="[HOST:]PORT",
+                     help="also serve Go's net/http/pprof endpoints while the program runs "
+                          "(/debug/pprof/profile?seconds=N, /debug/pprof/heap with --memory) for go tool pprof, "
+                          "Grafana Alloy, Parca; HOST defaults to 127.0.0.1 (another address is reachable "
+                          "from elsewhere); PORT 0 picks a free one; the address goes to stderr")
     rec.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr (errors are still shown)")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                      help="the program to run, after --")
@@ -391,6 +425,34 @@ def _alive(pid):
         return True
 
 
+def default_output(cmd):
+    """spprof-PROGRAM-YYYYMMDD-HHMMSS.svg (as py-spy names its default): PROGRAM is the script's or module's
+    name when cmd runs a python, else the command's."""
+    import time
+    prog = os.path.basename(cmd[0])
+    if PY_NAME.match(prog):
+        args = iter(cmd[1:])
+        for a in args:
+            if a == "-m":
+                prog = next(args, prog)
+                break
+            if a.startswith("-m") and len(a) > 2:
+                prog = a[2:]
+                break
+            if a in ("-c", "-"):
+                prog = "python"
+                break
+            if a.startswith("-"):
+                if a in ("-W", "-X", "--check-hash-based-pycs"):
+                    next(args, None)
+                continue
+            prog = os.path.basename(a)
+            break
+    prog = re.sub(r"\.pyw?$", "", prog)
+    prog = re.sub(r"[^A-Za-z0-9_.-]+", "_", prog).strip("._") or "python"
+    return f"spprof-{prog}-{time.strftime('%Y%m%d-%H%M%S')}.svg"
+
+
 def fail(parser, msg):
     parser.error(msg)  # prints usage + message, exits 2
 
@@ -413,7 +475,9 @@ def main(argv=None):
         if args.cmd and args.cmd[0] == "--":
             args.cmd = args.cmd[1:]
     if not args.cmd:
-        fail(rec, "no command given: spprof record -o OUT -- python3 script.py [args]")
+        fail(rec, "no command given: spprof record [-o OUT] -- python3 script.py [args]")
+    if not args.output:
+        args.output = [default_output(args.cmd)]
     if args.memory:
         given = [name for name, v in (("-r/--rate", args.rate), ("--mode", args.mode), ("--source", args.source),
                                       ("--native", args.native or None), ("--threads", args.threads or None),
@@ -481,6 +545,9 @@ def main(argv=None):
     env[ENV + "MEMORY_LIMIT_MB"] = repr(args.memory_limit)
     env[ENV + "THREADS"] = "1" if args.threads else "0"
     env[ENV + "QUIET"] = "1" if args.quiet else "0"
+    env[ENV + "NOLINENO"] = "1" if args.nolineno else "0"
+    if args.serve:
+        env[ENV + "SERVE"] = json.dumps(list(args.serve))
     if args.memory and os.name == "nt":  # no preloaded library: the PyMem hooks, from the bootstrap on
         env[ENV + "MEMORY"] = "1"
         env[ENV + "MEMORY_RATE_KB"] = repr(args.memory_rate_kb)

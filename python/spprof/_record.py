@@ -40,6 +40,8 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "quiet": env.get(ENV_PREFIX + "QUIET") == "1",
         "memory": env.get(ENV_PREFIX + "MEMORY") == "1",
         "memory_rate_kb": float(env.get(ENV_PREFIX + "MEMORY_RATE_KB", "512")),
+        "serve": json.loads(env.get(ENV_PREFIX + "SERVE", "null")),
+        "nolineno": env.get(ENV_PREFIX + "NOLINENO") == "1",
     }
 
 
@@ -84,6 +86,8 @@ class Recorder:
         else:
             spprof.start(interval_ms=c["interval_ms"], mode=c["mode"], memory_limit_mb=c["memory_limit_mb"],
                          source=c.get("source", "auto"), native=c.get("native", False))
+        if c.get("serve"):
+            self._serve(c["serve"])
         atexit.register(self.finish)
         signos = [getattr(signal, n) for n in EXIT_SIGNALS if hasattr(signal, n)]
         try:
@@ -92,6 +96,17 @@ class Recorder:
             _say(f"the profile will not be written on SIGTERM/SIGHUP/... ({e})")
         self._wrap_os_exit()
         _report(self.report_fd, b"S")
+
+    def _serve(self, where: Any) -> None:
+        """--serve: the scrape endpoint for the program's lifetime; its address goes to stderr (also with -q:
+        with port 0 nothing else tells it). A failure to bind is said, and the program runs on."""
+        try:
+            host, port = spprof.serve(str(where[0]), int(where[1]))
+        except (OSError, ValueError, TypeError) as e:
+            _say(f"cannot serve on {where[0]}:{where[1]}: {e} (the program runs without it)")
+            return
+        shown = f"[{host}]" if ":" in host else host
+        _say(f"serving http://{shown}:{port}/debug/pprof/ (profile?seconds=N{', heap' if self.cfg.get('memory') else ''})")
 
     def _wrap_os_exit(self) -> None:
         real_exit = os._exit
@@ -156,6 +171,8 @@ class Recorder:
             return
         c = self.cfg
         written = []
+        if c.get("nolineno"):
+            prof = prof.by_function()
         for out in self._kept(prof.sample_count):
             w = self._save(prof, out)
             if w:
@@ -165,8 +182,10 @@ class Recorder:
             dropped = int(st.get("samples_dropped", 0)) + int(st.get("samples_dropped_memory", 0))
             why = f", at {reason}" if reason else ""
             nthreads = len(prof.threads())
+            hint = ("" if prof.sample_count else
+                    f" (no samples: raise the rate with -r, or profile a longer run{'' if prof.mode == 'wall' else '; --mode wall also counts time the program waits'})")
             _say(f"{prof.sample_count} samples ({prof.total_time:.2f} s of {prof.mode} time) in "
-                 f"{nthreads} thread{'s' if nthreads != 1 else ''}, {dropped} dropped{why} -> {', '.join(written)}")
+                 f"{nthreads} thread{'s' if nthreads != 1 else ''}, {dropped} dropped{why}{hint} -> {', '.join(written)}")
 
     def _finish_memory(self, reason: Optional[str]) -> None:
         import spprof.memprof as memprof
@@ -176,6 +195,8 @@ class Recorder:
         except spprof.Error as e:
             _say(f"no memory profile written: {e}")
             return
+        if self.cfg.get("nolineno"):
+            snap = snap.by_function()
         outs = self._kept(int(snap.stats.get("samples", 0)))
         written = [w for w in (self._save(snap, out) for out in outs) if w]
         if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
@@ -187,20 +208,23 @@ class Recorder:
     def _save(self, prof: Any, out: str) -> Optional[str]:
         """Saves to out, else to a temporary file; returns what to tell the user (None: nothing written)."""
         c = self.cfg
-        fmt = c["format"] or ("speedscope" if out.lower().endswith(".json") else "collapsed")
+        fmt = spprof._format_for(out, c["format"])
         kw = {} if c.get("memory") else {"threads": c["threads"]}
         try:
             return prof.save(out, fmt, **kw)
         except OSError as e:
             try:
                 import tempfile  # only here: it costs ~3 ms of every profiled program's start-up
-                fd, alt = tempfile.mkstemp(prefix="spprof-", suffix=".json" if fmt == "speedscope" else ".collapsed")
+                fd, alt = tempfile.mkstemp(prefix="spprof-", suffix=_SUFFIXES.get(fmt, "." + fmt))
                 os.close(fd)
                 prof.save(alt, fmt, **kw)
                 return f"{alt} (could not write {out}: {os.strerror(e.errno) if e.errno else e})"
             except Exception as e2:
                 _say(f"no profile written for {out}: could not write it ({e}) nor a temporary file ({e2})")
                 return None
+
+
+_SUFFIXES = {"speedscope": ".json", "pprof": ".pb.gz"}  # of the temporary file when OUT cannot be written
 
 
 def _is_special(path: str) -> bool:

@@ -7,6 +7,7 @@
     for frame, nbytes, count in snap.top_allocators(5):
         print(f"{nbytes / 2**20:8.1f} MiB  {frame}")
     snap.save("heap.json")                   # Speedscope; "heap.collapsed" for flame graphs
+    snap.save("heap.pb.gz")                  # pprof: alloc_/inuse_ objects and space (go tool pprof)
     memprof.stop()                           # no new samples; frees are still tracked
     memprof.shutdown()                       # one-way: hooks removed, samples forgotten
 
@@ -29,7 +30,7 @@ import os
 import time
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from . import Error, Frame, _check_number, _collapsed_name, _save, _speedscope_document, _SpeedscopeFrames
+from . import Error, Frame, _api_error, _check_number, _collapsed_name, _save, _speedscope_document, _SpeedscopeFrames
 from . import _spprof as _C
 
 __all__ = ["Error", "start", "stop", "shutdown", "get_snapshot", "get_stats", "state", "is_active", "HeapSnapshot",
@@ -150,19 +151,59 @@ class HeapSnapshot:
         session allocated (per stack)."""
         frames = _SpeedscopeFrames()
         profiles = []
-        for name, live in (("live heap (estimated bytes)", True), ("allocated during the session (estimated bytes)", False)):
+        for what, live in (("live heap", True), ("allocated during the session", False)):
             rows = [(fr, int(round(nbytes))) for fr, nbytes in self._stacks(live)]
             stacks = [frames.stack(fr) for fr, w in rows if w > 0]
             weights = [w for fr, w in rows if w > 0]
+            name = f"{what}: {_fmt_bytes(sum(weights))} (estimated bytes)"
             profiles.append({"type": "sampled", "name": name, "unit": "bytes", "startValue": 0,
                              "endValue": sum(weights), "samples": stacks, "weights": weights})
-        return _speedscope_document(f"spprof heap snapshot (1 sample per {self.sampling_rate} bytes)", frames, profiles)
+        return _speedscope_document(f"spprof memory profile: heap snapshot, 1 sample per "
+                                    f"{_fmt_bytes(self.sampling_rate)} allocated", frames, profiles)
 
-    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, live: bool = True) -> str:
-        """Write the snapshot: "speedscope" (JSON, both views) or "collapsed" (live heap; live=False: all
-        allocations); None picks by extension (.json -> speedscope). Written as Profile.save writes (a regular
-        file atomically, a device or FIFO in place); on failure OSError says why and the snapshot is unchanged (save it elsewhere)."""
-        return _save(path, format, "HeapSnapshot.save", self.to_speedscope, lambda: self.to_collapsed(live=live))
+    def by_function(self) -> "HeapSnapshot":
+        """A copy whose frames are keyed by function and file, without the line (see Profile.by_function)."""
+        from . import _without_lines
+        cache: Dict[tuple, Tuple[Frame, ...]] = {}
+
+        def fr(frames: Tuple[Frame, ...]) -> Tuple[Frame, ...]:
+            r = cache.get(frames)
+            if r is None:
+                r = cache[frames] = _without_lines(frames)
+            return r
+        return HeapSnapshot([s._replace(frames=fr(s.frames)) for s in self.samples],
+                            [s._replace(frames=fr(s.frames)) for s in self.freed],
+                            [a._replace(frames=fr(a.frames)) for a in self.allocations], self.stats, self.timestamp)
+
+    def to_pprof(self) -> bytes:
+        """gzip-compressed pprof with Go's heap sample types: alloc_objects, alloc_space (everything the
+        session sampled), inuse_objects, inuse_space (live now; the default), per stack; period = the
+        sampling rate in bytes."""
+        from ._pprof import heap_pprof
+        return heap_pprof(self)
+
+    def to_svg(self, live: bool = True, title: Optional[str] = None) -> str:
+        """An interactive SVG flame graph in bytes of the live heap (live=False: of everything allocated)."""
+        from ._flame import heap_svg
+        return heap_svg(self, live, title)
+
+    def save(self, path: "os.PathLike[str] | str", format: Optional[str] = None, live: bool = True,
+             title: Optional[str] = None) -> str:
+        """Write the snapshot: "speedscope" (JSON, both views), "collapsed" or "svg" (flame graph; live heap,
+        live=False: all allocations) or "pprof" (gzip-compressed; allocated and live, objects and bytes);
+        None picks by extension (.json -> speedscope, .pb.gz / .pprof -> pprof, .svg -> svg, else
+        collapsed). title: svg, default this process's command line. Written as Profile.save
+        writes (a regular file atomically, a device or FIFO in place); on failure OSError says why and the
+        snapshot is unchanged (save it elsewhere)."""
+        return _save(path, format, "HeapSnapshot.save", self.to_speedscope, lambda: self.to_collapsed(live=live),
+                     pprof=self.to_pprof, svg=lambda: self.to_svg(live, title))
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} bytes"
 
 
 def start(sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, *, native_hooks: bool = True, max_depth: int = 64,
@@ -180,14 +221,25 @@ def start(sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, *, native_hooks: b
                     ("max_frames", max_frames), ("freed_capacity", freed_capacity)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name} must be an int, got {type(v).__name__} ({v!r})")
-    _C.mem_start(sampling_rate=max(1, int(round(rate_kb * 1024))), heap_map_capacity=heap_map_capacity,
-                 max_stacks=max_stacks, max_frames=max_frames, freed_capacity=freed_capacity,
-                 max_depth=max_depth, native_hooks=bool(native_hooks))
+    try:
+        _C.mem_start(sampling_rate=max(1, int(round(rate_kb * 1024))), heap_map_capacity=heap_map_capacity,
+                     max_stacks=max_stacks, max_frames=max_frames, freed_capacity=freed_capacity,
+                     max_depth=max_depth, native_hooks=bool(native_hooks))
+    except Error as e:
+        st = _C.mem_state()
+        hint = ("call memprof.stop() first" if st == "sampling" else
+                "shutdown() is one-way: start the memory profiler once per process" if st == "shutdown" else "")
+        raise _api_error(e, "memprof.start()", hint) from None
 
 
 def stop() -> None:
     """Stop sampling new allocations. Frees of sampled allocations are still tracked, so later snapshots
     stay true. Raises spprof.Error when not sampling."""
+    st = _C.mem_state()
+    if st != "sampling":
+        raise Error("memprof.stop(): the memory profiler is not sampling: " +
+                    ("it is already stopped" if st == "stopped" else
+                     "it was shut down" if st == "shutdown" else "call memprof.start() first"))
     _C.mem_stop()
 
 
@@ -215,6 +267,12 @@ def get_stats() -> Dict[str, Any]:
 def get_snapshot(freed: bool = True) -> HeapSnapshot:
     """The live sampled heap now (and the logged freed samples, with their lifetimes, unless freed=False).
     Works while sampling and after stop(); raises spprof.Error before the first start or after shutdown()."""
+    st = _C.mem_state()
+    if st == "off":
+        raise Error("memprof.get_snapshot(): the memory profiler has not been started: call memprof.start() first")
+    if st == "shutdown":
+        raise Error("memprof.get_snapshot(): the memory profiler was shut down, which forgets every sample: take "
+                    "snapshots before memprof.shutdown()")
     gc_was_on = gc.isenabled()
     gc.disable()            # frees are not looked at inside mem_enter/mem_leave: no collection meanwhile
     _C.mem_enter()          # the snapshot's own objects are not sampled
