@@ -234,7 +234,9 @@ static void test_churn(void) {
     CHECK(timer_reads_failed == 0 && monitor_samples > 100, "/proc/self/timers was read %d times (%d failed)", monitor_samples, timer_reads_failed);
     CHECK(max_timers_seen <= bound, "timers never exceeded the live-thread bound: max %d <= %d (base %d + monitor + %d workers + 2)",
           max_timers_seen, bound, base, K);
-    CHECK(st.threads_registered >= st0.threads_registered + 50, "threads_registered grew with the churn: %llu -> %llu",
+    /* under a sanitizer on a busy machine most short-lived threads end before a 2 ms scan sees them (46 of
+       3,876 seen under TSan): the check is that scans keep registering new ones */
+    CHECK(st.threads_registered >= st0.threads_registered + (is_sanitizer() ? 10 : 50), "threads_registered grew with the churn: %llu -> %llu",
           (unsigned long long)st0.threads_registered, (unsigned long long)st.threads_registered);
     CHECK(spprof_get_state() == SPPROF_STATE_RUNNING, "still running after the churn");
     CHECK(spprof_stop() == SPPROF_OK, "stop");
