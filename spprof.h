@@ -755,6 +755,21 @@ static void *spprof__os_map_pages(size_t bytes) {
 /* [signal-safe] The calling thread's stack around address a: the mapping that holds it (@walk). */
 static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi);
 static int spprof__own_stack(uintptr_t a, uintptr_t *lo, uintptr_t *hi) { return spprof__find_mapping(a, lo, hi); }
+
+/* What a registry slot holds on Linux, and the session's signal state (see @os_linux). The slot's perf
+   event, CPU-clock and off-CPU fields and the state's fd map, wake-up and /proc/self/mem descriptors are
+   still in the shared structs: portable code resets or reports them (spprof_start, the registry, stats). */
+typedef struct spprof__linux_slot {
+    timer_t timer;           /* the POSIX timer (when the slot has no perf event) */
+} spprof__linux_slot;
+typedef struct spprof__linux_state {
+    int perf_on;                   /* this session creates perf events (atomic) */
+    int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
+    pthread_t collector;
+    int handler_installed;
+    int installed_signo;
+    struct sigaction old_action;
+} spprof__linux_state;
 #endif /* SPPROF__OS_LINUX */
 
 #if SPPROF__OS_WINDOWS
@@ -1002,7 +1017,7 @@ typedef struct spprof__slot {
     uintptr_t stack_lo;    /* mapping that held sp at the last sample (set by the handler) */
     uintptr_t stack_hi;
 #if SPPROF__OS_LINUX
-    timer_t timer;
+    spprof__linux_slot lnx;  /* the thread's POSIX timer (@os_linux) */
 #endif
 #if SPPROF__OS_WINDOWS
     spprof__win_slot win;  /* the thread's handle and CPU time (@os_windows) */
@@ -1090,7 +1105,6 @@ typedef struct spprof__counters {  /* written from handlers with relaxed atomic 
 typedef struct spprof__state_t {
     /* handler-visible */
     int state;                     /* spprof_state (atomic) */
-    int perf_on;                   /* this session creates perf events (atomic) */
     uint64_t *fdmap[SPPROF__FDCHUNKS];
     uint32_t gen;                  /* session generation, 16 bits used in the cookie */
     spprof__dir *dir;              /* atomic pointer */
@@ -1107,7 +1121,6 @@ typedef struct spprof__state_t {
     uint32_t nslots_used;          /* high-water mark of slot indices */
     uint32_t *free_slots; uint32_t nfree, free_cap;
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
-    int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
     uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see spprof__fd_move_high) */
     int mem_fd;                    /* wall mode: the collector's /proc/self/mem, or -1 (under reg_lock), so
                                       that a fork child closes it (it reads the parent's memory) */
@@ -1118,10 +1131,7 @@ typedef struct spprof__state_t {
     int collector_running; int collector_tid; int collector_stop;
     int sig_lost;                  /* the program replaced our handler: sampling stopped (atomic; Linux) */
 #if SPPROF__OS_LINUX
-    pthread_t collector;
-    int handler_installed;
-    int installed_signo;
-    struct sigaction old_action;
+    spprof__linux_state lnx;       /* signal handler, collector thread, perf events (@os_linux) */
 #endif
 #if SPPROF__OS_WINDOWS
     spprof__win_state win;         /* the sampler thread (@os_windows) */
@@ -1721,11 +1731,14 @@ static void spprof__xranges_free(void) {
    task-clock counter or a POSIX timer on the thread's CPU clock sends the profiling signal to that thread
    while it runs; the handler (@handler) decodes it and hands the interrupted registers to the portable
    spprof__take_sample (@sample). A collector thread drains the ring, keeps the registry in line with
-   /proc/self/task and, in wall mode, accounts blocked threads without a signal (@offcpu). State: in
-   spprof__g and the registry slots (timers, perf fds, off-CPU fields; see @state and @registry).
+   /proc/self/task and, in wall mode, accounts blocked threads without a signal (@offcpu). State:
+   spprof__g.lnx and each slot's lnx (spprof__linux_state / spprof__linux_slot, in @os; see there for
+   the Linux fields that are still in the shared structs).
    Elsewhere, each for a reason: the primitives (mutex, clock, gettid) in @os, as for every OS (the global
-   state needs them); the POSIX output files in @writers (shared with macOS); the GOT-patching allocation
-   hooks in @memprof (built on @memprof's tables and hot paths, defined there; macOS's malloc_logger too). */
+   state needs them); the POSIX output files in @writers (shared with macOS); pprof's mappings in @writers
+   (a branch of a portable function, reading the module table of the symbols below); the GOT-patching
+   allocation hooks and the fork handler in @memprof (built on @memprof's tables and hot paths, defined
+   there; macOS's malloc_logger too). */
 
 /* ---- the default SPPROF_WARN (@errors); the handler's slot lookup (@registry) ---- */
 #if defined(SPPROF__WARN_DEFAULT) && SPPROF__OS_LINUX  /* used by @os_linux only */
@@ -1880,7 +1893,7 @@ static void spprof__wake_collector(void) {
 }
 
 static void spprof__chain(int signo, siginfo_t *info, void *uc) {
-    struct sigaction *old = &spprof__g.old_action;
+    struct sigaction *old = &spprof__g.lnx.old_action;
     if (old->sa_flags & SA_SIGINFO) {
         if (old->sa_sigaction) old->sa_sigaction(signo, info, uc);
     } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) {
@@ -1907,7 +1920,7 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
         __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
     }
 #if SPPROF__HAVE_PERF
-    else if ((info->si_code == POLL_IN || info->si_code == POLL_HUP) && SPPROF__LOADR(&spprof__g.perf_on)) {
+    else if ((info->si_code == POLL_IN || info->si_code == POLL_HUP) && SPPROF__LOADR(&spprof__g.lnx.perf_on)) {
         /* A perf event (F_SETSIG): only the fd travels; its cookie is in the fd map, which is never freed
            while the handler is installed (entries are cleared before their fd is closed). The cookie is
            looked up whatever the state: a stopped copy must pass on the signals of another copy's running
@@ -2208,11 +2221,11 @@ static int spprof__perf_open(int tid, int place) {
     a.sample_period = (uint64_t)spprof__g.cfg.interval_ns;
     a.disabled = 1;
     a.exclude_hv = 1;
-    a.exclude_kernel = spprof__g.perf_exclude_kernel ? 1u : 0u;
+    a.exclude_kernel = spprof__g.lnx.perf_exclude_kernel ? 1u : 0u;
     fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
     if (fd < 0 && !a.exclude_kernel && (errno == EACCES || errno == EPERM)) {
         /* perf_event_paranoid >= 2 and no CAP_PERFMON: user mode only; the handler's weights keep time right */
-        spprof__g.perf_exclude_kernel = 1;
+        spprof__g.lnx.perf_exclude_kernel = 1;
         a.exclude_kernel = 1;
         fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
     }
@@ -2263,7 +2276,7 @@ static int spprof__arm(spprof__slot *s, int on) {
         its.it_interval.tv_nsec = (long)(iv % 1000000000);
         its.it_value = its.it_interval;
     }
-    return timer_settime(s->timer, 0, &its, NULL) == 0;
+    return timer_settime(s->lnx.timer, 0, &its, NULL) == 0;
 }
 
 /* Creates (and, while running, arms) the slot's timer. EAGAIN (RLIMIT_SIGPENDING or kernel memory) is retried
@@ -2275,7 +2288,7 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
     uint64_t cookie = ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)(spprof__g.gen & 0xffffu) << 32) | idx;
     if (SPPROF__LOAD(&spprof__g.sig_lost)) return 0;  /* the program took the signal over: arm nothing */
 #if SPPROF__HAVE_PERF
-    if (SPPROF__LOADR(&spprof__g.perf_on)) {
+    if (SPPROF__LOADR(&spprof__g.lnx.perf_on)) {
         int fd = spprof__perf_open(s->tid, 1);
         if (fd < 0 && (errno == EMFILE || errno == ENFILE)) spprof__g.perf_fd_fallbacks++;
         if (fd >= 0 && spprof__fdmap_set(fd, cookie)) {
@@ -2299,7 +2312,7 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
        Wall mode too: a CLOCK_MONOTONIC timer would interrupt the thread's blocked system calls (see @offcpu). */
     clk = (clockid_t)((~(unsigned)s->tid << 3) | 6u);
     for (attempt = 0; attempt < attempts; attempt++) {
-        if (timer_create(clk, &sev, &s->timer) == 0) {
+        if (timer_create(clk, &sev, &s->lnx.timer) == 0) {
             s->has_timer = 1;
             if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
             return 1;
@@ -2334,8 +2347,8 @@ static void spprof__delete_timer(spprof__slot *s) {
         return;
     }
 #endif
-    { int o = timer_getoverrun(s->timer); if (o > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)o); }
-    timer_delete(s->timer);
+    { int o = timer_getoverrun(s->lnx.timer); if (o > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)o); }
+    timer_delete(s->lnx.timer);
     s->has_timer = 0;
 }
 
@@ -2892,15 +2905,15 @@ static int spprof__signal_timer_ok(int sig) {
 static int spprof__install_handler(int signo) {
     struct sigaction sa, old;
     int sig;
-    if (spprof__g.handler_installed) {
-        int prev = spprof__g.installed_signo;
+    if (spprof__g.lnx.handler_installed) {
+        int prev = spprof__g.lnx.installed_signo;
         if (spprof__handler_is_ours(prev)) {
             if (prev == signo || (signo == 0 && prev >= SIGRTMIN && prev <= SIGRTMAX)) return prev;
             /* another signal than last time: give the old one back first (its timers are gone) */
-            sigaction(prev, &spprof__g.old_action, NULL);
+            sigaction(prev, &spprof__g.lnx.old_action, NULL);
         }
         /* else the program took it over: it is not ours to give back */
-        spprof__g.handler_installed = 0;
+        spprof__g.lnx.handler_installed = 0;
     }
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = spprof__handler;
@@ -2914,7 +2927,7 @@ static int spprof__install_handler(int signo) {
                          strerror(errno));
             return 0;
         }
-        if (sigaction(signo, &sa, &spprof__g.old_action) != 0) {
+        if (sigaction(signo, &sa, &spprof__g.lnx.old_action) != 0) {
             spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
             return 0;
         }
@@ -2927,20 +2940,20 @@ static int spprof__install_handler(int signo) {
         for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
             if (sigaction(sig, NULL, &old) != 0 || !spprof__is_default(&old)) continue;
             if (!spprof__signal_timer_ok(sig)) continue;  /* reserved by an emulator (qemu-user) */
-            if (sigaction(sig, &sa, &spprof__g.old_action) != 0) continue;
-            if (spprof__is_default(&spprof__g.old_action)) break;
-            sigaction(sig, &spprof__g.old_action, NULL);
+            if (sigaction(sig, &sa, &spprof__g.lnx.old_action) != 0) continue;
+            if (spprof__is_default(&spprof__g.lnx.old_action)) break;
+            sigaction(sig, &spprof__g.lnx.old_action, NULL);
         }
         if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, chained to its handler */
             sig = SIGPROF;
-            if (sigaction(sig, &sa, &spprof__g.old_action) != 0) {
+            if (sigaction(sig, &sa, &spprof__g.lnx.old_action) != 0) {
                 spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGPROF): %s", strerror(errno));
                 return 0;
             }
         }
     }
-    spprof__g.handler_installed = 1;
-    spprof__g.installed_signo = sig;
+    spprof__g.lnx.handler_installed = 1;
+    spprof__g.lnx.installed_signo = sig;
     return sig;
 }
 
@@ -3007,13 +3020,13 @@ static spprof_result spprof__os_begin(const spprof_config *cfg) {
     }
     SPPROF__STORE(&spprof__g.sig_lost, 0);
     if (r == SPPROF_OK && cfg->guard_faults) r = spprof__install_fault_handler();
-    SPPROF__STORER(&spprof__g.perf_on, 0);
-    spprof__g.perf_exclude_kernel = cfg->source == SPPROF_SOURCE_PERF_USER;
+    SPPROF__STORER(&spprof__g.lnx.perf_on, 0);
+    spprof__g.lnx.perf_exclude_kernel = cfg->source == SPPROF_SOURCE_PERF_USER;
     /* Wall mode arms the same CPU-clock source as CPU mode (signals reach running threads only; see @offcpu) */
     if (r == SPPROF_OK && cfg->source != SPPROF_SOURCE_POSIX) {
 #if SPPROF__HAVE_PERF
         int fd = spprof__perf_open(spprof_gettid(), 0);  /* can this process open task-clock events at all? */
-        if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.perf_on, 1); }
+        if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.lnx.perf_on, 1); }
         else if (cfg->source != SPPROF_SOURCE_AUTO)
             r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "perf_event_open(task-clock): %s (seccomp, perf_event_paranoid=3, or no perf events in this kernel); use SPPROF_SOURCE_AUTO or SPPROF_SOURCE_POSIX", strerror(errno));
 #else
@@ -3025,7 +3038,7 @@ static spprof_result spprof__os_begin(const spprof_config *cfg) {
 }
 
 static spprof_result spprof__os_collector_start(void) {
-    int err = pthread_create(&spprof__g.collector, NULL, spprof__collector_main, NULL);
+    int err = pthread_create(&spprof__g.lnx.collector, NULL, spprof__collector_main, NULL);
     if (err) return spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the collector thread: %s", strerror(err));
     return SPPROF_OK;
 }
@@ -3033,7 +3046,7 @@ static spprof_result spprof__os_collector_start(void) {
 static void spprof__os_collector_stop(void) {
     SPPROF__STORE(&spprof__g.collector_stop, 1);
     spprof__wake_collector();
-    pthread_join(spprof__g.collector, NULL);
+    pthread_join(spprof__g.lnx.collector, NULL);
 }
 
 /* Around the deletion of the timers at stop: the signal is blocked on this thread, and the signals still
