@@ -25,14 +25,16 @@
        spprof_mem_stop(); spprof_mem_shutdown();
 
    Contents (search for the banner, in this order):   @api  @config  @impl  @atomics  @os  @errors  @ring
-       @registry  @profile  @walk  @sample  @handler  @guard  @collector  @offcpu  @os_windows  @os_macos
-       @lifecycle  @symbolize  @writers  @memprof  @license
+       @registry  @profile  @state  @walk  @sample  @collector  @os_linux (in it: @handler  @guard  @offcpu)
+       @os_windows  @os_macos  @lifecycle  @symbolize  @writers  @memprof  @license
    Platforms: Linux (x86-64; aarch64 run under qemu-user emulation only), Windows x86-64 (mingw-w64: tested
    under wine 8 only, never run on real Windows; link nothing beyond the default kernel32) and macOS arm64
    and x86-64 (built and linked with zig cc, never run: no Mac was available). Portable code calls the
-   interface under @os; the Linux parts are behind SPPROF__OS_LINUX (@handler, @guard, @offcpu and parts of
-   @walk, @collector, @lifecycle, @symbolize, @writers, @memprof), Windows is @os_windows, macOS is
-   @os_macos (and its malloc_logger in @memprof; the writers' POSIX file handling is shared with Linux).
+   interface under @os; each OS implements it in its own section: @os_linux, @os_windows, @os_macos. Per-OS
+   code outside them, each for a reason: the primitives (mutex, clock, gettid) in @os, because the global
+   state needs their types; the POSIX output files in @writers, shared by Linux and macOS; pprof's Linux
+   mappings in @writers, which read the symbolizer's module table; the native allocation hooks in @memprof
+   (Linux GOT patching, macOS malloc_logger), because they are built on @memprof's tables and hot paths.
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
    POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
@@ -753,6 +755,21 @@ static void *spprof__os_map_pages(size_t bytes) {
 /* [signal-safe] The calling thread's stack around address a: the mapping that holds it (@walk). */
 static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi);
 static int spprof__own_stack(uintptr_t a, uintptr_t *lo, uintptr_t *hi) { return spprof__find_mapping(a, lo, hi); }
+
+/* What a registry slot holds on Linux, and the session's signal state (see @os_linux). The slot's perf
+   event, CPU-clock and off-CPU fields and the state's fd map, wake-up and /proc/self/mem descriptors are
+   still in the shared structs: portable code resets or reports them (spprof_start, the registry, stats). */
+typedef struct spprof__linux_slot {
+    timer_t timer;           /* the POSIX timer (when the slot has no perf event) */
+} spprof__linux_slot;
+typedef struct spprof__linux_state {
+    int perf_on;                   /* this session creates perf events (atomic) */
+    int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
+    pthread_t collector;
+    int handler_installed;
+    int installed_signo;
+    struct sigaction old_action;
+} spprof__linux_state;
 #endif /* SPPROF__OS_LINUX */
 
 #if SPPROF__OS_WINDOWS
@@ -891,19 +908,6 @@ static spprof_result spprof__fail(spprof_result r, const char *fmt, ...) {
 
 SPPROF_API const char *spprof_last_error(void) { return spprof__errbuf; }
 
-#if defined(SPPROF__WARN_DEFAULT) && SPPROF__OS_LINUX  /* used by @os_linux only */
-static void spprof__warn_stderr(const char *msg) {  /* "spprof: msg\n" in one write() */
-    char line[512];
-    int n = snprintf(line, sizeof line, "spprof: %s\n", msg);
-    if (n < 0) return;
-    if ((size_t)n >= sizeof line) {
-        n = (int)sizeof line - 1;
-        line[n - 1] = '\n';
-    }
-    if (write(2, line, (size_t)n) < 0) { /* nothing to do */ }
-}
-#endif
-
 SPPROF_API const char *spprof_result_string(spprof_result r) {
     switch (r) {
     case SPPROF_OK: return "ok";
@@ -1013,7 +1017,7 @@ typedef struct spprof__slot {
     uintptr_t stack_lo;    /* mapping that held sp at the last sample (set by the handler) */
     uintptr_t stack_hi;
 #if SPPROF__OS_LINUX
-    timer_t timer;
+    spprof__linux_slot lnx;  /* the thread's POSIX timer (@os_linux) */
 #endif
 #if SPPROF__OS_WINDOWS
     spprof__win_slot win;  /* the thread's handle and CPU time (@os_windows) */
@@ -1081,7 +1085,7 @@ typedef struct spprof__profile {
     int64_t interval_ns;
 } spprof__profile;
 
-/* ==== global state ==================================================================================== */
+/* ==== @state ========================================================================================== */
 typedef struct spprof__counters {  /* written from handlers with relaxed atomic adds */
     uint64_t captured, dropped, stale, overruns, walk_errors, truncated, ignored, inflight, faults;
 } spprof__counters;
@@ -1101,7 +1105,6 @@ typedef struct spprof__counters {  /* written from handlers with relaxed atomic 
 typedef struct spprof__state_t {
     /* handler-visible */
     int state;                     /* spprof_state (atomic) */
-    int perf_on;                   /* this session creates perf events (atomic) */
     uint64_t *fdmap[SPPROF__FDCHUNKS];
     uint32_t gen;                  /* session generation, 16 bits used in the cookie */
     spprof__dir *dir;              /* atomic pointer */
@@ -1118,7 +1121,6 @@ typedef struct spprof__state_t {
     uint32_t nslots_used;          /* high-water mark of slot indices */
     uint32_t *free_slots; uint32_t nfree, free_cap;
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
-    int perf_exclude_kernel;       /* perf events count user mode only (requested, or the kernel refused more) */
     uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see spprof__fd_move_high) */
     int mem_fd;                    /* wall mode: the collector's /proc/self/mem, or -1 (under reg_lock), so
                                       that a fork child closes it (it reads the parent's memory) */
@@ -1129,10 +1131,7 @@ typedef struct spprof__state_t {
     int collector_running; int collector_tid; int collector_stop;
     int sig_lost;                  /* the program replaced our handler: sampling stopped (atomic; Linux) */
 #if SPPROF__OS_LINUX
-    pthread_t collector;
-    int handler_installed;
-    int installed_signo;
-    struct sigaction old_action;
+    spprof__linux_state lnx;       /* signal handler, collector thread, perf events (@os_linux) */
 #endif
 #if SPPROF__OS_WINDOWS
     spprof__win_state win;         /* the sampler thread (@os_windows) */
@@ -1150,15 +1149,6 @@ static spprof__mutex spprof__api_lock = SPPROF__MUTEX_INIT;   /* start/stop/paus
 static spprof__mutex spprof__reg_lock = SPPROF__MUTEX_INIT;   /* thread registry */
 static spprof__mutex spprof__prof_lock = SPPROF__MUTEX_INIT;  /* profile; the ring's consumer side */
 
-
-#if SPPROF__OS_LINUX
-/* [signal-safe] the slot for a cookie-carried index, or NULL. */
-static spprof__slot *spprof__slot_at(uint32_t idx) {
-    spprof__dir *d = (spprof__dir *)SPPROF__LOAD(&spprof__g.dir);
-    if (!d || (idx / SPPROF__CHUNK) >= d->nchunks) return NULL;
-    return &d->chunks[idx / SPPROF__CHUNK][idx % SPPROF__CHUNK];
-}
-#endif
 
 #if SPPROF__HAVE_PERF
 /* [signal-safe] the cookie registered for a perf event fd, or 0. */
@@ -1190,8 +1180,8 @@ static void spprof__fdmap_tomb(int fd) {
 }
 #endif
 
-/* The platform interface (see @os): defined by @os_linux's parts (behind SPPROF__OS_LINUX in @walk, @handler,
-   @collector, @lifecycle, @symbolize, @writers) and by @os_windows. */
+/* The platform interface (see @os): defined by @os_linux, @os_windows and @os_macos (the output files of
+   Linux and macOS in @writers). */
 typedef struct spprof__out { FILE *f; char tmp[4096]; char real[4096]; const char *path; } spprof__out;
 static void spprof__read_comm(int tid, char *out, size_t n);         /* the thread's name, or "" */
 static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts); /* the slot's sample source */
@@ -1221,21 +1211,6 @@ static void spprof__os_stats(spprof_stats *o);                       /* the OS's
    Frame-pointer walk. Every frame record is checked before it is read: inside [sp, stack_hi) of the mapping
    that holds the interrupted stack pointer (that mapping is entirely readable, so no read can fault), aligned
    to 8, strictly increasing (so the walk always terminates), and the depth is bounded by max_frames. */
-#if SPPROF__OS_LINUX
-static void spprof__context_regs(const void *uc_, uintptr_t *pc, uintptr_t *sp, uintptr_t *fp) {
-    const ucontext_t *uc = (const ucontext_t *)uc_;
-#if defined(__x86_64__)
-    *pc = (uintptr_t)uc->uc_mcontext.gregs[16]; /* REG_RIP */
-    *sp = (uintptr_t)uc->uc_mcontext.gregs[15]; /* REG_RSP */
-    *fp = (uintptr_t)uc->uc_mcontext.gregs[10]; /* REG_RBP */
-#elif defined(__aarch64__)
-    *pc = (uintptr_t)uc->uc_mcontext.pc;
-    *sp = (uintptr_t)uc->uc_mcontext.sp;
-    *fp = (uintptr_t)uc->uc_mcontext.regs[29];
-#endif
-}
-#endif /* SPPROF__OS_LINUX */
-
 /* [signal-safe] Is [a, a+len) inside one executable, readable segment of a loaded object? */
 /* [signal-safe] The executable segment [*lo, *hi) that holds a, or 0 (then *lo = 1, *hi = 0: holds nothing). */
 static int spprof__exec_segment(uintptr_t a, uintptr_t *lo_out, uintptr_t *hi_out) {
@@ -1379,113 +1354,6 @@ static int spprof__walk_fp(const spprof_walk_ctx *ctx, spprof_frame *frames, int
     return spprof__fp_chain(fp, sp, hi, 1, frames, n, max_frames);
 }
 
-#if SPPROF__OS_LINUX
-SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
-    return spprof__walk_fp(ctx, frames, max_frames);
-}
-
-/* [signal-safe] Find the mapping that contains sp by parsing /proc/self/maps with open/read/close (all three
-   are async-signal-safe) into a stack buffer. The read is bounded by SPPROF_MAPS_READ_LIMIT. Runs once per
-   thread (and again only if the thread's stack pointer moves to another mapping). */
-static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi) {
-    char buf[512];
-    uintptr_t a = 0, b = 0;
-    size_t total = 0;
-    int st = 0, found = 0, fd;
-    do { fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC); } while (fd < 0 && errno == EINTR);
-    if (fd < 0) return 0;
-    while (!found && total < SPPROF_MAPS_READ_LIMIT) {
-        ssize_t i, k = read(fd, buf, sizeof buf);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) break;
-        total += (size_t)k;
-        for (i = 0; i < k && !found; i++) {
-            char ch = buf[i];
-            int v = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10 : -1;
-            if (st == 0) {
-                if (v >= 0) a = (a << 4) | (uintptr_t)v; else st = (ch == '-') ? 1 : 2;
-            } else if (st == 1) {
-                if (v >= 0) b = (b << 4) | (uintptr_t)v;
-                else { if (a <= sp && sp < b) { *lo = a; *hi = b; found = 1; } st = 2; }
-            } else if (ch == '\n') {
-                st = 0; a = b = 0;
-            }
-        }
-    }
-    close(fd);
-    return found;
-}
-
-#ifdef SPPROF_USE_LIBUNWIND
-/* libunwind backend (define SPPROF_USE_LIBUNWIND, link -lunwind): DWARF CFI unwinding for code built without
-   frame pointers. Signal safety: libunwind's local unwinder is documented async-signal-safe; it finds unwind
-   tables through dl_iterate_phdr, which takes the loader's lock. That lock is recursive in glibc, so a thread
-   interrupted while it holds it does not deadlock against itself, but the loader's lists may be half-updated
-   while ld.so itself runs (dlopen/dlclose): when the interrupted pc is inside ld.so, only the frame-pointer walk
-   is used. (The trap gperftools documented: an unwinder that takes the loader lock from a signal handler.)
-   Reads of a corrupt stack fault inside the fault guard (guard_faults) and drop the sample. */
-#  define UNW_LOCAL_ONLY
-#  include <libunwind.h>
-static uintptr_t spprof__ldso_lo, spprof__ldso_hi, spprof__tlsget_lo, spprof__tlsget_hi;
-static int spprof__ldso_cb(struct dl_phdr_info *info, size_t size, void *data) {
-    int i;
-    (void)size; (void)data;
-    if (!info->dlpi_name || !strstr(info->dlpi_name, "/ld-linux")) return 0;
-    for (i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
-            spprof__ldso_lo = info->dlpi_addr + ph->p_vaddr;
-            spprof__ldso_hi = spprof__ldso_lo + ph->p_memsz;
-        }
-    }
-    return 1;
-}
-static void spprof__find_ldso(void) {
-    Dl_info info;
-    const ElfW(Sym) *sym = NULL;
-    void *p;
-    if (spprof__ldso_hi) return;
-    dl_iterate_phdr(spprof__ldso_cb, NULL);
-    /* __tls_get_addr lives in ld.so but never touches the loader's object lists (shared libraries call it for
-       every thread-local access: CPython 3.12+ does, constantly): unwinding from it is allowed. */
-    p = dlsym(RTLD_DEFAULT, "__tls_get_addr");
-    if (p && dladdr1(p, &info, (void **)&sym, RTLD_DL_SYMENT) && sym && sym->st_size) {
-        spprof__tlsget_lo = (uintptr_t)p;
-        spprof__tlsget_hi = (uintptr_t)p + (uintptr_t)sym->st_size;
-    }
-}
-
-SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
-    unw_cursor_t cur;
-    unw_word_t ip;
-    uintptr_t pc, sp, fp;
-    spprof_guard g;
-    volatile int n = 0;
-    if (!ctx || !ctx->os_context || max_frames <= 0) return -1;
-    spprof__context_regs(ctx->os_context, &pc, &sp, &fp);
-    (void)sp; (void)fp;
-    if (pc >= spprof__ldso_lo && pc < spprof__ldso_hi && !(pc >= spprof__tlsget_lo && pc < spprof__tlsget_hi))
-        return spprof_walk_native(ctx, frames, max_frames);
-    if (!spprof_guard_claim(&g, ctx->tid)) return spprof_walk_native(ctx, frames, max_frames);
-    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return n > 0 ? n : -1; }
-    if (unw_init_local2(&cur, (unw_context_t *)ctx->os_context, UNW_INIT_SIGNAL_FRAME) < 0) {
-        spprof_guard_release(&g);
-        return spprof_walk_native(ctx, frames, max_frames);
-    }
-    do {
-        if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || !ip) break;
-        frames[n].addr = (uint64_t)ip;
-        frames[n].aux = n ? SPPROF_AUX_RETADDR : 0;
-        frames[n].kind = SPPROF_FRAME_NATIVE;
-        n++;
-    } while (n < max_frames && unw_step(&cur) > 0);
-    spprof_guard_release(&g);
-    return n;
-}
-#endif
-
-#endif /* SPPROF__OS_LINUX (the rest of @walk) */
-
 /* ==== @sample ==========================================================================================
    [signal-safe] One sample of a thread, from the registers in ctx, weight intervals: claims a ring cell,
    runs the walker into it, publishes it, and wakes the collector when the ring is half full. Called by the
@@ -1520,252 +1388,6 @@ static void spprof__take_sample(const spprof_walk_ctx *ctx, uint32_t rec, uint32
         spprof__wake_collector();
     }
 }
-
-#if SPPROF__OS_LINUX
-/* ==== @handler ========================================================================================
-   Async-signal-safety: the handler calls only async-signal-safe functions (syscall(gettid), clock_gettime,
-   open/read/close once per thread, write on an eventfd), lock-free atomics, and the walker (which must be
-   signal-safe itself). It allocates nothing and takes no lock. errno is saved and restored. Every loop is
-   bounded (ring retries, walk depth, maps read size). Signals that are not ours (wrong si_code or cookie)
-   are passed to the previous handler. A signal from a timer of an earlier session (generation mismatch), or
-   one that reaches a thread other than the slot's owner (the slot was reused), is counted and ignored. */
-/* [signal-safe] write() on an eventfd is async-signal-safe. */
-static void spprof__wake_collector(void) {
-    uint64_t one = 1;
-    if (write(spprof__g.wake_fd, &one, sizeof one) < 0) { /* the collector's poll times out anyway */ }
-}
-
-static void spprof__chain(int signo, siginfo_t *info, void *uc) {
-    struct sigaction *old = &spprof__g.old_action;
-    if (old->sa_flags & SA_SIGINFO) {
-        if (old->sa_sigaction) old->sa_sigaction(signo, info, uc);
-    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) {
-        old->sa_handler(signo);
-    }
-    /* SIG_DFL: a foreign SIGPROF or real-time signal would terminate the process; we ignore it instead. */
-}
-
-static void spprof__handler(int signo, siginfo_t *info, void *uc) {
-    int saved_errno = errno;
-    uint64_t cookie;
-    spprof__slot *slot;
-    spprof_walk_ctx ctx;
-    uintptr_t pc, sp, fp, lo, hi;
-    uint32_t weight;
-    int tid, perf = 0;
-
-    if (!info) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
-    if (info->si_code == SI_TIMER) {  /* a POSIX timer: the cookie travels in sival_ptr */
-        cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
-        if ((cookie >> 48) != SPPROF__COOKIE) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
-        /* inflight is raised before the state is read; stop() changes the state first and then waits for
-           inflight to reach zero, so a handler that saw RUNNING always finishes before stop frees anything. */
-        __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
-    }
-#if SPPROF__HAVE_PERF
-    else if ((info->si_code == POLL_IN || info->si_code == POLL_HUP) && SPPROF__LOADR(&spprof__g.perf_on)) {
-        /* A perf event (F_SETSIG): only the fd travels; its cookie is in the fd map, which is never freed
-           while the handler is installed (entries are cleared before their fd is closed). The cookie is
-           looked up whatever the state: a stopped copy must pass on the signals of another copy's running
-           perf events (it used to take every POLL_IN for its own while perf_on stayed set). A signal of one
-           of our own events that was still queued at stop finds its entry (cleared only when its fd is
-           closed, after the event was disabled) or nothing: if nothing, it is passed on like any foreign
-           signal; the previous handler ignores it or, if it is SIG_DFL, spprof__chain does. */
-        __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
-        cookie = spprof__fdmap_get(info->si_fd);
-        if ((cookie >> 48) != SPPROF__COOKIE) {
-            __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
-            spprof__chain(signo, info, uc); errno = saved_errno; return;
-        }
-        if ((cookie >> 32 & 0xffffu) == SPPROF__PERF_TOMB) {  /* one of our closed events */
-            uint32_t ms = (uint32_t)(spprof__now_ns() / 1000000u);
-            if (ms - (uint32_t)cookie > SPPROF__PERF_TOMB_MS) {  /* long closed: the fd number is someone else's */
-                __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
-                spprof__chain(signo, info, uc); errno = saved_errno; return;
-            }
-            SPPROF__ADD(&spprof__g.c.ignored, 1);
-            goto out;
-        }
-        perf = 1;
-    }
-#endif
-    else { spprof__chain(signo, info, uc); errno = saved_errno; return; }
-
-    if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) != SPPROF_STATE_RUNNING ||
-        ((cookie >> 32) & 0xffffu) != (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
-        SPPROF__ADD(&spprof__g.c.ignored, 1);
-#if SPPROF__HAVE_PERF
-        if (perf && info->si_code == POLL_HUP &&
-            ((cookie >> 32) & 0xffffu) == (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
-            /* Paused: the event stays spent until resume re-arms it. Resume stores RUNNING and then takes
-               the flag; here the flag is set and then the state read again (both seq_cst): if resume came in
-               between, exactly one of the two takes the flag and refreshes. */
-            slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
-            if (slot) {
-                int one = 1;
-                __atomic_store_n(&slot->perf_rearm, 1, __ATOMIC_SEQ_CST);
-                if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) == SPPROF_STATE_RUNNING &&
-                    __atomic_compare_exchange_n(&slot->perf_rearm, &one, 0, 0,
-                                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-                    ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
-            }
-        }
-#endif
-        goto out;
-    }
-#if SPPROF__HAVE_PERF
-    /* Our perf events are one-shot (see spprof__arm): POLL_HUP says this overflow disabled the event, and
-       re-arming it here, first, keeps the interval's CPU time counting while we walk. A thread that blocks
-       the signal therefore has at most one pending: a real-time signal would otherwise queue once per
-       interval up to RLIMIT_SIGPENDING (per user!), after which the kernel sends SIGIO instead and kills
-       the process. Only a live event of this running session is re-armed (checked just above): stop and the
-       loss of our handler wait for or never reach this point before the fd is closed (spprof__stop_locked).
-       ioctl is a plain system call (async-signal-safe), about 0.15 us. */
-    if (perf && info->si_code == POLL_HUP) ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
-#endif
-    slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
-    tid = spprof_gettid();
-    /* acquire: pairs with the release store of tid in spprof__thread_add, after rec and bounds were set */
-    if (!slot || SPPROF__LOAD(&slot->tid) != tid) { SPPROF__ADD(&spprof__g.c.stale, 1); goto out; }
-    if (!perf) {
-        /* CPU-clock timers are checked at kernel ticks (HZ), so at short intervals one signal often stands
-           for several expirations: si_overrun says how many were merged, and the sample carries that weight. */
-        weight = 1u + (info->si_overrun > 0 ? (uint32_t)info->si_overrun : 0u);
-    } else {
-        /* A perf signal stands for the thread's CPU time since its previous sample, in intervals (rounded,
-           remainder carried): the time stays right when signals merge (one SIGPROF pending at a time) and
-           when the event counts user mode only (perf skips samples that fall in the kernel; their time goes
-           to the next sample, which is on the stack that made the system call or a later one). */
-        struct timespec ts;
-        int64_t iv = spprof__g.cfg.interval_ns, now, acc, w;
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);  /* async-signal-safe */
-        now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-        acc = now - SPPROF__LOADR(&slot->cpu_last) + SPPROF__LOADR(&slot->cpu_carry);
-        w = (acc + iv / 2) / iv;
-        if (w < 1) w = 1;
-        if (w > 1000000) w = 1000000;
-        SPPROF__STORER(&slot->cpu_last, now);
-        SPPROF__STORER(&slot->cpu_carry, acc - w * iv);
-        weight = (uint32_t)w;
-    }
-    if (weight > 1) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)(weight - 1));
-
-    /* Stack bounds: the mapping holding sp, cached in the slot (only this thread writes its own slot's bounds). */
-    spprof__context_regs(uc, &pc, &sp, &fp);
-    lo = SPPROF__LOADR(&slot->stack_lo);
-    hi = SPPROF__LOADR(&slot->stack_hi);
-    if (sp < lo || sp >= hi) {
-        if (spprof__find_mapping(sp, &lo, &hi)) { SPPROF__STORER(&slot->stack_lo, lo); SPPROF__STORER(&slot->stack_hi, hi); }
-        else { lo = hi = 0; }
-    }
-
-    ctx.pc = pc; ctx.sp = sp; ctx.fp = fp; ctx.lr = 0;
-#if defined(__aarch64__)
-    ctx.lr = (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.regs[30];
-#endif
-    ctx.os_context = uc; ctx.stack_lo = lo; ctx.stack_hi = hi; ctx.tid = tid; ctx.user = spprof__g.walker_user;
-    spprof__take_sample(&ctx, SPPROF__LOADR(&slot->rec), weight);
-out:
-    __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
-    errno = saved_errno;
-}
-
-/* [signal-safe] Is our handler the one installed for signo? */
-static int spprof__handler_is_ours(int signo) {
-    struct sigaction cur;
-    if (sigaction(signo, NULL, &cur) != 0) return 0;
-    return (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__handler;
-}
-
-/* ==== @guard =========================================================================================
-   Active guards live in a fixed table (claimed with CAS, keyed by tid). The fault handler looks up the
-   faulting thread there and siglongjmps back into the walker; sigsetjmp(env, 1) saved the signal mask, so the
-   mask of the interrupted handler is restored. A fault on a thread with no active guard is passed on. */
-#ifndef SPPROF_GUARD_SLOTS
-#  define SPPROF_GUARD_SLOTS 256
-#endif
-typedef struct spprof__guard_entry { int tid; spprof_guard *g; } spprof__guard_entry;
-static spprof__guard_entry spprof__guards[SPPROF_GUARD_SLOTS];
-static struct sigaction spprof__old_segv, spprof__old_bus;
-static int spprof__fault_installed;
-
-SPPROF_API int spprof_guard_claim(spprof_guard *g, int tid) {
-    unsigned i, k;
-    if (!SPPROF__LOADR(&spprof__fault_installed) || tid <= 0) return 0;
-    for (k = 0, i = (unsigned)tid % SPPROF_GUARD_SLOTS; k < SPPROF_GUARD_SLOTS; k++, i = (i + 1) % SPPROF_GUARD_SLOTS) {
-        int expect = 0;
-        if (SPPROF__LOADR(&spprof__guards[i].tid) == 0 &&
-            __atomic_compare_exchange_n(&spprof__guards[i].tid, &expect, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            SPPROF__STORER(&spprof__guards[i].g, g);
-            SPPROF__STORE(&spprof__guards[i].tid, tid);
-            g->slot = (int)i;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-SPPROF_API void spprof_guard_release(spprof_guard *g) {
-    SPPROF__STORER(&spprof__guards[g->slot].g, (spprof_guard *)NULL);
-    SPPROF__STORE(&spprof__guards[g->slot].tid, 0);
-}
-
-static void spprof__fault_handler(int signo, siginfo_t *info, void *uc) {
-    struct sigaction *old = signo == SIGBUS ? &spprof__old_bus : &spprof__old_segv;
-    int tid = spprof_gettid(), i;
-    for (i = 0; i < SPPROF_GUARD_SLOTS; i++) {
-        if (SPPROF__LOAD(&spprof__guards[i].tid) == tid) {
-            spprof_guard *g = SPPROF__LOADR(&spprof__guards[i].g);
-            if (g) { SPPROF__ADD(&spprof__g.c.faults, 1); siglongjmp(g->env, 1); }
-        }
-    }
-    /* Not ours: hand it on. With the default action, reinstall it and return: the faulting instruction
-       runs again and the process dies as it would have without us (core dump included). */
-    if (old->sa_flags & SA_SIGINFO) { if (old->sa_sigaction) { old->sa_sigaction(signo, info, uc); return; } }
-    else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) { old->sa_handler(signo); return; }
-    signal(signo, SIG_DFL);
-}
-
-static spprof_result spprof__install_fault_handler(void) {
-    struct sigaction sa;
-    if (spprof__fault_installed) return SPPROF_OK;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = spprof__fault_handler;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSEGV, &sa, &spprof__old_segv) != 0 || sigaction(SIGBUS, &sa, &spprof__old_bus) != 0)
-        return spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGSEGV/SIGBUS): %s", strerror(errno));
-    SPPROF__STORE(&spprof__fault_installed, 1);
-    return SPPROF_OK;
-}
-
-/* Give the previous handlers back at stop, unless someone replaced ours meanwhile. */
-static void spprof__remove_fault_handler(void) {
-    struct sigaction cur;
-    if (!spprof__fault_installed) return;
-    SPPROF__STORE(&spprof__fault_installed, 0);
-    if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__fault_handler)
-        sigaction(SIGSEGV, &spprof__old_segv, NULL);
-    if (sigaction(SIGBUS, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__fault_handler)
-        sigaction(SIGBUS, &spprof__old_bus, NULL);
-}
-
-/* [signal-safe] See @os: the copy under the fault guard of the calling thread (0 if no guard slot is free
-   or the handler is not installed: then nothing is read). Unused by the Linux samplers themselves (the
-   handler reads under one guard for the whole walk); for code shared with the external samplers. */
-static __attribute__((unused)) int spprof__os_read_mem(void *dst, const void *src, size_t n) {
-    spprof_guard g;
-    if (!spprof_guard_claim(&g, spprof_gettid())) return 0;
-    if (sigsetjmp(g.env, 1)) {
-        spprof_guard_release(&g);
-        return 0;
-    }
-    memcpy(dst, src, n);
-    spprof_guard_release(&g);
-    return 1;
-}
-
-#endif /* SPPROF__OS_LINUX (@handler, @guard) */
 
 /* ==== @collector ======================================================================================
    Aggregation of raw samples into the profile (under prof_lock). */
@@ -1946,265 +1568,6 @@ static void spprof__profile_free(spprof__profile *p) {
 }
 
 /* ---- thread registry maintenance (under reg_lock) ---- */
-#if SPPROF__OS_LINUX
-/* Reads /proc/self/task/TID/<name> into buf (one read: these files are small), NUL-terminated; returns the
-   length, or -1 (buf empty) if it cannot be read. */
-static ssize_t spprof__read_task_file(int tid, const char *name, char *buf, size_t n) {
-    char path[64];
-    int fd;
-    ssize_t k;
-    snprintf(path, sizeof path, "/proc/self/task/%d/%s", tid, name);
-    buf[0] = 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    k = read(fd, buf, n - 1);
-    close(fd);
-    if (k < 0) return -1;
-    buf[k] = 0;
-    return k;
-}
-
-static void spprof__read_comm(int tid, char *out, size_t n) {
-    ssize_t k = spprof__read_task_file(tid, "comm", out, n);
-    if (k > 0 && out[k - 1] == '\n') out[k - 1] = 0;
-}
-
-static int64_t spprof__thread_cpu_ns(int tid) {  /* any thread of this process: see spprof__create_timer */
-    struct timespec ts;
-    if (clock_gettime((clockid_t)((~(unsigned)tid << 3) | 6u), &ts) != 0) return 0;
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* The descriptors spprof keeps (perf events; the collector's eventfd and, in wall mode, its /proc/self/mem)
-   must not change what the program's own open()/dup()/socket() return: those give the lowest free number,
-   which programs and tests rely on, and RLIMIT_NOFILE bounds the numbers, not the count. So each one is
-   moved with F_DUPFD_CLOEXEC to the top of the numbers the program may use, below top = min(soft limit,
-   SPPROF_PERF_FD_TOP) (read at each call: the program may change its limit): the collector's two in
-   [top - 2, top), perf events in [top - 2 - size, top - 2), size = min(SPPROF_PERF_FD_BUDGET, soft limit /
-   SPPROF_PERF_FD_SHARE). F_DUPFD gives the lowest free number >= the base: a number the program holds
-   there is stepped over, never taken. The low number is closed before the fd is set up (a perf event's
-   O_ASYNC registration records the number its signals carry in si_fd).
-   Perf events (is_perf) also leave the program most of what it has not used: at most 1/SPPROF_PERF_FD_SHARE
-   of the numbers from `fd` (the lowest free one when the event was opened: about what the program uses) to
-   the limit are ours. Under `ulimit -n 100` with stdin, stdout and stderr open: 12 perf events at [86, 98),
-   the eventfd at 98; the program keeps 83 of its 96. Beyond the budget: -1 with errno EMFILE, the low fd
-   closed (the thread gets a POSIX timer, which needs no descriptor). The collector's own (!is_perf) stay
-   where they are when no high number is free (one descriptor each, needed).
-   Later changes of the limit: lowered, ours stay valid above it, out of the program's reach (new ones go to
-   the new range); raised, ours stay where they were and the program's numbering steps over them when it gets
-   there. Between the system call and the move (microseconds) a concurrent open() in another thread of the
-   program gets the next number instead of this one. Under reg_lock (or before the collector starts). */
-#define SPPROF__FD_OWN 2u
-static int spprof__fd_move_high(int fd, int is_perf) {
-    struct rlimit rl;
-    uint64_t lim, top, size;
-    int hi;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = 0;
-    lim = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)1 << 20 : (uint64_t)rl.rlim_cur;
-    top = lim < SPPROF_PERF_FD_TOP ? lim : SPPROF_PERF_FD_TOP;
-    if (top < SPPROF__FD_OWN) {
-        size = 0;
-    } else if (!is_perf) {
-        size = SPPROF__FD_OWN;
-    } else {
-        uint64_t unused = lim > (uint64_t)fd ? lim - (uint64_t)fd : 0;
-        top -= SPPROF__FD_OWN;
-        size = lim / SPPROF_PERF_FD_SHARE;
-        if (size > SPPROF_PERF_FD_BUDGET) size = SPPROF_PERF_FD_BUDGET;
-        if (size > top) size = top;
-        if ((uint64_t)spprof__g.perf_fds + 1u > unused / SPPROF_PERF_FD_SHARE) size = 0;  /* budget used up */
-    }
-    if (size > 0 && (uint64_t)fd >= top - size && (uint64_t)fd < top) return fd;  /* in its range already */
-    hi = size > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - size)) : -1;
-    if (hi >= 0 && (uint64_t)hi >= top) {  /* the range is full */
-        close(hi);
-        hi = -1;
-    }
-    if (hi < 0 && !is_perf) return fd;
-    close(fd);
-    if (hi < 0) errno = EMFILE;
-    return hi;
-}
-
-#if SPPROF__HAVE_PERF
-
-/* A task-clock event counting thread `tid`'s CPU time, created disabled, that sends cfg.signo to that very
-   thread (F_SETOWN_EX with F_OWNER_TID, F_SETSIG so that the signal carries si_fd) each time another
-   interval of CPU time has run. The kernel drives it with a high-resolution timer while the thread runs,
-   so the rate is exact (unlike POSIX CPU timers, bound to the tick). place: moved to the top of the fd
-   numbers, within the budget (spprof__fd_move_high; 0 for a probe that closes it at once). Returns the fd,
-   or -1 with errno (EMFILE: the fd budget is used up). */
-static int spprof__perf_open(int tid, int place) {
-    struct perf_event_attr a;
-    struct f_owner_ex own;
-    int fd, fl;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.type = PERF_TYPE_SOFTWARE;
-    a.config = PERF_COUNT_SW_TASK_CLOCK;
-    a.sample_period = (uint64_t)spprof__g.cfg.interval_ns;
-    a.disabled = 1;
-    a.exclude_hv = 1;
-    a.exclude_kernel = spprof__g.perf_exclude_kernel ? 1u : 0u;
-    fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
-    if (fd < 0 && !a.exclude_kernel && (errno == EACCES || errno == EPERM)) {
-        /* perf_event_paranoid >= 2 and no CAP_PERFMON: user mode only; the handler's weights keep time right */
-        spprof__g.perf_exclude_kernel = 1;
-        a.exclude_kernel = 1;
-        fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
-    }
-    if (fd < 0) return -1;
-    if (place) fd = spprof__fd_move_high(fd, 1);  /* before O_ASYNC: its signals carry this number */
-    if (fd < 0) return -1;
-    own.type = F_OWNER_TID;
-    own.pid = tid;
-    fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETOWN_EX, &own) != 0 || fcntl(fd, F_SETSIG, spprof__g.cfg.signo) != 0 ||
-        fcntl(fd, F_SETFL, fl | O_ASYNC | O_NONBLOCK) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-#endif
-
-static int spprof__arm(spprof__slot *s, int on) {
-    struct itimerspec its;
-    int64_t iv = spprof__g.cfg.interval_ns;
-#if SPPROF__HAVE_PERF
-    if (s->perf_fd >= 0) {
-        if (on) {  /* CPU time spent while disarmed is not sampled time */
-            SPPROF__STORER(&s->cpu_last, spprof__thread_cpu_ns(s->tid));
-            SPPROF__STORER(&s->cpu_carry, (int64_t)0);
-        }
-        /* One-shot: REFRESH adds one overflow to the event's limit and enables it; the overflow that brings
-           the limit to zero disables the event and signals POLL_HUP, and the handler refreshes it again.
-           So at most one of our signals per event is pending, whatever the thread's signal mask (measured:
-           a thread blocking the signal for 300 ms at 10 kHz, one-shot: SigQ 1; free-running: 2,991, and
-           at RLIMIT_SIGPENDING the kernel sends SIGIO instead, which kills the process). The limit is
-           never raised twice for one overflow: the kernel has no call that sets it (only adds), so a pause
-           does not disable the event (a disabled event with its refresh still due would get a second
-           one at resume); it runs out at its next overflow, whose signal the handler ignores and marks
-           the slot perf_rearm, and resume refreshes exactly the slots so marked. */
-        if (!on) return 1;
-        if (__atomic_exchange_n(&s->perf_rearm, 0, __ATOMIC_SEQ_CST))
-            return ioctl(s->perf_fd, PERF_EVENT_IOC_REFRESH, 1) == 0;
-        return 1;
-    }
-#endif
-    memset(&its, 0, sizeof its);
-    if (on) {
-        its.it_interval.tv_sec = (time_t)(iv / 1000000000);
-        its.it_interval.tv_nsec = (long)(iv % 1000000000);
-        its.it_value = its.it_interval;
-    }
-    return timer_settime(s->timer, 0, &its, NULL) == 0;
-}
-
-/* Creates (and, while running, arms) the slot's timer. EAGAIN (RLIMIT_SIGPENDING or kernel memory) is retried
-   `attempts` times; a thread left without a timer is retried once per scan and counted once. */
-static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
-    struct sigevent sev;
-    clockid_t clk;
-    int attempt, err = 0;
-    uint64_t cookie = ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)(spprof__g.gen & 0xffffu) << 32) | idx;
-    if (SPPROF__LOAD(&spprof__g.sig_lost)) return 0;  /* the program took the signal over: arm nothing */
-#if SPPROF__HAVE_PERF
-    if (SPPROF__LOADR(&spprof__g.perf_on)) {
-        int fd = spprof__perf_open(s->tid, 1);
-        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) spprof__g.perf_fd_fallbacks++;
-        if (fd >= 0 && spprof__fdmap_set(fd, cookie)) {
-            s->perf_fd = fd;
-            spprof__g.perf_fds++;
-            s->has_timer = 1;
-            if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
-            return 1;
-        }
-        if (fd >= 0) close(fd);
-        /* out of fds, over the fd budget, or out of memory (or the thread exited): a POSIX timer instead */
-    }
-#endif
-    memset(&sev, 0, sizeof sev);
-    sev.sigev_notify = SIGEV_THREAD_ID;
-    sev.sigev_signo = spprof__g.cfg.signo;
-    sev.sigev_notify_thread_id = s->tid;
-    sev.sigev_value.sival_ptr = (void *)(uintptr_t)cookie;
-    /* The per-thread CPU clock of any thread of this process: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED),
-       the same encoding glibc's pthread_getcpuclockid uses (stable kernel ABI).
-       Wall mode too: a CLOCK_MONOTONIC timer would interrupt the thread's blocked system calls (see @offcpu). */
-    clk = (clockid_t)((~(unsigned)s->tid << 3) | 6u);
-    for (attempt = 0; attempt < attempts; attempt++) {
-        if (timer_create(clk, &sev, &s->timer) == 0) {
-            s->has_timer = 1;
-            if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
-            return 1;
-        }
-        err = errno;
-        if (err != EAGAIN) break;  /* EINVAL: the thread exited meanwhile */
-        spprof__g.timer_retries++;
-        if (attempt + 1 < attempts) sched_yield();  /* never sleep here: reg_lock is held */
-    }
-    if (err == EAGAIN && !s->timer_failed) {
-        char msg[160];
-        s->timer_failed = 1;
-        spprof__g.timer_failures++;
-        snprintf(msg, sizeof msg, "timer_create for thread %d failed with EAGAIN (RLIMIT_SIGPENDING?): not sampled until a later retry succeeds", s->tid);
-        SPPROF_LOG(msg);
-    }
-    return 0;
-}
-
-static void spprof__delete_timer(spprof__slot *s) {
-    if (!s->has_timer) return;
-#if SPPROF__HAVE_PERF
-    if (s->perf_fd >= 0) {
-        /* A signal of this event may still be queued: its map entry becomes a tombstone, so that signal is
-           counted as ignored rather than passed on (see SPPROF__PERF_TOMB). */
-        ioctl(s->perf_fd, PERF_EVENT_IOC_DISABLE, 0);
-        spprof__fdmap_tomb(s->perf_fd);
-        close(s->perf_fd);
-        s->perf_fd = -1;
-        spprof__g.perf_fds--;
-        s->has_timer = 0;
-        return;
-    }
-#endif
-    { int o = timer_getoverrun(s->timer); if (o > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)o); }
-    timer_delete(s->timer);
-    s->has_timer = 0;
-}
-
-/* The threads of the process (auto mode), in *tids (allocated); 0 if they cannot be listed. */
-static int spprof__list_threads(int **tids_out, size_t *n_out) {
-    int *tids = NULL;
-    size_t n = 0, cap = 0;
-    DIR *dp = opendir("/proc/self/task");
-    struct dirent *de;
-    if (!dp) return 0;
-    while ((de = readdir(dp)) != NULL) {
-        int tid = atoi(de->d_name);
-        if (tid <= 0) continue;
-        if (n == cap) {
-            int *q = (int *)SPPROF_REALLOC(tids, (cap ? cap * 2 : 64) * sizeof(int));
-            if (!q) break;
-            tids = q; cap = cap ? cap * 2 : 64;
-        }
-        tids[n++] = tid;
-    }
-    closedir(dp);
-    *tids_out = tids;
-    *n_out = n;
-    return 1;
-}
-
-/* Is thread tid of this process still alive? */
-static int spprof__thread_alive(int tid) { return syscall(SYS_tgkill, getpid(), tid, 0) == 0; }
-
-static int spprof__source_is_perf(const spprof__slot *s) { return s->has_timer && s->perf_fd >= 0; }
-#endif /* SPPROF__OS_LINUX */
-
 static spprof__slot *spprof__slot_alloc(uint32_t *idx_out) {
     spprof__dir *d = spprof__g.dir;
     uint32_t idx;
@@ -2363,7 +1726,661 @@ static void spprof__xranges_free(void) {
 }
 
 #if SPPROF__OS_LINUX
+/* ==== @os_linux =========================================================================================
+   Linux (x86-64; aarch64 under qemu-user only): every thread samples itself. Per thread, a perf_event
+   task-clock counter or a POSIX timer on the thread's CPU clock sends the profiling signal to that thread
+   while it runs; the handler (@handler) decodes it and hands the interrupted registers to the portable
+   spprof__take_sample (@sample). A collector thread drains the ring, keeps the registry in line with
+   /proc/self/task and, in wall mode, accounts blocked threads without a signal (@offcpu). State:
+   spprof__g.lnx and each slot's lnx (spprof__linux_state / spprof__linux_slot, in @os; see there for
+   the Linux fields that are still in the shared structs).
+   Elsewhere, each for a reason: the primitives (mutex, clock, gettid) in @os, as for every OS (the global
+   state needs them); the POSIX output files in @writers (shared with macOS); pprof's mappings in @writers
+   (a branch of a portable function, reading the module table of the symbols below); the GOT-patching
+   allocation hooks and the fork handler in @memprof (built on @memprof's tables and hot paths, defined
+   there; macOS's malloc_logger too). */
 
+/* ---- the default SPPROF_WARN (@errors); the handler's slot lookup (@registry) ---- */
+#if defined(SPPROF__WARN_DEFAULT) && SPPROF__OS_LINUX  /* used by @os_linux only */
+static void spprof__warn_stderr(const char *msg) {  /* "spprof: msg\n" in one write() */
+    char line[512];
+    int n = snprintf(line, sizeof line, "spprof: %s\n", msg);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof line) {
+        n = (int)sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    if (write(2, line, (size_t)n) < 0) { /* nothing to do */ }
+}
+#endif
+
+/* [signal-safe] the slot for a cookie-carried index, or NULL. */
+static spprof__slot *spprof__slot_at(uint32_t idx) {
+    spprof__dir *d = (spprof__dir *)SPPROF__LOAD(&spprof__g.dir);
+    if (!d || (idx / SPPROF__CHUNK) >= d->nchunks) return NULL;
+    return &d->chunks[idx / SPPROF__CHUNK][idx % SPPROF__CHUNK];
+}
+
+/* ---- registers of a signal context, spprof_walk_native, the stack mapping, libunwind (@walk) ---- */
+static void spprof__context_regs(const void *uc_, uintptr_t *pc, uintptr_t *sp, uintptr_t *fp) {
+    const ucontext_t *uc = (const ucontext_t *)uc_;
+#if defined(__x86_64__)
+    *pc = (uintptr_t)uc->uc_mcontext.gregs[16]; /* REG_RIP */
+    *sp = (uintptr_t)uc->uc_mcontext.gregs[15]; /* REG_RSP */
+    *fp = (uintptr_t)uc->uc_mcontext.gregs[10]; /* REG_RBP */
+#elif defined(__aarch64__)
+    *pc = (uintptr_t)uc->uc_mcontext.pc;
+    *sp = (uintptr_t)uc->uc_mcontext.sp;
+    *fp = (uintptr_t)uc->uc_mcontext.regs[29];
+#endif
+}
+
+SPPROF_API int spprof_walk_native(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    return spprof__walk_fp(ctx, frames, max_frames);
+}
+
+/* [signal-safe] Find the mapping that contains sp by parsing /proc/self/maps with open/read/close (all three
+   are async-signal-safe) into a stack buffer. The read is bounded by SPPROF_MAPS_READ_LIMIT. Runs once per
+   thread (and again only if the thread's stack pointer moves to another mapping). */
+static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi) {
+    char buf[512];
+    uintptr_t a = 0, b = 0;
+    size_t total = 0;
+    int st = 0, found = 0, fd;
+    do { fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC); } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return 0;
+    while (!found && total < SPPROF_MAPS_READ_LIMIT) {
+        ssize_t i, k = read(fd, buf, sizeof buf);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        total += (size_t)k;
+        for (i = 0; i < k && !found; i++) {
+            char ch = buf[i];
+            int v = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10 : -1;
+            if (st == 0) {
+                if (v >= 0) a = (a << 4) | (uintptr_t)v; else st = (ch == '-') ? 1 : 2;
+            } else if (st == 1) {
+                if (v >= 0) b = (b << 4) | (uintptr_t)v;
+                else { if (a <= sp && sp < b) { *lo = a; *hi = b; found = 1; } st = 2; }
+            } else if (ch == '\n') {
+                st = 0; a = b = 0;
+            }
+        }
+    }
+    close(fd);
+    return found;
+}
+
+#ifdef SPPROF_USE_LIBUNWIND
+/* libunwind backend (define SPPROF_USE_LIBUNWIND, link -lunwind): DWARF CFI unwinding for code built without
+   frame pointers. Signal safety: libunwind's local unwinder is documented async-signal-safe; it finds unwind
+   tables through dl_iterate_phdr, which takes the loader's lock. That lock is recursive in glibc, so a thread
+   interrupted while it holds it does not deadlock against itself, but the loader's lists may be half-updated
+   while ld.so itself runs (dlopen/dlclose): when the interrupted pc is inside ld.so, only the frame-pointer walk
+   is used. (The trap gperftools documented: an unwinder that takes the loader lock from a signal handler.)
+   Reads of a corrupt stack fault inside the fault guard (guard_faults) and drop the sample. */
+#  define UNW_LOCAL_ONLY
+#  include <libunwind.h>
+static uintptr_t spprof__ldso_lo, spprof__ldso_hi, spprof__tlsget_lo, spprof__tlsget_hi;
+static int spprof__ldso_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    int i;
+    (void)size; (void)data;
+    if (!info->dlpi_name || !strstr(info->dlpi_name, "/ld-linux")) return 0;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            spprof__ldso_lo = info->dlpi_addr + ph->p_vaddr;
+            spprof__ldso_hi = spprof__ldso_lo + ph->p_memsz;
+        }
+    }
+    return 1;
+}
+static void spprof__find_ldso(void) {
+    Dl_info info;
+    const ElfW(Sym) *sym = NULL;
+    void *p;
+    if (spprof__ldso_hi) return;
+    dl_iterate_phdr(spprof__ldso_cb, NULL);
+    /* __tls_get_addr lives in ld.so but never touches the loader's object lists (shared libraries call it for
+       every thread-local access: CPython 3.12+ does, constantly): unwinding from it is allowed. */
+    p = dlsym(RTLD_DEFAULT, "__tls_get_addr");
+    if (p && dladdr1(p, &info, (void **)&sym, RTLD_DL_SYMENT) && sym && sym->st_size) {
+        spprof__tlsget_lo = (uintptr_t)p;
+        spprof__tlsget_hi = (uintptr_t)p + (uintptr_t)sym->st_size;
+    }
+}
+
+SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
+    unw_cursor_t cur;
+    unw_word_t ip;
+    uintptr_t pc, sp, fp;
+    spprof_guard g;
+    volatile int n = 0;
+    if (!ctx || !ctx->os_context || max_frames <= 0) return -1;
+    spprof__context_regs(ctx->os_context, &pc, &sp, &fp);
+    (void)sp; (void)fp;
+    if (pc >= spprof__ldso_lo && pc < spprof__ldso_hi && !(pc >= spprof__tlsget_lo && pc < spprof__tlsget_hi))
+        return spprof_walk_native(ctx, frames, max_frames);
+    if (!spprof_guard_claim(&g, ctx->tid)) return spprof_walk_native(ctx, frames, max_frames);
+    if (sigsetjmp(g.env, 1)) { spprof_guard_release(&g); return n > 0 ? n : -1; }
+    if (unw_init_local2(&cur, (unw_context_t *)ctx->os_context, UNW_INIT_SIGNAL_FRAME) < 0) {
+        spprof_guard_release(&g);
+        return spprof_walk_native(ctx, frames, max_frames);
+    }
+    do {
+        if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || !ip) break;
+        frames[n].addr = (uint64_t)ip;
+        frames[n].aux = n ? SPPROF_AUX_RETADDR : 0;
+        frames[n].kind = SPPROF_FRAME_NATIVE;
+        n++;
+    } while (n < max_frames && unw_step(&cur) > 0);
+    spprof_guard_release(&g);
+    return n;
+}
+#endif
+
+/* ---- @handler ----------------------------------------------------------------------------------------
+   Async-signal-safety: the handler calls only async-signal-safe functions (syscall(gettid), clock_gettime,
+   open/read/close once per thread, write on an eventfd), lock-free atomics, and the walker (which must be
+   signal-safe itself). It allocates nothing and takes no lock. errno is saved and restored. Every loop is
+   bounded (ring retries, walk depth, maps read size). Signals that are not ours (wrong si_code or cookie)
+   are passed to the previous handler. A signal from a timer of an earlier session (generation mismatch), or
+   one that reaches a thread other than the slot's owner (the slot was reused), is counted and ignored. */
+/* [signal-safe] write() on an eventfd is async-signal-safe. */
+static void spprof__wake_collector(void) {
+    uint64_t one = 1;
+    if (write(spprof__g.wake_fd, &one, sizeof one) < 0) { /* the collector's poll times out anyway */ }
+}
+
+static void spprof__chain(int signo, siginfo_t *info, void *uc) {
+    struct sigaction *old = &spprof__g.lnx.old_action;
+    if (old->sa_flags & SA_SIGINFO) {
+        if (old->sa_sigaction) old->sa_sigaction(signo, info, uc);
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) {
+        old->sa_handler(signo);
+    }
+    /* SIG_DFL: a foreign SIGPROF or real-time signal would terminate the process; we ignore it instead. */
+}
+
+static void spprof__handler(int signo, siginfo_t *info, void *uc) {
+    int saved_errno = errno;
+    uint64_t cookie;
+    spprof__slot *slot;
+    spprof_walk_ctx ctx;
+    uintptr_t pc, sp, fp, lo, hi;
+    uint32_t weight;
+    int tid, perf = 0;
+
+    if (!info) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
+    if (info->si_code == SI_TIMER) {  /* a POSIX timer: the cookie travels in sival_ptr */
+        cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+        if ((cookie >> 48) != SPPROF__COOKIE) { spprof__chain(signo, info, uc); errno = saved_errno; return; }
+        /* inflight is raised before the state is read; stop() changes the state first and then waits for
+           inflight to reach zero, so a handler that saw RUNNING always finishes before stop frees anything. */
+        __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+    }
+#if SPPROF__HAVE_PERF
+    else if ((info->si_code == POLL_IN || info->si_code == POLL_HUP) && SPPROF__LOADR(&spprof__g.lnx.perf_on)) {
+        /* A perf event (F_SETSIG): only the fd travels; its cookie is in the fd map, which is never freed
+           while the handler is installed (entries are cleared before their fd is closed). The cookie is
+           looked up whatever the state: a stopped copy must pass on the signals of another copy's running
+           perf events (it used to take every POLL_IN for its own while perf_on stayed set). A signal of one
+           of our own events that was still queued at stop finds its entry (cleared only when its fd is
+           closed, after the event was disabled) or nothing: if nothing, it is passed on like any foreign
+           signal; the previous handler ignores it or, if it is SIG_DFL, spprof__chain does. */
+        __atomic_fetch_add(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+        cookie = spprof__fdmap_get(info->si_fd);
+        if ((cookie >> 48) != SPPROF__COOKIE) {
+            __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+            spprof__chain(signo, info, uc); errno = saved_errno; return;
+        }
+        if ((cookie >> 32 & 0xffffu) == SPPROF__PERF_TOMB) {  /* one of our closed events */
+            uint32_t ms = (uint32_t)(spprof__now_ns() / 1000000u);
+            if (ms - (uint32_t)cookie > SPPROF__PERF_TOMB_MS) {  /* long closed: the fd number is someone else's */
+                __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+                spprof__chain(signo, info, uc); errno = saved_errno; return;
+            }
+            SPPROF__ADD(&spprof__g.c.ignored, 1);
+            goto out;
+        }
+        perf = 1;
+    }
+#endif
+    else { spprof__chain(signo, info, uc); errno = saved_errno; return; }
+
+    if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) != SPPROF_STATE_RUNNING ||
+        ((cookie >> 32) & 0xffffu) != (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
+        SPPROF__ADD(&spprof__g.c.ignored, 1);
+#if SPPROF__HAVE_PERF
+        if (perf && info->si_code == POLL_HUP &&
+            ((cookie >> 32) & 0xffffu) == (SPPROF__LOADR(&spprof__g.gen) & 0xffffu)) {
+            /* Paused: the event stays spent until resume re-arms it. Resume stores RUNNING and then takes
+               the flag; here the flag is set and then the state read again (both seq_cst): if resume came in
+               between, exactly one of the two takes the flag and refreshes. */
+            slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
+            if (slot) {
+                int one = 1;
+                __atomic_store_n(&slot->perf_rearm, 1, __ATOMIC_SEQ_CST);
+                if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) == SPPROF_STATE_RUNNING &&
+                    __atomic_compare_exchange_n(&slot->perf_rearm, &one, 0, 0,
+                                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+                    ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+            }
+        }
+#endif
+        goto out;
+    }
+#if SPPROF__HAVE_PERF
+    /* Our perf events are one-shot (see spprof__arm): POLL_HUP says this overflow disabled the event, and
+       re-arming it here, first, keeps the interval's CPU time counting while we walk. A thread that blocks
+       the signal therefore has at most one pending: a real-time signal would otherwise queue once per
+       interval up to RLIMIT_SIGPENDING (per user!), after which the kernel sends SIGIO instead and kills
+       the process. Only a live event of this running session is re-armed (checked just above): stop and the
+       loss of our handler wait for or never reach this point before the fd is closed (spprof__stop_locked).
+       ioctl is a plain system call (async-signal-safe), about 0.15 us. */
+    if (perf && info->si_code == POLL_HUP) ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+#endif
+    slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
+    tid = spprof_gettid();
+    /* acquire: pairs with the release store of tid in spprof__thread_add, after rec and bounds were set */
+    if (!slot || SPPROF__LOAD(&slot->tid) != tid) { SPPROF__ADD(&spprof__g.c.stale, 1); goto out; }
+    if (!perf) {
+        /* CPU-clock timers are checked at kernel ticks (HZ), so at short intervals one signal often stands
+           for several expirations: si_overrun says how many were merged, and the sample carries that weight. */
+        weight = 1u + (info->si_overrun > 0 ? (uint32_t)info->si_overrun : 0u);
+    } else {
+        /* A perf signal stands for the thread's CPU time since its previous sample, in intervals (rounded,
+           remainder carried): the time stays right when signals merge (one SIGPROF pending at a time) and
+           when the event counts user mode only (perf skips samples that fall in the kernel; their time goes
+           to the next sample, which is on the stack that made the system call or a later one). */
+        struct timespec ts;
+        int64_t iv = spprof__g.cfg.interval_ns, now, acc, w;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);  /* async-signal-safe */
+        now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        acc = now - SPPROF__LOADR(&slot->cpu_last) + SPPROF__LOADR(&slot->cpu_carry);
+        w = (acc + iv / 2) / iv;
+        if (w < 1) w = 1;
+        if (w > 1000000) w = 1000000;
+        SPPROF__STORER(&slot->cpu_last, now);
+        SPPROF__STORER(&slot->cpu_carry, acc - w * iv);
+        weight = (uint32_t)w;
+    }
+    if (weight > 1) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)(weight - 1));
+
+    /* Stack bounds: the mapping holding sp, cached in the slot (only this thread writes its own slot's bounds). */
+    spprof__context_regs(uc, &pc, &sp, &fp);
+    lo = SPPROF__LOADR(&slot->stack_lo);
+    hi = SPPROF__LOADR(&slot->stack_hi);
+    if (sp < lo || sp >= hi) {
+        if (spprof__find_mapping(sp, &lo, &hi)) { SPPROF__STORER(&slot->stack_lo, lo); SPPROF__STORER(&slot->stack_hi, hi); }
+        else { lo = hi = 0; }
+    }
+
+    ctx.pc = pc; ctx.sp = sp; ctx.fp = fp; ctx.lr = 0;
+#if defined(__aarch64__)
+    ctx.lr = (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.regs[30];
+#endif
+    ctx.os_context = uc; ctx.stack_lo = lo; ctx.stack_hi = hi; ctx.tid = tid; ctx.user = spprof__g.walker_user;
+    spprof__take_sample(&ctx, SPPROF__LOADR(&slot->rec), weight);
+out:
+    __atomic_fetch_sub(&spprof__g.c.inflight, 1, __ATOMIC_SEQ_CST);
+    errno = saved_errno;
+}
+
+/* [signal-safe] Is our handler the one installed for signo? */
+static int spprof__handler_is_ours(int signo) {
+    struct sigaction cur;
+    if (sigaction(signo, NULL, &cur) != 0) return 0;
+    return (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__handler;
+}
+
+/* ---- @guard -----------------------------------------------------------------------------------------
+   Active guards live in a fixed table (claimed with CAS, keyed by tid). The fault handler looks up the
+   faulting thread there and siglongjmps back into the walker; sigsetjmp(env, 1) saved the signal mask, so the
+   mask of the interrupted handler is restored. A fault on a thread with no active guard is passed on. */
+#ifndef SPPROF_GUARD_SLOTS
+#  define SPPROF_GUARD_SLOTS 256
+#endif
+typedef struct spprof__guard_entry { int tid; spprof_guard *g; } spprof__guard_entry;
+static spprof__guard_entry spprof__guards[SPPROF_GUARD_SLOTS];
+static struct sigaction spprof__old_segv, spprof__old_bus;
+static int spprof__fault_installed;
+
+SPPROF_API int spprof_guard_claim(spprof_guard *g, int tid) {
+    unsigned i, k;
+    if (!SPPROF__LOADR(&spprof__fault_installed) || tid <= 0) return 0;
+    for (k = 0, i = (unsigned)tid % SPPROF_GUARD_SLOTS; k < SPPROF_GUARD_SLOTS; k++, i = (i + 1) % SPPROF_GUARD_SLOTS) {
+        int expect = 0;
+        if (SPPROF__LOADR(&spprof__guards[i].tid) == 0 &&
+            __atomic_compare_exchange_n(&spprof__guards[i].tid, &expect, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            SPPROF__STORER(&spprof__guards[i].g, g);
+            SPPROF__STORE(&spprof__guards[i].tid, tid);
+            g->slot = (int)i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+SPPROF_API void spprof_guard_release(spprof_guard *g) {
+    SPPROF__STORER(&spprof__guards[g->slot].g, (spprof_guard *)NULL);
+    SPPROF__STORE(&spprof__guards[g->slot].tid, 0);
+}
+
+static void spprof__fault_handler(int signo, siginfo_t *info, void *uc) {
+    struct sigaction *old = signo == SIGBUS ? &spprof__old_bus : &spprof__old_segv;
+    int tid = spprof_gettid(), i;
+    for (i = 0; i < SPPROF_GUARD_SLOTS; i++) {
+        if (SPPROF__LOAD(&spprof__guards[i].tid) == tid) {
+            spprof_guard *g = SPPROF__LOADR(&spprof__guards[i].g);
+            if (g) { SPPROF__ADD(&spprof__g.c.faults, 1); siglongjmp(g->env, 1); }
+        }
+    }
+    /* Not ours: hand it on. With the default action, reinstall it and return: the faulting instruction
+       runs again and the process dies as it would have without us (core dump included). */
+    if (old->sa_flags & SA_SIGINFO) { if (old->sa_sigaction) { old->sa_sigaction(signo, info, uc); return; } }
+    else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN && old->sa_handler) { old->sa_handler(signo); return; }
+    signal(signo, SIG_DFL);
+}
+
+static spprof_result spprof__install_fault_handler(void) {
+    struct sigaction sa;
+    if (spprof__fault_installed) return SPPROF_OK;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = spprof__fault_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &spprof__old_segv) != 0 || sigaction(SIGBUS, &sa, &spprof__old_bus) != 0)
+        return spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGSEGV/SIGBUS): %s", strerror(errno));
+    SPPROF__STORE(&spprof__fault_installed, 1);
+    return SPPROF_OK;
+}
+
+/* Give the previous handlers back at stop, unless someone replaced ours meanwhile. */
+static void spprof__remove_fault_handler(void) {
+    struct sigaction cur;
+    if (!spprof__fault_installed) return;
+    SPPROF__STORE(&spprof__fault_installed, 0);
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__fault_handler)
+        sigaction(SIGSEGV, &spprof__old_segv, NULL);
+    if (sigaction(SIGBUS, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spprof__fault_handler)
+        sigaction(SIGBUS, &spprof__old_bus, NULL);
+}
+
+/* [signal-safe] See @os: the copy under the fault guard of the calling thread (0 if no guard slot is free
+   or the handler is not installed: then nothing is read). Unused by the Linux samplers themselves (the
+   handler reads under one guard for the whole walk); for code shared with the external samplers. */
+static __attribute__((unused)) int spprof__os_read_mem(void *dst, const void *src, size_t n) {
+    spprof_guard g;
+    if (!spprof_guard_claim(&g, spprof_gettid())) return 0;
+    if (sigsetjmp(g.env, 1)) {
+        spprof_guard_release(&g);
+        return 0;
+    }
+    memcpy(dst, src, n);
+    spprof_guard_release(&g);
+    return 1;
+}
+
+/* ---- threads and their sample sources (under reg_lock; see @collector) ---- */
+/* Reads /proc/self/task/TID/<name> into buf (one read: these files are small), NUL-terminated; returns the
+   length, or -1 (buf empty) if it cannot be read. */
+static ssize_t spprof__read_task_file(int tid, const char *name, char *buf, size_t n) {
+    char path[64];
+    int fd;
+    ssize_t k;
+    snprintf(path, sizeof path, "/proc/self/task/%d/%s", tid, name);
+    buf[0] = 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    k = read(fd, buf, n - 1);
+    close(fd);
+    if (k < 0) return -1;
+    buf[k] = 0;
+    return k;
+}
+
+static void spprof__read_comm(int tid, char *out, size_t n) {
+    ssize_t k = spprof__read_task_file(tid, "comm", out, n);
+    if (k > 0 && out[k - 1] == '\n') out[k - 1] = 0;
+}
+
+static int64_t spprof__thread_cpu_ns(int tid) {  /* any thread of this process: see spprof__create_timer */
+    struct timespec ts;
+    if (clock_gettime((clockid_t)((~(unsigned)tid << 3) | 6u), &ts) != 0) return 0;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The descriptors spprof keeps (perf events; the collector's eventfd and, in wall mode, its /proc/self/mem)
+   must not change what the program's own open()/dup()/socket() return: those give the lowest free number,
+   which programs and tests rely on, and RLIMIT_NOFILE bounds the numbers, not the count. So each one is
+   moved with F_DUPFD_CLOEXEC to the top of the numbers the program may use, below top = min(soft limit,
+   SPPROF_PERF_FD_TOP) (read at each call: the program may change its limit): the collector's two in
+   [top - 2, top), perf events in [top - 2 - size, top - 2), size = min(SPPROF_PERF_FD_BUDGET, soft limit /
+   SPPROF_PERF_FD_SHARE). F_DUPFD gives the lowest free number >= the base: a number the program holds
+   there is stepped over, never taken. The low number is closed before the fd is set up (a perf event's
+   O_ASYNC registration records the number its signals carry in si_fd).
+   Perf events (is_perf) also leave the program most of what it has not used: at most 1/SPPROF_PERF_FD_SHARE
+   of the numbers from `fd` (the lowest free one when the event was opened: about what the program uses) to
+   the limit are ours. Under `ulimit -n 100` with stdin, stdout and stderr open: 12 perf events at [86, 98),
+   the eventfd at 98; the program keeps 83 of its 96. Beyond the budget: -1 with errno EMFILE, the low fd
+   closed (the thread gets a POSIX timer, which needs no descriptor). The collector's own (!is_perf) stay
+   where they are when no high number is free (one descriptor each, needed).
+   Later changes of the limit: lowered, ours stay valid above it, out of the program's reach (new ones go to
+   the new range); raised, ours stay where they were and the program's numbering steps over them when it gets
+   there. Between the system call and the move (microseconds) a concurrent open() in another thread of the
+   program gets the next number instead of this one. Under reg_lock (or before the collector starts). */
+#define SPPROF__FD_OWN 2u
+static int spprof__fd_move_high(int fd, int is_perf) {
+    struct rlimit rl;
+    uint64_t lim, top, size;
+    int hi;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = 0;
+    lim = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)1 << 20 : (uint64_t)rl.rlim_cur;
+    top = lim < SPPROF_PERF_FD_TOP ? lim : SPPROF_PERF_FD_TOP;
+    if (top < SPPROF__FD_OWN) {
+        size = 0;
+    } else if (!is_perf) {
+        size = SPPROF__FD_OWN;
+    } else {
+        uint64_t unused = lim > (uint64_t)fd ? lim - (uint64_t)fd : 0;
+        top -= SPPROF__FD_OWN;
+        size = lim / SPPROF_PERF_FD_SHARE;
+        if (size > SPPROF_PERF_FD_BUDGET) size = SPPROF_PERF_FD_BUDGET;
+        if (size > top) size = top;
+        if ((uint64_t)spprof__g.perf_fds + 1u > unused / SPPROF_PERF_FD_SHARE) size = 0;  /* budget used up */
+    }
+    if (size > 0 && (uint64_t)fd >= top - size && (uint64_t)fd < top) return fd;  /* in its range already */
+    hi = size > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - size)) : -1;
+    if (hi >= 0 && (uint64_t)hi >= top) {  /* the range is full */
+        close(hi);
+        hi = -1;
+    }
+    if (hi < 0 && !is_perf) return fd;
+    close(fd);
+    if (hi < 0) errno = EMFILE;
+    return hi;
+}
+
+#if SPPROF__HAVE_PERF
+
+/* A task-clock event counting thread `tid`'s CPU time, created disabled, that sends cfg.signo to that very
+   thread (F_SETOWN_EX with F_OWNER_TID, F_SETSIG so that the signal carries si_fd) each time another
+   interval of CPU time has run. The kernel drives it with a high-resolution timer while the thread runs,
+   so the rate is exact (unlike POSIX CPU timers, bound to the tick). place: moved to the top of the fd
+   numbers, within the budget (spprof__fd_move_high; 0 for a probe that closes it at once). Returns the fd,
+   or -1 with errno (EMFILE: the fd budget is used up). */
+static int spprof__perf_open(int tid, int place) {
+    struct perf_event_attr a;
+    struct f_owner_ex own;
+    int fd, fl;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.type = PERF_TYPE_SOFTWARE;
+    a.config = PERF_COUNT_SW_TASK_CLOCK;
+    a.sample_period = (uint64_t)spprof__g.cfg.interval_ns;
+    a.disabled = 1;
+    a.exclude_hv = 1;
+    a.exclude_kernel = spprof__g.lnx.perf_exclude_kernel ? 1u : 0u;
+    fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0 && !a.exclude_kernel && (errno == EACCES || errno == EPERM)) {
+        /* perf_event_paranoid >= 2 and no CAP_PERFMON: user mode only; the handler's weights keep time right */
+        spprof__g.lnx.perf_exclude_kernel = 1;
+        a.exclude_kernel = 1;
+        fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    }
+    if (fd < 0) return -1;
+    if (place) fd = spprof__fd_move_high(fd, 1);  /* before O_ASYNC: its signals carry this number */
+    if (fd < 0) return -1;
+    own.type = F_OWNER_TID;
+    own.pid = tid;
+    fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETOWN_EX, &own) != 0 || fcntl(fd, F_SETSIG, spprof__g.cfg.signo) != 0 ||
+        fcntl(fd, F_SETFL, fl | O_ASYNC | O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+#endif
+
+static int spprof__arm(spprof__slot *s, int on) {
+    struct itimerspec its;
+    int64_t iv = spprof__g.cfg.interval_ns;
+#if SPPROF__HAVE_PERF
+    if (s->perf_fd >= 0) {
+        if (on) {  /* CPU time spent while disarmed is not sampled time */
+            SPPROF__STORER(&s->cpu_last, spprof__thread_cpu_ns(s->tid));
+            SPPROF__STORER(&s->cpu_carry, (int64_t)0);
+        }
+        /* One-shot: REFRESH adds one overflow to the event's limit and enables it; the overflow that brings
+           the limit to zero disables the event and signals POLL_HUP, and the handler refreshes it again.
+           So at most one of our signals per event is pending, whatever the thread's signal mask (measured:
+           a thread blocking the signal for 300 ms at 10 kHz, one-shot: SigQ 1; free-running: 2,991, and
+           at RLIMIT_SIGPENDING the kernel sends SIGIO instead, which kills the process). The limit is
+           never raised twice for one overflow: the kernel has no call that sets it (only adds), so a pause
+           does not disable the event (a disabled event with its refresh still due would get a second
+           one at resume); it runs out at its next overflow, whose signal the handler ignores and marks
+           the slot perf_rearm, and resume refreshes exactly the slots so marked. */
+        if (!on) return 1;
+        if (__atomic_exchange_n(&s->perf_rearm, 0, __ATOMIC_SEQ_CST))
+            return ioctl(s->perf_fd, PERF_EVENT_IOC_REFRESH, 1) == 0;
+        return 1;
+    }
+#endif
+    memset(&its, 0, sizeof its);
+    if (on) {
+        its.it_interval.tv_sec = (time_t)(iv / 1000000000);
+        its.it_interval.tv_nsec = (long)(iv % 1000000000);
+        its.it_value = its.it_interval;
+    }
+    return timer_settime(s->lnx.timer, 0, &its, NULL) == 0;
+}
+
+/* Creates (and, while running, arms) the slot's timer. EAGAIN (RLIMIT_SIGPENDING or kernel memory) is retried
+   `attempts` times; a thread left without a timer is retried once per scan and counted once. */
+static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
+    struct sigevent sev;
+    clockid_t clk;
+    int attempt, err = 0;
+    uint64_t cookie = ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)(spprof__g.gen & 0xffffu) << 32) | idx;
+    if (SPPROF__LOAD(&spprof__g.sig_lost)) return 0;  /* the program took the signal over: arm nothing */
+#if SPPROF__HAVE_PERF
+    if (SPPROF__LOADR(&spprof__g.lnx.perf_on)) {
+        int fd = spprof__perf_open(s->tid, 1);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) spprof__g.perf_fd_fallbacks++;
+        if (fd >= 0 && spprof__fdmap_set(fd, cookie)) {
+            s->perf_fd = fd;
+            spprof__g.perf_fds++;
+            s->has_timer = 1;
+            if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
+            return 1;
+        }
+        if (fd >= 0) close(fd);
+        /* out of fds, over the fd budget, or out of memory (or the thread exited): a POSIX timer instead */
+    }
+#endif
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = spprof__g.cfg.signo;
+    sev.sigev_notify_thread_id = s->tid;
+    sev.sigev_value.sival_ptr = (void *)(uintptr_t)cookie;
+    /* The per-thread CPU clock of any thread of this process: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED),
+       the same encoding glibc's pthread_getcpuclockid uses (stable kernel ABI).
+       Wall mode too: a CLOCK_MONOTONIC timer would interrupt the thread's blocked system calls (see @offcpu). */
+    clk = (clockid_t)((~(unsigned)s->tid << 3) | 6u);
+    for (attempt = 0; attempt < attempts; attempt++) {
+        if (timer_create(clk, &sev, &s->lnx.timer) == 0) {
+            s->has_timer = 1;
+            if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
+            return 1;
+        }
+        err = errno;
+        if (err != EAGAIN) break;  /* EINVAL: the thread exited meanwhile */
+        spprof__g.timer_retries++;
+        if (attempt + 1 < attempts) sched_yield();  /* never sleep here: reg_lock is held */
+    }
+    if (err == EAGAIN && !s->timer_failed) {
+        char msg[160];
+        s->timer_failed = 1;
+        spprof__g.timer_failures++;
+        snprintf(msg, sizeof msg, "timer_create for thread %d failed with EAGAIN (RLIMIT_SIGPENDING?): not sampled until a later retry succeeds", s->tid);
+        SPPROF_LOG(msg);
+    }
+    return 0;
+}
+
+static void spprof__delete_timer(spprof__slot *s) {
+    if (!s->has_timer) return;
+#if SPPROF__HAVE_PERF
+    if (s->perf_fd >= 0) {
+        /* A signal of this event may still be queued: its map entry becomes a tombstone, so that signal is
+           counted as ignored rather than passed on (see SPPROF__PERF_TOMB). */
+        ioctl(s->perf_fd, PERF_EVENT_IOC_DISABLE, 0);
+        spprof__fdmap_tomb(s->perf_fd);
+        close(s->perf_fd);
+        s->perf_fd = -1;
+        spprof__g.perf_fds--;
+        s->has_timer = 0;
+        return;
+    }
+#endif
+    { int o = timer_getoverrun(s->lnx.timer); if (o > 0) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)o); }
+    timer_delete(s->lnx.timer);
+    s->has_timer = 0;
+}
+
+/* The threads of the process (auto mode), in *tids (allocated); 0 if they cannot be listed. */
+static int spprof__list_threads(int **tids_out, size_t *n_out) {
+    int *tids = NULL;
+    size_t n = 0, cap = 0;
+    DIR *dp = opendir("/proc/self/task");
+    struct dirent *de;
+    if (!dp) return 0;
+    while ((de = readdir(dp)) != NULL) {
+        int tid = atoi(de->d_name);
+        if (tid <= 0) continue;
+        if (n == cap) {
+            int *q = (int *)SPPROF_REALLOC(tids, (cap ? cap * 2 : 64) * sizeof(int));
+            if (!q) break;
+            tids = q; cap = cap ? cap * 2 : 64;
+        }
+        tids[n++] = tid;
+    }
+    closedir(dp);
+    *tids_out = tids;
+    *n_out = n;
+    return 1;
+}
+
+/* Is thread tid of this process still alive? */
+static int spprof__thread_alive(int tid) { return syscall(SYS_tgkill, getpid(), tid, 0) == 0; }
+
+static int spprof__source_is_perf(const spprof__slot *s) { return s->has_timer && s->perf_fd >= 0; }
+
+/* ---- code ranges: executable segments from dl_iterate_phdr (see @walk) ---- */
 static int spprof__xr_cb(struct dl_phdr_info *info, size_t size, void *data) {
     spprof__xr_build *b = (spprof__xr_build *)data;
     int i;
@@ -2406,7 +2423,7 @@ static void spprof__refresh_xranges(void) {
     spprof__publish_xranges(&b);
 }
 
-/* ==== @offcpu =========================================================================================
+/* ---- @offcpu -----------------------------------------------------------------------------------------
    Wall mode without interrupting anyone. A signal that reaches a thread blocked in nanosleep, poll,
    epoll_wait, pause, sigsuspend or a futex wait ends that call with EINTR even under SA_RESTART, and C code
    rarely retries (measured with a CLOCK_MONOTONIC timer per thread at 1 kHz: sleep(1) returned after 0.02 s,
@@ -2854,7 +2871,505 @@ static void *spprof__collector_main(void *arg) {
     return NULL;
 }
 
-#endif /* SPPROF__OS_LINUX (code ranges, the collector thread, @offcpu) */
+/* ---- session start and end: the signal handler, fork, the collector thread (see @lifecycle) ---- */
+static spprof_result spprof__os_validate(const spprof_config *c) {
+    if (c->signo < 0 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
+        return spprof__fail(SPPROF_ERR_INVALID_CONFIG,
+                            "signo=%d is not a signal that can be caught (0: a free real-time signal)", c->signo);
+    return SPPROF_OK;
+}
+
+static int spprof__is_default(const struct sigaction *a) {
+    return !(a->sa_flags & SA_SIGINFO) && a->sa_handler == SIG_DFL;
+}
+
+/* Can a timer deliver sig? A timer created (never armed) and deleted. Under qemu-user (7.2, aarch64 guest
+   on x86-64) sigaction accepts signals 63 and 64 but timer_create refuses them (EINVAL): the emulator keeps
+   the host's top real-time signals for itself. Without this check the default signal was SIGRTMAX there
+   and no thread was ever sampled. */
+static int spprof__signal_timer_ok(int sig) {
+    struct sigevent sev;
+    timer_t t;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = sig;
+    if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) return 0;
+    timer_delete(t);
+    return 1;
+}
+
+/* Installs the handler for signo, or (signo 0) for the highest real-time signal nobody handles; returns the
+   signal, or 0 with the error set. The handler of an earlier session is kept if it is still installed
+   (same signal asked for, or any real-time signal when 0 is). A handler the program put in place of ours
+   is the program's: never restored over, never chained to from a later install on another signal. */
+static int spprof__install_handler(int signo) {
+    struct sigaction sa, old;
+    int sig;
+    if (spprof__g.lnx.handler_installed) {
+        int prev = spprof__g.lnx.installed_signo;
+        if (spprof__handler_is_ours(prev)) {
+            if (prev == signo || (signo == 0 && prev >= SIGRTMIN && prev <= SIGRTMAX)) return prev;
+            /* another signal than last time: give the old one back first (its timers are gone) */
+            sigaction(prev, &spprof__g.lnx.old_action, NULL);
+        }
+        /* else the program took it over: it is not ours to give back */
+        spprof__g.lnx.handler_installed = 0;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = spprof__handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    /* The previous action is written straight into old_action by the same sigaction that installs ours:
+       a foreign signal that reaches our handler right after finds the action to pass it on to. */
+    if (signo) {
+        if (!spprof__signal_timer_ok(signo)) {
+            spprof__fail(SPPROF_ERR_SYSTEM, "signo=%d: timer_create refuses this signal here (%s)", signo,
+                         strerror(errno));
+            return 0;
+        }
+        if (sigaction(signo, &sa, &spprof__g.lnx.old_action) != 0) {
+            spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
+            return 0;
+        }
+        sig = signo;
+    } else {
+        /* From SIGRTMAX down (libraries that use real-time signals usually count up from SIGRTMIN; glibc
+           keeps the first two or three for itself, below the SIGRTMIN it reports). Checked and claimed in
+           one sigaction: if the old action it returns is not SIG_DFL, another thread (another copy of
+           spprof starting at the same time) claimed it first, and it gets its handler back. */
+        for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
+            if (sigaction(sig, NULL, &old) != 0 || !spprof__is_default(&old)) continue;
+            if (!spprof__signal_timer_ok(sig)) continue;  /* reserved by an emulator (qemu-user) */
+            if (sigaction(sig, &sa, &spprof__g.lnx.old_action) != 0) continue;
+            if (spprof__is_default(&spprof__g.lnx.old_action)) break;
+            sigaction(sig, &spprof__g.lnx.old_action, NULL);
+        }
+        if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, chained to its handler */
+            sig = SIGPROF;
+            if (sigaction(sig, &sa, &spprof__g.lnx.old_action) != 0) {
+                spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGPROF): %s", strerror(errno));
+                return 0;
+            }
+        }
+    }
+    spprof__g.lnx.handler_installed = 1;
+    spprof__g.lnx.installed_signo = sig;
+    return sig;
+}
+
+static void spprof__tls_destructor(void *v) {
+    (void)v;
+    spprof_thread_unregister();
+}
+static pthread_key_t spprof__tls_key;
+static spprof__once_t spprof__tls_once;
+static void spprof__tls_init(void) { pthread_key_create(&spprof__tls_key, spprof__tls_destructor); }
+/* The calling thread is unregistered when it exits (explicit registration). */
+static void spprof__thread_at_exit(void) {
+    spprof__once(&spprof__tls_once, spprof__tls_init);
+    pthread_setspecific(spprof__tls_key, (void *)1);
+}
+
+/* fork(): POSIX timers and threads are not inherited, so the child starts stopped and clean (its copy of
+   the parent's profile is discarded), and may start its own session. The three locks are taken around fork
+   so that the child never inherits one held by a thread that no longer exists there. */
+static int spprof__atfork_once;
+static void spprof__atfork_prepare(void) {
+    spprof__lock(&spprof__api_lock);
+    spprof__lock(&spprof__reg_lock);
+    spprof__lock(&spprof__prof_lock);
+}
+static void spprof__atfork_parent(void) {
+    spprof__unlock(&spprof__prof_lock);
+    spprof__unlock(&spprof__reg_lock);
+    spprof__unlock(&spprof__api_lock);
+}
+static void spprof__atfork_child(void) {
+    SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
+    spprof__g.collector_running = 0;
+    spprof__g.c.inflight = 0;
+    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+    if (spprof__g.mem_fd > 0) { close(spprof__g.mem_fd); spprof__g.mem_fd = -1; }
+    spprof__registry_free();
+    spprof__xranges_free();
+    spprof__ring_free(&spprof__g.ring);
+    spprof__profile_free(&spprof__g.prof);
+    spprof__g.nexplicit = 0;
+    spprof__atfork_parent();
+}
+static void spprof__atfork_init(void) {
+    pthread_atfork(spprof__atfork_prepare, spprof__atfork_parent, spprof__atfork_child);
+}
+static void spprof__os_init_once(void) { spprof__once(&spprof__atfork_once, spprof__atfork_init); }
+static void spprof__os_stats(spprof_stats *o) { (void)o; }  /* every thread samples itself: no suspensions */
+
+/* Session start, under reg_lock: the collector's wake-up, the signal handler, the fault handler, and
+   whether perf events can be used. */
+static spprof_result spprof__os_begin(const spprof_config *cfg) {
+    spprof_result r = SPPROF_OK;
+    spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+    else spprof__g.wake_fd = spprof__fd_move_high(spprof__g.wake_fd, 0);  /* not among the program's */
+#ifdef SPPROF_USE_LIBUNWIND
+    spprof__find_ldso();
+#endif
+    if (r == SPPROF_OK) {
+        int sig = spprof__install_handler(cfg->signo);
+        if (!sig) r = SPPROF_ERR_SYSTEM;
+        spprof__g.cfg.signo = sig;  /* the signal in use, for the timers, the perf events and the stats */
+    }
+    SPPROF__STORE(&spprof__g.sig_lost, 0);
+    if (r == SPPROF_OK && cfg->guard_faults) r = spprof__install_fault_handler();
+    SPPROF__STORER(&spprof__g.lnx.perf_on, 0);
+    spprof__g.lnx.perf_exclude_kernel = cfg->source == SPPROF_SOURCE_PERF_USER;
+    /* Wall mode arms the same CPU-clock source as CPU mode (signals reach running threads only; see @offcpu) */
+    if (r == SPPROF_OK && cfg->source != SPPROF_SOURCE_POSIX) {
+#if SPPROF__HAVE_PERF
+        int fd = spprof__perf_open(spprof_gettid(), 0);  /* can this process open task-clock events at all? */
+        if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.lnx.perf_on, 1); }
+        else if (cfg->source != SPPROF_SOURCE_AUTO)
+            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "perf_event_open(task-clock): %s (seccomp, perf_event_paranoid=3, or no perf events in this kernel); use SPPROF_SOURCE_AUTO or SPPROF_SOURCE_POSIX", strerror(errno));
+#else
+        if (cfg->source != SPPROF_SOURCE_AUTO)
+            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "this build has no perf_event source (SPPROF_NO_PERF_EVENTS)");
+#endif
+    }
+    return r;
+}
+
+static spprof_result spprof__os_collector_start(void) {
+    int err = pthread_create(&spprof__g.lnx.collector, NULL, spprof__collector_main, NULL);
+    if (err) return spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the collector thread: %s", strerror(err));
+    return SPPROF_OK;
+}
+
+static void spprof__os_collector_stop(void) {
+    SPPROF__STORE(&spprof__g.collector_stop, 1);
+    spprof__wake_collector();
+    pthread_join(spprof__g.lnx.collector, NULL);
+}
+
+/* Around the deletion of the timers at stop: the signal is blocked on this thread, and the signals still
+   pending on it are consumed (sigtimedwait) before it is unblocked. Under api_lock. */
+static sigset_t spprof__stop_set, spprof__stop_old;
+static void spprof__os_quiesce_begin(void) {
+    sigemptyset(&spprof__stop_set);
+    sigaddset(&spprof__stop_set, spprof__g.cfg.signo ? spprof__g.cfg.signo : SIGPROF);
+    pthread_sigmask(SIG_BLOCK, &spprof__stop_set, &spprof__stop_old);
+}
+static void spprof__os_quiesce_end(void) {
+    struct timespec zero = {0, 0};
+    int k;
+    for (k = 0; k < 4096 && sigtimedwait(&spprof__stop_set, NULL, &zero) > 0; k++) {}
+    pthread_sigmask(SIG_SETMASK, &spprof__stop_old, NULL);
+}
+
+/* Session end, after no handler is in flight any more (handlers_done) or not. */
+static void spprof__os_end(int handlers_done) {
+    if (handlers_done) spprof__remove_fault_handler();
+    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+}
+
+/* ---- symbols (see @symbolize) --------------------------------------------------------------------------
+   Off the hot path. Modules come from dl_iterate_phdr; each module's symbols from its ELF file (.symtab
+   when present, so static functions get names; else the .symtab of its separate debug file, found by build id
+   or .gnu_debuglink (Debian's libc6-dbg names libc's start_thread); else .dynsym), sorted by address; the
+   executable is shown by its real path (opened as /proc/self/exe); dladdr as a fallback;
+   "module+0xoffset" when nothing names the address. The cache is built on first use and dropped by
+   spprof__symbols_reset() after each writer (libraries may be loaded or unloaded in between). */
+typedef struct spprof__sym { uint64_t lo, hi; uint32_t name; } spprof__sym;
+typedef struct spprof__module {
+    uint64_t bias, lo, hi;
+    char path[256];
+    int loaded;
+    spprof__sym *syms; size_t nsyms;
+    char *names; size_t names_len;
+} spprof__module;
+
+static spprof__mutex spprof__sym_lock = SPPROF__MUTEX_INIT;
+static spprof__module *spprof__mods;
+static size_t spprof__nmods;
+
+static int spprof__phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    size_t *cap = (size_t *)data;
+    spprof__module *m;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    int i;
+    (void)size;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD) continue;
+        if (info->dlpi_addr + ph->p_vaddr < lo) lo = info->dlpi_addr + ph->p_vaddr;
+        if (info->dlpi_addr + ph->p_vaddr + ph->p_memsz > hi) hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+    }
+    if (hi <= lo) return 0;
+    if (spprof__nmods == *cap) {
+        size_t nc = *cap ? *cap * 2 : 32;
+        spprof__module *q = (spprof__module *)SPPROF_REALLOC(spprof__mods, nc * sizeof(spprof__module));
+        if (!q) return 1;
+        spprof__mods = q; *cap = nc;
+    }
+    m = &spprof__mods[spprof__nmods++];
+    memset(m, 0, sizeof *m);
+    m->bias = info->dlpi_addr; m->lo = lo; m->hi = hi;
+    snprintf(m->path, sizeof m->path, "%s", (info->dlpi_name && info->dlpi_name[0]) ? info->dlpi_name : "/proc/self/exe");
+    return 0;
+}
+
+static int spprof__cmp_sym(const void *a, const void *b) {
+    const spprof__sym *x = (const spprof__sym *)a, *y = (const spprof__sym *)b;
+    return (x->lo > y->lo) - (x->lo < y->lo);
+}
+
+/* Maps a whole file read-only; NULL when it cannot be opened or is not at least an ELF header long. */
+static const unsigned char *spprof__map_file(const char *path, size_t *size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    void *base;
+    if (fd < 0) return NULL;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) {
+        close(fd);
+        return NULL;
+    }
+    base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (base == MAP_FAILED) return NULL;
+    *size = (size_t)st.st_size;
+    return (const unsigned char *)base;
+}
+
+/* The section headers of a mapped ELF file, checked against its size; NULL if it is not one. */
+static const ElfW(Shdr) *spprof__elf_sections(const unsigned char *base, size_t size) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shoff == 0 ||
+        eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(ElfW(Shdr)) > (uint64_t)size) return NULL;
+    return (const ElfW(Shdr) *)(const void *)(base + eh->e_shoff);
+}
+
+/* Loads m's function symbols from the section of type `want` (SHT_SYMTAB or SHT_DYNSYM) of a mapped ELF
+   file whose addresses are those of m (the object itself or its separate debug file); 1 if any. */
+static int spprof__elf_syms(spprof__module *m, const unsigned char *base, size_t size, uint32_t want) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
+    const ElfW(Shdr) *sh = spprof__elf_sections(base, size);
+    int i;
+    if (!sh) return 0;
+    for (i = 0; i < eh->e_shnum; i++) {
+        const ElfW(Shdr) *s = &sh[i], *strs;
+        const ElfW(Sym) *syms;
+        size_t n, k, cnt = 0, nl = 0;
+        if (s->sh_type != want || s->sh_link >= eh->e_shnum || s->sh_entsize != sizeof(ElfW(Sym))) continue;
+        strs = &sh[s->sh_link];
+        if (s->sh_offset + s->sh_size > (uint64_t)size || strs->sh_offset + strs->sh_size > (uint64_t)size) continue;
+        syms = (const ElfW(Sym) *)(const void *)(base + s->sh_offset);
+        n = s->sh_size / sizeof(ElfW(Sym));
+        for (k = 0; k < n; k++) if ((ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC || ELF64_ST_TYPE(syms[k].st_info) == STT_GNU_IFUNC) && syms[k].st_value && syms[k].st_name < strs->sh_size) cnt++;
+        if (!cnt) continue;
+        m->syms = (spprof__sym *)SPPROF_MALLOC(cnt * sizeof(spprof__sym));
+        m->names = (char *)SPPROF_MALLOC((size_t)strs->sh_size + 1);
+        if (!m->syms || !m->names) { SPPROF_FREE(m->syms); SPPROF_FREE(m->names); m->syms = NULL; m->names = NULL; return 0; }
+        memcpy(m->names, base + strs->sh_offset, (size_t)strs->sh_size);
+        m->names[strs->sh_size] = 0;
+        m->names_len = (size_t)strs->sh_size;
+        for (k = 0; k < n; k++) {
+            const ElfW(Sym) *y = &syms[k];
+            if (!((ELF64_ST_TYPE(y->st_info) == STT_FUNC || ELF64_ST_TYPE(y->st_info) == STT_GNU_IFUNC) && y->st_value && y->st_name < strs->sh_size)) continue;
+            m->syms[nl].lo = y->st_value + m->bias;
+            m->syms[nl].hi = y->st_value + m->bias + (y->st_size ? y->st_size : 1);
+            m->syms[nl].name = y->st_name;
+            nl++;
+        }
+        m->nsyms = nl;
+        qsort(m->syms, m->nsyms, sizeof(spprof__sym), spprof__cmp_sym);
+        return 1;
+    }
+    return 0;
+}
+
+/* The separate debug file of a stripped object (distributions ship its .symtab there: libc's start_thread):
+   /usr/lib/debug/.build-id/xx/yyyy.debug from its GNU build id, else the name in its .gnu_debuglink, looked
+   up beside the object, in its .debug/ directory and under /usr/lib/debug. 1 if one exists. */
+static int spprof__debug_file(const unsigned char *base, size_t size, const char *path, char *out, size_t cap) {
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
+    const ElfW(Shdr) *sh = spprof__elf_sections(base, size);
+    const char *shstr;
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path) : 0;
+    int i;
+    struct stat st;
+    if (!sh || eh->e_shstrndx >= eh->e_shnum || sh[eh->e_shstrndx].sh_offset + sh[eh->e_shstrndx].sh_size > size) return 0;
+    shstr = (const char *)base + sh[eh->e_shstrndx].sh_offset;
+    for (i = 0; i < eh->e_shnum; i++) {  /* the build id: a note of type NT_GNU_BUILD_ID named "GNU" */
+        const unsigned char *p = base + sh[i].sh_offset, *end = p + sh[i].sh_size;
+        if (sh[i].sh_type != SHT_NOTE || sh[i].sh_offset + sh[i].sh_size > size) continue;
+        while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)(const void *)p;
+            const unsigned char *name = p + sizeof(ElfW(Nhdr));
+            const unsigned char *desc = name + ((nh->n_namesz + 3u) & ~3u);
+            if (desc + nh->n_descsz > end) break;
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4) && nh->n_descsz >= 2 &&
+                nh->n_descsz <= 64) {
+                char hex[130];
+                uint32_t k;
+                for (k = 0; k < nh->n_descsz; k++) snprintf(hex + 2 * k, 3, "%02x", desc[k]);
+                snprintf(out, cap, "/usr/lib/debug/.build-id/%.2s/%s.debug", hex, hex + 2);
+                if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+            }
+            p = desc + ((nh->n_descsz + 3u) & ~3u);
+        }
+    }
+    for (i = 0; i < eh->e_shnum; i++) {
+        const char *link;
+        if (sh[i].sh_name >= sh[eh->e_shstrndx].sh_size || strcmp(shstr + sh[i].sh_name, ".gnu_debuglink") != 0 ||
+            sh[i].sh_offset + sh[i].sh_size > size || sh[i].sh_size < 2) continue;
+        link = (const char *)base + sh[i].sh_offset;
+        if (!memchr(link, 0, (size_t)sh[i].sh_size) || strchr(link, '/')) return 0;
+        snprintf(out, cap, "%.*s/%s", dirlen, path, link);
+        if (strcmp(out, path) != 0 && stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        snprintf(out, cap, "%.*s/.debug/%s", dirlen, path, link);
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        snprintf(out, cap, "/usr/lib/debug%.*s/%s", dirlen, path, link);
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        return 0;
+    }
+    return 0;
+}
+
+/* .symtab when present (static functions get names); else the separate debug file's .symtab; else .dynsym. */
+static void spprof__load_symbols(spprof__module *m) {
+    size_t size = 0, dsize = 0;
+    const unsigned char *base, *dbg;
+    char dpath[512];
+    m->loaded = 1;
+    base = spprof__map_file(m->path, &size);
+    if (!base) return;
+    if (!spprof__elf_syms(m, base, size, SHT_SYMTAB)) {
+        if (spprof__debug_file(base, size, m->path, dpath, sizeof dpath) && (dbg = spprof__map_file(dpath, &dsize)) != NULL) {
+            spprof__elf_syms(m, dbg, dsize, SHT_SYMTAB);
+            munmap((void *)(uintptr_t)dbg, dsize);
+        }
+        if (!m->nsyms) spprof__elf_syms(m, base, size, SHT_DYNSYM);
+    }
+    munmap((void *)(uintptr_t)base, size);
+}
+
+static void spprof__symbols_reset(void) {
+    size_t i;
+    spprof__lock(&spprof__sym_lock);
+    for (i = 0; i < spprof__nmods; i++) { SPPROF_FREE(spprof__mods[i].syms); SPPROF_FREE(spprof__mods[i].names); }
+    SPPROF_FREE(spprof__mods);
+    spprof__mods = NULL; spprof__nmods = 0;
+    spprof__unlock(&spprof__sym_lock);
+}
+
+static const char *spprof__basename(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
+
+/* The name a module is shown by: its path, the executable's real path rather than /proc/self/exe (which
+   stays the one opened: it is still the running file if the path was replaced or deleted meanwhile). */
+static void spprof__module_name(const spprof__module *m, char *out, size_t n) {
+    ssize_t len;
+    if (strcmp(m->path, "/proc/self/exe") == 0 && n > 1 && (len = readlink(m->path, out, n - 1)) > 0) {
+        out[len] = 0;
+        return;
+    }
+    snprintf(out, n, "%s", m->path);
+}
+
+/* Under sym_lock: (re)build the module table when there is none or the loader's add/remove counters moved
+   since it was built (a library loaded after the first symbolization, e.g. an extension imported later). */
+static uint64_t spprof__mods_adds, spprof__mods_subs;
+static void spprof__mods_fresh(void) {
+    uint64_t counts[2] = {0, 0};
+    size_t i, cap = 0;
+    dl_iterate_phdr(spprof__xr_counts_cb, counts);
+    if (spprof__mods && counts[0] == spprof__mods_adds && counts[1] == spprof__mods_subs) return;
+    for (i = 0; i < spprof__nmods; i++) { SPPROF_FREE(spprof__mods[i].syms); SPPROF_FREE(spprof__mods[i].names); }
+    SPPROF_FREE(spprof__mods);
+    spprof__mods = NULL; spprof__nmods = 0;
+    dl_iterate_phdr(spprof__phdr_cb, &cap);
+    spprof__mods_adds = counts[0]; spprof__mods_subs = counts[1];
+}
+
+SPPROF_API int spprof_symbol_range(uintptr_t near_addr, const char *name, uintptr_t *lo, uintptr_t *hi) {
+    size_t i, k;
+    int found = 0;
+    spprof__lock(&spprof__sym_lock);
+    spprof__mods_fresh();
+    for (i = 0; i < spprof__nmods && !found; i++) {
+        spprof__module *m = &spprof__mods[i];
+        if (near_addr < m->lo || near_addr >= m->hi) continue;
+        if (!m->loaded) spprof__load_symbols(m);
+        for (k = 0; k < m->nsyms; k++) {
+            if (m->syms[k].name < m->names_len && strcmp(m->names + m->syms[k].name, name) == 0) {
+                *lo = (uintptr_t)m->syms[k].lo; *hi = (uintptr_t)m->syms[k].hi; found = 1;
+                break;
+            }
+        }
+    }
+    spprof__unlock(&spprof__sym_lock);
+    return found;
+}
+
+/* C++ names: demangled with the C++ runtime's __cxa_demangle, found with dlsym in the process, or in
+   libstdc++.so.6 opened for the purpose when the first mangled name shows up (a C++ program whose linker
+   dropped libstdc++, or a C program profiling C++ libraries); left mangled if there is none. Called only
+   when symbolizing (off the hot path); the pointer is looked up once (atomically published). */
+typedef char *(*spprof__demangle_fn)(const char *, char *, size_t *, int *);
+static void *spprof__demangler;  /* atomic; (void *)1: looked for, none */
+static void spprof__demangle(char *name, size_t n) {
+    spprof__demangle_fn fn;
+    void *p = SPPROF__LOAD(&spprof__demangler);
+    char *d;
+    int status = -1;
+    if (!p) {
+        void *lib;
+        p = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+        if (!p && (lib = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL)) != NULL) p = dlsym(lib, "__cxa_demangle");
+        if (!p) p = (void *)1;
+        SPPROF__STORE(&spprof__demangler, p);
+    }
+    if (p == (void *)1) return;
+    *(void **)(&fn) = p;
+    d = fn(name, NULL, NULL, &status);
+    if (d && status == 0) snprintf(name, n, "%s", d);
+    free(d);  /* __cxa_demangle allocates with malloc: freed with free, whatever SPPROF_FREE is */
+}
+
+SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
+    uint64_t pc = (aux & SPPROF_AUX_RETADDR) ? addr - 1 : addr;
+    size_t i;
+    int found = 0;
+    Dl_info dli;
+    out->name[0] = 0; out->file[0] = 0; out->line = 0;
+    spprof__lock(&spprof__sym_lock);
+    spprof__mods_fresh();
+    for (i = 0; i < spprof__nmods; i++) {
+        spprof__module *m = &spprof__mods[i];
+        size_t lo = 0, hi;
+        if (pc < m->lo || pc >= m->hi) continue;
+        if (!m->loaded) spprof__load_symbols(m);
+        spprof__module_name(m, out->file, sizeof out->file);
+        hi = m->nsyms;
+        while (lo < hi) { size_t mid = (lo + hi) / 2; if (m->syms[mid].lo <= pc) lo = mid + 1; else hi = mid; }
+        /* lo = first symbol above pc; walk back over enclosing candidates (sizes can overlap) */
+        while (lo > 0 && !found) {
+            const spprof__sym *s = &m->syms[--lo];
+            if (pc < s->hi && s->name < m->names_len) { snprintf(out->name, sizeof out->name, "%s", m->names + s->name); found = 1; }
+            if (pc - s->lo > (1u << 24)) break;
+        }
+        if (!found) snprintf(out->name, sizeof out->name, "%.200s+0x%llx", spprof__basename(m->path), (unsigned long long)(pc - m->bias));
+        break;
+    }
+    spprof__unlock(&spprof__sym_lock);
+    if (!found && dladdr((void *)(uintptr_t)pc, &dli) && dli.dli_sname) {
+        snprintf(out->name, sizeof out->name, "%s", dli.dli_sname);
+        if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
+        found = 1;
+    }
+    if (!out->name[0]) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+    if (found && out->name[0] == '_' && out->name[1] == 'Z') spprof__demangle(out->name, sizeof out->name);
+    return found;
+}
+#endif /* SPPROF__OS_LINUX */
 
 #if SPPROF__OS_WINDOWS
 /* ==== @os_windows =======================================================================================
@@ -4365,206 +4880,6 @@ static spprof_result spprof__validate(const spprof_config *c) {
     return spprof__os_validate(c);
 }
 
-#if SPPROF__OS_LINUX
-static spprof_result spprof__os_validate(const spprof_config *c) {
-    if (c->signo < 0 || c->signo > SIGRTMAX || c->signo == SIGKILL || c->signo == SIGSTOP)
-        return spprof__fail(SPPROF_ERR_INVALID_CONFIG,
-                            "signo=%d is not a signal that can be caught (0: a free real-time signal)", c->signo);
-    return SPPROF_OK;
-}
-
-static int spprof__is_default(const struct sigaction *a) {
-    return !(a->sa_flags & SA_SIGINFO) && a->sa_handler == SIG_DFL;
-}
-
-/* Can a timer deliver sig? A timer created (never armed) and deleted. Under qemu-user (7.2, aarch64 guest
-   on x86-64) sigaction accepts signals 63 and 64 but timer_create refuses them (EINVAL): the emulator keeps
-   the host's top real-time signals for itself. Without this check the default signal was SIGRTMAX there
-   and no thread was ever sampled. */
-static int spprof__signal_timer_ok(int sig) {
-    struct sigevent sev;
-    timer_t t;
-    memset(&sev, 0, sizeof sev);
-    sev.sigev_notify = SIGEV_SIGNAL;
-    sev.sigev_signo = sig;
-    if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) return 0;
-    timer_delete(t);
-    return 1;
-}
-
-/* Installs the handler for signo, or (signo 0) for the highest real-time signal nobody handles; returns the
-   signal, or 0 with the error set. The handler of an earlier session is kept if it is still installed
-   (same signal asked for, or any real-time signal when 0 is). A handler the program put in place of ours
-   is the program's: never restored over, never chained to from a later install on another signal. */
-static int spprof__install_handler(int signo) {
-    struct sigaction sa, old;
-    int sig;
-    if (spprof__g.handler_installed) {
-        int prev = spprof__g.installed_signo;
-        if (spprof__handler_is_ours(prev)) {
-            if (prev == signo || (signo == 0 && prev >= SIGRTMIN && prev <= SIGRTMAX)) return prev;
-            /* another signal than last time: give the old one back first (its timers are gone) */
-            sigaction(prev, &spprof__g.old_action, NULL);
-        }
-        /* else the program took it over: it is not ours to give back */
-        spprof__g.handler_installed = 0;
-    }
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = spprof__handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    /* The previous action is written straight into old_action by the same sigaction that installs ours:
-       a foreign signal that reaches our handler right after finds the action to pass it on to. */
-    if (signo) {
-        if (!spprof__signal_timer_ok(signo)) {
-            spprof__fail(SPPROF_ERR_SYSTEM, "signo=%d: timer_create refuses this signal here (%s)", signo,
-                         strerror(errno));
-            return 0;
-        }
-        if (sigaction(signo, &sa, &spprof__g.old_action) != 0) {
-            spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(%d): %s", signo, strerror(errno));
-            return 0;
-        }
-        sig = signo;
-    } else {
-        /* From SIGRTMAX down (libraries that use real-time signals usually count up from SIGRTMIN; glibc
-           keeps the first two or three for itself, below the SIGRTMIN it reports). Checked and claimed in
-           one sigaction: if the old action it returns is not SIG_DFL, another thread (another copy of
-           spprof starting at the same time) claimed it first, and it gets its handler back. */
-        for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
-            if (sigaction(sig, NULL, &old) != 0 || !spprof__is_default(&old)) continue;
-            if (!spprof__signal_timer_ok(sig)) continue;  /* reserved by an emulator (qemu-user) */
-            if (sigaction(sig, &sa, &spprof__g.old_action) != 0) continue;
-            if (spprof__is_default(&spprof__g.old_action)) break;
-            sigaction(sig, &spprof__g.old_action, NULL);
-        }
-        if (sig < SIGRTMIN) {  /* every real-time signal is taken: SIGPROF, chained to its handler */
-            sig = SIGPROF;
-            if (sigaction(sig, &sa, &spprof__g.old_action) != 0) {
-                spprof__fail(SPPROF_ERR_SYSTEM, "sigaction(SIGPROF): %s", strerror(errno));
-                return 0;
-            }
-        }
-    }
-    spprof__g.handler_installed = 1;
-    spprof__g.installed_signo = sig;
-    return sig;
-}
-
-static void spprof__tls_destructor(void *v) {
-    (void)v;
-    spprof_thread_unregister();
-}
-static pthread_key_t spprof__tls_key;
-static spprof__once_t spprof__tls_once;
-static void spprof__tls_init(void) { pthread_key_create(&spprof__tls_key, spprof__tls_destructor); }
-/* The calling thread is unregistered when it exits (explicit registration). */
-static void spprof__thread_at_exit(void) {
-    spprof__once(&spprof__tls_once, spprof__tls_init);
-    pthread_setspecific(spprof__tls_key, (void *)1);
-}
-
-/* fork(): POSIX timers and threads are not inherited, so the child starts stopped and clean (its copy of
-   the parent's profile is discarded), and may start its own session. The three locks are taken around fork
-   so that the child never inherits one held by a thread that no longer exists there. */
-static int spprof__atfork_once;
-static void spprof__atfork_prepare(void) {
-    spprof__lock(&spprof__api_lock);
-    spprof__lock(&spprof__reg_lock);
-    spprof__lock(&spprof__prof_lock);
-}
-static void spprof__atfork_parent(void) {
-    spprof__unlock(&spprof__prof_lock);
-    spprof__unlock(&spprof__reg_lock);
-    spprof__unlock(&spprof__api_lock);
-}
-static void spprof__atfork_child(void) {
-    SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
-    spprof__g.collector_running = 0;
-    spprof__g.c.inflight = 0;
-    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
-    if (spprof__g.mem_fd > 0) { close(spprof__g.mem_fd); spprof__g.mem_fd = -1; }
-    spprof__registry_free();
-    spprof__xranges_free();
-    spprof__ring_free(&spprof__g.ring);
-    spprof__profile_free(&spprof__g.prof);
-    spprof__g.nexplicit = 0;
-    spprof__atfork_parent();
-}
-static void spprof__atfork_init(void) {
-    pthread_atfork(spprof__atfork_prepare, spprof__atfork_parent, spprof__atfork_child);
-}
-static void spprof__os_init_once(void) { spprof__once(&spprof__atfork_once, spprof__atfork_init); }
-static void spprof__os_stats(spprof_stats *o) { (void)o; }  /* every thread samples itself: no suspensions */
-
-/* Session start, under reg_lock: the collector's wake-up, the signal handler, the fault handler, and
-   whether perf events can be used. */
-static spprof_result spprof__os_begin(const spprof_config *cfg) {
-    spprof_result r = SPPROF_OK;
-    spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
-    else spprof__g.wake_fd = spprof__fd_move_high(spprof__g.wake_fd, 0);  /* not among the program's */
-#ifdef SPPROF_USE_LIBUNWIND
-    spprof__find_ldso();
-#endif
-    if (r == SPPROF_OK) {
-        int sig = spprof__install_handler(cfg->signo);
-        if (!sig) r = SPPROF_ERR_SYSTEM;
-        spprof__g.cfg.signo = sig;  /* the signal in use, for the timers, the perf events and the stats */
-    }
-    SPPROF__STORE(&spprof__g.sig_lost, 0);
-    if (r == SPPROF_OK && cfg->guard_faults) r = spprof__install_fault_handler();
-    SPPROF__STORER(&spprof__g.perf_on, 0);
-    spprof__g.perf_exclude_kernel = cfg->source == SPPROF_SOURCE_PERF_USER;
-    /* Wall mode arms the same CPU-clock source as CPU mode (signals reach running threads only; see @offcpu) */
-    if (r == SPPROF_OK && cfg->source != SPPROF_SOURCE_POSIX) {
-#if SPPROF__HAVE_PERF
-        int fd = spprof__perf_open(spprof_gettid(), 0);  /* can this process open task-clock events at all? */
-        if (fd >= 0) { close(fd); SPPROF__STORER(&spprof__g.perf_on, 1); }
-        else if (cfg->source != SPPROF_SOURCE_AUTO)
-            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "perf_event_open(task-clock): %s (seccomp, perf_event_paranoid=3, or no perf events in this kernel); use SPPROF_SOURCE_AUTO or SPPROF_SOURCE_POSIX", strerror(errno));
-#else
-        if (cfg->source != SPPROF_SOURCE_AUTO)
-            r = spprof__fail(SPPROF_ERR_UNSUPPORTED, "this build has no perf_event source (SPPROF_NO_PERF_EVENTS)");
-#endif
-    }
-    return r;
-}
-
-static spprof_result spprof__os_collector_start(void) {
-    int err = pthread_create(&spprof__g.collector, NULL, spprof__collector_main, NULL);
-    if (err) return spprof__fail(SPPROF_ERR_SYSTEM, "cannot start the collector thread: %s", strerror(err));
-    return SPPROF_OK;
-}
-
-static void spprof__os_collector_stop(void) {
-    SPPROF__STORE(&spprof__g.collector_stop, 1);
-    spprof__wake_collector();
-    pthread_join(spprof__g.collector, NULL);
-}
-
-/* Around the deletion of the timers at stop: the signal is blocked on this thread, and the signals still
-   pending on it are consumed (sigtimedwait) before it is unblocked. Under api_lock. */
-static sigset_t spprof__stop_set, spprof__stop_old;
-static void spprof__os_quiesce_begin(void) {
-    sigemptyset(&spprof__stop_set);
-    sigaddset(&spprof__stop_set, spprof__g.cfg.signo ? spprof__g.cfg.signo : SIGPROF);
-    pthread_sigmask(SIG_BLOCK, &spprof__stop_set, &spprof__stop_old);
-}
-static void spprof__os_quiesce_end(void) {
-    struct timespec zero = {0, 0};
-    int k;
-    for (k = 0; k < 4096 && sigtimedwait(&spprof__stop_set, NULL, &zero) > 0; k++) {}
-    pthread_sigmask(SIG_SETMASK, &spprof__stop_old, NULL);
-}
-
-/* Session end, after no handler is in flight any more (handlers_done) or not. */
-static void spprof__os_end(int handlers_done) {
-    if (handlers_done) spprof__remove_fault_handler();
-    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
-}
-#endif /* SPPROF__OS_LINUX */
-
 static void spprof__stop_locked(void);
 
 SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
@@ -4874,308 +5189,8 @@ SPPROF_API spprof_result spprof_thread_set_name(int tid, const char *name) {
 }
 
 /* ==== @symbolize ======================================================================================
-   Off the hot path. Modules come from dl_iterate_phdr; each module's symbols from its ELF file (.symtab
-   when present, so static functions get names; else the .symtab of its separate debug file, found by build id
-   or .gnu_debuglink (Debian's libc6-dbg names libc's start_thread); else .dynsym), sorted by address; the
-   executable is shown by its real path (opened as /proc/self/exe); dladdr as a fallback;
-   "module+0xoffset" when nothing names the address. The cache is built on first use and dropped by
-   spprof__symbols_reset() after each writer (libraries may be loaded or unloaded in between). */
-#if SPPROF__OS_LINUX
-typedef struct spprof__sym { uint64_t lo, hi; uint32_t name; } spprof__sym;
-typedef struct spprof__module {
-    uint64_t bias, lo, hi;
-    char path[256];
-    int loaded;
-    spprof__sym *syms; size_t nsyms;
-    char *names; size_t names_len;
-} spprof__module;
-
-static spprof__mutex spprof__sym_lock = SPPROF__MUTEX_INIT;
-static spprof__module *spprof__mods;
-static size_t spprof__nmods;
-
-static int spprof__phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
-    size_t *cap = (size_t *)data;
-    spprof__module *m;
-    uint64_t lo = UINT64_MAX, hi = 0;
-    int i;
-    (void)size;
-    for (i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD) continue;
-        if (info->dlpi_addr + ph->p_vaddr < lo) lo = info->dlpi_addr + ph->p_vaddr;
-        if (info->dlpi_addr + ph->p_vaddr + ph->p_memsz > hi) hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
-    }
-    if (hi <= lo) return 0;
-    if (spprof__nmods == *cap) {
-        size_t nc = *cap ? *cap * 2 : 32;
-        spprof__module *q = (spprof__module *)SPPROF_REALLOC(spprof__mods, nc * sizeof(spprof__module));
-        if (!q) return 1;
-        spprof__mods = q; *cap = nc;
-    }
-    m = &spprof__mods[spprof__nmods++];
-    memset(m, 0, sizeof *m);
-    m->bias = info->dlpi_addr; m->lo = lo; m->hi = hi;
-    snprintf(m->path, sizeof m->path, "%s", (info->dlpi_name && info->dlpi_name[0]) ? info->dlpi_name : "/proc/self/exe");
-    return 0;
-}
-
-static int spprof__cmp_sym(const void *a, const void *b) {
-    const spprof__sym *x = (const spprof__sym *)a, *y = (const spprof__sym *)b;
-    return (x->lo > y->lo) - (x->lo < y->lo);
-}
-
-/* Maps a whole file read-only; NULL when it cannot be opened or is not at least an ELF header long. */
-static const unsigned char *spprof__map_file(const char *path, size_t *size) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    void *base;
-    if (fd < 0) return NULL;
-    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) {
-        close(fd);
-        return NULL;
-    }
-    base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (base == MAP_FAILED) return NULL;
-    *size = (size_t)st.st_size;
-    return (const unsigned char *)base;
-}
-
-/* The section headers of a mapped ELF file, checked against its size; NULL if it is not one. */
-static const ElfW(Shdr) *spprof__elf_sections(const unsigned char *base, size_t size) {
-    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
-    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shoff == 0 ||
-        eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(ElfW(Shdr)) > (uint64_t)size) return NULL;
-    return (const ElfW(Shdr) *)(const void *)(base + eh->e_shoff);
-}
-
-/* Loads m's function symbols from the section of type `want` (SHT_SYMTAB or SHT_DYNSYM) of a mapped ELF
-   file whose addresses are those of m (the object itself or its separate debug file); 1 if any. */
-static int spprof__elf_syms(spprof__module *m, const unsigned char *base, size_t size, uint32_t want) {
-    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
-    const ElfW(Shdr) *sh = spprof__elf_sections(base, size);
-    int i;
-    if (!sh) return 0;
-    for (i = 0; i < eh->e_shnum; i++) {
-        const ElfW(Shdr) *s = &sh[i], *strs;
-        const ElfW(Sym) *syms;
-        size_t n, k, cnt = 0, nl = 0;
-        if (s->sh_type != want || s->sh_link >= eh->e_shnum || s->sh_entsize != sizeof(ElfW(Sym))) continue;
-        strs = &sh[s->sh_link];
-        if (s->sh_offset + s->sh_size > (uint64_t)size || strs->sh_offset + strs->sh_size > (uint64_t)size) continue;
-        syms = (const ElfW(Sym) *)(const void *)(base + s->sh_offset);
-        n = s->sh_size / sizeof(ElfW(Sym));
-        for (k = 0; k < n; k++) if ((ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC || ELF64_ST_TYPE(syms[k].st_info) == STT_GNU_IFUNC) && syms[k].st_value && syms[k].st_name < strs->sh_size) cnt++;
-        if (!cnt) continue;
-        m->syms = (spprof__sym *)SPPROF_MALLOC(cnt * sizeof(spprof__sym));
-        m->names = (char *)SPPROF_MALLOC((size_t)strs->sh_size + 1);
-        if (!m->syms || !m->names) { SPPROF_FREE(m->syms); SPPROF_FREE(m->names); m->syms = NULL; m->names = NULL; return 0; }
-        memcpy(m->names, base + strs->sh_offset, (size_t)strs->sh_size);
-        m->names[strs->sh_size] = 0;
-        m->names_len = (size_t)strs->sh_size;
-        for (k = 0; k < n; k++) {
-            const ElfW(Sym) *y = &syms[k];
-            if (!((ELF64_ST_TYPE(y->st_info) == STT_FUNC || ELF64_ST_TYPE(y->st_info) == STT_GNU_IFUNC) && y->st_value && y->st_name < strs->sh_size)) continue;
-            m->syms[nl].lo = y->st_value + m->bias;
-            m->syms[nl].hi = y->st_value + m->bias + (y->st_size ? y->st_size : 1);
-            m->syms[nl].name = y->st_name;
-            nl++;
-        }
-        m->nsyms = nl;
-        qsort(m->syms, m->nsyms, sizeof(spprof__sym), spprof__cmp_sym);
-        return 1;
-    }
-    return 0;
-}
-
-/* The separate debug file of a stripped object (distributions ship its .symtab there: libc's start_thread):
-   /usr/lib/debug/.build-id/xx/yyyy.debug from its GNU build id, else the name in its .gnu_debuglink, looked
-   up beside the object, in its .debug/ directory and under /usr/lib/debug. 1 if one exists. */
-static int spprof__debug_file(const unsigned char *base, size_t size, const char *path, char *out, size_t cap) {
-    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)(const void *)base;
-    const ElfW(Shdr) *sh = spprof__elf_sections(base, size);
-    const char *shstr;
-    const char *slash = strrchr(path, '/');
-    int dirlen = slash ? (int)(slash - path) : 0;
-    int i;
-    struct stat st;
-    if (!sh || eh->e_shstrndx >= eh->e_shnum || sh[eh->e_shstrndx].sh_offset + sh[eh->e_shstrndx].sh_size > size) return 0;
-    shstr = (const char *)base + sh[eh->e_shstrndx].sh_offset;
-    for (i = 0; i < eh->e_shnum; i++) {  /* the build id: a note of type NT_GNU_BUILD_ID named "GNU" */
-        const unsigned char *p = base + sh[i].sh_offset, *end = p + sh[i].sh_size;
-        if (sh[i].sh_type != SHT_NOTE || sh[i].sh_offset + sh[i].sh_size > size) continue;
-        while (p + sizeof(ElfW(Nhdr)) <= end) {
-            const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)(const void *)p;
-            const unsigned char *name = p + sizeof(ElfW(Nhdr));
-            const unsigned char *desc = name + ((nh->n_namesz + 3u) & ~3u);
-            if (desc + nh->n_descsz > end) break;
-            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4) && nh->n_descsz >= 2 &&
-                nh->n_descsz <= 64) {
-                char hex[130];
-                uint32_t k;
-                for (k = 0; k < nh->n_descsz; k++) snprintf(hex + 2 * k, 3, "%02x", desc[k]);
-                snprintf(out, cap, "/usr/lib/debug/.build-id/%.2s/%s.debug", hex, hex + 2);
-                if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
-            }
-            p = desc + ((nh->n_descsz + 3u) & ~3u);
-        }
-    }
-    for (i = 0; i < eh->e_shnum; i++) {
-        const char *link;
-        if (sh[i].sh_name >= sh[eh->e_shstrndx].sh_size || strcmp(shstr + sh[i].sh_name, ".gnu_debuglink") != 0 ||
-            sh[i].sh_offset + sh[i].sh_size > size || sh[i].sh_size < 2) continue;
-        link = (const char *)base + sh[i].sh_offset;
-        if (!memchr(link, 0, (size_t)sh[i].sh_size) || strchr(link, '/')) return 0;
-        snprintf(out, cap, "%.*s/%s", dirlen, path, link);
-        if (strcmp(out, path) != 0 && stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
-        snprintf(out, cap, "%.*s/.debug/%s", dirlen, path, link);
-        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
-        snprintf(out, cap, "/usr/lib/debug%.*s/%s", dirlen, path, link);
-        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
-        return 0;
-    }
-    return 0;
-}
-
-/* .symtab when present (static functions get names); else the separate debug file's .symtab; else .dynsym. */
-static void spprof__load_symbols(spprof__module *m) {
-    size_t size = 0, dsize = 0;
-    const unsigned char *base, *dbg;
-    char dpath[512];
-    m->loaded = 1;
-    base = spprof__map_file(m->path, &size);
-    if (!base) return;
-    if (!spprof__elf_syms(m, base, size, SHT_SYMTAB)) {
-        if (spprof__debug_file(base, size, m->path, dpath, sizeof dpath) && (dbg = spprof__map_file(dpath, &dsize)) != NULL) {
-            spprof__elf_syms(m, dbg, dsize, SHT_SYMTAB);
-            munmap((void *)(uintptr_t)dbg, dsize);
-        }
-        if (!m->nsyms) spprof__elf_syms(m, base, size, SHT_DYNSYM);
-    }
-    munmap((void *)(uintptr_t)base, size);
-}
-
-static void spprof__symbols_reset(void) {
-    size_t i;
-    spprof__lock(&spprof__sym_lock);
-    for (i = 0; i < spprof__nmods; i++) { SPPROF_FREE(spprof__mods[i].syms); SPPROF_FREE(spprof__mods[i].names); }
-    SPPROF_FREE(spprof__mods);
-    spprof__mods = NULL; spprof__nmods = 0;
-    spprof__unlock(&spprof__sym_lock);
-}
-
-static const char *spprof__basename(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
-
-/* The name a module is shown by: its path, the executable's real path rather than /proc/self/exe (which
-   stays the one opened: it is still the running file if the path was replaced or deleted meanwhile). */
-static void spprof__module_name(const spprof__module *m, char *out, size_t n) {
-    ssize_t len;
-    if (strcmp(m->path, "/proc/self/exe") == 0 && n > 1 && (len = readlink(m->path, out, n - 1)) > 0) {
-        out[len] = 0;
-        return;
-    }
-    snprintf(out, n, "%s", m->path);
-}
-
-/* Under sym_lock: (re)build the module table when there is none or the loader's add/remove counters moved
-   since it was built (a library loaded after the first symbolization, e.g. an extension imported later). */
-static uint64_t spprof__mods_adds, spprof__mods_subs;
-static void spprof__mods_fresh(void) {
-    uint64_t counts[2] = {0, 0};
-    size_t i, cap = 0;
-    dl_iterate_phdr(spprof__xr_counts_cb, counts);
-    if (spprof__mods && counts[0] == spprof__mods_adds && counts[1] == spprof__mods_subs) return;
-    for (i = 0; i < spprof__nmods; i++) { SPPROF_FREE(spprof__mods[i].syms); SPPROF_FREE(spprof__mods[i].names); }
-    SPPROF_FREE(spprof__mods);
-    spprof__mods = NULL; spprof__nmods = 0;
-    dl_iterate_phdr(spprof__phdr_cb, &cap);
-    spprof__mods_adds = counts[0]; spprof__mods_subs = counts[1];
-}
-
-SPPROF_API int spprof_symbol_range(uintptr_t near_addr, const char *name, uintptr_t *lo, uintptr_t *hi) {
-    size_t i, k;
-    int found = 0;
-    spprof__lock(&spprof__sym_lock);
-    spprof__mods_fresh();
-    for (i = 0; i < spprof__nmods && !found; i++) {
-        spprof__module *m = &spprof__mods[i];
-        if (near_addr < m->lo || near_addr >= m->hi) continue;
-        if (!m->loaded) spprof__load_symbols(m);
-        for (k = 0; k < m->nsyms; k++) {
-            if (m->syms[k].name < m->names_len && strcmp(m->names + m->syms[k].name, name) == 0) {
-                *lo = (uintptr_t)m->syms[k].lo; *hi = (uintptr_t)m->syms[k].hi; found = 1;
-                break;
-            }
-        }
-    }
-    spprof__unlock(&spprof__sym_lock);
-    return found;
-}
-
-/* C++ names: demangled with the C++ runtime's __cxa_demangle, found with dlsym in the process, or in
-   libstdc++.so.6 opened for the purpose when the first mangled name shows up (a C++ program whose linker
-   dropped libstdc++, or a C program profiling C++ libraries); left mangled if there is none. Called only
-   when symbolizing (off the hot path); the pointer is looked up once (atomically published). */
-typedef char *(*spprof__demangle_fn)(const char *, char *, size_t *, int *);
-static void *spprof__demangler;  /* atomic; (void *)1: looked for, none */
-static void spprof__demangle(char *name, size_t n) {
-    spprof__demangle_fn fn;
-    void *p = SPPROF__LOAD(&spprof__demangler);
-    char *d;
-    int status = -1;
-    if (!p) {
-        void *lib;
-        p = dlsym(RTLD_DEFAULT, "__cxa_demangle");
-        if (!p && (lib = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL)) != NULL) p = dlsym(lib, "__cxa_demangle");
-        if (!p) p = (void *)1;
-        SPPROF__STORE(&spprof__demangler, p);
-    }
-    if (p == (void *)1) return;
-    *(void **)(&fn) = p;
-    d = fn(name, NULL, NULL, &status);
-    if (d && status == 0) snprintf(name, n, "%s", d);
-    free(d);  /* __cxa_demangle allocates with malloc: freed with free, whatever SPPROF_FREE is */
-}
-
-SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
-    uint64_t pc = (aux & SPPROF_AUX_RETADDR) ? addr - 1 : addr;
-    size_t i;
-    int found = 0;
-    Dl_info dli;
-    out->name[0] = 0; out->file[0] = 0; out->line = 0;
-    spprof__lock(&spprof__sym_lock);
-    spprof__mods_fresh();
-    for (i = 0; i < spprof__nmods; i++) {
-        spprof__module *m = &spprof__mods[i];
-        size_t lo = 0, hi;
-        if (pc < m->lo || pc >= m->hi) continue;
-        if (!m->loaded) spprof__load_symbols(m);
-        spprof__module_name(m, out->file, sizeof out->file);
-        hi = m->nsyms;
-        while (lo < hi) { size_t mid = (lo + hi) / 2; if (m->syms[mid].lo <= pc) lo = mid + 1; else hi = mid; }
-        /* lo = first symbol above pc; walk back over enclosing candidates (sizes can overlap) */
-        while (lo > 0 && !found) {
-            const spprof__sym *s = &m->syms[--lo];
-            if (pc < s->hi && s->name < m->names_len) { snprintf(out->name, sizeof out->name, "%s", m->names + s->name); found = 1; }
-            if (pc - s->lo > (1u << 24)) break;
-        }
-        if (!found) snprintf(out->name, sizeof out->name, "%.200s+0x%llx", spprof__basename(m->path), (unsigned long long)(pc - m->bias));
-        break;
-    }
-    spprof__unlock(&spprof__sym_lock);
-    if (!found && dladdr((void *)(uintptr_t)pc, &dli) && dli.dli_sname) {
-        snprintf(out->name, sizeof out->name, "%s", dli.dli_sname);
-        if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
-        found = 1;
-    }
-    if (!out->name[0]) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
-    if (found && out->name[0] == '_' && out->name[1] == 'Z') spprof__demangle(out->name, sizeof out->name);
-    return found;
-}
-
-#endif /* SPPROF__OS_LINUX */
-
+   Off the hot path: a frame goes to the resolver given in the config, else to the OS's native symbolizer
+   (spprof_symbolize_native: @os_linux, @os_windows, @os_macos). */
 SPPROF_API int spprof_resolve(const spprof_frame *f, spprof_symbol *out) {
     if (spprof__g.resolver && spprof__g.resolver(f, out, spprof__g.resolver_user)) return 1;
     if (SPPROF_FRAME_KIND(f->kind) == SPPROF_FRAME_NATIVE) return spprof_symbolize_native(f->addr, f->aux, out);

@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
     {
         struct timespec ts;
         clockid_t cid;
-        pthread_getcpuclockid(spprof__g.collector, &cid);
+        pthread_getcpuclockid(spprof__g.lnx.collector, &cid);
         clock_gettime(cid, &ts);
         printf("collector CPU %.3f s\n", (double)ts.tv_sec + ts.tv_nsec / 1e9);
     }
