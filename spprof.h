@@ -1850,6 +1850,21 @@ static void spprof__find_ldso(void) {
     }
 }
 
+/* libunwind's one-time set-up (its tdep_init: caches, and on x86-64 a pipe it validates addresses with) runs
+   at its first unwind. Left to the first sample it happened in a signal handler in the middle of the
+   program, and the pipe took the two lowest free descriptor numbers at that moment: CPython's
+   test_os.TestInvalidFD.test_closerange, which needs a run of free numbers above one it just closed, was
+   skipped under `record --native`. One unwind of this thread at start does it while the program's
+   numbering has not started. Not in a signal handler; once per process. */
+static void spprof__libunwind_warm(void) {
+    static int done;
+    unw_context_t uc;
+    unw_cursor_t cur;
+    if (done) return;
+    done = 1;
+    if (unw_getcontext(&uc) == 0 && unw_init_local(&cur, &uc) == 0) (void)unw_step(&cur);
+}
+
 SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *frames, int max_frames) {
     unw_cursor_t cur;
     unw_word_t ip;
@@ -3012,6 +3027,7 @@ static spprof_result spprof__os_begin(const spprof_config *cfg) {
     else spprof__g.wake_fd = spprof__fd_move_high(spprof__g.wake_fd, 0);  /* not among the program's */
 #ifdef SPPROF_USE_LIBUNWIND
     spprof__find_ldso();
+    spprof__libunwind_warm();
 #endif
     if (r == SPPROF_OK) {
         int sig = spprof__install_handler(cfg->signo);
