@@ -10,6 +10,9 @@ here, which starts the profiler and arranges for the profile to be written at ex
   signal is raised again with its default action, so the process still dies of it.
 
 Not covered: os._exit() (no exit handlers run) and SIGKILL.
+
+`spprof top` starts the program the same way, with SPPROF_RECORD_TOP_FD (a socket) and no outputs: begin()
+starts spprof/_top.py's Streamer on it, finish() sends the last part.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "memory_rate_kb": float(env.get(ENV_PREFIX + "MEMORY_RATE_KB", "512")),
         "serve": json.loads(env.get(ENV_PREFIX + "SERVE", "null")),
         "nolineno": env.get(ENV_PREFIX + "NOLINENO") == "1",
+        "top_fd": int(env.get(ENV_PREFIX + "TOP_FD", "-1") or "-1"),
     }
 
 
@@ -74,6 +78,7 @@ class Recorder:
         self.done = False
         self.lock = threading.Lock()
         self.report_fd = report_fd
+        self.streamer = None  # `spprof top`: the live feed (spprof/_top.py)
 
     def begin(self) -> None:
         c = self.cfg
@@ -88,6 +93,11 @@ class Recorder:
                          source=c.get("source", "auto"), native=c.get("native", False))
         if c.get("serve"):
             self._serve(c["serve"])
+        if c.get("top_fd", -1) >= 0:
+            from spprof import _top
+            os.set_inheritable(c["top_fd"], False)  # not passed on to programs this one execs
+            self.streamer = _top.Streamer(c["top_fd"], c["interval_ms"], c["mode"])
+            self.streamer.start()
         atexit.register(self.finish)
         signos = [getattr(signal, n) for n in EXIT_SIGNALS if hasattr(signal, n)]
         try:
@@ -143,6 +153,8 @@ class Recorder:
             except AttributeError:
                 pass
             try:
+                if self.streamer is not None:
+                    self.streamer.send(final=True)  # the last part, before the session stops
                 if self.cfg.get("memory"):
                     self._finish_memory(reason)
                 else:
