@@ -61,7 +61,11 @@ written, the profile goes to a temporary file and the summary says where.
 
 The command must be the Python program itself (python3 script.py, python3 -m module, ./script.py with a
 python shebang, a console script): the process that is exec'd is the one profiled; other processes it
-starts are not. Python options -I, -E and -S would skip the bootstrap and are refused.
+starts are not, unless --subprocesses: then every Python process of the tree (os.fork, multiprocessing
+fork/spawn/forkserver, subprocesses of a Python with a spprof build) is profiled with the same settings;
+children write their part when they end (os._exit and SIGTERM too) and the program merges the parts at its
+exit: a child still running then (or killed by SIGKILL) is left out, and said. OUT with {pid}: one file per
+process instead. Python options -I, -E and -S would skip the bootstrap and are refused.
 The program imports spprof from SPPROF_PACKAGE_DIR if set, else from the package this command belongs to
 (tools/spprof in a source tree: build/, made by `make`).
 """
@@ -143,7 +147,7 @@ def make_parser():
         description=__doc__.split("\n\n")[2].strip(),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s [-o OUT] [-f {svg,speedscope,pprof,collapsed}] [-r HZ] [--mode {cpu,wall}] [--source SRC] "
-              "[--native] [--threads] [--nolineno] [--memory] [--serve [HOST:]PORT] [-q] "
+              "[--native] [--threads] [--nolineno] [--memory] [--serve [HOST:]PORT] [--subprocesses] [-q] "
               "-- COMMAND [ARGS...]")
     rec.add_argument("-o", "--output", metavar="OUT", action="append",
                      help="where to write the profile (parent directories are created; '-' is standard "
@@ -185,6 +189,13 @@ def make_parser():
                           "(/debug/pprof/profile?seconds=N, /debug/pprof/heap with --memory) for go tool pprof, "
                           "Grafana Alloy, Parca; HOST defaults to 127.0.0.1 (another address is reachable "
                           "from elsewhere); PORT 0 picks a free one; the address goes to stderr")
+    rec.add_argument("--subprocesses", action="store_true",
+                     help="also profile every Python process the program starts, at any depth (os.fork, "
+                          "multiprocessing fork/spawn/forkserver, subprocess of a Python with a spprof build), "
+                          "with the same settings, into one output: Speedscope one profile per thread named "
+                          "'pid N (command): thread', collapsed and svg with the process as the first frame, "
+                          "pprof labels pid and process; or one file per process when OUT holds {pid}. The "
+                          "program sees PYTHONPATH and SPPROF_RECORD_* in its environment")
     rec.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr (errors are still shown)")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                      help="the program to run, after --")
@@ -530,6 +541,10 @@ def main(argv=None):
                       "profile samples allocations, by --memory-rate-kb)")
     elif args.memory_rate_kb is not None:
         fail(rec, "--memory-rate-kb applies only with --memory")
+    if args.subprocesses and args.memory:
+        fail(rec, "--subprocesses with --memory is not supported yet (CPU and wall profiles only)")
+    if args.subprocesses and os.name == "nt":
+        fail(rec, "--subprocesses needs a POSIX system")
     args.rate = 100.0 if args.rate is None else args.rate
     args.mode = args.mode or "cpu"
     args.source = args.source or "auto"
@@ -591,6 +606,11 @@ def main(argv=None):
     env[ENV + "NOLINENO"] = "1" if args.nolineno else "0"
     if args.serve:
         env[ENV + "SERVE"] = json.dumps(list(args.serve))
+    if args.subprocesses:
+        import tempfile
+        env[ENV + "SUBPROCESSES"] = "1"
+        if not any("{pid}" in o for o in outs):  # the children's profiles wait here for the program's end
+            env[ENV + "PARTS"] = tempfile.mkdtemp(prefix="spprof-parts-")
     if args.memory and os.name == "nt":  # no preloaded library: the PyMem hooks, from the bootstrap on
         env[ENV + "MEMORY"] = "1"
         env[ENV + "MEMORY_RATE_KB"] = repr(args.memory_rate_kb)
