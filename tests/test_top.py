@@ -233,3 +233,40 @@ def test_top_counts_each_sample_once(tmp_path):
     assert 0.6 * 100 * cpu <= n <= 1.1 * 100 * cpu, (n, cpu, res.stderr)
     m = re.search(r"^\s*([\d.]+)\s+[\d.]+\s+(\d+)\s+\d+\s+long_one \(long\.py\)$", res.stderr, re.M)
     assert m and float(m.group(1)) >= 90 and int(m.group(2)) >= 0.9 * n, res.stderr
+
+
+TREE = r'''
+import multiprocessing as mp, sys, time
+
+def child_work(n):  # the leaf itself: its own time is its total
+    t = time.thread_time() + 0.4
+    while time.thread_time() < t:
+        pass
+
+def parent_work():
+    t = time.thread_time() + 0.4
+    while time.thread_time() < t:
+        pass
+
+if __name__ == "__main__":
+    with mp.get_context(sys.argv[1]).Pool(2) as p:
+        p.map(child_work, range(2), chunksize=1)
+    parent_work()
+    sys.exit(5)
+'''
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_top_subprocesses(tmp_path, method):
+    """top --subprocesses: the pool's workers connect too; child_work (2 x 0.4 s, in the workers) and
+    parent_work (0.4 s, in the program) share the samples 2:1; the program's status is kept."""
+    prog = tmp_path / "prog.py"
+    prog.write_text(TREE)
+    res = subprocess.run([sys.executable, TOOL, "top", "--subprocesses", "--", "python3", str(prog), method],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 5, res.stderr
+    m = re.search(r"spprof top: .*: (\d+) samples \(cpu, [\d.]+ s\) in (\d+) processes, (\d+) threads", res.stderr)
+    assert m and int(m.group(2)) >= 2, res.stderr
+    own = {mm.group(2): float(mm.group(1)) for mm in
+           re.finditer(r"^\s*([\d.]+)\s+[\d.]+\s+\d+\s+\d+\s+(\w+) \(prog\.py\)$", res.stderr, re.M)}
+    assert 50 <= own["child_work"] <= 80 and 20 <= own["parent_work"] <= 45, res.stderr

@@ -202,7 +202,7 @@ def make_parser():
     top = sub.add_parser(
         "top", help="run a Python program and show where it spends its time, live",
         description=TOP_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s [-r HZ] [--mode {cpu,wall}] [--source SRC] [--native] -- COMMAND [ARGS...]")
+        usage="%(prog)s [-r HZ] [--mode {cpu,wall}] [--source SRC] [--native] [--subprocesses] -- COMMAND [ARGS...]")
     top.add_argument("-r", "--rate", type=rate, default=100.0, metavar="HZ",
                      help=f"samples per second of CPU time (wall time with --mode wall), default 100; "
                           f"{MIN_HZ:.4g} to {MAX_HZ:g}")
@@ -210,6 +210,9 @@ def make_parser():
     top.add_argument("--source", choices=("auto", "posix", "perf", "perf-user"), default="auto",
                      help="as for record (default auto)")
     top.add_argument("--native", action="store_true", help="mixed stacks, as for record (key n hides them)")
+    top.add_argument("--subprocesses", action="store_true",
+                     help="also every Python process the program starts (as record --subprocesses); each "
+                          "connects to a socket in a private temporary directory; per-thread rows name the pid")
     top.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                      help="the program to run, after --")
     parser.top_parser = top
@@ -236,8 +239,13 @@ terminal, keys may go to it). When stdout is not a terminal, a plain table is pr
 instead. At the end a table since start goes to stderr, and `top` exits with the program's exit status (or
 dies of the same signal).
 
+With --subprocesses every Python process the program starts is shown too (as record --subprocesses): each
+connects to a socket in a private temporary directory; the header counts processes, per-thread rows read
+PID:thread.
+
 examples:
   spprof top -- python3 app.py --port 8080
+  spprof top --subprocesses -- python3 -m pytest -n 4
   spprof top --mode wall -- python3 -m mypkg.worker
 """
 
@@ -709,6 +717,16 @@ def top_main(parser, argv):
         high = os.dup(theirs.fileno())
     theirs.close()
     env[ENV + "TOP_FD"] = str(high)
+    listener = None
+    if args.subprocesses:  # every process connects by path; the directory is this user's only (0700)
+        import tempfile
+        sock_dir = tempfile.mkdtemp(prefix="spprof-top-")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(os.path.join(sock_dir, "s"))
+        listener.listen(64)
+        env[ENV + "TOP_SOCK"] = os.path.join(sock_dir, "s")
+        env[ENV + "SUBPROCESSES"] = "1"
+        env.pop(ENV + "TOP_FD")
     interactive = sys.stdout.isatty()
     if interactive:
         try:
@@ -751,7 +769,17 @@ def top_main(parser, argv):
     os.close(high)
     if slave >= 0:
         os.close(slave)
-    status, data = view.run(pid, mine, command, master, None if interactive else sys.stdout)
+    try:
+        status, data = view.run(pid, None if listener is not None else mine, command, master,
+                                None if interactive else sys.stdout, listener)
+    finally:
+        if listener is not None:
+            listener.close()
+            try:
+                os.unlink(env[ENV + "TOP_SOCK"])
+                os.rmdir(os.path.dirname(env[ENV + "TOP_SOCK"]))
+            except OSError:
+                pass
     view.summary(data, command)
     if status is None:
         return 1

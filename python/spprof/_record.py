@@ -48,6 +48,7 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "top_fd": int(env.get(ENV_PREFIX + "TOP_FD", "-1") or "-1"),
         "subprocesses": env.get(ENV_PREFIX + "SUBPROCESSES") == "1",
         "parts_dir": env.get(ENV_PREFIX + "PARTS", ""),
+        "top_sock": env.get(ENV_PREFIX + "TOP_SOCK", ""),
     }
 
 
@@ -110,6 +111,8 @@ class Recorder:
             os.set_inheritable(c["top_fd"], False)  # not passed on to programs this one execs
             self.streamer = _top.Streamer(c["top_fd"], c["interval_ms"], c["mode"])
             self.streamer.start()
+        elif c.get("top_sock"):
+            self._stream_to_top()
         atexit.register(self.finish)
         self._arm_signals()
         self._wrap_os_exit()
@@ -129,6 +132,17 @@ class Recorder:
             spprof.start(interval_ms=c["interval_ms"], mode=c["mode"], memory_limit_mb=c["memory_limit_mb"],
                          source=c.get("source", "auto"), native=c.get("native", False))
 
+    def _stream_to_top(self) -> None:
+        """top --subprocesses: this process's own connection to the front end."""
+        from spprof import _top
+        c = self.cfg
+        try:
+            self.streamer = _top.Streamer(-1, c["interval_ms"], c["mode"], path=c["top_sock"])
+            self.streamer.start()
+        except OSError as e:
+            self.streamer = None
+            _say(f"pid {os.getpid()}: not shown by spprof top ({e})")
+
     def _arm_signals(self) -> None:
         signos = [getattr(signal, n) for n in EXIT_SIGNALS if hasattr(signal, n)]
         try:
@@ -146,6 +160,11 @@ class Recorder:
         self.root = False
         self.lock = threading.Lock()
         self.report_fd = -1
+        if self.streamer is not None:  # the parent's connection: its thread is not here
+            try:
+                self.streamer.sock.close()
+            except OSError:
+                pass
         self.streamer = None
         try:
             self._start_sampling()
@@ -156,6 +175,8 @@ class Recorder:
             _say(f"pid {self.pid}: this forked child is not profiled ({type(e).__name__}: {e})")
             return
         self._arm_signals()
+        if self.cfg.get("top_sock"):
+            self._stream_to_top()
 
     def _serve(self, where: Any) -> None:
         """--serve: the scrape endpoint for the program's lifetime; its address goes to stderr (also with -q:

@@ -36,8 +36,12 @@ MAX_ROWS = 3000  # per message: the rows with the most total weight (a program w
 # ---- program half -----------------------------------------------------------------------------------------
 
 class Streamer:
-    def __init__(self, fd, interval_ms, mode, period=PERIOD_S):
-        self.sock = socket.socket(fileno=fd)
+    def __init__(self, fd, interval_ms, mode, period=PERIOD_S, path=None):
+        if path:  # top --subprocesses: every process connects to the front end's socket
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(path)
+        else:
+            self.sock = socket.socket(fileno=fd)
         self.sock.settimeout(10.0)
         self.interval_ms = interval_ms
         self.mode = mode
@@ -165,9 +169,8 @@ class Data:
     def __init__(self):
         self.fns = {}  # (pid, fid) -> (function, file, native)
         self.threads = {}  # (pid, tid) -> name
-        self.last = {}  # (pid, tid, fid) -> row (8 numbers)
+        self.last_by_pid = {}  # pid -> (time received, {(pid, tid, fid): row (8 numbers)}, weight, samples)
         self.cum = {}
-        self.last_w = self.last_n = 0
         self.cum_w = self.cum_n = 0
         self.t = 0.0
         self.mode = "cpu"
@@ -190,20 +193,40 @@ class Data:
             self.fns[(pid, int(k))] = tuple(v)
         for k, v in msg.get("th", {}).items():
             self.threads[(pid, int(k))] = v
-        self.last = {}
+        last = {}
         for row in msg.get("rows", ()):
             key = (pid, row[0], row[1])
             vals = row[2:10]
-            self.last[key] = vals
+            last[key] = vals
             c = self.cum.get(key)
             if c is None:
                 self.cum[key] = list(vals)
             else:
                 for i in range(8):
                     c[i] += vals[i]
-        self.last_w, self.last_n = msg.get("w", 0), msg.get("n", 0)
-        self.cum_w += self.last_w
-        self.cum_n += self.last_n
+        self.last_by_pid[pid] = (time.monotonic(), last, msg.get("w", 0), msg.get("n", 0))
+        self.cum_w += msg.get("w", 0)
+        self.cum_n += msg.get("n", 0)
+
+    def _recent(self):
+        """The last message of each process that sent one in the last 1.5 periods (the last second)."""
+        now = time.monotonic()
+        return [v for v in self.last_by_pid.values() if now - v[0] < 1.5 * PERIOD_S]
+
+    @property
+    def last(self):
+        out = {}
+        for v in self._recent():
+            out.update(v[1])
+        return out
+
+    @property
+    def last_w(self):
+        return sum(v[2] for v in self._recent())
+
+    @property
+    def last_n(self):
+        return sum(v[3] for v in self._recent())
 
     def table(self, sort="own", since_start=False, per_thread=False, native=True):
         """Rows [(own%, total%, cum own%, cum total%, own and total samples since start, thread or None,
@@ -394,7 +417,7 @@ class View:
         self._write("".join(buf))
 
 
-def plain_table(data, command, out, nrows=15):
+def plain_table(data, command, out, nrows=25):
     """The degraded view (stdout not a terminal): one table per second."""
     lines = [status_line(data, command)] + table_lines(data, 200, nrows) + [""]
     try:
@@ -406,10 +429,11 @@ def plain_table(data, command, out, nrows=15):
 
 # ---- front end: the loop -------------------------------------------------------------------------------------
 
-def run(pid, sock, command, pty_master=-1, plain_out=None):
+def run(pid, sock, command, pty_master=-1, plain_out=None, listener=None):
     """Shows the program (pid, already running) until it exits; returns its wait status.
 
-    sock: the front end's end of the socket the program streams on. pty_master >= 0: the program's stdout and
+    sock: the front end's end of the socket the program streams on; listener (top --subprocesses): a listening
+    Unix socket every process of the tree connects to (then sock is None). pty_master >= 0: the program's stdout and
     stderr are this pty's slave (they were the terminal): shown under the table while the view is up, and
     written to this process's stdout, whole, when the view closes (q, or the program's end)."""
     data = Data()
@@ -425,7 +449,7 @@ def run(pid, sock, command, pty_master=-1, plain_out=None):
     held = bytearray()  # the program's output while the view is up
     held_limit = 16 << 20
     held_dropped = 0
-    buf = b""
+    conns = {sock: b""} if sock is not None else {}  # socket -> bytes of an unfinished line
     status = None
     prev_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the program's (it reaches it too)
     prev_winch = None
@@ -450,7 +474,9 @@ def run(pid, sock, command, pty_master=-1, plain_out=None):
     try:
         last_draw = 0.0
         while True:
-            fds = [sock] if sock is not None else []
+            fds = list(conns)
+            if listener is not None:
+                fds.append(listener)
             if pty_master >= 0:
                 fds.append(pty_master)
             if view is not None:
@@ -460,25 +486,32 @@ def run(pid, sock, command, pty_master=-1, plain_out=None):
             except InterruptedError:
                 ready = []
             dirty = False
-            if sock is not None and sock in ready:
+            if listener is not None and listener in ready:
                 try:
-                    chunk = sock.recv(1 << 16)
+                    c, _ = listener.accept()
+                    conns[c] = b""
+                except OSError:
+                    pass
+            for c in [c for c in conns if c in ready]:
+                try:
+                    chunk = c.recv(1 << 16)
                 except OSError:
                     chunk = b""
                 if not chunk:
-                    sock.close()
-                    sock = None
-                else:
-                    buf += chunk
-                    while b"\n" in buf:
-                        line, buf = buf.split(b"\n", 1)
-                        try:
-                            data.add(json.loads(line))
-                        except ValueError:
-                            continue
-                        dirty = True
-                        if plain_out is not None:
-                            plain_table(data, command, plain_out)
+                    c.close()
+                    del conns[c]
+                    continue
+                buf = conns[c] + chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    try:
+                        data.add(json.loads(line))
+                    except ValueError:
+                        continue
+                    dirty = True
+                    if plain_out is not None:
+                        plain_table(data, command, plain_out)
+                conns[c] = buf
             if pty_master >= 0 and pty_master in ready:
                 try:
                     chunk = os.read(pty_master, 1 << 16)
@@ -521,7 +554,7 @@ def run(pid, sock, command, pty_master=-1, plain_out=None):
                                      time.monotonic() - last_draw > 1.0):
                 view.draw(data)
                 last_draw = time.monotonic()
-            if status is not None and ((sock is None and pty_master < 0) or time.monotonic() > deadline):
+            if status is not None and ((not conns and pty_master < 0) or time.monotonic() > deadline):
                 break
     finally:
         close_view()
@@ -532,6 +565,8 @@ def run(pid, sock, command, pty_master=-1, plain_out=None):
             signal.signal(signal.SIGWINCH, prev_winch)
     if pty_master >= 0:
         os.close(pty_master)
+    for c in conns:
+        c.close()
     return status, data
 
 
@@ -555,7 +590,9 @@ def summary(data, command, out=None):
                                                    "before Python's start-up finished")
         lines = [f"spprof top: {command}: no profile data ({why})"]
     else:
-        lines = [f"spprof top: {command}: {data.cum_n} samples ({data.mode}, {data.t:.1f} s) in {nth} "
+        npr = len(data.pids)
+        procs = f"{npr} processes, " if npr > 1 else ""
+        lines = [f"spprof top: {command}: {data.cum_n} samples ({data.mode}, {data.t:.1f} s) in {procs}{nth} "
                  f"thread{'s' if nth != 1 else ''}; since start:"]
         lines.append("   OWN%  TOTAL%    OWN  TOTAL  FUNCTION (FILE)")
         for r in data.table("own", since_start=True)[:10]:
