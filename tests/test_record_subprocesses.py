@@ -36,6 +36,13 @@ if __name__ == "__main__":
             os._exit(0)  # no exit handlers: its samples are written all the same
         parent_work()
         os.waitpid(pid, 0)
+    elif method == "sigkill":
+        pid = os.fork()
+        if pid == 0:
+            child_work(0)
+            os.kill(os.getpid(), 9)  # no code runs: this child's samples are lost, nothing else
+        parent_work()
+        os.waitpid(pid, 0)
     elif method == "subprocess":
         here = os.path.dirname(os.path.abspath(__file__))
         subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); "
@@ -62,8 +69,10 @@ def prog(tmp_path):
 def record(tmp_path, prog, method, *outs):
     res = subprocess.run([sys.executable, TOOL, "record", "--subprocesses"] + [a for o in outs for a in ("-o", str(o))]
                          + ["--", "python3", str(prog), method], capture_output=True, text=True, timeout=120,
-                         cwd=tmp_path)
+                         cwd=tmp_path, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert res.returncode == 5, res.stderr
+    # the children's parts were merged and their directory removed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("spprof-parts-")], list(tmp_path.iterdir())
     return res
 
 
@@ -153,3 +162,14 @@ def test_subprocesses_refused_with_memory(tmp_path, prog):
     res = subprocess.run([sys.executable, TOOL, "record", "--subprocesses", "--memory", "--", "python3", str(prog),
                           "os.fork"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--subprocesses with --memory is not supported" in res.stderr
+
+
+def test_subprocesses_killed_child(tmp_path, prog):
+    """A child killed by SIGKILL loses its own samples only: the program's profile is written, its status kept."""
+    out = tmp_path / "p.collapsed"
+    res = record(tmp_path, prog, "sigkill", out)
+    procs = per_process(out)
+    assert len(procs) == 1, procs
+    (d,) = procs.values()
+    assert 25 <= d["parent_work"] <= 55 and "child_work" not in d, procs
+    assert re.search(r"in 1 process, 1 thread", res.stderr), res.stderr

@@ -301,8 +301,8 @@ class Recorder:
             return
         parts_dir = self.cfg.get("parts_dir", "")
         if not self.root:
-            if parts_dir:
-                _write_part(parts_dir, prof)
+            if parts_dir and prof.sample_count:  # (an idle helper, such as multiprocessing's resource
+                _write_part(parts_dir, prof)     # tracker, adds nothing and says nothing)
             return
         parts = [prof] + _read_parts(parts_dir)
         merged = _merge(parts)
