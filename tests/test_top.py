@@ -270,3 +270,22 @@ def test_top_subprocesses(tmp_path, method):
     own = {mm.group(2): float(mm.group(1)) for mm in
            re.finditer(r"^\s*([\d.]+)\s+[\d.]+\s+\d+\s+\d+\s+(\w+) \(prog\.py\)$", res.stderr, re.M)}
     assert 50 <= own["child_work"] <= 80 and 20 <= own["parent_work"] <= 45, res.stderr
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_top_ctrl_c(tmp_path, workload):
+    """Ctrl-C reaches the program as usual (its traceback is shown), top dies of the same signal, and the
+    terminal is back in its normal mode (canonical, echo)."""
+    stop = tmp_path / "stop"
+    tm = Tmux(tmp_path)
+    tm.start(f"bash -c 'trap \"echo trapped\" INT; {sys.executable} {TOOL} top -- python3 {workload} {stop} 60; "
+             "echo EXIT=$?; stty -a | grep -o -- \"-*icanon\\|-*echo \"; sleep 60'")
+    try:
+        tm.wait_for(lambda s: "hot (work.py)" in s, 8.0, "the view")
+        tm.keys("C-c")
+        s = tm.wait_for(lambda s: "EXIT=" in s, 10.0, "the end")
+        assert "KeyboardInterrupt" in s and "EXIT=130" in s, s
+        assert re.search(r"^icanon$", s, re.M) and re.search(r"^echo\s*$", s, re.M), s
+        assert re.search(r"\d+ samples \(cpu", s), s
+    finally:
+        tm.kill()
