@@ -289,3 +289,25 @@ def test_top_ctrl_c(tmp_path, workload):
         assert re.search(r"\d+ samples \(cpu", s), s
     finally:
         tm.kill()
+
+
+def test_top_restarts_a_long_session(tmp_path):
+    """Past MAX_RUNS runs of samples the streamer stops and starts the session again (long watches stay
+    cheap): forced here every second (SPPROF_RECORD_TOP_MAX_RUNS=50 with ~130 runs a second), the samples
+    since start still match the CPU time at 1000 Hz, and the 15 ms / 5 ms shares stay 75 / 25."""
+    prog = tmp_path / "alt.py"
+    prog.write_text("import time\ndef a():\n    t = time.thread_time() + 0.015\n"
+                    "    while time.thread_time() < t: pass\n"
+                    "def b():\n    t = time.thread_time() + 0.005\n    while time.thread_time() < t: pass\n"
+                    "t_end = time.process_time() + 3.5\nwhile time.process_time() < t_end:\n    a(); b()\n"
+                    "print('cpu', time.process_time())\n")
+    res = subprocess.run([sys.executable, TOOL, "top", "-r", "1000", "--", "python3", str(prog)],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, SPPROF_RECORD_TOP_MAX_RUNS="50"))
+    assert res.returncode == 0, res.stderr
+    cpu = float(re.search(r"^cpu ([\d.]+)", res.stdout, re.M).group(1))
+    n = int(re.search(r"spprof top: .*: (\d+) samples", res.stderr).group(1))
+    assert 0.7 * 1000 * cpu <= n <= 1.1 * 1000 * cpu, (n, cpu, res.stderr)
+    own = {m.group(2): float(m.group(1)) for m in
+           re.finditer(r"^\s*([\d.]+)\s+[\d.]+\s+\d+\s+\d+\s+(\w+) \(alt\.py\)$", res.stderr, re.M)}
+    assert 62 <= own["a"] <= 88 and 12 <= own["b"] <= 38, res.stderr

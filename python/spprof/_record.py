@@ -109,7 +109,7 @@ class Recorder:
         if c.get("top_fd", -1) >= 0 and self.root:
             from spprof import _top
             os.set_inheritable(c["top_fd"], False)  # not passed on to programs this one execs
-            self.streamer = _top.Streamer(c["top_fd"], c["interval_ms"], c["mode"])
+            self.streamer = _top.Streamer(c["top_fd"], c["interval_ms"], c["mode"], restart=self._start_sampling)
             self.streamer.start()
         elif c.get("top_sock"):
             self._stream_to_top()
@@ -137,7 +137,8 @@ class Recorder:
         from spprof import _top
         c = self.cfg
         try:
-            self.streamer = _top.Streamer(-1, c["interval_ms"], c["mode"], path=c["top_sock"])
+            self.streamer = _top.Streamer(-1, c["interval_ms"], c["mode"], path=c["top_sock"],
+                                          restart=self._start_sampling)
             self.streamer.start()
         except OSError as e:
             self.streamer = None

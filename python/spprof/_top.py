@@ -31,18 +31,23 @@ import time
 
 PERIOD_S = 1.0
 MAX_ROWS = 3000  # per message: the rows with the most total weight (a program with huge stacks stays in KiB)
+# The session keeps every run of samples, and reading it costs time in proportion: past this many runs the
+# streamer sends what it has, then stops and starts the session again (a gap of about a millisecond), so a
+# program watched for hours costs as little as in its first minute. (SPPROF_RECORD_TOP_MAX_RUNS: for tests.)
+MAX_RUNS = int(os.environ.get("SPPROF_RECORD_TOP_MAX_RUNS", "") or 20000)
 
 
 # ---- program half -----------------------------------------------------------------------------------------
 
 class Streamer:
-    def __init__(self, fd, interval_ms, mode, period=PERIOD_S, path=None):
+    def __init__(self, fd, interval_ms, mode, period=PERIOD_S, path=None, restart=None):
         if path:  # top --subprocesses: every process connects to the front end's socket
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.connect(path)
         else:
             self.sock = socket.socket(fileno=fd)
         self.sock.settimeout(10.0)
+        self.restart = restart  # starts the session again with the same settings (Recorder._start_sampling)
         self.interval_ms = interval_ms
         self.mode = mode
         self.period = period
@@ -104,7 +109,8 @@ class Streamer:
         deltas = {}  # (tid, frames) -> [count, weight]
         still_open = {}
         tick = self.tick_ns
-        for tid, cname, t_first, t_last, count, weight, frames in _spprof.samples():
+        raw = _spprof.samples()
+        for tid, cname, t_first, t_last, count, weight, frames in raw:
             if tid == self.my_tid or t_last < tick:
                 continue
             key = (tid, t_first, frames)
@@ -120,9 +126,20 @@ class Streamer:
             d = deltas.setdefault((tid, frames), [0, 0])
             d[0] += dc
             d[1] += dw
-        # a run that ended before (now - a period) will not grow: forget it (keeps `open` small)
-        self.open = still_open
-        self.tick_ns = max(tick, now_ns - int(2 * self.period * 1e9))
+        restarted = False
+        if len(raw) > MAX_RUNS and self.restart is not None and not final:
+            try:
+                spprof.stop()  # the runs are in `raw`; what is taken between the two calls is lost (~ms)
+                self.restart()
+                restarted = True
+            except Exception:
+                self.restart = None  # keep the session as it is
+        if restarted:  # every run of the new session is new
+            self.open = {}
+            self.tick_ns = 0
+        else:  # a run that ended before (now - 2 periods) will not grow: forget it (keeps `open` small)
+            self.open = still_open
+            self.tick_ns = max(tick, now_ns - int(2 * self.period * 1e9))
         rows = {}
         new_fns = {}
         tot_w = tot_n = 0
