@@ -225,8 +225,9 @@ class Recorder:
             # stays until the part is written: a signal meanwhile waits for this lock, then the process dies
             # of it, as it would have.
             tree = bool(self.cfg.get("subprocesses"))
+            pending = 0
             if not tree:
-                _disarm()
+                pending = _disarm()
             try:
                 if self.streamer is not None:
                     self.streamer.send(final=True)  # the last part, before the session stops
@@ -238,8 +239,13 @@ class Recorder:
                     self._finish_cpu(reason)
             finally:
                 if tree:
-                    _disarm()
+                    pending = _disarm()
                 _report(self.report_fd, b"D")
+            # An exit signal that came while the program was ending (its last statement, say) found the GIL
+            # taken by the exit path: the thread that would act on it never ran. The program would have died
+            # of it: so does it now, the profile written (the default action is back since _disarm).
+            if pending and (reason is None or reason == "os._exit"):
+                os.kill(os.getpid(), pending)
 
     def _kept(self, nsamples: int) -> list:
         """With nothing profiled, existing outputs stay as they were (a failed run must not replace a good
@@ -366,11 +372,12 @@ class Recorder:
 _SUFFIXES = {"speedscope": ".json", "pprof": ".pb.gz"}  # of the temporary file when OUT cannot be written
 
 
-def _disarm() -> None:
+def _disarm() -> int:
+    """SIG_DFL back for the exit signals; returns one that arrived and was not acted on yet (or 0)."""
     try:
-        spprof._spprof.exit_signals_disarm()
+        return int(spprof._spprof.exit_signals_disarm() or 0)
     except AttributeError:
-        pass
+        return 0
 
 
 def _write_part(parts_dir: str, prof: Any) -> None:
