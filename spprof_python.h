@@ -2002,7 +2002,9 @@ static PyObject *spprof__py_mem_stacks_fn(PyObject *self, PyObject *noargs) {
      a child signalled before that handler ran (right after the fork) is told apart by its pid, and dies of
      the signal without telling the parent.
    exit_signals_disarm() puts SIG_DFL back where ours is still installed (called once the profile is written
-   at exit, so a signal during interpreter finalization just terminates). */
+   at exit, so a signal during interpreter finalization just terminates), and returns the signal that arrived
+   and was not acted on yet (0 if none): a program that signals itself as its last statement reaches its
+   atexit handlers before the thread can take the GIL, and `record` must then die of that signal itself. */
 #if SPPROF__OS_LINUX
 #define SPPROF__PY_NSIG 65
 static int spprof__py_sig_pipe[2] = {-1, -1};
@@ -2010,6 +2012,7 @@ static unsigned char spprof__py_sig_mine[SPPROF__PY_NSIG];  /* 1: our handler wa
 static PyObject *spprof__py_sig_cb;
 static pid_t spprof__py_sig_pid;               /* the process that armed the handlers */
 static struct sigaction spprof__py_sig_dfl;    /* SIG_DFL, empty mask: filled by exit_signals_arm */
+static volatile sig_atomic_t spprof__py_sig_pending;  /* the last exit signal taken by the handler (0: none) */
 
 static void spprof__py_sig_handler(int signo) {
     int saved = errno;  /* [signal-safe]: getpid(2), then one write(2) to a pipe, or sigaction(2) + raise */
@@ -2025,6 +2028,7 @@ static void spprof__py_sig_handler(int signo) {
         errno = saved;
         return;
     }
+    spprof__py_sig_pending = signo;
     if (write(spprof__py_sig_pipe[1], &b, 1) < 0) {
         /* the pipe is full: a byte is already waiting, the thread will act on it */
     }
@@ -2161,10 +2165,13 @@ static PyObject *spprof__py_exit_signals_arm(PyObject *self, PyObject *args) {
 }
 
 static PyObject *spprof__py_exit_signals_disarm(PyObject *self, PyObject *noargs) {
+    int pending;
     (void)self;
     (void)noargs;
     spprof__py_sig_restore_all();
-    Py_RETURN_NONE;
+    pending = (int)spprof__py_sig_pending;  /* read after SIG_DFL is back: no handler can set it any more */
+    spprof__py_sig_pending = 0;
+    return PyLong_FromLong(pending);
 }
 #else
 /* Windows has no terminating POSIX signals to arm (Ctrl+C reaches Python as KeyboardInterrupt, and
@@ -2179,7 +2186,7 @@ static PyObject *spprof__py_exit_signals_arm(PyObject *self, PyObject *args) {
 static PyObject *spprof__py_exit_signals_disarm(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-    Py_RETURN_NONE;
+    return PyLong_FromLong(0);
 }
 #endif
 
@@ -2213,7 +2220,8 @@ static PyMethodDef spprof__py_methods[] = {
      "exit_signals_arm(callback, signals) -> armed: callback(signo) runs on a terminating signal, then the "
      "process dies of it (only signals at SIG_DFL; no Python-level handler; fork children get SIG_DFL)"},
     {"exit_signals_disarm", spprof__py_exit_signals_disarm, METH_NOARGS,
-     "exit_signals_disarm(): SIG_DFL again where exit_signals_arm's handler is still installed"},
+     "exit_signals_disarm() -> signo: SIG_DFL again where exit_signals_arm's handler is still installed; the "
+     "exit signal that arrived and was not acted on yet, or 0"},
     {"_check_layout", spprof__py_check_layout_fn, METH_VARARGS,
      "_check_layout(data=None) -> bool: compare the compiled-in frame layout with _PyRuntime.debug_offsets "
      "(or with `data`, a copy of its first DEBUG_OFFSETS_SIZE bytes); raises Error on a difference; False when "

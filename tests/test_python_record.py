@@ -344,6 +344,9 @@ if what == "raw_fork_term":
     print("child:", os.WIFSIGNALED(status) and os.WTERMSIG(status), flush=True)
     hot_loop(0.1)
     sys.exit(0)
+if what == "kill_last":  # the signal as the very last statement: the exit path may start before it is handled
+    os.kill(os.getpid(), int(sys.argv[2]))
+    sys.exit(0)
 if what == "kill":
     os.kill(os.getpid(), int(sys.argv[2]))
     time.sleep(30)
@@ -375,6 +378,15 @@ def test_record_exit_signal_writes_profile_and_dies_of_it(py, sigprog, tmp_path,
     assert proc.returncode == -sig, (proc.returncode, proc.stderr)
     assert "hot_loop (" in out.read_text()
     assert signal.Signals(sig).name in proc.stderr and "not killed" not in proc.stdout
+
+
+def test_record_exit_signal_as_the_last_statement(py, sigprog, tmp_path):
+    # the program dies of it without spprof; under record it did not (exit 0: the exit path ran first)
+    for k in range(3):
+        out = tmp_path / f"last{k}.collapsed"
+        proc = record(["-o", str(out), "-q"], [py.path, str(sigprog), "kill_last", str(int(signal.SIGTERM))])
+        assert proc.returncode == -signal.SIGTERM, (k, proc.returncode, proc.stderr)
+        assert "hot_loop (" in out.read_text()
 
 
 def test_record_os_exit_writes_profile(py, sigprog, tmp_path):

@@ -128,6 +128,14 @@ class Profile:
         self.start_time = float(start_time)      # time.monotonic() seconds when the session started
         self.duration = float(duration)          # seconds from start to stop (wall clock)
         self.stats: Dict[str, int] = dict(stats or {})
+        # `record --subprocesses`: {thread id: (pid, command)} of a profile merged from several processes;
+        # the writers then name each thread's process (empty: one process, nothing added)
+        self.processes: Dict[int, Tuple[int, str]] = {}
+
+    def process_of(self, tid: int) -> Optional[str]:
+        """"pid N (command)" of a merged profile's thread, else None."""
+        p = self.processes.get(tid)
+        return f"pid {p[0]} ({p[1]})" if p is not None else None
 
     def __repr__(self) -> str:
         return (f"<spprof.Profile mode={self.mode!r} interval_ms={self.interval_ms:g} "
@@ -194,7 +202,9 @@ class Profile:
             if st is None:
                 st = stacks[s.frames] = _without_lines(s.frames)
             out.append(s._replace(frames=st))
-        return Profile(out, self.interval_ms, self.mode, self.start_time, self.duration, self.stats)
+        prof = Profile(out, self.interval_ms, self.mode, self.start_time, self.duration, self.stats)
+        prof.processes = dict(self.processes)
+        return prof
 
     # ---- writers (pure Python, from this object's own data) ----
 
@@ -215,7 +225,8 @@ class Profile:
             start = max(0, int(round(runs[0].timestamp * 1e9)) - t0)
             profiles.append({
                 "type": "sampled",
-                "name": f"{runs[0].thread_name or 'thread'} (tid {tid})",
+                "name": (f"{self.process_of(tid)}: " if tid in self.processes else "") +
+                        f"{runs[0].thread_name or 'thread'} (tid {tid})",
                 "unit": "nanoseconds",
                 "startValue": start,
                 "endValue": start + sum(weights),
@@ -244,6 +255,8 @@ class Profile:
                 text = joined[id(s.frames)] = ";".join([_collapsed_name(str(f)) for f in s.frames]) or "[empty]"
             if threads:
                 text = _collapsed_name(f"{s.thread_name or 'thread'} (tid {s.thread_id})") + ";" + text
+            if s.thread_id in self.processes:  # merged from several processes: the process first
+                text = _collapsed_name(self.process_of(s.thread_id) or "") + ";" + text
             acc[text] = acc.get(text, 0) + s.weight
         return "".join(f"{k} {v}\n" for k, v in acc.items() if v > 0)
 

@@ -33,8 +33,10 @@ class Profile:
     start_time: float
     duration: float
     stats: Dict[str, int]
+    processes: Dict[int, Tuple[int, str]]  # record --subprocesses: thread id -> (pid, command)
     def __init__(self, samples: Iterable[Sample], interval_ms: float, mode: str, start_time: float,
                  duration: float, stats: Optional[Dict[str, int]] = ...) -> None: ...
+    def process_of(self, tid: int) -> Optional[str]: ...
     @property
     def sample_count(self) -> int: ...
     @property

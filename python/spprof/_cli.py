@@ -1,6 +1,7 @@
 """spprof - command-line front end of the spprof sampling profiler.
 
   spprof record [-o OUT] [-f svg|speedscope|pprof|collapsed] [-r HZ] [--mode cpu|wall] [--source auto|posix|perf|perf-user] [--native] [--threads] [--nolineno] [--serve [HOST:]PORT] [-q] -- python3 script.py [args]
+  spprof top [-r HZ] [--mode cpu|wall] [--source SRC] [--native] -- python3 script.py [args]   (a live view)
 
 `record` profiles a Python program from its first line to its exit, in-process: no ptrace, no root. It puts a
 bootstrap sitecustomize.py first on PYTHONPATH and then *execs* the command, so the program keeps this
@@ -60,7 +61,11 @@ written, the profile goes to a temporary file and the summary says where.
 
 The command must be the Python program itself (python3 script.py, python3 -m module, ./script.py with a
 python shebang, a console script): the process that is exec'd is the one profiled; other processes it
-starts are not. Python options -I, -E and -S would skip the bootstrap and are refused.
+starts are not, unless --subprocesses: then every Python process of the tree (os.fork, multiprocessing
+fork/spawn/forkserver, subprocesses of a Python with a spprof build) is profiled with the same settings;
+children write their part when they end (os._exit and SIGTERM too) and the program merges the parts at its
+exit: a child still running then (or killed by SIGKILL) is left out, and said. OUT with {pid}: one file per
+process instead. Python options -I, -E and -S would skip the bootstrap and are refused.
 The program imports spprof from SPPROF_PACKAGE_DIR if set, else from the package this command belongs to
 (tools/spprof in a source tree: build/, made by `make`).
 """
@@ -142,7 +147,7 @@ def make_parser():
         description=__doc__.split("\n\n")[2].strip(),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s [-o OUT] [-f {svg,speedscope,pprof,collapsed}] [-r HZ] [--mode {cpu,wall}] [--source SRC] "
-              "[--native] [--threads] [--nolineno] [--memory] [--serve [HOST:]PORT] [-q] "
+              "[--native] [--threads] [--nolineno] [--memory] [--serve [HOST:]PORT] [--subprocesses] [-q] "
               "-- COMMAND [ARGS...]")
     rec.add_argument("-o", "--output", metavar="OUT", action="append",
                      help="where to write the profile (parent directories are created; '-' is standard "
@@ -184,10 +189,65 @@ def make_parser():
                           "(/debug/pprof/profile?seconds=N, /debug/pprof/heap with --memory) for go tool pprof, "
                           "Grafana Alloy, Parca; HOST defaults to 127.0.0.1 (another address is reachable "
                           "from elsewhere); PORT 0 picks a free one; the address goes to stderr")
+    rec.add_argument("--subprocesses", action="store_true",
+                     help="also profile every Python process the program starts, at any depth (os.fork, "
+                          "multiprocessing fork/spawn/forkserver, subprocess of a Python with a spprof build), "
+                          "with the same settings, into one output: Speedscope one profile per thread named "
+                          "'pid N (command): thread', collapsed and svg with the process as the first frame, "
+                          "pprof labels pid and process; or one file per process when OUT holds {pid}. The "
+                          "program sees PYTHONPATH and SPPROF_RECORD_* in its environment")
     rec.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr (errors are still shown)")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
                      help="the program to run, after --")
+    top = sub.add_parser(
+        "top", help="run a Python program and show where it spends its time, live",
+        description=TOP_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [-r HZ] [--mode {cpu,wall}] [--source SRC] [--native] [--subprocesses] -- COMMAND [ARGS...]")
+    top.add_argument("-r", "--rate", type=rate, default=100.0, metavar="HZ",
+                     help=f"samples per second of CPU time (wall time with --mode wall), default 100; "
+                          f"{MIN_HZ:.4g} to {MAX_HZ:g}")
+    top.add_argument("--mode", choices=("cpu", "wall"), default="cpu", help="as for record (default cpu)")
+    top.add_argument("--source", choices=("auto", "posix", "perf", "perf-user"), default="auto",
+                     help="as for record (default auto)")
+    top.add_argument("--native", action="store_true", help="mixed stacks, as for record (key n hides them)")
+    top.add_argument("--subprocesses", action="store_true",
+                     help="also every Python process the program starts (as record --subprocesses); each "
+                          "connects to a socket in a private temporary directory; per-thread rows name the pid")
+    top.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]",
+                     help="the program to run, after --")
+    parser.top_parser = top
     return parser, rec
+
+
+TOP_DESCRIPTION = """\
+`top` runs a Python program (as record does: exec'd with spprof loaded from its first line) and shows, on
+the terminal, refreshed every second, where it spends its time: per function the share of the samples in
+which it is the leaf (OWN%) and on the stack (TOTAL%), over the last second and since start, its own
+sample count since start, the program's threads. The program sends aggregated numbers (a few KiB a second)
+over a socket this command owns; no file is written, no port opened.
+
+keys:  o / t    sort by own / total time of the last second (O / T: since start)
+       h        per-thread rows (a THREAD column) or all threads together
+       n        hide / show native frames (with --native; their time goes to the calling Python function)
+       space    pause the display (the data keeps coming)
+       q        quit the view: the program runs on to its end (Ctrl-C stops it, as usual)
+
+The view is drawn on /dev/tty (alternate screen). When the program's stdout/stderr are that terminal, they
+go through a pseudo-terminal: its last lines are shown under the table, and all of it is written to the
+terminal when the view closes (q, or the program's end). The program's stdin is unchanged (if it reads the
+terminal, keys may go to it). When stdout is not a terminal, a plain table is printed to stdout every second
+instead. At the end a table since start goes to stderr, and `top` exits with the program's exit status (or
+dies of the same signal).
+
+With --subprocesses every Python process the program starts is shown too (as record --subprocesses): each
+connects to a socket in a private temporary directory; the header counts processes, per-thread rows read
+PID:thread.
+
+examples:
+  spprof top -- python3 app.py --port 8080
+  spprof top --subprocesses -- python3 -m pytest -n 4
+  spprof top --mode wall -- python3 -m mypkg.worker
+"""
 
 
 def find_package_dir():
@@ -463,6 +523,8 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     parser, rec = make_parser()
+    if argv[:1] == ["top"]:
+        return top_main(parser, argv)
     if argv[:1] == ["record"] and "--" in argv:
         i = argv.index("--")
         opts, cmd = argv[:i], argv[i + 1:]
@@ -487,6 +549,10 @@ def main(argv=None):
                       "profile samples allocations, by --memory-rate-kb)")
     elif args.memory_rate_kb is not None:
         fail(rec, "--memory-rate-kb applies only with --memory")
+    if args.subprocesses and args.memory:
+        fail(rec, "--subprocesses with --memory is not supported yet (CPU and wall profiles only)")
+    if args.subprocesses and os.name == "nt":
+        fail(rec, "--subprocesses needs a POSIX system")
     args.rate = 100.0 if args.rate is None else args.rate
     args.mode = args.mode or "cpu"
     args.source = args.source or "auto"
@@ -548,6 +614,11 @@ def main(argv=None):
     env[ENV + "NOLINENO"] = "1" if args.nolineno else "0"
     if args.serve:
         env[ENV + "SERVE"] = json.dumps(list(args.serve))
+    if args.subprocesses:
+        import tempfile
+        env[ENV + "SUBPROCESSES"] = "1"
+        if not any("{pid}" in o for o in outs):  # the children's profiles wait here for the program's end
+            env[ENV + "PARTS"] = tempfile.mkdtemp(prefix="spprof-parts-")
     if args.memory and os.name == "nt":  # no preloaded library: the PyMem hooks, from the bootstrap on
         env[ENV + "MEMORY"] = "1"
         env[ENV + "MEMORY_RATE_KB"] = repr(args.memory_rate_kb)
@@ -583,6 +654,146 @@ def main(argv=None):
         print(f"spprof record: cannot run {args.cmd[0]}: {e.strerror}", file=sys.stderr)
         return 126 if e.errno in (13, 8) else 127  # EACCES, ENOEXEC
     return 0  # not reached
+
+
+def top_main(parser, argv):
+    """`spprof top`: forks the program (it streams to this process, see spprof/_top.py) and shows it."""
+    top = parser.top_parser
+    if "--" in argv:
+        i = argv.index("--")
+        args = parser.parse_args(argv[:i])
+        if args.cmd:
+            fail(top, f"unexpected arguments before '--': {' '.join(args.cmd)}")
+        args.cmd = argv[i + 1:]
+    else:
+        args = parser.parse_args(argv)
+    if not args.cmd:
+        fail(top, "no command given: spprof top -- python3 script.py [args]")
+    if os.name == "nt":
+        fail(top, "top needs a POSIX system (fork, a pseudo-terminal)")
+    if args.mode == "wall" and args.source in ("perf", "perf-user"):
+        fail(top, f"--source {args.source} counts CPU time: it needs --mode cpu")
+    bad = python_options_that_skip_bootstrap(args.cmd)
+    if bad:
+        fail(top, f"python option(s) {' '.join(sorted(set(bad)))} would skip spprof's start-up hook "
+                  "(site/PYTHONPATH); run without them")
+    exe = shutil.which(args.cmd[0]) if os.sep not in args.cmd[0] else args.cmd[0]
+    if exe is None or not os.path.exists(exe):
+        print(f"spprof top: command not found: {args.cmd[0]}", file=sys.stderr)
+        return 127
+    pkgdir = find_package_dir()
+    if pkgdir is None:
+        print("spprof top: cannot find the spprof package (build it with `make`, or set "
+              "SPPROF_PACKAGE_DIR to the directory that contains spprof/)", file=sys.stderr)
+        return 2
+    problem = interpreter_mismatch(exe, pkgdir)
+    if problem:
+        print(f"spprof top: {problem}", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("spprof_top_view", os.path.join(HERE, "_top.py"))
+    view = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(view)
+
+    import fcntl
+    import socket
+    env = dict(os.environ)
+    old_pp = env.get("PYTHONPATH")
+    env[ENV + "HAD_PYTHONPATH"] = "1" if old_pp is not None else "0"
+    env[ENV + "PYTHONPATH"] = old_pp or ""
+    env["PYTHONPATH"] = BOOTSTRAP_DIR + (os.pathsep + old_pp if old_pp else "")
+    env[ENV + "PKGDIR"] = pkgdir
+    env[ENV + "OUTPUTS"] = "[]"
+    env[ENV + "INTERVAL_MS"] = repr(1000.0 / args.rate)
+    env[ENV + "MODE"] = args.mode
+    env[ENV + "SOURCE"] = args.source
+    env[ENV + "NATIVE"] = "1" if args.native else "0"
+    env[ENV + "QUIET"] = "1"
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:  # the program's descriptors stay numbered as without spprof: ours goes high
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        high = fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD, max(3, min(soft, 1 << 20) - 1))
+    except (OSError, ValueError):
+        high = os.dup(theirs.fileno())
+    theirs.close()
+    env[ENV + "TOP_FD"] = str(high)
+    listener = None
+    if args.subprocesses:  # every process connects by path; the directory is this user's only (0700)
+        import tempfile
+        sock_dir = tempfile.mkdtemp(prefix="spprof-top-")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(os.path.join(sock_dir, "s"))
+        listener.listen(64)
+        env[ENV + "TOP_SOCK"] = os.path.join(sock_dir, "s")
+        env[ENV + "SUBPROCESSES"] = "1"
+        env.pop(ENV + "TOP_FD")
+    interactive = sys.stdout.isatty()
+    if interactive:
+        try:
+            os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+        except OSError:
+            interactive = False
+    master = slave = -1
+    if interactive and (os.isatty(1) or os.isatty(2)):
+        master, slave = os.openpty()
+        try:
+            import termios
+            winsz = fcntl.ioctl(1, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, winsz)
+        except (OSError, ImportError):
+            pass
+    command = " ".join(args.cmd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mine.close()
+            if slave >= 0:
+                for fd in (1, 2):
+                    if os.isatty(fd):
+                        os.dup2(slave, fd)
+                os.close(slave)
+                os.close(master)
+            os.set_inheritable(high, True)
+            env[ENV + "PID"] = str(os.getpid())
+            for name in ("SIGPIPE", "SIGXFSZ"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+            os.execve(exe, args.cmd, env)
+        except OSError as e:
+            os.write(2, f"spprof top: cannot run {args.cmd[0]}: {e.strerror}\n".encode())
+            os._exit(126 if e.errno in (13, 8) else 127)
+        finally:
+            os._exit(127)
+    os.close(high)
+    if slave >= 0:
+        os.close(slave)
+    try:
+        status, data = view.run(pid, None if listener is not None else mine, command, master,
+                                None if interactive else sys.stdout, listener)
+    finally:
+        if listener is not None:
+            listener.close()
+            try:
+                os.unlink(env[ENV + "TOP_SOCK"])
+                os.rmdir(os.path.dirname(env[ENV + "TOP_SOCK"]))
+            except OSError:
+                pass
+    view.summary(data, command)
+    if status is None:
+        return 1
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        except (OSError, ValueError):
+            pass
+        return 128 + sig
+    return os.WEXITSTATUS(status)
 
 
 if __name__ == "__main__":

@@ -285,6 +285,9 @@ def profile_svg(prof: Any, title: Optional[str] = None, threads: bool = False) -
         frames: Sequence[Any] = s.frames
         if threads:
             frames = (f"{s.thread_name or 'thread'} (tid {s.thread_id})",) + tuple(s.frames)
+        proc = prof.processes.get(s.thread_id) if getattr(prof, "processes", None) else None
+        if proc is not None:  # record --subprocesses: a level for the process
+            frames = (f"pid {proc[0]} ({proc[1]})",) + tuple(frames)
         stacks.append((frames, s.weight))
     hz = 1000.0 / prof.interval_ms if prof.interval_ms > 0 else 0
     sub = (f"{prof.mode} time: {format_value(prof.total_time, 'seconds')} sampled in {nthreads} "

@@ -163,7 +163,11 @@ def profile_pprof(prof: Any) -> bytes:
         a[0] += s.count
         a[1] += s.weight
     for (tid, name, frames), (count, weight) in acc.items():
-        b.sample(frames, (count, weight * interval_ns), (("thread", name), ("thread_id", tid)))
+        labels: Tuple[Tuple[str, Any], ...] = (("thread", name), ("thread_id", tid))
+        proc = prof.processes.get(tid) if getattr(prof, "processes", None) else None
+        if proc is not None:  # record --subprocesses: which process
+            labels += (("pid", proc[0]), ("process", proc[1]))
+        b.sample(frames, (count, weight * interval_ns), labels)
     return b.finish(f"spprof {__version__}", kind, _wall_ns(prof.start_time), int(prof.duration * 1e9),
                     interval_ns)
 

@@ -10,6 +10,9 @@ here, which starts the profiler and arranges for the profile to be written at ex
   signal is raised again with its default action, so the process still dies of it.
 
 Not covered: os._exit() (no exit handlers run) and SIGKILL.
+
+`spprof top` starts the program the same way, with SPPROF_RECORD_TOP_FD (a socket) and no outputs: begin()
+starts spprof/_top.py's Streamer on it, finish() sends the last part.
 """
 from __future__ import annotations
 
@@ -42,6 +45,10 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "memory_rate_kb": float(env.get(ENV_PREFIX + "MEMORY_RATE_KB", "512")),
         "serve": json.loads(env.get(ENV_PREFIX + "SERVE", "null")),
         "nolineno": env.get(ENV_PREFIX + "NOLINENO") == "1",
+        "top_fd": int(env.get(ENV_PREFIX + "TOP_FD", "-1") or "-1"),
+        "subprocesses": env.get(ENV_PREFIX + "SUBPROCESSES") == "1",
+        "parts_dir": env.get(ENV_PREFIX + "PARTS", ""),
+        "top_sock": env.get(ENV_PREFIX + "TOP_SOCK", ""),
     }
 
 
@@ -67,15 +74,53 @@ def _report(fd: int, what: bytes) -> None:
             pass
 
 
+def _command() -> str:
+    """This process's command line, short (the name of its process in a merged profile)."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            parts = [p.decode("utf-8", "replace") for p in f.read().split(b"\0") if p]
+    except OSError:
+        parts = []
+    if not parts:
+        parts = [sys.executable] + list(sys.argv)
+    parts = [os.path.basename(p) if os.path.isabs(p) else p for p in parts]  # "python3 app.py ..."
+    text = " ".join(parts)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class Recorder:
-    def __init__(self, cfg: Dict[str, Any], report_fd: int = -1):
+    def __init__(self, cfg: Dict[str, Any], report_fd: int = -1, root: bool = True):
         self.cfg = cfg
+        # record --subprocesses: the root is the process `record` exec'd; the others (forked, or Python
+        # programs it started) write a part into cfg["parts_dir"] that the root merges at its exit, or their
+        # own files when the outputs hold {pid}
+        self.root = root
         self.pid = os.getpid()
         self.done = False
         self.lock = threading.Lock()
         self.report_fd = report_fd
+        self.streamer = None  # `spprof top`: the live feed (spprof/_top.py)
 
     def begin(self) -> None:
+        self._start_sampling()
+        c = self.cfg
+        if c.get("serve") and self.root:
+            self._serve(c["serve"])
+        if c.get("top_fd", -1) >= 0 and self.root:
+            from spprof import _top
+            os.set_inheritable(c["top_fd"], False)  # not passed on to programs this one execs
+            self.streamer = _top.Streamer(c["top_fd"], c["interval_ms"], c["mode"], restart=self._start_sampling)
+            self.streamer.start()
+        elif c.get("top_sock"):
+            self._stream_to_top()
+        atexit.register(self.finish)
+        self._arm_signals()
+        self._wrap_os_exit()
+        if c.get("subprocesses") and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+        _report(self.report_fd, b"S")
+
+    def _start_sampling(self) -> None:
         c = self.cfg
         if c.get("memory"):
             import spprof.memprof as memprof
@@ -86,16 +131,53 @@ class Recorder:
         else:
             spprof.start(interval_ms=c["interval_ms"], mode=c["mode"], memory_limit_mb=c["memory_limit_mb"],
                          source=c.get("source", "auto"), native=c.get("native", False))
-        if c.get("serve"):
-            self._serve(c["serve"])
-        atexit.register(self.finish)
+
+    def _stream_to_top(self) -> None:
+        """top --subprocesses: this process's own connection to the front end."""
+        from spprof import _top
+        c = self.cfg
+        try:
+            self.streamer = _top.Streamer(-1, c["interval_ms"], c["mode"], path=c["top_sock"],
+                                          restart=self._start_sampling)
+            self.streamer.start()
+        except OSError as e:
+            self.streamer = None
+            _say(f"pid {os.getpid()}: not shown by spprof top ({e})")
+
+    def _arm_signals(self) -> None:
         signos = [getattr(signal, n) for n in EXIT_SIGNALS if hasattr(signal, n)]
         try:
             spprof._spprof.exit_signals_arm(self._on_signal, signos)
         except (AttributeError, OSError, spprof.Error) as e:
             _say(f"the profile will not be written on SIGTERM/SIGHUP/... ({e})")
-        self._wrap_os_exit()
-        _report(self.report_fd, b"S")
+
+    def _after_fork(self) -> None:
+        """--subprocesses, in a forked child (os.fork, multiprocessing's fork and forkserver workers): the
+        child's own session with the same settings (spprof's own at-fork handler, registered before this one,
+        has already forgotten the parent's), its exit signals armed again (the parent's thread is not here)."""
+        if self.done or os.getpid() == self.pid:
+            return  # forked after the parent's profile was written (from an exit handler): nothing to do
+        self.pid = os.getpid()
+        self.root = False
+        self.lock = threading.Lock()
+        self.report_fd = -1
+        if self.streamer is not None:  # the parent's connection: its thread is not here
+            try:
+                self.streamer.sock.close()
+            except OSError:
+                pass
+        self.streamer = None
+        try:
+            self._start_sampling()
+            if spprof._session is not None:  # before 3.12 the main thread keeps the parent's native_id
+                spprof._session.names[threading.get_native_id()] = threading.current_thread().name
+        except Exception as e:
+            self.done = True
+            _say(f"pid {self.pid}: this forked child is not profiled ({type(e).__name__}: {e})")
+            return
+        self._arm_signals()
+        if self.cfg.get("top_sock"):
+            self._stream_to_top()
 
     def _serve(self, where: Any) -> None:
         """--serve: the scrape endpoint for the program's lifetime; its address goes to stderr (also with -q:
@@ -138,17 +220,32 @@ class Recorder:
             if self.done:
                 return
             self.done = True
+            # --subprocesses: a pool worker ends by itself while its pool SIGTERMs it (Pool.terminate()); with
+            # the default action back it would die in the middle of writing its part. So there the handler
+            # stays until the part is written: a signal meanwhile waits for this lock, then the process dies
+            # of it, as it would have.
+            tree = bool(self.cfg.get("subprocesses"))
+            pending = 0
+            if not tree:
+                pending = _disarm()
             try:
-                spprof._spprof.exit_signals_disarm()
-            except AttributeError:
-                pass
-            try:
-                if self.cfg.get("memory"):
+                if self.streamer is not None:
+                    self.streamer.send(final=True)  # the last part, before the session stops
+                if self.cfg.get("subprocesses") and not self.cfg.get("memory"):
+                    self._finish_tree(reason)
+                elif self.cfg.get("memory"):
                     self._finish_memory(reason)
                 else:
                     self._finish_cpu(reason)
             finally:
+                if tree:
+                    pending = _disarm()
                 _report(self.report_fd, b"D")
+            # An exit signal that came while the program was ending (its last statement, say) found the GIL
+            # taken by the exit path: the thread that would act on it never ran. The program would have died
+            # of it: so does it now, the profile written (the default action is back since _disarm).
+            if pending and (reason is None or reason == "os._exit"):
+                os.kill(os.getpid(), pending)
 
     def _kept(self, nsamples: int) -> list:
         """With nothing profiled, existing outputs stay as they were (a failed run must not replace a good
@@ -186,6 +283,54 @@ class Recorder:
                     f" (no samples: raise the rate with -r, or profile a longer run{'' if prof.mode == 'wall' else '; --mode wall also counts time the program waits'})")
             _say(f"{prof.sample_count} samples ({prof.total_time:.2f} s of {prof.mode} time) in "
                  f"{nthreads} thread{'s' if nthreads != 1 else ''}, {dropped} dropped{why}{hint} -> {', '.join(written)}")
+
+    def _own_profile(self) -> Optional[Any]:
+        try:
+            prof = spprof.stop()
+        except spprof.Error as e:
+            _say(f"pid {os.getpid()}: no profile written: the profiler was not running at exit ({e})")
+            return None
+        if self.cfg.get("nolineno"):
+            prof = prof.by_function()
+        cmd = _command()
+        prof.processes = {tid: (os.getpid(), cmd) for tid in prof.threads()}
+        return prof
+
+    def _finish_tree(self, reason: Optional[str]) -> None:
+        """--subprocesses: a part for the root to merge, or (outputs with {pid}) this process's own files."""
+        per_process = any("{pid}" in o for o in self.cfg["outputs"])
+        prof = self._own_profile()
+        if prof is None:
+            return
+        if per_process:
+            outs = [o.replace("{pid}", str(os.getpid())) for o in self.cfg["outputs"]]
+            self._write_tree(prof, outs, [prof], reason)
+            return
+        parts_dir = self.cfg.get("parts_dir", "")
+        if not self.root:
+            if parts_dir and prof.sample_count:  # (an idle helper, such as multiprocessing's resource
+                _write_part(parts_dir, prof)     # tracker, adds nothing and says nothing)
+            return
+        parts = [prof] + _read_parts(parts_dir)
+        merged = _merge(parts)
+        self._write_tree(merged, list(self.cfg["outputs"]), parts, reason)
+
+    def _write_tree(self, prof: Any, outs: list, parts: list, reason: Optional[str]) -> None:
+        c = self.cfg
+        if prof.sample_count == 0:
+            keep = [o for o in outs if os.path.lexists(o) and not _is_special(o)]
+            outs = [o for o in outs if o not in keep]
+            if keep and self.root:
+                _say(f"nothing was profiled (0 samples): {', '.join(keep)} left as it was")
+        written = [w for w in (self._save(prof, o) for o in outs) if w]
+        if written and (not c["quiet"] or any("could not write" in w for w in written)):
+            why = f", at {reason}" if reason else ""
+            nthreads = len(prof.threads())
+            nproc = len({p[0] for p in prof.processes.values()}) or 1
+            who = "" if self.root else f"pid {os.getpid()}: "
+            _say(f"{who}{prof.sample_count} samples ({prof.total_time:.2f} s of {prof.mode} time) in {nproc} "
+                 f"process{'es' if nproc != 1 else ''}, {nthreads} thread{'s' if nthreads != 1 else ''}{why} -> "
+                 f"{', '.join(written)}")
 
     def _finish_memory(self, reason: Optional[str]) -> None:
         import spprof.memprof as memprof
@@ -225,6 +370,79 @@ class Recorder:
 
 
 _SUFFIXES = {"speedscope": ".json", "pprof": ".pb.gz"}  # of the temporary file when OUT cannot be written
+
+
+def _disarm() -> int:
+    """SIG_DFL back for the exit signals; returns one that arrived and was not acted on yet (or 0)."""
+    try:
+        return int(spprof._spprof.exit_signals_disarm() or 0)
+    except AttributeError:
+        return 0
+
+
+def _write_part(parts_dir: str, prof: Any) -> None:
+    """A child's profile for the root (pickled; written beside, then renamed: the root never reads half)."""
+    import pickle
+    final = os.path.join(parts_dir, f"part-{os.getpid()}-{time_ns()}.pickle")
+    tmp = final + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump(prof, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.rename(tmp, final)
+    except OSError as e:
+        if not os.path.isdir(parts_dir):  # the root has written the profile already
+            _say(f"pid {os.getpid()} ({_command()}) ended after the profiled program: its samples are not in "
+                 "the profile")
+        else:
+            _say(f"pid {os.getpid()}: its samples are lost: cannot write them to {parts_dir} ({e})")
+
+
+def time_ns() -> int:
+    import time
+    return time.monotonic_ns()
+
+
+def _read_parts(parts_dir: str) -> list:
+    """The children's profiles (each file removed once read), then the directory when it is empty."""
+    import pickle
+    out = []
+    if not parts_dir:
+        return out
+    try:
+        names = sorted(os.listdir(parts_dir))
+    except OSError:
+        return out
+    for n in names:
+        path = os.path.join(parts_dir, n)
+        if not n.endswith(".pickle"):
+            continue
+        try:
+            with open(path, "rb") as f:
+                out.append(pickle.load(f))
+            os.unlink(path)
+        except Exception as e:
+            _say(f"cannot read a child's profile {path}: {type(e).__name__}: {e}")
+    try:
+        os.rmdir(parts_dir)  # a child still running keeps its part to itself (said in the docs)
+    except OSError:
+        pass
+    return out
+
+
+def _merge(parts: list) -> Any:
+    """One Profile from several processes' (each with .processes set): samples together, the earliest start."""
+    start = min(p.start_time for p in parts)
+    end = max(p.start_time + p.duration for p in parts)
+    stats: Dict[str, int] = {}
+    for p in parts:
+        for k, v in p.stats.items():
+            if isinstance(v, int):
+                stats[k] = stats.get(k, 0) + v
+    samples = [s for p in parts for s in p.samples]
+    merged = spprof.Profile(samples, parts[0].interval_ms, parts[0].mode, start, end - start, stats)
+    for p in parts:
+        merged.processes.update(p.processes)
+    return merged
 
 
 def _is_special(path: str) -> bool:
@@ -277,13 +495,18 @@ def begin() -> Optional[Recorder]:
     global _recorder
     if _recorder is not None:
         return _recorder
+    cfg = config_from_env()
+    root = os.environ.get(ENV_PREFIX + "PID", "") == str(os.getpid()) or not cfg["subprocesses"]
     try:
-        fd = int(os.environ.get(ENV_PREFIX + "REPORT_FD", "-1"))
+        fd = int(os.environ.get(ENV_PREFIX + "REPORT_FD", "-1")) if root else -1
         if fd >= 0:
             os.set_inheritable(fd, False)  # not passed on to programs this one execs
     except (ValueError, OSError):
         fd = -1
-    rec = Recorder(config_from_env(), fd)
+    if not root:  # the root's descriptors (REPORT_FD, TOP_FD) and port mean nothing here
+        cfg["top_fd"] = -1
+        cfg["serve"] = None
+    rec = Recorder(cfg, fd, root)
     try:
         rec.begin()
     except BaseException:

@@ -1,7 +1,8 @@
 # Bootstrap of `spprof record` (spprof/_cli.py): this directory is put first on PYTHONPATH, so the interpreter
 # imports this file at start-up, before the program's first line. It
 #   1. takes itself and its variables out of the way: this directory leaves sys.path, PYTHONPATH and the
-#      SPPROF_RECORD_* variables are restored / removed from os.environ (child processes are not profiled);
+#      SPPROF_RECORD_* variables are restored / removed from os.environ (child processes are not profiled;
+#      with record --subprocesses they stay, and every Python process that starts with them is profiled);
 #   2. starts spprof (imported from SPPROF_RECORD_PKGDIR) in the process that `spprof record` exec'd
 #      (SPPROF_RECORD_PID), with the profile written at exit (see spprof/_record.py);
 #   3. chains to the next sitecustomize on the path, if there is one (e.g. Debian's).
@@ -25,7 +26,10 @@ def _spprof_record_bootstrap():
             return False
 
     sys.path[:] = [p for p in sys.path if not same(p)]
-    if prefix + "PYTHONPATH" in env:  # restore the program's PYTHONPATH for its own children
+    # record --subprocesses: every Python process started from here on runs this file too, so PYTHONPATH and
+    # the SPPROF_RECORD_* variables stay in the environment (the program sees them)
+    follow = env.get(prefix + "SUBPROCESSES") == "1"
+    if prefix + "PYTHONPATH" in env and not follow:  # restore the program's PYTHONPATH for its own children
         orig = env[prefix + "PYTHONPATH"]
         if env.get(prefix + "HAD_PYTHONPATH") == "1":
             env["PYTHONPATH"] = orig
@@ -34,7 +38,7 @@ def _spprof_record_bootstrap():
 
     # Linux: `record` exec'd this process (same pid). Windows: it started this process as its child.
     parent_pid = env.get(prefix + "PARENT_PID", "")
-    mine = target_pid == str(os.getpid()) or (parent_pid != "" and parent_pid == str(os.getppid()))
+    mine = target_pid == str(os.getpid()) or (parent_pid != "" and parent_pid == str(os.getppid())) or follow
     if mine:
         added = False
         try:
@@ -55,7 +59,7 @@ def _spprof_record_bootstrap():
                     sys.path.remove(pkgdir)
                 except ValueError:
                     pass
-    for k in [k for k in env if k.startswith(prefix)]:
+    for k in [k for k in env if k.startswith(prefix)] if not follow else []:
         del env[k]
 
 

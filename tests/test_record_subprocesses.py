@@ -1,0 +1,175 @@
+"""tools/spprof record --subprocesses: every Python process of the program's tree in one profile (or one file
+per process with {pid}). Ground truth: child_work() runs only in children and parent_work() only in the
+program, each for 0.4 s of CPU time (40 samples at 100 Hz); the program exits with status 5."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TOOL
+
+PROG = r'''
+import multiprocessing as mp, os, subprocess, sys, time
+
+def spin(sec):
+    t = time.thread_time() + sec
+    x = 0
+    while time.thread_time() < t:
+        for i in range(300): x = (x * 31 + i) & 0xFFFF
+
+def child_work(n):
+    spin(0.4)
+    return os.getpid()
+
+def parent_work():
+    spin(0.4)
+
+if __name__ == "__main__":
+    method = sys.argv[1]
+    if method == "os.fork":
+        pid = os.fork()
+        if pid == 0:
+            child_work(0)
+            os._exit(0)  # no exit handlers: its samples are written all the same
+        parent_work()
+        os.waitpid(pid, 0)
+    elif method == "sigkill":
+        pid = os.fork()
+        if pid == 0:
+            child_work(0)
+            os.kill(os.getpid(), 9)  # no code runs: this child's samples are lost, nothing else
+        parent_work()
+        os.waitpid(pid, 0)
+    elif method == "subprocess":
+        here = os.path.dirname(os.path.abspath(__file__))
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); "
+                        "import prog; prog.child_work(0)"], check=True)
+        parent_work()
+    else:
+        with mp.get_context(method).Pool(2) as p:  # leaving the block terminates (SIGTERMs) the workers
+            p.map(child_work, range(2), chunksize=1)
+        parent_work()
+    sys.exit(5)
+'''
+
+SUMMARY = re.compile(r"spprof record: (\d+) samples \([\d.]+ s of cpu time\) in (\d+) process(?:es)?, (\d+) threads?")
+PROC = re.compile(r"^pid (\d+) \(([^)]*)\)$")
+
+
+@pytest.fixture
+def prog(tmp_path):
+    p = tmp_path / "prog.py"
+    p.write_text(PROG)
+    return p
+
+
+def record(tmp_path, prog, method, *outs):
+    res = subprocess.run([sys.executable, TOOL, "record", "--subprocesses"] + [a for o in outs for a in ("-o", str(o))]
+                         + ["--", "python3", str(prog), method], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert res.returncode == 5, res.stderr
+    # the children's parts were merged and their directory removed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("spprof-parts-")], list(tmp_path.iterdir())
+    return res
+
+
+def per_process(collapsed_path):
+    """{pid: {function: samples as leaf}} from a collapsed file whose first frame is the process."""
+    out = {}
+    with open(collapsed_path) as f:
+        for line in f:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            frames = stack.split(";")
+            m = PROC.match(frames[0])
+            assert m, line
+            leaf_fn = frames[-1].split(" (")[0]
+            fn = "child_work" if any(f.startswith("child_work ") for f in frames) else \
+                "parent_work" if any(f.startswith("parent_work ") for f in frames) else leaf_fn
+            d = out.setdefault(int(m.group(1)), {})
+            d[fn] = d.get(fn, 0) + int(n)
+    return out
+
+
+@pytest.mark.parametrize("method", ["os.fork", "subprocess", "fork", "spawn", "forkserver"])
+def test_subprocesses_one_profile(tmp_path, prog, method):
+    out = tmp_path / "p.collapsed"
+    res = record(tmp_path, prog, method, out)
+    procs = per_process(out)
+    root = [pid for pid, d in procs.items() if d.get("parent_work", 0) > 0]
+    assert len(root) == 1, procs
+    assert 25 <= procs[root[0]]["parent_work"] <= 55, procs  # 40 samples
+    assert procs[root[0]].get("child_work", 0) == 0
+    children = {pid: d["child_work"] for pid, d in procs.items() if d.get("child_work")}
+    want = 1 if method in ("os.fork", "subprocess") else 2
+    assert sum(children.values()) >= want * 25 and sum(children.values()) <= want * 55, procs
+    assert all(d.get("parent_work", 0) == 0 for pid, d in procs.items() if pid not in root), procs
+    if want == 2:  # 2 tasks, chunksize 1, over 2 workers: 1 or 2 of them did the work
+        assert 1 <= len(children) <= 2, procs
+    m = SUMMARY.search(res.stderr)
+    assert m and int(m.group(2)) == len(procs) >= 1 + (1 if want == 1 else 1), res.stderr
+    assert int(m.group(1)) >= sum(sum(d.values()) for d in procs.values()) * 0.9
+
+
+def test_subprocesses_every_format(tmp_path, prog):
+    """Speedscope one profile per thread named 'pid N (command): thread', pprof labels pid and process,
+    SVG a process level; the same numbers in each."""
+    outs = [tmp_path / n for n in ("p.json", "p.collapsed", "p.pb.gz", "p.svg")]
+    record(tmp_path, prog, "os.fork", *outs)
+    procs = per_process(outs[1])
+    assert len(procs) == 2
+    doc = json.load(open(outs[0]))
+    names = [p["name"] for p in doc["profiles"]]
+    for n in names:
+        assert re.match(r"^pid \d+ \(python3 prog\.py os\.fork\): MainThread \(tid \d+\)$", n), names
+    assert {int(re.match(r"pid (\d+)", n).group(1)) for n in names} == set(procs)
+    svg = outs[3].read_text()
+    for pid in procs:
+        assert f"pid {pid} (python3" in svg
+    from pprof_read import raw, GO
+    if GO is None:
+        pytest.skip("go (golang-go) not installed: pprof not read back")
+    pp = raw(str(outs[2]))
+    seen = {}
+    for s in pp["samples"]:
+        lab = s["labels"]
+        assert "process" in lab and "os.fork" in lab["process"], lab
+        pid = int(re.match(r"\[?(\d+)", lab["pid"]).group(1))  # (pprof_read keeps one label per line)
+        seen[pid] = seen.get(pid, 0) + s["values"][0]
+    assert set(seen) == set(procs), (seen, procs)
+
+
+def test_subprocesses_file_per_process(tmp_path, prog):
+    """-o with {pid}: one file per process, each with only its own samples; nothing merged."""
+    record(tmp_path, prog, "fork", tmp_path / "p-{pid}.collapsed")
+    files = sorted(tmp_path.glob("p-*.collapsed"))
+    by_pid = {}
+    for f in files:
+        pid = int(re.match(r"p-(\d+)\.collapsed", f.name).group(1))
+        text = f.read_text()
+        for line in text.splitlines():
+            assert line.startswith(f"pid {pid} ("), line  # the process first, and it is this file's
+        by_pid[pid] = text
+    parents = [p for p, t in by_pid.items() if "parent_work" in t]
+    workers = [p for p, t in by_pid.items() if "child_work" in t]
+    assert len(parents) == 1 and 1 <= len(workers) <= 2 and parents[0] not in workers, by_pid.keys()
+    assert not list(tmp_path.glob("p.collapsed"))
+
+
+def test_subprocesses_refused_with_memory(tmp_path, prog):
+    res = subprocess.run([sys.executable, TOOL, "record", "--subprocesses", "--memory", "--", "python3", str(prog),
+                          "os.fork"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--subprocesses with --memory is not supported" in res.stderr
+
+
+def test_subprocesses_killed_child(tmp_path, prog):
+    """A child killed by SIGKILL loses its own samples only: the program's profile is written, its status kept."""
+    out = tmp_path / "p.collapsed"
+    res = record(tmp_path, prog, "sigkill", out)
+    procs = per_process(out)
+    assert len(procs) == 1, procs
+    (d,) = procs.values()
+    assert 25 <= d["parent_work"] <= 55 and "child_work" not in d, procs
+    assert re.search(r"in 1 process, 1 thread", res.stderr), res.stderr
