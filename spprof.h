@@ -6469,13 +6469,20 @@ static void spprof__mem_log_freed(const spprof__mem_tabs *t, const spprof__mem_e
 static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, void *user) {
     spprof__mem_tls *t = &spprof__mt;
     uintptr_t fp = (uintptr_t)fp_;
+    int n, i;
     (void)user;
     if (!t->stack_hi || fp < t->stack_lo || fp >= t->stack_hi) {
         uintptr_t lo, hi;
         if (!spprof__own_stack(fp, &lo, &hi)) return 0;
         t->stack_lo = lo; t->stack_hi = hi;
     }
-    return spprof__fp_chain(fp, t->stack_lo, t->stack_hi, 0, frames, 0, max);
+    n = spprof__fp_chain(fp, t->stack_lo, t->stack_hi, 0, frames, 0, max);
+    /* A saved "frame pointer" that code without frame pointers left in the register can still point into
+       the stack, and the word above it is then data: a "return address" inside the stack itself is one (the
+       stack is not executable), and the walk ends before it. */
+    for (i = 0; i < n; i++)
+        if (frames[i].addr >= t->stack_lo && frames[i].addr < t->stack_hi) break;
+    return i;
 }
 
 /* The heap map is open addressing within a window: p lives in one of the SPPROF_MEM_WINDOW slots from its

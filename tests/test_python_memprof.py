@@ -165,6 +165,79 @@ def test_numpy_buffers_seen_through_native_hooks(run):
     assert off["bytes"] < 4 * 2**20, res        # without the native hooks NumPy's data buffers are invisible
 
 
+def test_gil_released_allocations_attributed_to_python_caller(run):
+    """An allocation made with the GIL released (a ctypes call; NumPy's calloc of np.zeros) belongs to the
+    Python code that made the call: its native frames (as far as the frame-pointer walk gets), then the
+    Python frames. A function whose code object dies before the snapshot is still named (the death hook)."""
+    r = run(mem("""
+    import ctypes, gc
+    raw = ctypes.CDLL(None)  # a CDLL call releases the GIL; PyMem_Raw* may be called without it
+    raw.PyMem_RawCalloc.restype = ctypes.c_void_p
+    raw.PyMem_RawCalloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+    raw.PyMem_RawFree.argtypes = [ctypes.c_void_p]
+    mp.start(512)
+    def load_table():
+        return raw.PyMem_RawCalloc(1, 40 << 20)
+    p1 = load_table()
+    ns = {}
+    exec("def made_by_exec(raw):\\n    return raw.PyMem_RawCalloc(1, 24 << 20)\\n", {}, ns)
+    p2 = ns.pop("made_by_exec")(raw)   # the function and its code object die before the snapshot
+    gc.collect()
+    res = {}
+    try:
+        import numpy as np
+        def np_table():
+            return np.zeros((2500, 2000))   # 40 MB from calloc, with the GIL released
+        arr = np_table()
+    except ImportError:
+        res["numpy"] = "not installed"
+    snap = mp.get_snapshot(freed=False)
+    mp.shutdown()
+    res["stacks"] = {str(s.size): [(f.function, f.file) for f in s.frames] for s in snap.samples if s.size >= 20 << 20}
+    raw.PyMem_RawFree(p1); raw.PyMem_RawFree(p2)
+    emit(res)
+    """)).ok()
+    res = r.result
+    stacks = res["stacks"]
+
+    def check(size, func):
+        st = [v for k, v in stacks.items() if size <= int(k) <= size + 64]  # debug builds add 24 bytes
+        assert len(st) == 1, (size, res)
+        st = st[0]
+        names = [fn for fn, _ in st]
+        assert names[0] == "<module>", st                       # root first: the whole Python stack
+        k = names.index(func)                                   # the Python caller ...
+        assert all(not f.endswith(".py") and "<" not in fn for fn, f in st[k + 1:]), st  # ... then native only
+    check(40 << 20, "load_table")
+    check(24 << 20, "made_by_exec")
+    if "numpy" not in res:
+        check(40000000, "np_table")
+        assert any("multiarray" in f for k, v in stacks.items() if 40000000 <= int(k) <= 40000064
+                   for _, f in v), stacks  # NumPy's own frame above it
+
+
+def test_gil_released_walk_while_interpreter_exits(run):
+    """Daemon threads allocating without the GIL (every allocation sampled, so every one walks its Python
+    frames) while the main thread exits: the walk stops once finalization begins; the process exits 0."""
+    for _ in range(3):
+        r = run(mem("""
+        import ctypes, threading
+        raw = ctypes.CDLL(None)
+        raw.PyMem_RawMalloc.restype = ctypes.c_void_p
+        raw.PyMem_RawMalloc.argtypes = [ctypes.c_size_t]
+        raw.PyMem_RawFree.argtypes = [ctypes.c_void_p]
+        def churn():
+            while True:
+                raw.PyMem_RawFree(raw.PyMem_RawMalloc(4096))
+        mp.start(1)
+        for _ in range(4):
+            threading.Thread(target=churn, daemon=True).start()
+        time.sleep(0.2)
+        emit({"samples": mp.get_stats()["samples"]})
+        """)).ok()
+        assert r.result["samples"] > 100, r.result
+
+
 def test_context_manager_scoping_and_save(run, tmp_path):
     r = run(mem("""
     before = [bytearray(32 * 1024) for _ in range(200)]              # before the block: never sampled
