@@ -1949,7 +1949,7 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     api->enter();
     api->get_stats(&st);
-    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsi}",
+    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsK}",
         "samples", (unsigned long long)st.samples, "frees_seen", (unsigned long long)st.frees_seen,
         "live_samples", (unsigned long long)st.live_samples, "heap_map_capacity", (unsigned long long)st.heap_map_capacity,
         "heap_map_used", (unsigned long long)st.heap_map_used, "collisions", (unsigned long long)st.collisions,
@@ -1960,7 +1960,8 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         "estimated_live_bytes", (unsigned long long)st.estimated_live_bytes, "estimated_live_count", (unsigned long long)st.estimated_live_count,
         "estimated_allocated_bytes", (unsigned long long)st.estimated_allocated_bytes, "got_entries_patched", (unsigned long long)st.got_entries_patched,
         "footprint_bytes", (unsigned long long)st.footprint_bytes, "sampling_rate", (unsigned long long)st.sampling_rate,
-        "preloaded", spprof__py_mem_shim);
+        "preloaded", spprof__py_mem_shim, "peak_estimated_bytes", (unsigned long long)st.peak_estimated_bytes,
+        "peak_time_ns", (unsigned long long)st.peak_time_ns);
     api->leave();
     return d;
 }

@@ -238,6 +238,59 @@ def test_gil_released_walk_while_interpreter_exits(run):
         assert r.result["samples"] > 100, r.result
 
 
+def test_peak_snapshot(run, tmp_path):
+    """The sampled heap's high-water mark: 100 MiB in 1 KiB-1 MiB objects, allocated and freed, then a small
+    heap. peak_bytes and at_peak() (the samples live at the peak) both estimate the 100 MiB, at_peak's total is
+    peak_bytes, the live heap is small, and the peak view saves in every format."""
+    r = run(mem("""
+    import gc
+    rng = random.Random(7)
+    res = {"errs": [], "live": [], "match": [], "tops": []}
+    for session in range(5):
+        mp.start(512)
+        def grow():
+            return [bytearray(n) for n in log_uniform_sizes(rng, 100 << 20)]
+        held = grow()
+        del held
+        small = [bytearray(1000) for _ in range(100)]
+        snap = mp.get_snapshot()
+        peak = snap.at_peak()
+        mp.stop()
+        res["errs"].append(snap.peak_bytes / (100 << 20) - 1)
+        res["live"].append(snap.total_bytes)
+        res["match"].append(abs(peak.total_bytes - snap.peak_bytes) / snap.peak_bytes)
+        res["tops"].append(str(peak.top_allocators(1)[0][0]))
+    res["view"] = peak.view
+    res["complete"] = snap.peak_complete
+    for ext in ("json", "collapsed", "svg", "pb.gz"):
+        peak.save(os.path.join(sys.argv[1], "peak." + ext))
+    mp.start(512)
+    try:
+        mp.get_snapshot(freed=False).at_peak()
+    except ValueError as e:
+        res["no_freed"] = str(e)
+    res["api"] = mp.get_peak_snapshot().view
+    mp.shutdown()
+    emit(res)
+    """), str(tmp_path)).ok()
+    res = r.result
+    errs = sorted(res["errs"])
+    assert abs(errs[2]) < 0.10, res                          # median of 5 (5.5 % standard deviation each)
+    assert all(-0.25 < e < 0.25 for e in errs), res
+    assert all(m < 0.001 for m in res["match"]), res         # at_peak() holds the peak's samples
+    assert all(b < 10 * 2**20 for b in res["live"]), res      # the heap at the end is small
+    assert all(t.startswith("grow") for t in res["tops"]), res
+    assert res["view"] == "peak" and res["complete"] and res["api"] == "peak", res
+    assert "freed=False" in res["no_freed"], res
+    doc = json.loads((tmp_path / "peak.json").read_text())
+    validate_speedscope(doc)
+    assert doc["profiles"][0]["name"].startswith("heap at its peak"), doc["profiles"][0]["name"]
+    assert "heap at its peak" in (tmp_path / "peak.svg").read_text()
+    coll = (tmp_path / "peak.collapsed").read_text()
+    assert sum(int(ln.rsplit(" ", 1)[1]) for ln in coll.splitlines()) > 70 * 2**20, coll[:2000]
+    assert (tmp_path / "peak.pb.gz").read_bytes()[:2] == b"\x1f\x8b"
+
+
 def test_context_manager_scoping_and_save(run, tmp_path):
     r = run(mem("""
     before = [bytearray(32 * 1024) for _ in range(200)]              # before the block: never sampled
@@ -565,6 +618,54 @@ def test_record_memory_from_process_start(py, tmp_path):
     assert 0.8 * 30e6 < per_fn[top] < 1.2 * 30e6, per_fn
     at_import = sum(int(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if "app.py:2)" in ln.rsplit(";", 1)[-1])
     assert 0.8 * 6.55e6 < at_import < 1.2 * 6.55e6, text               # the import-time allocation (line 2)
+
+
+def test_record_memory_shows_the_peak(py, tmp_path):
+    """record --memory writes the heap at its peak by default (as memray): a program that allocates 100 MiB,
+    frees it and exits shows ~100 MiB. Half of it is malloc'ed through ctypes (the GIL released, seen by the
+    preloaded library), attributed to the Python function that called. --live-at-exit shows the heap at exit."""
+    prog = tmp_path / "app.py"
+    prog.write_text(textwrap.dedent("""\
+        import ctypes
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = ctypes.c_void_p
+        libc.malloc.argtypes = [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        def load_table():
+            return [libc.malloc(1 << 20) for _ in range(50)]   # 50 MiB from C, with the GIL released
+        def build_index():
+            return [bytearray(1 << 20) for _ in range(50)]     # 50 MiB of Python objects
+        table = load_table()
+        index = build_index()
+        for p in table:
+            libc.free(p)
+        del table, index
+        small = [bytearray(1000) for _ in range(1000)]         # about 1 MB live at exit
+        """))
+    res = {}
+    for view in ("peak", "exit"):
+        coll = tmp_path / f"{view}.collapsed"
+        # 64 KiB: a 1 MiB block is sampled with p = 1 - 1e-7, so the bounds below are exact up to 1 block
+        proc = subprocess.run([TOOL, "record", "--memory", "--memory-rate-kb", "64", "-o", str(coll)] +
+                              (["--live-at-exit"] if view == "exit" else []) + ["--", py.path, str(prog)],
+                              capture_output=True, text=True, timeout=120, env=py.env())
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        per = {"load_table": 0, "build_index": 0, "total": 0}
+        for line in coll.read_text().splitlines():
+            stack, n = line.rsplit(" ", 1)
+            per["total"] += int(n)
+            for fn in ("load_table", "build_index"):
+                if any(f.startswith(fn + " (") for f in stack.split(";")):
+                    per[fn] += int(n)
+        res[view] = (per, proc.stderr)
+    peak, err = res["peak"]
+    assert "MiB at peak" in err and "(the heap at its peak" in err, err
+    assert 49 * 2**20 <= peak["load_table"] <= 51 * 2**20, res   # the ctypes malloc, under its Python caller
+    assert 49 * 2**20 <= peak["build_index"] <= 51 * 2**20, res
+    assert peak["total"] < 120 * 2**20, res
+    exit_, err = res["exit"]
+    assert "(the heap live at exit)" in err, err
+    assert exit_["load_table"] == 0 and exit_["build_index"] == 0 and exit_["total"] < 15 * 2**20, res
 
 
 def test_record_memory_bad_rate(py, tmp_path):
