@@ -408,6 +408,10 @@ typedef struct spprof_mem_stats {
     int state;                   /* 0 off, 1 sampling, 2 stopped (frees still tracked), 3 shut down */
     uint64_t peak_estimated_bytes; /* high-water mark of the sampled heap this session (estimated live bytes) */
     uint64_t peak_time_ns;       /* when it was reached (CLOCK_MONOTONIC; 0: nothing sampled yet) */
+    /* Frame-pointer health: samples whose stack needed a native walk, those that reached a root (the
+       outermost frame; with spprof_python.h also the interpreter loop, below which the Python frames go on)
+       and those cut short by code without frame pointers (the rest stopped at max_depth). */
+    uint64_t native_walks, native_walks_rooted, native_walks_truncated;
 } spprof_mem_stats;
 
 typedef struct spprof_mem_sample {
@@ -1329,7 +1333,8 @@ static int spprof__lr_is_caller(uintptr_t pc, uintptr_t lr) {
    of a loaded object: anything else means the chain passed through code without frame pointers and the rest
    would be invented (JIT code ends the walk). */
 SPPROF__NO_SANITIZE
-static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_exec, spprof_frame *frames, int n, int max) {
+static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_exec, spprof_frame *frames, int n, int max,
+                            int *at_root) {
     uintptr_t seg_lo = 1, seg_hi = 0;  /* last executable segment a return address fell in */
     while (n < max) {
         uintptr_t next, ret;
@@ -1345,7 +1350,10 @@ static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_
         /* most callers share a segment with the previous one: look the table up only when they do not */
         if (check_exec && (ret - 1 < seg_lo || ret > seg_hi) && !spprof__exec_segment(ret - 1, &seg_lo, &seg_hi)) break;
         frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
-        if (next <= fp) break;
+        if (next <= fp) {
+            if (at_root && !next) *at_root = 1;  /* the outermost frame: a thread's entry clears the frame pointer */
+            break;
+        }
         lo = fp + 2 * sizeof(uintptr_t);  /* callers' frames are above */
         fp = next;
     }
@@ -1382,7 +1390,7 @@ static int spprof__walk_fp(const spprof_walk_ctx *ctx, spprof_frame *frames, int
         }
     }
 #endif
-    return spprof__fp_chain(fp, sp, hi, 1, frames, n, max_frames);
+    return spprof__fp_chain(fp, sp, hi, 1, frames, n, max_frames, NULL);
 }
 
 #if SPPROF__OS_LINUX
@@ -6345,6 +6353,7 @@ typedef struct spprof__mem_state {
        be that of a mark a few bytes lower (microseconds apart). */
     int64_t live_est;
     uint64_t peak_est, peak_t;
+    uint64_t fp_walks, fp_rooted, fp_broken;  /* native walks of samples, by how they ended */
 } spprof__mem_state;
 static spprof__mem_state spprof__m;
 static spprof__mutex spprof__mem_lock = SPPROF__MUTEX_INIT;  /* API calls only, never the hooks */
@@ -6478,23 +6487,40 @@ static void spprof__mem_log_freed(const spprof__mem_tabs *t, const spprof__mem_e
    once per thread from /proc/self/maps with open/read). Reads stay in that mapping, so a chain broken by code
    without frame pointers ends the walk instead of faulting. Return addresses are not checked against the
    loaded code: the sampler's table of it is freed at its stop, which does not wait for allocation hooks. */
-static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, void *user) {
+/* *end says how the walk ended (frame-pointer health, spprof_mem_stats.native_walks*): at a root (the
+   outermost frame, whose saved frame pointer is 0), at max frames, or broken (a frame without a frame pointer,
+   a pointer out of the stack: the callers above are missing). */
+enum { SPPROF__MEM_END_BROKEN = 0, SPPROF__MEM_END_ROOT = 1, SPPROF__MEM_END_DEPTH = 2 };
+static int spprof__mem_walk_fp(spprof_frame *frames, int max, void *fp_, int *end) {
     spprof__mem_tls *t = &spprof__mt;
     uintptr_t fp = (uintptr_t)fp_;
-    int n, i;
-    (void)user;
+    int n, i, root = 0;
+    *end = SPPROF__MEM_END_BROKEN;
     if (!t->stack_hi || fp < t->stack_lo || fp >= t->stack_hi) {
         uintptr_t lo, hi;
         if (!spprof__own_stack(fp, &lo, &hi)) return 0;
         t->stack_lo = lo; t->stack_hi = hi;
     }
-    n = spprof__fp_chain(fp, t->stack_lo, t->stack_hi, 0, frames, 0, max);
+    n = spprof__fp_chain(fp, t->stack_lo, t->stack_hi, 0, frames, 0, max, &root);
     /* A saved "frame pointer" that code without frame pointers left in the register can still point into
        the stack, and the word above it is then data: a "return address" inside the stack itself is one (the
        stack is not executable), and the walk ends before it. */
     for (i = 0; i < n; i++)
         if (frames[i].addr >= t->stack_lo && frames[i].addr < t->stack_hi) break;
+    if (i == n) *end = root ? SPPROF__MEM_END_ROOT : n >= max ? SPPROF__MEM_END_DEPTH : SPPROF__MEM_END_BROKEN;
     return i;
+}
+/* [hook] Counts one sample's native walk by how it ended. */
+static void spprof__mem_fp_count(int end) {
+    SPPROF__ADD(&spprof__m.fp_walks, 1);
+    if (end == SPPROF__MEM_END_ROOT) SPPROF__ADD(&spprof__m.fp_rooted, 1);
+    else if (end == SPPROF__MEM_END_BROKEN) SPPROF__ADD(&spprof__m.fp_broken, 1);
+}
+static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp, void *user) {
+    int end, n = spprof__mem_walk_fp(frames, max, fp, &end);
+    (void)user;
+    spprof__mem_fp_count(end);
+    return n;
 }
 
 /* The heap map is open addressing within a window: p lives in one of the SPPROF_MEM_WINDOW slots from its
@@ -7089,6 +7115,9 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     SPPROF__STORE(&spprof__m.live_est, (int64_t)0);
     SPPROF__STORE(&spprof__m.peak_est, (uint64_t)0);
     SPPROF__STORE(&spprof__m.peak_t, (uint64_t)0);
+    SPPROF__STORE(&spprof__m.fp_walks, (uint64_t)0);
+    SPPROF__STORE(&spprof__m.fp_rooted, (uint64_t)0);
+    SPPROF__STORE(&spprof__m.fp_broken, (uint64_t)0);
     spprof__m.cfg = c;
     if (c.walker) { spprof__m.walker = c.walker; spprof__m.walker_user = c.walker_user; }
     else { spprof__m.walker = spprof__mem_walk_native; spprof__m.walker_user = NULL; }
@@ -7258,6 +7287,9 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     o->sampling_rate = spprof__m.cfg.sampling_rate;
     o->peak_estimated_bytes = SPPROF__LOADR(&spprof__m.peak_est);
     o->peak_time_ns = SPPROF__LOADR(&spprof__m.peak_t);
+    o->native_walks = SPPROF__LOADR(&spprof__m.fp_walks);
+    o->native_walks_rooted = SPPROF__LOADR(&spprof__m.fp_rooted);
+    o->native_walks_truncated = SPPROF__LOADR(&spprof__m.fp_broken);
     spprof__unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }

@@ -1539,7 +1539,7 @@ static int spprof__py_finalizing(void) {
    - It runs no Python (no thread state, no frame): its native frames. */
 static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, void *user) {
     PyThreadState *ts;
-    int n, nn, np, i;
+    int n, nn, np, i, end;
     (void)user;
     if (PyGILState_Check()) {
         n = spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL);
@@ -1550,13 +1550,15 @@ static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, v
     if (!ts) return spprof__mem_walk_native(frames, max_frames, fp, NULL);
     /* native frames first, in at most half the room; the interpreter loop's frame and everything below it
        is what the Python frames stand for */
-    nn = spprof__mem_walk_native(frames, max_frames / 2, fp, NULL);
+    nn = spprof__mem_walk_fp(frames, max_frames / 2, fp, &end);
     for (i = 0; i < nn; i++)
         if (spprof__py_in_eval(&frames[i])) break;
+    if (i < nn) end = SPPROF__MEM_END_ROOT;  /* reached the interpreter loop: the Python frames go on from there */
     nn = i;
     np = spprof__py_walk_ts(ts, NULL, frames + nn, max_frames - nn, NULL, 0, NULL);
     if (np > 0 && spprof__py_finalizing()) np = -1;  /* finalization began during the reads: not trusted */
     if (np <= 0) return spprof__mem_walk_native(frames, max_frames, fp, NULL);
+    spprof__mem_fp_count(end);
     for (i = nn; i < nn + np; i++) spprof__py_mark_mseen((const void *)(uintptr_t)frames[i].addr);
     return nn + np;
 }
@@ -1637,6 +1639,10 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
     memset(spprof__py_mseen, 0, sizeof spprof__py_mseen);  /* the last session's marks */
     SPPROF__STORE(&spprof__py_mkeep_on, 1u);
     if (spprof__py_mem_shim) {
+        /* the walker's counters of native walks live here, the library's session counts the rest */
+        SPPROF__STORE(&spprof__m.fp_walks, (uint64_t)0);
+        SPPROF__STORE(&spprof__m.fp_rooted, (uint64_t)0);
+        SPPROF__STORE(&spprof__m.fp_broken, (uint64_t)0);
         c.hook_native = 0;  /* the library is malloc itself */
         if (api->state() == 1) {
             r = api->set_walker(spprof__py_mem_walk, NULL);
@@ -1949,7 +1955,12 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     api->enter();
     api->get_stats(&st);
-    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsK}",
+    if (spprof__py_mem_shim) {  /* the Python walker (this module's code) counts its native walks here */
+        st.native_walks += SPPROF__LOADR(&spprof__m.fp_walks);
+        st.native_walks_rooted += SPPROF__LOADR(&spprof__m.fp_rooted);
+        st.native_walks_truncated += SPPROF__LOADR(&spprof__m.fp_broken);
+    }
+    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsKsKsKsK}",
         "samples", (unsigned long long)st.samples, "frees_seen", (unsigned long long)st.frees_seen,
         "live_samples", (unsigned long long)st.live_samples, "heap_map_capacity", (unsigned long long)st.heap_map_capacity,
         "heap_map_used", (unsigned long long)st.heap_map_used, "collisions", (unsigned long long)st.collisions,
@@ -1961,7 +1972,9 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         "estimated_allocated_bytes", (unsigned long long)st.estimated_allocated_bytes, "got_entries_patched", (unsigned long long)st.got_entries_patched,
         "footprint_bytes", (unsigned long long)st.footprint_bytes, "sampling_rate", (unsigned long long)st.sampling_rate,
         "preloaded", spprof__py_mem_shim, "peak_estimated_bytes", (unsigned long long)st.peak_estimated_bytes,
-        "peak_time_ns", (unsigned long long)st.peak_time_ns);
+        "peak_time_ns", (unsigned long long)st.peak_time_ns, "native_walks", (unsigned long long)st.native_walks,
+        "native_walks_rooted", (unsigned long long)st.native_walks_rooted,
+        "native_walks_truncated", (unsigned long long)st.native_walks_truncated);
     api->leave();
     return d;
 }

@@ -1,6 +1,6 @@
 /* test_memprof.c - the memory profiler in C: bad input, unbiased estimates, exact bookkeeping under 8
    concurrent threads, "death during birth", heap-map and stack-table overflow, the GOT hooks (this program's
-   malloc, and a library loaded later with dlopen), fork, late frees after shutdown, the collapsed writer, the high-water mark.
+   malloc, and a library loaded later with dlopen), fork, late frees after shutdown, the collapsed writer, the high-water mark, frame-pointer health.
    Most checks feed spprof_mem_record_alloc/free with made-up addresses (a custom allocator's view), so the
    truth is known exactly. */
 #include "testutil.h"
@@ -190,6 +190,35 @@ static void test_peak(void) {
     spprof_mem_stop();
 }
 
+/* Frame-pointer health: this program is built with frame pointers, so a walk from a thread of its own (entry
+   clears the frame pointer) reaches the root; one cut at max_depth is neither rooted nor truncated. */
+static void *fp_thread(void *arg) {
+    spprof_mem_record_alloc(arg, 100);
+    return NULL;
+}
+static void test_fp_health(void) {
+    spprof_mem_config c = t_mem(1);
+    spprof_mem_stats st;
+    pthread_t th;
+    CHECK(spprof_mem_start(&c) == SPPROF_OK, "start");
+    CHECK(pthread_create(&th, NULL, fp_thread, (void *)(uintptr_t)0xb00000000ull) == 0, "thread");
+    pthread_join(th, NULL);
+    spprof_mem_get_stats(&st);
+    CHECK(st.native_walks == 1 && st.native_walks_rooted == 1 && st.native_walks_truncated == 0,
+          "a thread's walk reaches its root (%llu walks, %llu rooted, %llu truncated)", (unsigned long long)st.native_walks,
+          (unsigned long long)st.native_walks_rooted, (unsigned long long)st.native_walks_truncated);
+    spprof_mem_stop();
+    c.max_depth = 1;
+    CHECK(spprof_mem_start(&c) == SPPROF_OK, "start, max_depth 1");
+    CHECK(pthread_create(&th, NULL, fp_thread, (void *)(uintptr_t)0xb00000000ull) == 0, "thread");
+    pthread_join(th, NULL);
+    spprof_mem_get_stats(&st);
+    CHECK(st.native_walks == 1 && st.native_walks_rooted == 0 && st.native_walks_truncated == 0,
+          "cut at max_depth: neither (%llu walks, %llu rooted, %llu truncated)", (unsigned long long)st.native_walks,
+          (unsigned long long)st.native_walks_rooted, (unsigned long long)st.native_walks_truncated);
+    spprof_mem_stop();
+}
+
 static void test_overflow(void) {
     spprof_mem_config c = t_mem(1);
     spprof_mem_stats st;
@@ -329,6 +358,7 @@ int main(void) {
     test_death_during_birth();
     test_filter_and_stale();
     test_peak();
+    test_fp_health();
     test_overflow();
     test_stack_table_full();
     test_fork();

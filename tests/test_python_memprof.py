@@ -291,6 +291,46 @@ def test_peak_snapshot(run, tmp_path):
     assert (tmp_path / "peak.pb.gz").read_bytes()[:2] == b"\x1f\x8b"
 
 
+def test_frame_pointer_health(run):
+    """Native walks are counted by how they end: Python code holding the GIL needs none; C code called with
+    the GIL released (ctypes) needs one per sample, which reaches the interpreter loop only through code with
+    frame pointers. The counts, the confidence figure, and one warning (not two) when most were cut short."""
+    r = run(mem("""
+    import ctypes, warnings
+    raw = ctypes.CDLL(None)
+    raw.PyMem_RawCalloc.restype = ctypes.c_void_p   # (calloc: python3.11-dbg's raw malloc is not seen here)
+    raw.PyMem_RawCalloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+    raw.PyMem_RawFree.argtypes = [ctypes.c_void_p]
+    res = {}
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mp.start(1 / 1024)                       # every allocation
+        keep = [bytearray(1000) for _ in range(200)]
+        res["python_only"] = mp.get_stats()
+        mp.stop()
+        mp.start(1 / 1024)
+        for _ in range(100):
+            raw.PyMem_RawFree(raw.PyMem_RawCalloc(1, 1000))
+        res["ctypes"] = mp.get_stats()
+        res["snap_conf"] = mp.get_snapshot().stats["native_stack_confidence"]
+        mp.get_stats()
+        res["warnings"] = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+    mp.shutdown()
+    emit(res)
+    """)).ok()
+    res = r.result
+    py, c = res["python_only"], res["ctypes"]
+    assert py["native_walks"] == 0 and py["native_stack_confidence"] is None, py
+    assert c["native_walks"] >= 100, c
+    assert c["native_walks_rooted"] + c["native_walks_truncated"] <= c["native_walks"], c
+    assert c["native_stack_confidence"] == c["native_walks_rooted"] / c["native_walks"], c
+    assert res["snap_conf"] is not None, res
+    if c["native_walks_truncated"] * 2 > c["native_walks"]:   # an interpreter without frame pointers
+        assert len(res["warnings"]) == 1 and "frame pointers" in res["warnings"][0], res
+    else:
+        assert res["warnings"] == [], res
+
+
 def test_context_manager_scoping_and_save(run, tmp_path):
     r = run(mem("""
     before = [bytearray(32 * 1024) for _ in range(200)]              # before the block: never sampled

@@ -305,11 +305,36 @@ def is_active() -> bool:
     return _C.mem_state() == "sampling"
 
 
+_warned_truncated = [False]
+
+
+def _stats() -> Dict[str, Any]:
+    """_C.mem_stats() plus native_stack_confidence; warns once per process when most native stacks were cut
+    short."""
+    st = _C.mem_stats()
+    walks = int(st.get("native_walks", 0))
+    st["native_stack_confidence"] = int(st.get("native_walks_rooted", 0)) / walks if walks else None
+    cut = int(st.get("native_walks_truncated", 0))
+    if walks >= 20 and cut * 2 > walks and not _warned_truncated[0]:
+        _warned_truncated[0] = True
+        import warnings
+        warnings.warn(f"spprof.memprof: {cut} of {walks} sampled native stacks were cut short by code built without "
+                      "frame pointers: their allocations are attributed to the last native frame reached (and to the "
+                      "calling Python code, where there is one); build with -fno-omit-frame-pointer for whole native "
+                      "stacks", RuntimeWarning, stacklevel=3)
+    return st
+
+
 def get_stats() -> Dict[str, Any]:
     """Counters: samples, frees_seen, live_samples, heap_map_capacity/heap_map_used (load), collisions,
     dropped_map_full, dropped_stacks_full, freed_dropped, estimated_live_bytes, estimated_allocated_bytes,
-    footprint_bytes (the profiler's own memory), ..."""
-    return _C.mem_stats()
+    footprint_bytes (the profiler's own memory), peak_estimated_bytes / peak_time_ns (the high-water mark),
+    and frame-pointer health: native_walks (samples whose stack needed a native walk: threads running no
+    Python, or C code called with the GIL released), native_walks_rooted (those that reached the outermost
+    frame or the interpreter loop), native_walks_truncated (cut short by code without frame pointers),
+    native_stack_confidence (rooted / walks, None without walks). Warns once (RuntimeWarning) when most
+    native stacks were cut short."""
+    return _stats()
 
 
 def get_snapshot(freed: bool = True) -> HeapSnapshot:
@@ -326,7 +351,7 @@ def get_snapshot(freed: bool = True) -> HeapSnapshot:
     _C.mem_enter()          # the snapshot's own objects are not sampled
     try:
         ts = time.monotonic()
-        stats = _C.mem_stats()
+        stats = _stats()
         cache: Dict[tuple, Tuple[Frame, ...]] = {}
         raw = _C.mem_samples(3 if freed else 1)
         live: List[MemorySample] = []
