@@ -249,7 +249,10 @@ def test_peak_snapshot(run, tmp_path):
     for session in range(5):
         mp.start(512)
         def grow():
-            return [bytearray(n) for n in log_uniform_sizes(rng, 100 << 20)]
+            out = []
+            for n in log_uniform_sizes(rng, 100 << 20):
+                out.append(bytearray(n))
+            return out
         held = grow()
         del held
         small = [bytearray(1000) for _ in range(100)]
