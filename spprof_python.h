@@ -1428,7 +1428,7 @@ static int spprof__py_mem_shim;
    Frees need no guard at all: the outer hook has already taken the pointer out of the map, so the inner
    free finds nothing. */
 #define SPPROF__PY_MEM_HOOKS(D)                                                                                   \
-    static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
+    static SPPROF__NOINLINE void *spprof__py_malloc_slow_##D(void *ctx, size_t n) {                             \
         void *p;                                                                                                \
         if (n > spprof__py_memdoms[D].guard_above) {                                                            \
             SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.malloc(ctx, n); SPPROF__PY_MEM_LEAVE();       \
@@ -1436,11 +1436,24 @@ static int spprof__py_mem_shim;
         if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
         return p;                                                                                               \
     }                                                                                                           \
-    static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {                                         \
+    /* A request the domain serves itself and that is not sampled (counted before the call) is a tail call of \
+       the interpreter's allocator: no frame, no saved register. The rest is a tail call of the slow path, so \
+       a sample's native walk still starts at the hook's caller. */                                             \
+    static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
+        if (n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__mem_alloc_skip(n))        \
+            return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
+        return spprof__py_malloc_slow_##D(ctx, n);                                                              \
+    }                                                                                                           \
+    static SPPROF__NOINLINE void *spprof__py_calloc_slow_##D(void *ctx, size_t k, size_t n) {                   \
         void *p;                                                                                                \
         SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.calloc(ctx, k, n); SPPROF__PY_MEM_LEAVE();        \
         if (p) SPPROF__PY_MEM_ALLOC(p, k * n);                                                                  \
         return p;                                                                                               \
+    }                                                                                                           \
+    static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {  /* as malloc */                       \
+        if (k * n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__mem_alloc_skip(k * n)) \
+            return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
+        return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
     }                                                                                                           \
     static void *spprof__py_realloc_##D(void *ctx, void *old, size_t n) {                                       \
         void *p;                                                                                                \
@@ -1449,9 +1462,14 @@ static int spprof__py_mem_shim;
         if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
         return p;                                                                                               \
     }                                                                                                           \
-    static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
-        if (p) SPPROF__PY_MEM_FREE(p);                                                                          \
+    static SPPROF__NOINLINE void spprof__py_free_slow_##D(void *ctx, void *p) {                                 \
+        SPPROF__PY_MEM_FREE(p);                                                                                 \
         spprof__py_memdoms[D].orig.free(ctx, p);                                                                \
+    }                                                                                                           \
+    /* the common free (not a sampled pointer) is the filter test and a tail call: no frame, no saved register */ \
+    static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
+        if (p && (spprof__py_mem_shim || spprof__mem_free_maybe(p))) spprof__py_free_slow_##D(ctx, p);          \
+        else spprof__py_memdoms[D].orig.free(ctx, p);                                                           \
     }
 SPPROF__PY_MEM_HOOKS(0)
 SPPROF__PY_MEM_HOOKS(1)
