@@ -703,11 +703,12 @@ def test_record_memory_shows_the_peak(py, tmp_path):
         res[view] = (per, proc.stderr)
     peak, err = res["peak"]
     assert "MiB at peak" in err and "(the heap at its peak" in err, err
+    assert "RuntimeWarning" not in err, err     # truncated native stacks are told in the summary line
     assert 49 * 2**20 <= peak["load_table"] <= 51 * 2**20, res   # the ctypes malloc, under its Python caller
     assert 49 * 2**20 <= peak["build_index"] <= 51 * 2**20, res
     assert peak["total"] < 120 * 2**20, res
     exit_, err = res["exit"]
-    assert "(the heap live at exit)" in err, err
+    assert "(the heap live at exit" in err, err
     assert exit_["load_table"] == 0 and exit_["build_index"] == 0 and exit_["total"] < 15 * 2**20, res
 
 

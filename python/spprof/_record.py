@@ -191,7 +191,10 @@ class Recorder:
     def _finish_memory(self, reason: Optional[str]) -> None:
         import spprof.memprof as memprof
         try:
-            snap = memprof.get_snapshot()
+            import warnings
+            with warnings.catch_warnings():  # the truncated native stacks are told in the summary line instead
+                warnings.simplefilter("ignore", RuntimeWarning)
+                snap = memprof.get_snapshot()
             memprof.stop()
         except spprof.Error as e:
             _say(f"no memory profile written: {e}")
@@ -209,6 +212,9 @@ class Recorder:
             what = ("the heap live at exit" if view is snap else
                     "the heap at its peak" + ("" if snap.peak_complete else
                                               " (incomplete: the freed log overflowed)") + "; --live-at-exit for exit")
+            walks, cut = int(st.get("native_walks", 0)), int(st.get("native_walks_truncated", 0))
+            if walks >= 20 and cut * 2 > walks:
+                what += f"; {cut} of {walks} native stacks cut short by code without frame pointers"
             _say(f"{st['samples']} allocation samples, ~{snap.peak_bytes / 2**20:.1f} MiB at peak, "
                  f"~{snap.total_bytes / 2**20:.1f} MiB live at exit, "
                  f"~{st['estimated_allocated_bytes'] / 2**20:.1f} MiB allocated{why} -> {', '.join(written)} ({what})")
