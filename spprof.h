@@ -21,6 +21,7 @@
        spprof_mem_start(&mc);                                 // hooks the malloc family of loaded objects
        work();
        spprof_mem_write_collapsed("heap.collapsed", SPPROF_MEM_LIVE);  // live heap, weighted in bytes
+       spprof_mem_write_collapsed("peak.collapsed", SPPROF_MEM_PEAK);  // the heap at its high-water mark
        spprof_mem_write_pprof("heap.pb.gz");          // alloc_/inuse_ objects and space (Go's heap profile)
        spprof_mem_stop(); spprof_mem_shutdown();
 
@@ -407,6 +408,12 @@ typedef struct spprof_mem_stats {
     uint64_t footprint_bytes;    /* memory the memory profiler itself holds */
     uint64_t sampling_rate;
     int state;                   /* 0 off, 1 sampling, 2 stopped (frees still tracked), 3 shut down */
+    uint64_t peak_estimated_bytes; /* high-water mark of the sampled heap this session (estimated live bytes) */
+    uint64_t peak_time_ns;       /* when it was reached (CLOCK_MONOTONIC; 0: nothing sampled yet) */
+    /* Frame-pointer health: samples whose stack needed a native walk, those that reached a root (the
+       outermost frame; with spprof_python.h also the interpreter loop, below which the Python frames go on)
+       and those cut short by code without frame pointers (the rest stopped at max_depth). */
+    uint64_t native_walks, native_walks_rooted, native_walks_truncated;
 } spprof_mem_stats;
 
 typedef struct spprof_mem_sample {
@@ -422,7 +429,9 @@ typedef struct spprof_mem_sample {
     int nframes;
 } spprof_mem_sample;
 typedef int (*spprof_mem_sample_fn)(const spprof_mem_sample *s, void *user); /* return non-zero to stop */
-enum { SPPROF_MEM_LIVE = 1, SPPROF_MEM_FREED = 2 };
+/* SPPROF_MEM_PEAK: the samples that were live at the high-water mark (peak_time_ns): live ones allocated by
+   then and logged freed ones freed after it (complete while freed_dropped is 0). */
+enum { SPPROF_MEM_LIVE = 1, SPPROF_MEM_FREED = 2, SPPROF_MEM_PEAK = 4 };
 
 SPPROF_API spprof_mem_config spprof_mem_config_default(void);
 /* Starts sampling (a new session: the previous session's samples are dropped). Not while sampling. */
@@ -434,14 +443,15 @@ SPPROF_API spprof_result spprof_mem_stop(void);
 SPPROF_API spprof_result spprof_mem_shutdown(void);
 SPPROF_API int spprof_mem_state(void);  /* as spprof_mem_stats.state */
 SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *out);
-/* Calls fn for the live samples and/or the logged freed ones (SPPROF_MEM_LIVE | SPPROF_MEM_FREED). */
+/* Calls fn for the live samples and/or the logged freed ones (SPPROF_MEM_LIVE | SPPROF_MEM_FREED), or for those
+   live at the peak (SPPROF_MEM_PEAK, alone). */
 SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_fn fn, void *user);
 /* Totals per stack over the whole session (live and freed), for "which code churns memory". */
 typedef int (*spprof_mem_stack_fn)(uint32_t stack_id, const spprof_frame *frames, int nframes, uint64_t samples,
                                    double est_bytes, double est_count, void *user);
 SPPROF_API spprof_result spprof_mem_foreach_stack(spprof_mem_stack_fn fn, void *user);
-/* Collapsed stacks of the live heap (or, with SPPROF_MEM_FREED, of everything allocated), weighted in bytes,
-   one line per distinct stack. */
+/* Collapsed stacks of the live heap (or, with SPPROF_MEM_FREED, of everything allocated; with SPPROF_MEM_PEAK,
+   of the heap at its high-water mark), weighted in bytes, one line per distinct stack. */
 SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which);
 /* pprof of the session (gzip-compressed profile.proto), Go's heap convention: per stack alloc_objects,
    alloc_space (everything sampled this session), inuse_objects, inuse_space (live now; the default),
@@ -1298,7 +1308,8 @@ static int spprof__lr_is_caller(uintptr_t pc, uintptr_t lr) {
    of a loaded object: anything else means the chain passed through code without frame pointers and the rest
    would be invented (JIT code ends the walk). */
 SPPROF__NO_SANITIZE
-static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_exec, spprof_frame *frames, int n, int max) {
+static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_exec, spprof_frame *frames, int n, int max,
+                            int *at_root) {
     uintptr_t seg_lo = 1, seg_hi = 0;  /* last executable segment a return address fell in */
     while (n < max) {
         uintptr_t next, ret;
@@ -1314,7 +1325,10 @@ static int spprof__fp_chain(uintptr_t fp, uintptr_t lo, uintptr_t hi, int check_
         /* most callers share a segment with the previous one: look the table up only when they do not */
         if (check_exec && (ret - 1 < seg_lo || ret > seg_hi) && !spprof__exec_segment(ret - 1, &seg_lo, &seg_hi)) break;
         frames[n].addr = ret; frames[n].aux = SPPROF_AUX_RETADDR; frames[n].kind = SPPROF_FRAME_NATIVE; n++;
-        if (next <= fp) break;
+        if (next <= fp) {
+            if (at_root && !next) *at_root = 1;  /* the outermost frame: a thread's entry clears the frame pointer */
+            break;
+        }
         lo = fp + 2 * sizeof(uintptr_t);  /* callers' frames are above */
         fp = next;
     }
@@ -1351,7 +1365,7 @@ static int spprof__walk_fp(const spprof_walk_ctx *ctx, spprof_frame *frames, int
         }
     }
 #endif
-    return spprof__fp_chain(fp, sp, hi, 1, frames, n, max_frames);
+    return spprof__fp_chain(fp, sp, hi, 1, frames, n, max_frames, NULL);
 }
 
 /* ==== @sample ==========================================================================================
@@ -6364,6 +6378,13 @@ typedef struct spprof__mem_state {
     spprof__mem_freed *freed;  uint32_t freed_cap, freed_n;
     uint64_t samples, frees_seen, collisions, dropped_map, dropped_stacks, freed_dropped, stale, ddb;
     uint64_t footprint, got_patched;
+    /* The sampled heap's size (estimated bytes, each sample's rounded) and its high-water mark with the time it
+       was reached: kept by the hooks, one atomic add per sampled allocation or free plus a compare-and-swap
+       when the mark moves. Peak and time are two stores: with samples racing on several threads, the time can
+       be that of a mark a few bytes lower (microseconds apart). */
+    int64_t live_est;
+    uint64_t peak_est, peak_t;
+    uint64_t fp_walks, fp_rooted, fp_broken;  /* native walks of samples, by how they ended */
 } spprof__mem_state;
 static spprof__mem_state spprof__m;
 static spprof__mutex spprof__mem_lock = SPPROF__MUTEX_INIT;  /* API calls only, never the hooks */
@@ -6497,16 +6518,40 @@ static void spprof__mem_log_freed(const spprof__mem_tabs *t, const spprof__mem_e
    once per thread from /proc/self/maps with open/read). Reads stay in that mapping, so a chain broken by code
    without frame pointers ends the walk instead of faulting. Return addresses are not checked against the
    loaded code: the sampler's table of it is freed at its stop, which does not wait for allocation hooks. */
-static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, void *user) {
+/* *end says how the walk ended (frame-pointer health, spprof_mem_stats.native_walks*): at a root (the
+   outermost frame, whose saved frame pointer is 0), at max frames, or broken (a frame without a frame pointer,
+   a pointer out of the stack: the callers above are missing). */
+enum { SPPROF__MEM_END_BROKEN = 0, SPPROF__MEM_END_ROOT = 1, SPPROF__MEM_END_DEPTH = 2 };
+static int spprof__mem_walk_fp(spprof_frame *frames, int max, void *fp_, int *end) {
     spprof__mem_tls *t = &spprof__mt;
     uintptr_t fp = (uintptr_t)fp_;
-    (void)user;
+    int n, i, root = 0;
+    *end = SPPROF__MEM_END_BROKEN;
     if (!t->stack_hi || fp < t->stack_lo || fp >= t->stack_hi) {
         uintptr_t lo, hi;
         if (!spprof__own_stack(fp, &lo, &hi)) return 0;
         t->stack_lo = lo; t->stack_hi = hi;
     }
-    return spprof__fp_chain(fp, t->stack_lo, t->stack_hi, 0, frames, 0, max);
+    n = spprof__fp_chain(fp, t->stack_lo, t->stack_hi, 0, frames, 0, max, &root);
+    /* A saved "frame pointer" that code without frame pointers left in the register can still point into
+       the stack, and the word above it is then data: a "return address" inside the stack itself is one (the
+       stack is not executable), and the walk ends before it. */
+    for (i = 0; i < n; i++)
+        if (frames[i].addr >= t->stack_lo && frames[i].addr < t->stack_hi) break;
+    if (i == n) *end = root ? SPPROF__MEM_END_ROOT : n >= max ? SPPROF__MEM_END_DEPTH : SPPROF__MEM_END_BROKEN;
+    return i;
+}
+/* [hook] Counts one sample's native walk by how it ended. */
+static void spprof__mem_fp_count(int end) {
+    SPPROF__ADD(&spprof__m.fp_walks, 1);
+    if (end == SPPROF__MEM_END_ROOT) SPPROF__ADD(&spprof__m.fp_rooted, 1);
+    else if (end == SPPROF__MEM_END_BROKEN) SPPROF__ADD(&spprof__m.fp_broken, 1);
+}
+static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp, void *user) {
+    int end, n = spprof__mem_walk_fp(frames, max, fp, &end);
+    (void)user;
+    spprof__mem_fp_count(end);
+    return n;
 }
 
 /* The heap map is open addressing within a window: p lives in one of the SPPROF_MEM_WINDOW slots from its
@@ -6519,9 +6564,25 @@ static int spprof__mem_walk_native(spprof_frame *frames, int max, void *fp_, voi
 #ifndef SPPROF_MEM_WINDOW
 #  define SPPROF_MEM_WINDOW 64
 #endif
+/* The estimated bytes one sample of `size` stands for, rounded as live_est counts them. */
+static int64_t spprof__mem_est(uint64_t size) {
+    return (int64_t)(spprof__mem_inv_p(size, spprof__m.cfg.sampling_rate) * (double)size + 0.5);
+}
+/* [hook] A sample joined the heap map at time now: the size grows, and the high-water mark with it. */
+static void spprof__mem_live_add(int64_t est, uint64_t now) {
+    int64_t live = SPPROF__ADD(&spprof__m.live_est, est) + est;
+    uint64_t peak = SPPROF__LOADR(&spprof__m.peak_est);
+    while (live > 0 && (uint64_t)live > peak) {  /* bounded: each failed CAS means the mark rose meanwhile */
+        if (__atomic_compare_exchange_n(&spprof__m.peak_est, &peak, (uint64_t)live, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            SPPROF__STORER(&spprof__m.peak_t, now);
+            break;
+        }
+    }
+}
+
 static int spprof__mem_insert(const spprof__mem_tabs *t, uint64_t p, uint64_t size, uint32_t stack, int tid) {
     uint32_t i, k, home, taken = UINT32_MAX;
-    uint64_t h = spprof__mem_hash(p), birth = p | SPPROF__MEM_BIRTH;
+    uint64_t h = spprof__mem_hash(p), birth = p | SPPROF__MEM_BIRTH, now;
     spprof__mem_entry *e;
     if (SPPROF__LOADR(&spprof__m.map_live) >= (t->map_mask + 1) / 2) return 0;
     home = (uint32_t)(h >> 32) & t->map_mask;
@@ -6537,6 +6598,7 @@ static int spprof__mem_insert(const spprof__mem_tabs *t, uint64_t p, uint64_t si
             spprof__mem_entry_load(e, &copy);
             if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
                 SPPROF__SUB(&spprof__m.map_live, 1u);
+                SPPROF__SUB(&spprof__m.live_est, spprof__mem_est(copy.size));
                 SPPROF__ADD(&spprof__m.stale, 1);
                 spprof__bloom_add(t, h, 0);
                 spprof__mem_log_freed(t, &copy, p, spprof__now_ns());
@@ -6552,13 +6614,15 @@ static int spprof__mem_insert(const spprof__mem_tabs *t, uint64_t p, uint64_t si
     }
     if (taken == UINT32_MAX) return 0;
     e = &t->map[taken];
+    now = spprof__now_ns();
     __atomic_store_n(&e->size, size, __ATOMIC_RELAXED);
-    __atomic_store_n(&e->t_alloc, spprof__now_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&e->t_alloc, now, __ATOMIC_RELAXED);
     __atomic_store_n(&e->stack, stack, __ATOMIC_RELAXED);
     __atomic_store_n(&e->tid, tid, __ATOMIC_RELAXED);
     spprof__bloom_add(t, h, 1);
     if (__atomic_compare_exchange_n(&e->key, &birth, p, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         SPPROF__ADD(&spprof__m.map_live, 1u);
+        spprof__mem_live_add(spprof__mem_est(size), now);
     } else {
         /* died during birth: the free marked the key; log it with lifetime 0 and release the slot */
         spprof__mem_entry copy;
@@ -6630,6 +6694,7 @@ SPPROF__NOINLINE static void spprof__mem_free_slow(const spprof__mem_tabs *t, ui
             spprof__mem_entry_load(e, &copy);
             if (__atomic_compare_exchange_n(&e->key, &cur, SPPROF__MEM_TOMB, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
                 SPPROF__SUB(&spprof__m.map_live, 1u);
+                SPPROF__SUB(&spprof__m.live_est, spprof__mem_est(copy.size));
                 if (k) SPPROF__ADD(&spprof__m.collisions, k);
                 spprof__bloom_add(t, h, 0);
                 spprof__mem_log_freed(t, &copy, p, spprof__now_ns());
@@ -6651,6 +6716,21 @@ SPPROF__HOT void spprof__mem_on_free(void *ptr) {
     h = spprof__mem_hash((uint64_t)(uintptr_t)ptr);
     if (SPPROF__LIKELY(!spprof__bloom_test(t, h))) return;
     spprof__mem_free_slow(t, (uint64_t)(uintptr_t)ptr, h);
+}
+
+/* The allocation fast path's test alone, made before the allocation: counts size and returns 1 when the
+   allocation is not sampled (busy, or the countdown not crossed). On 0 the caller allocates and calls
+   spprof__mem_on_alloc, which counts it again: harmless, the sample draws a new threshold. For hooks that want
+   their common path to end in a tail call of the real allocator (spprof_python.h's). */
+SPPROF__HOT int spprof__mem_alloc_skip(size_t size) {
+    spprof__mem_tls *t = &spprof__mt;
+    return t->busy || (t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0);
+}
+/* The free fast path's test alone: could ptr be a sampled pointer (then spprof__mem_on_free has work)? For
+   hooks that want their common path to end in a tail call of the real free (spprof_python.h's). */
+SPPROF__HOT int spprof__mem_free_maybe(void *ptr) {
+    const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);
+    return t && !spprof__mt.busy && spprof__bloom_test(t, spprof__mem_hash((uint64_t)(uintptr_t)ptr));
 }
 
 /* noinline: the walk starts at this function's frame, so the first frame is its caller's call site */
@@ -7078,6 +7158,12 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
     SPPROF__STORE(&spprof__m.freed_dropped, 0);
     SPPROF__STORE(&spprof__m.stale, 0);
     SPPROF__STORE(&spprof__m.ddb, 0);
+    SPPROF__STORE(&spprof__m.live_est, (int64_t)0);
+    SPPROF__STORE(&spprof__m.peak_est, (uint64_t)0);
+    SPPROF__STORE(&spprof__m.peak_t, (uint64_t)0);
+    SPPROF__STORE(&spprof__m.fp_walks, (uint64_t)0);
+    SPPROF__STORE(&spprof__m.fp_rooted, (uint64_t)0);
+    SPPROF__STORE(&spprof__m.fp_broken, (uint64_t)0);
     spprof__m.cfg = c;
     if (c.walker) { spprof__m.walker = c.walker; spprof__m.walker_user = c.walker_user; }
     else { spprof__m.walker = spprof__mem_walk_native; spprof__m.walker_user = NULL; }
@@ -7138,6 +7224,9 @@ SPPROF_API spprof_result spprof_mem_set_walker(spprof_mem_walk_fn walker, void *
 SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_fn fn, void *user) {
     spprof_mem_sample s;
     uint32_t i, n;
+    uint64_t pt = SPPROF__LOADR(&spprof__m.peak_t);
+    int peak = (which & SPPROF_MEM_PEAK) != 0;
+    if (peak) which = SPPROF_MEM_LIVE | SPPROF_MEM_FREED;  /* both, filtered by the time of the peak */
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_foreach_sample: fn is NULL");
     if (!spprof__m.map || SPPROF__LOAD(&spprof__m.state) == 3 || SPPROF__LOAD(&spprof__m.state) == 0)
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_sample: the memory profiler has no session");
@@ -7149,6 +7238,7 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
             spprof__mem_entry_load(&spprof__m.map[i], &e);
             k = SPPROF__LOAD(&spprof__m.map[i].key);
             if (k <= SPPROF__MEM_TOMB || (k & 7) || k != e.key) continue;  /* empty, tombstone, in flux */
+            if (peak && e.t_alloc > pt) continue;  /* allocated after the peak */
             memset(&s, 0, sizeof s);
             s.addr = k; s.size = e.size; s.t_alloc_ns = e.t_alloc; s.tid = e.tid; s.stack_id = e.stack;
             s.est_count = spprof__mem_inv_p(e.size, spprof__m.cfg.sampling_rate); s.est_bytes = s.est_count * (double)e.size;
@@ -7164,6 +7254,7 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
         for (i = 0; i < n; i++) {
             const spprof__mem_freed *f = &spprof__m.freed[i];
             if (!SPPROF__LOAD(&f->addr)) continue;
+            if (peak && (f->t_alloc > pt || f->t_free <= pt)) continue;  /* not live at the peak */
             memset(&s, 0, sizeof s);
             s.addr = f->addr; s.size = f->size; s.t_alloc_ns = f->t_alloc; s.t_free_ns = f->t_free ? f->t_free : 1;
             s.tid = f->tid; s.stack_id = f->stack;
@@ -7240,6 +7331,11 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     if (o->frames_used > spprof__m.pool_cap) o->frames_used = spprof__m.pool_cap;
     o->got_entries_patched = spprof__m.got_patched;
     o->sampling_rate = spprof__m.cfg.sampling_rate;
+    o->peak_estimated_bytes = SPPROF__LOADR(&spprof__m.peak_est);
+    o->peak_time_ns = SPPROF__LOADR(&spprof__m.peak_t);
+    o->native_walks = SPPROF__LOADR(&spprof__m.fp_walks);
+    o->native_walks_rooted = SPPROF__LOADR(&spprof__m.fp_rooted);
+    o->native_walks_truncated = SPPROF__LOADR(&spprof__m.fp_broken);
     spprof__unlock(&spprof__mem_lock);
     return SPPROF_OK;
 }
@@ -7263,13 +7359,16 @@ SPPROF_API spprof_result spprof_mem_write_collapsed(const char *path, int which)
     spprof__out o;
     spprof__mem_pp m;
     uint32_t i;
-    int col = (which & SPPROF_MEM_FREED) ? 1 : 3;  /* alloc_space or inuse_space */
+    int col = (which & SPPROF_MEM_FREED) ? 1 : 3;  /* alloc_space or inuse_space (live now, or at the peak) */
     spprof_result r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
     memset(&m, 0, sizeof m);
     spprof_mem_enter();  /* the writer's own allocations are not sampled */
     r = spprof_mem_foreach_stack(spprof__mem_pp_stack, &m);
-    if (r == SPPROF_OK) r = spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_pp_live, &m);
+    if (r == SPPROF_OK) {
+        int view = which == SPPROF_MEM_PEAK ? SPPROF_MEM_PEAK : SPPROF_MEM_LIVE;
+        r = spprof_mem_foreach_sample(view, spprof__mem_pp_live, &m);
+    }
     if (r == SPPROF_OK && m.oom) r = spprof__fail(SPPROF_ERR_NO_MEMORY, "out of memory while writing '%s'", path);
     if (r == SPPROF_OK)
         for (i = 0; i < m.nrows; i++)

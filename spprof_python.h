@@ -91,7 +91,8 @@ SPPROF_API void spprof_py_release_code_objects(void);
    refuses to start on a difference (SPPROF_ERR_UNSUPPORTED, the difference in spprof_last_error()). */
 SPPROF_API spprof_result spprof_py_check_layout(void);
 /* [GIL] Memory profiler for Python (see @memprof): PyMem hooks + the Python walker, on spprof.h's
-   spprof_mem_* (or on the preloaded libspprof_alloc.so's heap map when present). */
+   spprof_mem_* (or on the preloaded libspprof_alloc.so's heap map when present). An allocation made with
+   the GIL released gets its native frames up to the interpreter loop, then the calling Python frames. */
 SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg);
 SPPROF_API spprof_result spprof_py_mem_stop(void);
 SPPROF_API spprof_result spprof_py_mem_shutdown(void);
@@ -420,6 +421,20 @@ static void spprof__py_mark_seen(const void *co) {  /* [signal-safe] */
 static int spprof__py_maybe_seen(const void *co) {
     uint32_t h = spprof__py_seen_hash(co);
     return (SPPROF__LOAD(&spprof__py_seen[h >> 6]) >> (h & 63)) & 1;
+}
+/* The memory profiler's own bitmap, same hashing: code objects of stacks read without the GIL (@memprof's
+   spprof__py_mem_walk cannot take references then); while spprof__py_mkeep_on, the death hook (@pin) keeps a
+   marked code object that dies. Separate from the CPU profiler's: each is cleared by its own profiler's start. */
+static uint64_t spprof__py_mseen[(1u << SPPROF__PY_SEEN_LOG2) / 64];
+static uint32_t spprof__py_mkeep_on;
+static void spprof__py_mark_mseen(const void *co) {  /* [hook] */
+    uint32_t h = spprof__py_seen_hash(co);
+    uint64_t bit = 1ull << (h & 63);
+    if (!(SPPROF__LOADR(&spprof__py_mseen[h >> 6]) & bit)) __atomic_fetch_or(&spprof__py_mseen[h >> 6], bit, __ATOMIC_RELEASE);
+}
+static int spprof__py_maybe_mseen(const void *co) {
+    uint32_t h = spprof__py_seen_hash(co);
+    return (SPPROF__LOAD(&spprof__py_mseen[h >> 6]) >> (h & 63)) & 1;
 }
 
 static uint32_t spprof__py_fingerprint(const PyCodeObject *co) {
@@ -1095,13 +1110,19 @@ SPPROF_API int spprof_py_pin_code_objects(void) {
    no exception state touched. On from start until stop has pinned every code object of the profile (the
    ring drained: no sample left that is not in the profile); after that a marked code object that dies is
    only one that shares a bit with a sampled one, and dies normally. Out of memory for the table: the
-   object dies as before. */
+   object dies as before.
+   The memory profiler uses the same hook for the code objects of stacks it read without the GIL (@memprof:
+   no reference can be taken there): its own bitmap (spprof__py_mseen), on while a memory session's samples
+   exist (spprof__py_mkeep_on, from spprof_py_mem_start to shutdown). Such a code object is kept in this
+   table; when a CPU session's start releases the table, it dies, is seen again here and kept again. */
 static uint32_t spprof__py_keep_on;
 
 /* co is dying (count 0, or 1 inside 3.13's code_dealloc): returns 1 if it was pinned with a new reference. */
 static int spprof__py_keep_dying(PyObject *co) {
     int ok;
-    if (!SPPROF__LOADR(&spprof__py_keep_on) || !spprof__py_maybe_seen(co)) return 0;
+    if (!(SPPROF__LOADR(&spprof__py_keep_on) && spprof__py_maybe_seen(co)) &&
+        !(SPPROF__LOADR(&spprof__py_mkeep_on) && spprof__py_maybe_mseen(co)))
+        return 0;
     spprof__lock(&spprof__py_pins_mu);
     ok = spprof__py_pin_reserve_locked();
     if (ok) {
@@ -1407,7 +1428,7 @@ static int spprof__py_mem_shim;
    Frees need no guard at all: the outer hook has already taken the pointer out of the map, so the inner
    free finds nothing. */
 #define SPPROF__PY_MEM_HOOKS(D)                                                                                   \
-    static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
+    static SPPROF__NOINLINE void *spprof__py_malloc_slow_##D(void *ctx, size_t n) {                             \
         void *p;                                                                                                \
         if (n > spprof__py_memdoms[D].guard_above) {                                                            \
             SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.malloc(ctx, n); SPPROF__PY_MEM_LEAVE();       \
@@ -1415,11 +1436,24 @@ static int spprof__py_mem_shim;
         if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
         return p;                                                                                               \
     }                                                                                                           \
-    static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {                                         \
+    /* A request the domain serves itself and that is not sampled (counted before the call) is a tail call of \
+       the interpreter's allocator: no frame, no saved register. The rest is a tail call of the slow path, so \
+       a sample's native walk still starts at the hook's caller. */                                             \
+    static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
+        if (n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__mem_alloc_skip(n))        \
+            return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
+        return spprof__py_malloc_slow_##D(ctx, n);                                                              \
+    }                                                                                                           \
+    static SPPROF__NOINLINE void *spprof__py_calloc_slow_##D(void *ctx, size_t k, size_t n) {                   \
         void *p;                                                                                                \
         SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.calloc(ctx, k, n); SPPROF__PY_MEM_LEAVE();        \
         if (p) SPPROF__PY_MEM_ALLOC(p, k * n);                                                                  \
         return p;                                                                                               \
+    }                                                                                                           \
+    static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {  /* as malloc */                       \
+        if (k * n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__mem_alloc_skip(k * n)) \
+            return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
+        return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
     }                                                                                                           \
     static void *spprof__py_realloc_##D(void *ctx, void *old, size_t n) {                                       \
         void *p;                                                                                                \
@@ -1428,9 +1462,14 @@ static int spprof__py_mem_shim;
         if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
         return p;                                                                                               \
     }                                                                                                           \
-    static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
-        if (p) SPPROF__PY_MEM_FREE(p);                                                                          \
+    static SPPROF__NOINLINE void spprof__py_free_slow_##D(void *ctx, void *p) {                                 \
+        SPPROF__PY_MEM_FREE(p);                                                                                 \
         spprof__py_memdoms[D].orig.free(ctx, p);                                                                \
+    }                                                                                                           \
+    /* the common free (not a sampled pointer) is the filter test and a tail call: no frame, no saved register */ \
+    static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
+        if (p && (spprof__py_mem_shim || spprof__mem_free_maybe(p))) spprof__py_free_slow_##D(ctx, p);          \
+        else spprof__py_memdoms[D].orig.free(ctx, p);                                                           \
     }
 SPPROF__PY_MEM_HOOKS(0)
 SPPROF__PY_MEM_HOOKS(1)
@@ -1477,16 +1516,69 @@ static void spprof__py_mem_unpin(void) {
     __atomic_store_n(&spprof__py_mpin_lock, 0u, __ATOMIC_RELEASE);
 }
 
-/* [hook] The allocating thread's Python frames, when it holds the GIL (is attached); its native frames when
-   it runs no Python or has released the GIL. Only then is its thread state safe from others: at
-   finalization the main thread frees the thread states of daemon threads that may be in C code, allocating,
-   without the GIL. (So an allocation made with the GIL released, e.g. inside a NumPy loop, shows its native
-   stack.) */
+/* Is the interpreter shutting down (or not running)? A plain read of _PyRuntime (an atomic one on 3.12+):
+   no lock, no allocation, callable without the GIL. */
+static int spprof__py_finalizing(void) {
+#if PY_VERSION_HEX >= 0x030D0000
+    return !Py_IsInitialized() || Py_IsFinalizing();
+#else
+    return !Py_IsInitialized() || _Py_IsFinalizing();
+#endif
+}
+
+/* [hook] The allocating thread's stack.
+   - It holds the GIL (is attached): its Python frames, and their code objects pinned (a reference each).
+   - It has released the GIL (a C call inside Py_BEGIN_ALLOW_THREADS: NumPy's calloc of np.zeros, any ctypes
+     call, file and socket I/O): the native frames the frame-pointer walk gives from the allocation up to the
+     first frame of the interpreter loop (or to where the chain breaks, in code built without frame
+     pointers), then its Python frames, the calling Python code. Why its frames can be read without the GIL:
+     * Its own thread state comes from CPython's thread-specific-storage key (PyGILState_GetThisThreadState,
+       a pthread_getspecific: no lock, no allocation; the signal handler's walk reads it the same way). It is
+       this thread's own, the one it detached from (or, for a thread that also owns other thread states, one
+       it does not run on now: its frames stand still too).
+     * Nothing frees or changes that thread state or its frame chain while the thread is inside the C call:
+       frames are pushed and popped by their own thread only (it is here, in the hook); each frame holds a
+       reference to its code object; a generator's frame on the chain belongs to a running generator, which
+       its caller's frame references and nobody else may resume; 3.11/3.12's cframe lives on this thread's C
+       stack, below us. Other threads that look at it (sys._current_frames, a debugger) only read it or add
+       a frame object to a frame, never unlink or free one.
+     * Only interpreter finalization frees the thread states (and data stacks) of other threads that still
+       run, daemon threads in C code without the GIL: Py_FinalizeEx marks the runtime as finalizing first and
+       frees them later, after modules and the garbage are cleared. So the walk is skipped when the runtime
+       is finalizing (or not initialized), and its frames are dropped when finalization started while it
+       read them. What is left is a thread descheduled for that whole clean-up between the check and its
+       reads: then the reads are still checked (pointer alignment, every code object's type against
+       &PyCode_Type, incomplete frames skipped, the depth bounded: spprof__py_walk_ts), a bad chain ends in
+       -1 and the native stack is kept, and a frame read from a freed block is resolved only after
+       spprof_py_resolve has checked that code object for life and fingerprint.
+     No reference can be taken without the GIL; the code objects are marked in spprof__py_mseen, and the death
+     hook (@pin) keeps a marked one that dies during the session, so a snapshot taken later (at exit) still
+     names a function or module body whose code is gone by then.
+   - It runs no Python (no thread state, no frame): its native frames. */
 static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, void *user) {
-    int n = PyGILState_Check() ? spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL) : -2;
+    PyThreadState *ts;
+    int n, nn, np, i, end;
     (void)user;
-    if (n > 0) spprof__py_mem_pin(frames, n);
-    return n == -2 ? spprof__mem_walk_native(frames, max_frames, fp, NULL) : n;
+    if (PyGILState_Check()) {
+        n = spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL);
+        if (n > 0) spprof__py_mem_pin(frames, n);
+        return n == -2 ? spprof__mem_walk_native(frames, max_frames, fp, NULL) : n;
+    }
+    ts = spprof__py_finalizing() ? NULL : PyGILState_GetThisThreadState();
+    if (!ts) return spprof__mem_walk_native(frames, max_frames, fp, NULL);
+    /* native frames first, in at most half the room; the interpreter loop's frame and everything below it
+       is what the Python frames stand for */
+    nn = spprof__mem_walk_fp(frames, max_frames / 2, fp, &end);
+    for (i = 0; i < nn; i++)
+        if (spprof__py_in_eval(&frames[i])) break;
+    if (i < nn) end = SPPROF__MEM_END_ROOT;  /* reached the interpreter loop: the Python frames go on from there */
+    nn = i;
+    np = spprof__py_walk_ts(ts, NULL, frames + nn, max_frames - nn, NULL, 0, NULL);
+    if (np > 0 && spprof__py_finalizing()) np = -1;  /* finalization began during the reads: not trusted */
+    if (np <= 0) return spprof__mem_walk_native(frames, max_frames, fp, NULL);
+    spprof__mem_fp_count(end);
+    for (i = nn; i < nn + np; i++) spprof__py_mark_mseen((const void *)(uintptr_t)frames[i].addr);
+    return nn + np;
 }
 
 static const PyMemAllocatorDomain spprof__py_domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
@@ -1560,7 +1652,15 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
 #endif
     c.walker = spprof__py_mem_walk;
     c.walker_user = NULL;
+    spprof__py_find_eval();  /* where the walk without the GIL stops its native part (0: not found, no cut) */
+    spprof__py_install_death_hook();  /* keeps the code objects of stacks read without the GIL */
+    memset(spprof__py_mseen, 0, sizeof spprof__py_mseen);  /* the last session's marks */
+    SPPROF__STORE(&spprof__py_mkeep_on, 1u);
     if (spprof__py_mem_shim) {
+        /* the walker's counters of native walks live here, the library's session counts the rest */
+        SPPROF__STORE(&spprof__m.fp_walks, (uint64_t)0);
+        SPPROF__STORE(&spprof__m.fp_rooted, (uint64_t)0);
+        SPPROF__STORE(&spprof__m.fp_broken, (uint64_t)0);
         c.hook_native = 0;  /* the library is malloc itself */
         if (api->state() == 1) {
             r = api->set_walker(spprof__py_mem_walk, NULL);
@@ -1590,6 +1690,7 @@ SPPROF_API spprof_result spprof_py_mem_shutdown(void) {
     spprof_result r;
     spprof__py_mem_unhook();
     r = api->shutdown();
+    SPPROF__STORE(&spprof__py_mkeep_on, 0u);  /* the samples are gone: nothing to keep code objects for */
     spprof__py_mem_unpin();
     return r;
 }
@@ -1872,7 +1973,12 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     api->enter();
     api->get_stats(&st);
-    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsi}",
+    if (spprof__py_mem_shim) {  /* the Python walker (this module's code) counts its native walks here */
+        st.native_walks += SPPROF__LOADR(&spprof__m.fp_walks);
+        st.native_walks_rooted += SPPROF__LOADR(&spprof__m.fp_rooted);
+        st.native_walks_truncated += SPPROF__LOADR(&spprof__m.fp_broken);
+    }
+    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsKsKsKsK}",
         "samples", (unsigned long long)st.samples, "frees_seen", (unsigned long long)st.frees_seen,
         "live_samples", (unsigned long long)st.live_samples, "heap_map_capacity", (unsigned long long)st.heap_map_capacity,
         "heap_map_used", (unsigned long long)st.heap_map_used, "collisions", (unsigned long long)st.collisions,
@@ -1883,7 +1989,10 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         "estimated_live_bytes", (unsigned long long)st.estimated_live_bytes, "estimated_live_count", (unsigned long long)st.estimated_live_count,
         "estimated_allocated_bytes", (unsigned long long)st.estimated_allocated_bytes, "got_entries_patched", (unsigned long long)st.got_entries_patched,
         "footprint_bytes", (unsigned long long)st.footprint_bytes, "sampling_rate", (unsigned long long)st.sampling_rate,
-        "preloaded", spprof__py_mem_shim);
+        "preloaded", spprof__py_mem_shim, "peak_estimated_bytes", (unsigned long long)st.peak_estimated_bytes,
+        "peak_time_ns", (unsigned long long)st.peak_time_ns, "native_walks", (unsigned long long)st.native_walks,
+        "native_walks_rooted", (unsigned long long)st.native_walks_rooted,
+        "native_walks_truncated", (unsigned long long)st.native_walks_truncated);
     api->leave();
     return d;
 }

@@ -1,6 +1,6 @@
 /* test_memprof.c - the memory profiler in C: bad input, unbiased estimates, exact bookkeeping under 8
    concurrent threads, "death during birth", heap-map and stack-table overflow, the GOT hooks (this program's
-   malloc, and a library loaded later with dlopen), fork, late frees after shutdown, the collapsed writer.
+   malloc, and a library loaded later with dlopen), fork, late frees after shutdown, the collapsed writer, the high-water mark, frame-pointer health.
    Most checks feed spprof_mem_record_alloc/free with made-up addresses (a custom allocator's view), so the
    truth is known exactly. */
 #include "testutil.h"
@@ -146,6 +146,84 @@ static void test_filter_and_stale(void) {
     spprof_mem_stop();
 }
 
+/* The high-water mark: exact at rate 1 (every allocation a sample of weight 1). 100 blocks of 1000 bytes, 60
+   freed, 20 more of 500, 30 of the first freed: the peak is 100000 bytes, reached at the 100th allocation,
+   and SPPROF_MEM_PEAK gives back exactly the 100 blocks live then (live ones and freed ones). */
+static void test_peak(void) {
+    spprof_mem_config c = t_mem(1);
+    spprof_mem_stats st;
+    sums m;
+    uintptr_t base = 0xa00000000ull;
+    int i;
+    CHECK(spprof_mem_start(&c) == SPPROF_OK, "start");
+    for (i = 0; i < 100; i++) spprof_mem_record_alloc((void *)(base + (uintptr_t)i * 4096), 1000);
+    for (i = 0; i < 60; i++) spprof_mem_record_free((void *)(base + (uintptr_t)i * 4096));
+    for (i = 0; i < 20; i++) spprof_mem_record_alloc((void *)(base + 0x1000000 + (uintptr_t)i * 4096), 500);
+    for (i = 60; i < 90; i++) spprof_mem_record_free((void *)(base + (uintptr_t)i * 4096));
+    spprof_mem_get_stats(&st);
+    CHECK(st.peak_estimated_bytes == 100000, "peak %llu bytes, expected 100000", (unsigned long long)st.peak_estimated_bytes);
+    CHECK(st.estimated_live_bytes == 20000, "live now %llu bytes, expected 20000", (unsigned long long)st.estimated_live_bytes);
+    CHECK(st.peak_time_ns > 0, "the peak has a time");
+    memset(&m, 0, sizeof m);
+    CHECK(spprof_mem_foreach_sample(SPPROF_MEM_PEAK, sum_cb, &m) == SPPROF_OK, "foreach at the peak");
+    CHECK(m.n == 100 && m.size_sum == 100000, "live at the peak: %llu samples, %llu bytes (expected 100, 100000)",
+          (unsigned long long)m.n, (unsigned long long)m.size_sum);
+    {   /* the collapsed writer's peak view: one stack, 100000 bytes */
+        char path[64], line[512];
+        FILE *f;
+        unsigned long long total = 0;
+        snprintf(path, sizeof path, "/tmp/spprof-peaktest-%d.collapsed", (int)getpid());
+        CHECK(spprof_mem_write_collapsed(path, SPPROF_MEM_PEAK) == SPPROF_OK, "peak collapsed written");
+        f = fopen(path, "r");
+        while (f && fgets(line, sizeof line, f)) {
+            const char *sp = strrchr(line, ' ');
+            if (sp) total += strtoull(sp + 1, NULL, 10);
+        }
+        if (f) fclose(f);
+        unlink(path);
+        CHECK(total == 100000, "the collapsed peak view weighs %llu bytes (expected 100000)", total);
+    }
+    spprof_mem_stop();
+    CHECK(spprof_mem_start(&c) == SPPROF_OK, "a new session");
+    spprof_mem_get_stats(&st);
+    CHECK(st.peak_estimated_bytes == 0 && st.peak_time_ns == 0, "starts from 0 again");
+    spprof_mem_stop();
+}
+
+/* Frame-pointer health: this program is built with frame pointers, so a walk from a thread of its own (entry
+   clears the frame pointer) reaches the root; one cut at max_depth is neither rooted nor truncated. */
+static void *fp_thread(void *arg) {
+    spprof_mem_record_alloc(arg, 100);
+    return NULL;
+}
+static void test_fp_health(void) {
+    spprof_mem_config c = t_mem(1);
+    spprof_mem_stats st;
+    pthread_t th;
+    CHECK(spprof_mem_start(&c) == SPPROF_OK, "start");
+    CHECK(pthread_create(&th, NULL, fp_thread, (void *)(uintptr_t)0xb00000000ull) == 0, "thread");
+    pthread_join(th, NULL);
+    spprof_mem_get_stats(&st);
+#if defined(__SANITIZE_THREAD__)
+    /* TSan starts every thread through its own wrapper, built without frame pointers: the chain breaks there */
+    st.native_walks_rooted += st.native_walks_truncated;
+    st.native_walks_truncated = 0;
+#endif
+    CHECK(st.native_walks == 1 && st.native_walks_rooted == 1 && st.native_walks_truncated == 0,
+          "a thread's walk reaches its root (%llu walks, %llu rooted, %llu truncated)", (unsigned long long)st.native_walks,
+          (unsigned long long)st.native_walks_rooted, (unsigned long long)st.native_walks_truncated);
+    spprof_mem_stop();
+    c.max_depth = 1;
+    CHECK(spprof_mem_start(&c) == SPPROF_OK, "start, max_depth 1");
+    CHECK(pthread_create(&th, NULL, fp_thread, (void *)(uintptr_t)0xb00000000ull) == 0, "thread");
+    pthread_join(th, NULL);
+    spprof_mem_get_stats(&st);
+    CHECK(st.native_walks == 1 && st.native_walks_rooted == 0 && st.native_walks_truncated == 0,
+          "cut at max_depth: neither (%llu walks, %llu rooted, %llu truncated)", (unsigned long long)st.native_walks,
+          (unsigned long long)st.native_walks_rooted, (unsigned long long)st.native_walks_truncated);
+    spprof_mem_stop();
+}
+
 static void test_overflow(void) {
     spprof_mem_config c = t_mem(1);
     spprof_mem_stats st;
@@ -284,6 +362,8 @@ int main(void) {
     test_concurrent();
     test_death_during_birth();
     test_filter_and_stale();
+    test_peak();
+    test_fp_health();
     test_overflow();
     test_stack_table_full();
     test_fork();

@@ -48,14 +48,14 @@ examples:
 
 Formats (-f, or by OUT's name):
   svg         .svg: an interactive flame graph (hover, click to zoom, search; no other file needed), titled
-              with the command line; widths are time (CPU or wall), with --memory bytes of the live heap
+              with the command line; widths are time (CPU or wall), with --memory bytes of the heap at its peak
   speedscope  .json: open it at https://www.speedscope.app; weights in nanoseconds (one profile per
-              thread, the busiest opens first); with --memory bytes (live heap, and everything allocated)
+              thread, the busiest opens first); with --memory bytes (heap at its peak, and everything allocated)
   pprof       .pb.gz / .pprof: gzip-compressed profile.proto for go tool pprof, Pyroscope, Parca; values
               samples/count and cpu|wall/nanoseconds, labels thread and thread_id; with --memory Go's heap
               types alloc_objects, alloc_space, inuse_objects, inuse_space (counts and bytes)
   collapsed   anything else: "root;...;leaf COUNT" lines for flamegraph.pl, speedscope or tools/top.py;
-              COUNT is sampling intervals (time), with --memory bytes of the live heap
+              COUNT is sampling intervals (time), with --memory bytes of the heap at its peak
 Without -o, the output is spprof-PROGRAM-YYYYMMDD-HHMMSS.svg in the current directory. If OUT cannot be
 written, the profile goes to a temporary file and the summary says where.
 
@@ -180,8 +180,10 @@ def make_parser():
                           "counted as dropped)")
     rec.add_argument("--memory", action="store_true",
                      help="memory profile instead of CPU: sampled allocations (Python and malloc, from process "
-                          "start, through the preloaded libspprof_alloc.so); the outputs show the heap live at "
-                          "exit (Speedscope: also everything allocated), in bytes")
+                          "start, through the preloaded libspprof_alloc.so); the outputs show the heap at its "
+                          "peak (Speedscope: also everything allocated), in bytes")
+    rec.add_argument("--live-at-exit", action="store_true",
+                     help="--memory: show the heap live at exit instead of the heap at its peak")
     rec.add_argument("--memory-rate-kb", type=float, default=None, metavar="KB",
                      help="--memory: mean KiB allocated between samples, default 512")
     rec.add_argument("--serve", type=host_port, default=None, metavar="[HOST:]PORT",
@@ -549,6 +551,8 @@ def main(argv=None):
                       "profile samples allocations, by --memory-rate-kb)")
     elif args.memory_rate_kb is not None:
         fail(rec, "--memory-rate-kb applies only with --memory")
+    elif args.live_at_exit:
+        fail(rec, "--live-at-exit applies only with --memory")
     if args.subprocesses and args.memory:
         fail(rec, "--subprocesses with --memory is not supported yet (CPU and wall profiles only)")
     if args.subprocesses and os.name == "nt":
@@ -614,6 +618,7 @@ def main(argv=None):
     env[ENV + "NOLINENO"] = "1" if args.nolineno else "0"
     if args.serve:
         env[ENV + "SERVE"] = json.dumps(list(args.serve))
+    env[ENV + "MEMORY_AT_EXIT"] = "1" if args.live_at_exit else "0"
     if args.subprocesses:
         import tempfile
         env[ENV + "SUBPROCESSES"] = "1"

@@ -301,7 +301,7 @@ def profile_svg(prof: Any, title: Optional[str] = None, threads: bool = False) -
 def heap_svg(snap: Any, live: bool = True, title: Optional[str] = None) -> str:
     if live:
         stacks = [(s.frames, s.estimated_bytes) for s in snap.samples]
-        what = "live heap"
+        what = "heap at its peak" if getattr(snap, "view", "live") == "peak" else "live heap"
     else:
         stacks = [(a.frames, a.estimated_bytes) for a in snap.allocations]
         what = "allocated during the session"

@@ -43,6 +43,7 @@ def config_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         "quiet": env.get(ENV_PREFIX + "QUIET") == "1",
         "memory": env.get(ENV_PREFIX + "MEMORY") == "1",
         "memory_rate_kb": float(env.get(ENV_PREFIX + "MEMORY_RATE_KB", "512")),
+        "memory_at_exit": env.get(ENV_PREFIX + "MEMORY_AT_EXIT") == "1",
         "serve": json.loads(env.get(ENV_PREFIX + "SERVE", "null")),
         "nolineno": env.get(ENV_PREFIX + "NOLINENO") == "1",
         "top_fd": int(env.get(ENV_PREFIX + "TOP_FD", "-1") or "-1"),
@@ -335,20 +336,33 @@ class Recorder:
     def _finish_memory(self, reason: Optional[str]) -> None:
         import spprof.memprof as memprof
         try:
-            snap = memprof.get_snapshot()
+            import warnings
+            with warnings.catch_warnings():  # the truncated native stacks are told in the summary line instead
+                warnings.simplefilter("ignore", RuntimeWarning)
+                snap = memprof.get_snapshot()
             memprof.stop()
         except spprof.Error as e:
             _say(f"no memory profile written: {e}")
             return
         if self.cfg.get("nolineno"):
             snap = snap.by_function()
+        # like memray, the heap at its high-water mark by default: a program that frees its memory before it
+        # exits shows what it held at most (--live-at-exit: what is still live at exit)
+        view = snap if self.cfg.get("memory_at_exit") else snap.at_peak()
         outs = self._kept(int(snap.stats.get("samples", 0)))
-        written = [w for w in (self._save(snap, out) for out in outs) if w]
+        written = [w for w in (self._save(view, out) for out in outs) if w]
         if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
             st = snap.stats
             why = f", at {reason}" if reason else ""
-            _say(f"{st['samples']} allocation samples, ~{snap.total_bytes / 2**20:.1f} MiB live at exit, "
-                 f"~{st['estimated_allocated_bytes'] / 2**20:.1f} MiB allocated{why} -> {', '.join(written)}")
+            what = ("the heap live at exit" if view is snap else
+                    "the heap at its peak" + ("" if snap.peak_complete else
+                                              " (incomplete: the freed log overflowed)") + "; --live-at-exit for exit")
+            walks, cut = int(st.get("native_walks", 0)), int(st.get("native_walks_truncated", 0))
+            if walks >= 20 and cut * 2 > walks:
+                what += f"; {cut} of {walks} native stacks cut short by code without frame pointers"
+            _say(f"{st['samples']} allocation samples, ~{snap.peak_bytes / 2**20:.1f} MiB at peak, "
+                 f"~{snap.total_bytes / 2**20:.1f} MiB live at exit, "
+                 f"~{st['estimated_allocated_bytes'] / 2**20:.1f} MiB allocated{why} -> {', '.join(written)} ({what})")
 
     def _save(self, prof: Any, out: str) -> Optional[str]:
         """Saves to out, else to a temporary file; returns what to tell the user (None: nothing written)."""

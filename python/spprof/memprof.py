@@ -8,6 +8,8 @@
         print(f"{nbytes / 2**20:8.1f} MiB  {frame}")
     snap.save("heap.json")                   # Speedscope; "heap.collapsed" for flame graphs
     snap.save("heap.pb.gz")                  # pprof: alloc_/inuse_ objects and space (go tool pprof)
+    peak = snap.at_peak()                    # the heap at its high-water mark (snap.peak_bytes)
+    peak.save("peak.svg")
     memprof.stop()                           # no new samples; frees are still tracked
     memprof.shutdown()                       # one-way: hooks removed, samples forgotten
 
@@ -33,8 +35,8 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 from . import Error, Frame, _api_error, _check_number, _collapsed_name, _save, _speedscope_document, _SpeedscopeFrames
 from . import _spprof as _C
 
-__all__ = ["Error", "start", "stop", "shutdown", "get_snapshot", "get_stats", "state", "is_active", "HeapSnapshot",
-           "MemorySample", "MemoryProfiler"]
+__all__ = ["Error", "start", "stop", "shutdown", "get_snapshot", "get_peak_snapshot", "get_stats", "state",
+           "is_active", "HeapSnapshot", "MemorySample", "MemoryProfiler"]
 
 DEFAULT_SAMPLING_RATE_KB = 512
 
@@ -81,20 +83,64 @@ def _frames(raw: Iterable[Tuple[str, str, int]], cache: Dict[tuple, Tuple[Frame,
 
 class HeapSnapshot:
     """The sampled heap at one moment: `samples` (live), `freed` (logged freed samples, with lifetimes),
-    `allocations` (per-stack totals of the whole session), `stats`. Independent of the C core once taken."""
+    `allocations` (per-stack totals of the whole session), `stats`, `peak_bytes` / `peak_time` (the sampled
+    heap's high-water mark this session, and when). Independent of the C core once taken.
+    `view` is "live" (the heap when the snapshot was taken) or "peak" (at_peak(): the heap at its high-water
+    mark; `samples` are then the samples live at that moment, and timestamp is peak_time)."""
 
     def __init__(self, samples: List[MemorySample], freed: List[MemorySample], allocations: List[StackTotal],
-                 stats: Dict[str, Any], timestamp: float):
+                 stats: Dict[str, Any], timestamp: float, view: str = "live", has_freed: bool = True):
         self.samples = samples
         self.freed = freed
         self.allocations = allocations
         self.stats = stats
         self.timestamp = timestamp
         self.sampling_rate = int(stats.get("sampling_rate", 0))
+        self.view = view
+        self._has_freed = has_freed
 
     def __repr__(self) -> str:
+        if self.view == "peak":
+            return f"<HeapSnapshot at peak: {len(self.samples)} samples, ~{self.total_bytes / 2**20:.1f} MiB>"
         return (f"<HeapSnapshot {len(self.samples)} live samples, ~{self.total_bytes / 2**20:.1f} MiB live, "
-                f"{len(self.freed)} freed>")
+                f"{len(self.freed)} freed, peak ~{self.peak_bytes / 2**20:.1f} MiB>")
+
+    @property
+    def peak_bytes(self) -> float:
+        """The sampled heap's high-water mark this session, in estimated bytes, as the allocation hooks kept
+        it (the sum of the live samples' estimates at its highest)."""
+        return float(self.stats.get("peak_estimated_bytes", 0))
+
+    @property
+    def peak_time(self) -> Optional[float]:
+        """When the high-water mark was reached (time.monotonic() seconds), None before the first sample."""
+        t = int(self.stats.get("peak_time_ns", 0))
+        return t / 1e9 if t else None
+
+    @property
+    def peak_complete(self) -> bool:
+        """False when the freed log overflowed (stats["freed_dropped"]): at_peak() then lacks samples that
+        were freed after the peak and are not in the log (raise freed_capacity)."""
+        return int(self.stats.get("freed_dropped", 0)) == 0
+
+    def at_peak(self) -> "HeapSnapshot":
+        """The heap at its high-water mark: the samples live at peak_time (the live ones allocated by then, and
+        the freed ones freed after it), as a snapshot of its own (view "peak") that top_allocators, save and
+        the other methods treat as its live heap; `allocations` (the session's totals) are this snapshot's.
+        Its total_bytes is peak_bytes (exactly when allocations on several threads did not race the peak, and
+        the freed log is complete: see peak_complete). Needs a snapshot taken with freed=True."""
+        if self.view == "peak":
+            return self
+        if not self._has_freed:
+            raise ValueError("HeapSnapshot.at_peak(): this snapshot has no freed samples (taken with freed=False); "
+                             "take it with memprof.get_snapshot() or use memprof.get_peak_snapshot()")
+        t = self.peak_time
+        if t is None:
+            at = []
+        else:
+            at = [s for s in self.samples if s.alloc_time <= t]
+            at += [s for s in self.freed if s.alloc_time <= t and s.free_time is not None and s.free_time > t]
+        return HeapSnapshot(at, [], self.allocations, self.stats, t if t is not None else self.timestamp, view="peak")
 
     @property
     def total_bytes(self) -> float:
@@ -151,7 +197,8 @@ class HeapSnapshot:
         session allocated (per stack)."""
         frames = _SpeedscopeFrames()
         profiles = []
-        for what, live in (("live heap", True), ("allocated during the session", False)):
+        heap = "heap at its peak" if self.view == "peak" else "live heap"
+        for what, live in ((heap, True), ("allocated during the session", False)):
             rows = [(fr, int(round(nbytes))) for fr, nbytes in self._stacks(live)]
             stacks = [frames.stack(fr) for fr, w in rows if w > 0]
             weights = [w for fr, w in rows if w > 0]
@@ -173,7 +220,8 @@ class HeapSnapshot:
             return r
         return HeapSnapshot([s._replace(frames=fr(s.frames)) for s in self.samples],
                             [s._replace(frames=fr(s.frames)) for s in self.freed],
-                            [a._replace(frames=fr(a.frames)) for a in self.allocations], self.stats, self.timestamp)
+                            [a._replace(frames=fr(a.frames)) for a in self.allocations], self.stats, self.timestamp,
+                            view=self.view, has_freed=self._has_freed)
 
     def to_pprof(self) -> bytes:
         """gzip-compressed pprof with Go's heap sample types: alloc_objects, alloc_space (everything the
@@ -257,11 +305,36 @@ def is_active() -> bool:
     return _C.mem_state() == "sampling"
 
 
+_warned_truncated = [False]
+
+
+def _stats() -> Dict[str, Any]:
+    """_C.mem_stats() plus native_stack_confidence; warns once per process when most native stacks were cut
+    short."""
+    st = _C.mem_stats()
+    walks = int(st.get("native_walks", 0))
+    st["native_stack_confidence"] = int(st.get("native_walks_rooted", 0)) / walks if walks else None
+    cut = int(st.get("native_walks_truncated", 0))
+    if walks >= 20 and cut * 2 > walks and not _warned_truncated[0]:
+        _warned_truncated[0] = True
+        import warnings
+        warnings.warn(f"spprof.memprof: {cut} of {walks} sampled native stacks were cut short by code built without "
+                      "frame pointers: their allocations are attributed to the last native frame reached (and to the "
+                      "calling Python code, where there is one); build with -fno-omit-frame-pointer for whole native "
+                      "stacks", RuntimeWarning, stacklevel=3)
+    return st
+
+
 def get_stats() -> Dict[str, Any]:
     """Counters: samples, frees_seen, live_samples, heap_map_capacity/heap_map_used (load), collisions,
     dropped_map_full, dropped_stacks_full, freed_dropped, estimated_live_bytes, estimated_allocated_bytes,
-    footprint_bytes (the profiler's own memory), ..."""
-    return _C.mem_stats()
+    footprint_bytes (the profiler's own memory), peak_estimated_bytes / peak_time_ns (the high-water mark),
+    and frame-pointer health: native_walks (samples whose stack needed a native walk: threads running no
+    Python, or C code called with the GIL released), native_walks_rooted (those that reached the outermost
+    frame or the interpreter loop), native_walks_truncated (cut short by code without frame pointers),
+    native_stack_confidence (rooted / walks, None without walks). Warns once (RuntimeWarning) when most
+    native stacks were cut short."""
+    return _stats()
 
 
 def get_snapshot(freed: bool = True) -> HeapSnapshot:
@@ -278,7 +351,7 @@ def get_snapshot(freed: bool = True) -> HeapSnapshot:
     _C.mem_enter()          # the snapshot's own objects are not sampled
     try:
         ts = time.monotonic()
-        stats = _C.mem_stats()
+        stats = _stats()
         cache: Dict[tuple, Tuple[Frame, ...]] = {}
         raw = _C.mem_samples(3 if freed else 1)
         live: List[MemorySample] = []
@@ -288,11 +361,17 @@ def get_snapshot(freed: bool = True) -> HeapSnapshot:
             (dead if tf else live).append(s)
         allocs = [StackTotal(_frames(fr, cache), n, eb, ec) for fr, n, eb, ec in _C.mem_stacks()]
         del raw
-        return HeapSnapshot(live, dead, allocs, stats, ts)
+        return HeapSnapshot(live, dead, allocs, stats, ts, has_freed=freed)
     finally:
         _C.mem_leave()
         if gc_was_on:
             gc.enable()
+
+
+def get_peak_snapshot() -> HeapSnapshot:
+    """The heap at its high-water mark this session (get_snapshot().at_peak()): what was live when the
+    sampled heap was largest, e.g. 100 MB that a program allocated and freed before its end."""
+    return get_snapshot(freed=True).at_peak()
 
 
 class MemoryProfiler:
