@@ -6718,20 +6718,6 @@ SPPROF__HOT void spprof__mem_on_free(void *ptr) {
     spprof__mem_free_slow(t, (uint64_t)(uintptr_t)ptr, h);
 }
 
-/* The allocation fast path's test alone, made before the allocation: counts size and returns 1 when the
-   allocation is not sampled (busy, or the countdown not crossed). On 0 the caller allocates and calls
-   spprof__mem_on_alloc, which counts it again: harmless, the sample draws a new threshold. For hooks that want
-   their common path to end in a tail call of the real allocator (spprof_python.h's). */
-SPPROF__HOT int spprof__mem_alloc_skip(size_t size) {
-    spprof__mem_tls *t = &spprof__mt;
-    return t->busy || (t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0);
-}
-/* The free fast path's test alone: could ptr be a sampled pointer (then spprof__mem_on_free has work)? For
-   hooks that want their common path to end in a tail call of the real free (spprof_python.h's). */
-SPPROF__HOT int spprof__mem_free_maybe(void *ptr) {
-    const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);
-    return t && !spprof__mt.busy && spprof__bloom_test(t, spprof__mem_hash((uint64_t)(uintptr_t)ptr));
-}
 
 /* noinline: the walk starts at this function's frame, so the first frame is its caller's call site */
 SPPROF__NOINLINE SPPROF_API void spprof_mem_record_alloc(void *ptr, size_t size) { spprof__mem_on_alloc(ptr, size, __builtin_frame_address(0)); }

@@ -1420,6 +1420,21 @@ static int spprof__py_mem_shim;
                                         else spprof__mem_on_alloc((p), (n), __builtin_frame_address(0)); } while (0)
 #define SPPROF__PY_MEM_FREE(p) do { if (spprof__py_mem_shim) spprof__py_mapi->record_free(p); else spprof__mem_on_free(p); } while (0)
 
+/* The allocation fast path's test alone, made before the allocation: counts size and returns 1 when the
+   allocation is not sampled (busy, or the countdown not crossed). On 0 the caller allocates and calls
+   spprof__mem_on_alloc, which counts it again: harmless, the sample draws a new threshold. For hooks that want
+   their common path to end in a tail call of the real allocator (below). */
+SPPROF__HOT int spprof__py_mem_alloc_skip(size_t size) {
+    spprof__mem_tls *t = &spprof__mt;
+    return t->busy || (t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0);
+}
+/* The free fast path's test alone: could ptr be a sampled pointer (then spprof__mem_on_free has work)? For
+   hooks that want their common path to end in a tail call of the real free (below). */
+SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
+    const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);
+    return t && !spprof__mt.busy && spprof__bloom_test(t, spprof__mem_hash((uint64_t)(uintptr_t)ptr));
+}
+
 /* Nested calls: a domain's allocator may itself call malloc (pymalloc for requests above 512 bytes, or every
    request when PYTHONMALLOC=malloc), which the GOT hooks see again; the busy counter around the call makes
    that inner call neither sample nor count. Requests pymalloc/mimalloc serve themselves need no guard:
@@ -1440,7 +1455,7 @@ static int spprof__py_mem_shim;
        the interpreter's allocator: no frame, no saved register. The rest is a tail call of the slow path, so \
        a sample's native walk still starts at the hook's caller. */                                             \
     static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
-        if (n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__mem_alloc_skip(n))        \
+        if (n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__py_mem_alloc_skip(n))        \
             return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
         return spprof__py_malloc_slow_##D(ctx, n);                                                              \
     }                                                                                                           \
@@ -1451,7 +1466,7 @@ static int spprof__py_mem_shim;
         return p;                                                                                               \
     }                                                                                                           \
     static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {  /* as malloc */                       \
-        if (k * n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__mem_alloc_skip(k * n)) \
+        if (k * n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__py_mem_alloc_skip(k * n)) \
             return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
         return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
     }                                                                                                           \
@@ -1468,7 +1483,7 @@ static int spprof__py_mem_shim;
     }                                                                                                           \
     /* the common free (not a sampled pointer) is the filter test and a tail call: no frame, no saved register */ \
     static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
-        if (p && (spprof__py_mem_shim || spprof__mem_free_maybe(p))) spprof__py_free_slow_##D(ctx, p);          \
+        if (p && (spprof__py_mem_shim || spprof__py_mem_free_maybe(p))) spprof__py_free_slow_##D(ctx, p);          \
         else spprof__py_memdoms[D].orig.free(ctx, p);                                                           \
     }
 SPPROF__PY_MEM_HOOKS(0)

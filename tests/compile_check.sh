@@ -1,6 +1,7 @@
 #!/bin/sh
 # The header compiles alone as C99 and C++11/17 with gcc and clang, -Wall -Wextra -Wpedantic -Werror:
-# declarations only (strict C99, no feature macros), implementation, header included twice, SPPROF_STATIC.
+# declarations only (strict C99, no feature macros), implementation, header included twice, SPPROF_STATIC,
+# and spprof.h itself as the compiled file.
 for cc in gcc clang g++ clang++; do command -v $cc >/dev/null || { echo "compile-check: $cc missing"; exit 1; }; done
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
@@ -36,6 +37,11 @@ for cc in gcc clang; do
   check "$cc c99 impl, no perf events" "$tmp/impl.c" $cc -std=c99 -D_GNU_SOURCE -DSPPROF_NO_PERF_EVENTS -x c
   check "$cc c99 impl, libunwind" "$tmp/impl.c" $cc -std=c99 -D_GNU_SOURCE -DSPPROF_USE_LIBUNWIND -x c
   check "$cc c99 impl, LD_PRELOAD library" "$tmp/impl.c" $cc -std=c99 -D_GNU_SOURCE -DSPPROF_ALLOC_SHIM -fPIC -x c
+done
+# The header itself as the file compiled (as a quick check or an IDE does): nothing static in it may be unused
+for cc in gcc clang; do
+  check "$cc c99 spprof.h alone" spprof.h $cc -std=c99 -x c
+  check "$cc c99 spprof.h alone, implementation" spprof.h $cc -std=c99 -D_GNU_SOURCE -DSPPROF_IMPLEMENTATION -x c
 done
 for cxx in g++ clang++; do
   check "$cxx c++11 api" "$tmp/api.c" $cxx -std=c++11 -x c++

@@ -29,6 +29,10 @@ SAMPLER_IMPORTS="_thread_suspend _thread_get_state _thread_resume _task_threads 
 CTESTS="test_ring test_memprof test_fork test_cycles"
 for t in aarch64-macos x86_64-macos; do
   echo "test-macos: $t"
+  # spprof.h itself as the compiled file (zig cc's -fsyntax-only passes -c to clang, which -Werror then
+  # refuses as unused, and fails to rename its output: an object is compiled instead)
+  if zig cc -target $t -std=c99 $WARN -x c -DSPPROF_IMPLEMENTATION -c spprof.h -o "$out/h-$t.o" 2>"$out/err"; then
+    ok "$t: spprof.h alone (implementation) compiled"; else bad "$t: spprof.h alone"; fi
   if zig cc -target $t -std=c99 $WARN -I. "$out/impl.c" -o "$out/impl-$t" 2>"$out/err"; then ok "$t: spprof.h C99 implementation, linked"; else bad "$t: spprof.h C99"; fi
   if zig c++ -target $t -std=c++11 $WARN -I. -x c++ "$out/impl.c" -o "$out/implxx-$t" 2>"$out/err"; then ok "$t: spprof.h C++11 implementation, linked"; else bad "$t: spprof.h C++11"; fi
   for prog in examples/native_demo.c tests/macos_sampler.c; do
