@@ -1573,6 +1573,17 @@ static void spprof__drain(void) {  /* under prof_lock: the single consumer */
     SPPROF__STORER(&spprof__g.wake_pending, 0);
 }
 
+/* The sampler threads' periodic drain (every OS): the ring into the profile under prof_lock, then the
+   program's drain hook (outside the lock) with the number of distinct frames. */
+static void spprof__drain_and_notify(void) {
+    uint32_t nframes;
+    spprof__lock(&spprof__prof_lock);
+    spprof__drain();
+    nframes = spprof__g.prof.nframes;
+    spprof__unlock(&spprof__prof_lock);
+    if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
+}
+
 static void spprof__profile_free(spprof__profile *p) {
     uint32_t i;
     for (i = 0; i < p->nrecs; i++) SPPROF_FREE(p->recs[i].runs);
@@ -2839,7 +2850,6 @@ static void *spprof__collector_main(void *arg) {
     for (;;) {
         struct pollfd pfd;
         uint64_t now, junk;
-        uint32_t nframes;
         uint64_t captured;
         pfd.fd = spprof__g.wake_fd; pfd.events = POLLIN; pfd.revents = 0;
         poll(&pfd, 1, spprof__g.cfg.drain_interval_ms << idle_shift);
@@ -2866,11 +2876,7 @@ static void *spprof__collector_main(void *arg) {
             spprof__unlock(&spprof__reg_lock);
             last_offcpu = spprof__now_ns();
         }
-        spprof__lock(&spprof__prof_lock);
-        spprof__drain();
-        nframes = spprof__g.prof.nframes;
-        spprof__unlock(&spprof__prof_lock);
-        if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
+        spprof__drain_and_notify();
         captured = SPPROF__LOADR(&spprof__g.c.captured);
         if (captured != last_captured) idle_shift = 0;
         else if (idle_shift < 2) idle_shift++;
@@ -3809,7 +3815,6 @@ static DWORD WINAPI spprof__win_main(LPVOID arg) {
     last_drain = last_scan = last_tick = spprof__now_ns();
     for (;;) {
         uint64_t now = spprof__now_ns();
-        uint32_t nframes;
         LARGE_INTEGER due;
         DWORD w;
         due.QuadPart = next > now ? -(LONGLONG)((next - now + 99) / 100) : -1;  /* relative, 100 ns units */
@@ -3831,11 +3836,7 @@ static DWORD WINAPI spprof__win_main(LPVOID arg) {
         last_tick = now;
         if (now - last_drain >= (uint64_t)spprof__g.cfg.drain_interval_ms * 1000000u ||
             spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2) {
-            spprof__lock(&spprof__prof_lock);
-            spprof__drain();
-            nframes = spprof__g.prof.nframes;
-            spprof__unlock(&spprof__prof_lock);
-            if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
+            spprof__drain_and_notify();
             last_drain = now;
         }
         if (now - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
@@ -4567,7 +4568,6 @@ static void *spprof__mac_main(void *arg) {
     last_drain = last_scan = spprof__now_ns();
     for (;;) {
         uint64_t now = mach_absolute_time(), now_ns;
-        uint32_t nframes;
         if (next > now) mach_wait_until(next - now > slice ? now + slice : next);  /* stop: seen within 20 ms */
         if (SPPROF__LOAD(&spprof__g.collector_stop)) break;
         now = mach_absolute_time();
@@ -4587,11 +4587,7 @@ static void *spprof__mac_main(void *arg) {
         now_ns = spprof__now_ns();
         if (now_ns - last_drain >= (uint64_t)spprof__g.cfg.drain_interval_ms * 1000000u ||
             spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2) {
-            spprof__lock(&spprof__prof_lock);
-            spprof__drain();
-            nframes = spprof__g.prof.nframes;
-            spprof__unlock(&spprof__prof_lock);
-            if (spprof__g.cfg.drain_hook) spprof__g.cfg.drain_hook(nframes, spprof__g.cfg.drain_hook_user);
+            spprof__drain_and_notify();
             last_drain = now_ns;
         }
         if (now_ns - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
