@@ -515,6 +515,33 @@ def default_output(cmd):
     return f"spprof-{prog}-{time.strftime('%Y%m%d-%H%M%S')}.svg"
 
 
+def program_and_package(parser, tool, cmd):
+    """What `record` and `top` check before running COMMAND: python options that would skip the bootstrap
+    (a usage error), the program (exit 127 if not found), the package, its bootstrap, and a build of it for
+    the program's interpreter (exit 2). Returns (exe, pkgdir), or the exit status after saying why."""
+    bad = python_options_that_skip_bootstrap(cmd)
+    if bad:
+        fail(parser, f"python option(s) {' '.join(sorted(set(bad)))} would skip spprof's start-up hook "
+                     "(site/PYTHONPATH); run without them")
+    exe = shutil.which(cmd[0]) if os.sep not in cmd[0] else cmd[0]
+    if exe is None or not os.path.exists(exe):
+        print(f"spprof {tool}: command not found: {cmd[0]}", file=sys.stderr)
+        return 127
+    pkgdir = find_package_dir()
+    if pkgdir is None:
+        print(f"spprof {tool}: cannot find the spprof package (build it with `make`, or set "
+              "SPPROF_PACKAGE_DIR to the directory that contains spprof/)", file=sys.stderr)
+        return 2
+    if not os.path.isfile(os.path.join(BOOTSTRAP_DIR, "sitecustomize.py")):
+        print(f"spprof {tool}: bootstrap missing: {BOOTSTRAP_DIR}/sitecustomize.py", file=sys.stderr)
+        return 2
+    problem = interpreter_mismatch(exe, pkgdir)
+    if problem:
+        print(f"spprof {tool}: {problem}", file=sys.stderr)
+        return 2
+    return exe, pkgdir
+
+
 def fail(parser, msg):
     parser.error(msg)  # prints usage + message, exits 2
 
@@ -569,27 +596,10 @@ def main(argv=None):
             fail(rec, f"-o: not a file name: {o!r}")
     if not (1.0 / 1024 <= args.memory_rate_kb <= 2**30):
         fail(rec, f"--memory-rate-kb must be between 1/1024 and 2^30, got {args.memory_rate_kb:g}")
-    bad = python_options_that_skip_bootstrap(args.cmd)
-    if bad:
-        fail(rec, f"python option(s) {' '.join(sorted(set(bad)))} would skip spprof's start-up hook "
-                  "(site/PYTHONPATH); run without them")
-    exe = shutil.which(args.cmd[0]) if os.sep not in args.cmd[0] else args.cmd[0]
-    if exe is None or not os.path.exists(exe):
-        print(f"spprof record: command not found: {args.cmd[0]}", file=sys.stderr)
-        return 127
-    pkgdir = find_package_dir()
-    if pkgdir is None:
-        print("spprof record: cannot find the spprof package (build it with `make`, or set "
-              "SPPROF_PACKAGE_DIR to the directory that contains spprof/)", file=sys.stderr)
-        return 2
-    if not os.path.isfile(os.path.join(BOOTSTRAP_DIR, "sitecustomize.py")):
-        print(f"spprof record: bootstrap missing: {BOOTSTRAP_DIR}/sitecustomize.py", file=sys.stderr)
-        return 2
-
-    problem = interpreter_mismatch(exe, pkgdir)
-    if problem:
-        print(f"spprof record: {problem}", file=sys.stderr)
-        return 2
+    found = program_and_package(rec, "record", args.cmd)
+    if isinstance(found, int):
+        return found
+    exe, pkgdir = found
 
     # the program may chdir; "-" is standard output (written in place, as every device and FIFO)
     outs = ["/dev/stdout" if o == "-" else os.path.abspath(o) for o in args.output]
@@ -678,23 +688,10 @@ def top_main(parser, argv):
         fail(top, "top needs a POSIX system (fork, a pseudo-terminal)")
     if args.mode == "wall" and args.source in ("perf", "perf-user"):
         fail(top, f"--source {args.source} counts CPU time: it needs --mode cpu")
-    bad = python_options_that_skip_bootstrap(args.cmd)
-    if bad:
-        fail(top, f"python option(s) {' '.join(sorted(set(bad)))} would skip spprof's start-up hook "
-                  "(site/PYTHONPATH); run without them")
-    exe = shutil.which(args.cmd[0]) if os.sep not in args.cmd[0] else args.cmd[0]
-    if exe is None or not os.path.exists(exe):
-        print(f"spprof top: command not found: {args.cmd[0]}", file=sys.stderr)
-        return 127
-    pkgdir = find_package_dir()
-    if pkgdir is None:
-        print("spprof top: cannot find the spprof package (build it with `make`, or set "
-              "SPPROF_PACKAGE_DIR to the directory that contains spprof/)", file=sys.stderr)
-        return 2
-    problem = interpreter_mismatch(exe, pkgdir)
-    if problem:
-        print(f"spprof top: {problem}", file=sys.stderr)
-        return 2
+    found = program_and_package(top, "top", args.cmd)
+    if isinstance(found, int):
+        return found
+    exe, pkgdir = found
     spec = importlib.util.spec_from_file_location("spprof_top_view", os.path.join(HERE, "_top.py"))
     view = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(view)
