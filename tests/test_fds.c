@@ -160,8 +160,9 @@ int main(void) {
           "perf events hold at most 1/%d of the program's headroom, plus the eventfd (%d fds, headroom %d)",
           SPPROF_PERF_FD_SHARE, n_ours, base_cap);
 #if defined(T_TSAN)  /* see the wall-mode check below: the collector's transient /proc reads */
-    CHECK(best + n_ours >= base_cap - 1, "the program can open every number we do not hold, but for the collector's "
-          "transient one (%d + %d of %d)", best, n_ours, base_cap);
+    /* two at most: a scan holds /proc/self/task open while it reads one thread's file (81 + 13 of 96 seen) */
+    CHECK(best + n_ours >= base_cap - 2, "the program can open every number we do not hold, but for the collector's "
+          "transient ones (%d + %d of %d)", best, n_ours, base_cap);
 #else
     CHECK(best + n_ours == base_cap, "the program can open every number we do not hold (%d + %d of %d)",
           best, n_ours, base_cap);
