@@ -782,6 +782,10 @@ typedef struct spprof__linux_state {
 } spprof__linux_state;
 #endif /* SPPROF__OS_LINUX */
 
+/* The suspending samplers' (Windows, macOS) suspension figures for spprof_stats (@sample: spprof__susp_note);
+   atomic: spprof_get_stats reads them from another thread. */
+typedef struct spprof__susp_stats { uint64_t n, ns_total, ns_max; } spprof__susp_stats;
+
 #if SPPROF__OS_WINDOWS
 typedef SRWLOCK spprof__mutex;
 #define SPPROF__MUTEX_INIT SRWLOCK_INIT
@@ -836,8 +840,8 @@ typedef struct spprof__win_slot {
 typedef struct spprof__win_state {
     HANDLE thread;           /* the sampler thread (it is also the collector) */
     HANDLE wake;             /* auto-reset event: stop */
-    uint64_t ticks, ticks_late, suspensions, suspend_failures;
-    uint64_t suspend_ns_total, suspend_ns_max;
+    uint64_t ticks, ticks_late, suspend_failures;
+    spprof__susp_stats susp;
 } spprof__win_state;
 #endif /* SPPROF__OS_WINDOWS */
 
@@ -899,8 +903,8 @@ typedef struct spprof__mac_slot {
 } spprof__mac_slot;
 typedef struct spprof__mac_state {
     pthread_t thread;        /* the sampler thread (it is also the collector) */
-    uint64_t ticks, ticks_late, suspensions, skipped;
-    uint64_t suspend_ns_total, suspend_ns_max;
+    uint64_t ticks, ticks_late, skipped;
+    spprof__susp_stats susp;
 } spprof__mac_state;
 #endif /* SPPROF__OS_MACOS */
 
@@ -1400,6 +1404,75 @@ static void spprof__take_sample(const spprof_walk_ctx *ctx, uint32_t rec, uint32
     if (spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2 && !SPPROF__LOADR(&spprof__g.wake_pending)) {
         SPPROF__STORER(&spprof__g.wake_pending, 1);
         spprof__wake_collector();
+    }
+}
+
+/* ---- the suspending samplers' share (Windows, macOS: a sampler thread suspends each thread in turn) ------
+   [sampler thread, under reg_lock] The weight of one thread's sample at one tick; 0: no sample this tick.
+   What is not given out stays in s->cpu_carry (may be negative). CPU mode: cpu_now is the thread's CPU time
+   (ns) and the weight its advance in intervals, at most cap when cap > 0 (coarse clocks, see @os_windows);
+   a thread that did not run an interval's worth is not sampled. Wall mode: the real time since the previous
+   tick (elapsed ns), so a late tick carries the time it stands for; every thread is sampled. */
+static __attribute__((unused)) uint32_t spprof__tick_weight(spprof__slot *s, int wall, int64_t cpu_now,
+                                                            uint64_t elapsed, int64_t cap) {
+    int64_t iv = spprof__g.cfg.interval_ns, acc, w;
+    if (wall) {
+        acc = (int64_t)elapsed + s->cpu_carry;
+    } else {
+        acc = cpu_now - s->cpu_last + s->cpu_carry;
+        s->cpu_last = cpu_now;
+    }
+    w = (acc + iv / 2) / iv;
+    if (!wall && cap > 0 && w > cap) w = cap;
+    if (w < 1 && !wall) {
+        s->cpu_carry = acc;
+        return 0;
+    }
+    if (w < 1) w = 1;
+    if (w > 1000000) w = 1000000;
+    s->cpu_carry = acc - w * iv;
+    return (uint32_t)w;
+}
+
+/* [suspended-safe] The sample of suspended thread s, from the registers the OS section put in wc. */
+static __attribute__((unused)) void spprof__tick_sample(spprof_walk_ctx *wc, const spprof__slot *s,
+                                                        uint32_t weight) {
+    wc->tid = s->tid;
+    wc->user = spprof__g.walker_user;
+    if (weight > 1) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)(weight - 1));
+    spprof__take_sample(wc, s->rec, weight);
+}
+
+static __attribute__((unused)) void spprof__susp_note(spprof__susp_stats *st, uint64_t t0, uint64_t t1) {
+    SPPROF__ADD(&st->n, 1);
+    SPPROF__ADD(&st->ns_total, t1 - t0);
+    if (t1 - t0 > SPPROF__LOADR(&st->ns_max)) SPPROF__STORER(&st->ns_max, t1 - t0);
+}
+static __attribute__((unused)) void spprof__susp_report(spprof__susp_stats *st, spprof_stats *o) {
+    o->suspensions = SPPROF__LOADR(&st->n);
+    o->suspend_ns_total = SPPROF__LOADR(&st->ns_total);
+    o->suspend_ns_max = SPPROF__LOADR(&st->ns_max);
+}
+
+/* [sampler thread] Between ticks: drain every drain_interval_ms (or when the ring is half full) and rescan
+   the threads and code ranges every scan_interval_ms. */
+static void spprof__drain_and_notify(void);
+static void spprof__sync_threads(void);
+static __attribute__((unused)) void spprof__tick_chores(uint64_t now_ns, uint64_t *last_drain,
+                                                        uint64_t *last_scan) {
+    if (now_ns - *last_drain >= (uint64_t)spprof__g.cfg.drain_interval_ms * 1000000u ||
+        spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2) {
+        spprof__drain_and_notify();
+        *last_drain = now_ns;
+    }
+    if (now_ns - *last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
+        spprof__lock(&spprof__reg_lock);
+        if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
+            spprof__sync_threads();
+            spprof__refresh_xranges();
+        }
+        spprof__unlock(&spprof__reg_lock);
+        *last_scan = spprof__now_ns();
     }
 }
 
@@ -3735,31 +3808,21 @@ static void spprof__win_tick(int self, uint64_t tick_ns, uint64_t elapsed) {
         spprof_walk_ctx wc;
         CONTEXT c;
         uint64_t t0, t1;
-        uint32_t weight = 1;
+        uint32_t weight;
+        int64_t now = 0, cap = 0;
         int ok;
         if (!s->tid || s->tid == self || !s->has_timer) continue;
         if (!wall) {  /* CPU mode: only a thread whose CPU time advanced, weighted by the advance */
-            int64_t now = spprof__win_cpu_ns(s), acc, w;
+            now = spprof__win_cpu_ns(s);
             if (now < 0) continue;
-            acc = now - s->cpu_last + s->cpu_carry;
             if (now != s->cpu_last) s->win.adv_ns = tick_ns;
-            s->cpu_last = now;
-            w = (acc + iv / 2) / iv;
-            if (!spprof__win_cycles_ok && w > 1 && tick_ns - s->win.adv_ns < SPPROF__WIN_COARSE_NS) {
-                int64_t cap = ((int64_t)elapsed + iv / 2) / iv;  /* a thread runs at most as long as the tick */
-                if (w > (cap < 1 ? 1 : cap)) w = cap < 1 ? 1 : cap;
+            if (!spprof__win_cycles_ok && tick_ns - s->win.adv_ns < SPPROF__WIN_COARSE_NS) {
+                cap = ((int64_t)elapsed + iv / 2) / iv;  /* a thread runs at most as long as the tick */
+                if (cap < 1) cap = 1;
             }
-            if (w < 1) { s->cpu_carry = acc; continue; }
-            if (w > 1000000) w = 1000000;
-            s->cpu_carry = acc - w * iv;
-            weight = (uint32_t)w;
-        } else {  /* wall mode: the real time since the previous tick (a late tick carries its time) */
-            int64_t acc = (int64_t)elapsed + s->cpu_carry, w = (acc + iv / 2) / iv;
-            if (w < 1) w = 1;
-            if (w > 1000000) w = 1000000;
-            s->cpu_carry = acc - w * iv;
-            weight = (uint32_t)w;
         }
+        weight = spprof__tick_weight(s, wall, now, elapsed, cap);
+        if (!weight) continue;
         memset(&c, 0, sizeof c);
         c.ContextFlags = CONTEXT_CONTROL | CONTEXT_INTEGER;
         t0 = spprof__now_ns();
@@ -3784,17 +3847,11 @@ static void spprof__win_tick(int self, uint64_t tick_ns, uint64_t elapsed) {
             wc.pc = (uintptr_t)c.Rip; wc.sp = sp; wc.fp = (uintptr_t)c.Rbp; wc.lr = 0;
             wc.os_context = &c;
             wc.stack_lo = sp; wc.stack_hi = s->stack_hi;
-            wc.tid = s->tid;
-            wc.user = spprof__g.walker_user;
-            if (weight > 1) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)(weight - 1));
-            spprof__take_sample(&wc, s->rec, weight);
+            spprof__tick_sample(&wc, s, weight);
         }
         ResumeThread(s->win.th);
         t1 = spprof__now_ns();
-        /* atomic: spprof_get_stats reads them from another thread (only this thread writes them) */
-        SPPROF__ADD(&spprof__g.win.suspensions, 1);
-        SPPROF__ADD(&spprof__g.win.suspend_ns_total, t1 - t0);
-        if (t1 - t0 > SPPROF__LOADR(&spprof__g.win.suspend_ns_max)) SPPROF__STORER(&spprof__g.win.suspend_ns_max, t1 - t0);
+        spprof__susp_note(&spprof__g.win.susp, t0, t1);
     }
 }
 
@@ -3834,20 +3891,7 @@ static DWORD WINAPI spprof__win_main(LPVOID arg) {
             spprof__unlock(&spprof__reg_lock);
         }
         last_tick = now;
-        if (now - last_drain >= (uint64_t)spprof__g.cfg.drain_interval_ms * 1000000u ||
-            spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2) {
-            spprof__drain_and_notify();
-            last_drain = now;
-        }
-        if (now - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
-            spprof__lock(&spprof__reg_lock);
-            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
-                spprof__sync_threads();
-                spprof__refresh_xranges();
-            }
-            spprof__unlock(&spprof__reg_lock);
-            last_scan = spprof__now_ns();
-        }
+        spprof__tick_chores(now, &last_drain, &last_scan);
     }
     if (timer) CloseHandle(timer);
     return 0;
@@ -3866,10 +3910,8 @@ static void spprof__os_init_once(void) {}
 
 static void spprof__os_stats(spprof_stats *o) {
     o->ticks_late = SPPROF__LOADR(&spprof__g.win.ticks_late);
-    o->suspensions = SPPROF__LOADR(&spprof__g.win.suspensions);
     o->threads_skipped = SPPROF__LOADR(&spprof__g.win.suspend_failures);
-    o->suspend_ns_total = SPPROF__LOADR(&spprof__g.win.suspend_ns_total);
-    o->suspend_ns_max = SPPROF__LOADR(&spprof__g.win.suspend_ns_max);
+    spprof__susp_report(&spprof__g.win.susp, o);
 }
 
 /* The TSC rate, for QueryThreadCycleTime (which counts TSC cycles on x86-64). */
@@ -4490,11 +4532,10 @@ static void spprof__wake_collector(void) { /* the sampler drains every drain_int
 
 /* One tick: every registered thread, each suspended only for its own sample (under reg_lock, which no
    suspended thread can hold: the sampler holds it). */
-static void spprof__mac_tick(int self) {
+static void spprof__mac_tick(int self, uint64_t elapsed) {
     spprof__dir *d = spprof__g.dir;
     uint32_t i;
     int wall = spprof__g.cfg.mode == SPPROF_MODE_WALL;
-    int64_t iv = spprof__g.cfg.interval_ns;
     for (i = 0; d && i < spprof__g.nslots_used; i++) {
         spprof__slot *s = &d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
         spprof_walk_ctx wc;
@@ -4506,19 +4547,15 @@ static void spprof__mac_tick(int self) {
         mach_msg_type_number_t cnt = x86_THREAD_STATE64_COUNT;
 #endif
         uint64_t t0, t1;
-        uint32_t weight = 1;
+        uint32_t weight;
+        int64_t now = 0;
         if (!s->tid || s->tid == self || !s->has_timer) continue;
         if (!wall) {  /* CPU mode: only a thread whose CPU time advanced, weighted by the advance */
-            int64_t now = spprof__mac_cpu_ns(s->mac.port), acc, w;
+            now = spprof__mac_cpu_ns(s->mac.port);
             if (now < 0) { spprof__g.mac.skipped++; continue; }
-            acc = now - s->cpu_last + s->cpu_carry;
-            s->cpu_last = now;
-            w = (acc + iv / 2) / iv;
-            if (w < 1) { s->cpu_carry = acc; continue; }
-            if (w > 1000000) w = 1000000;
-            s->cpu_carry = acc - w * iv;
-            weight = (uint32_t)w;
         }
+        weight = spprof__tick_weight(s, wall, now, elapsed, 0);
+        if (!weight) continue;
         t0 = spprof__now_ns();
         if (thread_suspend(s->mac.port) != KERN_SUCCESS) { spprof__g.mac.skipped++; continue; }
         /* from here until thread_resume: no allocation, no lock, no call that could take one */
@@ -4539,24 +4576,19 @@ static void spprof__mac_tick(int self) {
             /* the pthread stack, if sp is in it (else, e.g. on a signal's alternate stack: the leaf only) */
             wc.stack_lo = wc.sp;
             wc.stack_hi = wc.sp >= s->mac.stack_lo && wc.sp < s->mac.stack_hi ? s->mac.stack_hi : 0;
-            wc.tid = s->tid;
-            wc.user = spprof__g.walker_user;
-            if (weight > 1) SPPROF__ADD(&spprof__g.c.overruns, (uint64_t)(weight - 1));
-            spprof__take_sample(&wc, s->rec, weight);
+            spprof__tick_sample(&wc, s, weight);
         } else {
             spprof__g.mac.skipped++;
         }
         thread_resume(s->mac.port);
         t1 = spprof__now_ns();
-        spprof__g.mac.suspensions++;
-        spprof__g.mac.suspend_ns_total += t1 - t0;
-        if (t1 - t0 > spprof__g.mac.suspend_ns_max) spprof__g.mac.suspend_ns_max = t1 - t0;
+        spprof__susp_note(&spprof__g.mac.susp, t0, t1);
     }
 }
 
 static void *spprof__mac_main(void *arg) {
     mach_timebase_info_data_t tb;
-    uint64_t iv, slice, next, last_drain, last_scan;
+    uint64_t iv, slice, next, last_drain, last_scan, last_tick;
     int self = spprof_gettid();
     (void)arg;
     mach_timebase_info(&tb);
@@ -4565,7 +4597,7 @@ static void *spprof__mac_main(void *arg) {
     if (!iv) iv = 1;
     SPPROF__STORE(&spprof__g.collector_tid, self);
     next = mach_absolute_time() + iv;
-    last_drain = last_scan = spprof__now_ns();
+    last_drain = last_scan = last_tick = spprof__now_ns();
     for (;;) {
         uint64_t now = mach_absolute_time(), now_ns;
         if (next > now) mach_wait_until(next - now > slice ? now + slice : next);  /* stop: seen within 20 ms */
@@ -4578,27 +4610,15 @@ static void *spprof__mac_main(void *arg) {
                 next = now;
             }
             next += iv;
+            now_ns = spprof__now_ns();
             if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) {
                 spprof__lock(&spprof__reg_lock);
-                spprof__mac_tick(self);
+                spprof__mac_tick(self, now_ns - last_tick);  /* wall mode: a late tick carries its time */
                 spprof__unlock(&spprof__reg_lock);
             }
+            last_tick = now_ns;
         }
-        now_ns = spprof__now_ns();
-        if (now_ns - last_drain >= (uint64_t)spprof__g.cfg.drain_interval_ms * 1000000u ||
-            spprof__ring_fill(&spprof__g.ring) > (spprof__g.ring.mask + 1) / 2) {
-            spprof__drain_and_notify();
-            last_drain = now_ns;
-        }
-        if (now_ns - last_scan >= (uint64_t)spprof__g.cfg.scan_interval_ms * 1000000u) {
-            spprof__lock(&spprof__reg_lock);
-            if (SPPROF__LOADR(&spprof__g.state) != SPPROF_STATE_STOPPED) {
-                spprof__sync_threads();
-                spprof__refresh_xranges();
-            }
-            spprof__unlock(&spprof__reg_lock);
-            last_scan = spprof__now_ns();
-        }
+        spprof__tick_chores(spprof__now_ns(), &last_drain, &last_scan);
     }
     return NULL;
 }
@@ -4660,10 +4680,8 @@ static void spprof__os_init_once(void) { spprof__once(&spprof__mac_once, spprof_
 /* under reg_lock, as the sampler's tick that writes all but the tick counters */
 static void spprof__os_stats(spprof_stats *o) {
     o->ticks_late = SPPROF__LOADR(&spprof__g.mac.ticks_late);
-    o->suspensions = spprof__g.mac.suspensions;
     o->threads_skipped = spprof__g.mac.skipped;
-    o->suspend_ns_total = spprof__g.mac.suspend_ns_total;
-    o->suspend_ns_max = spprof__g.mac.suspend_ns_max;
+    spprof__susp_report(&spprof__g.mac.susp, o);
 }
 
 static spprof_result spprof__os_begin(const spprof_config *cfg) {

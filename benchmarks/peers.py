@@ -230,6 +230,9 @@ def run_once(workload, units, tool, rate, tmp, timeout):
                OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
     if SIZES.get("cpu_shares"):
         env["BENCH_SIZES"] = SIZES["cpu_shares"]
+    # As installed: a pip install has its .pyc files. A PYTHONDONTWRITEBYTECODE inherited from a test shell
+    # would have every run compile the profiler's modules from source (seen: 10+ ms of tree CPU per run).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     t0 = time.perf_counter()
     errf = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(argv, stdout=errf, stderr=errf, env=env, cwd=tmp)  # py-spy reports on stdout

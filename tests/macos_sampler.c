@@ -160,11 +160,11 @@ static void test_shares(void) {
            (unsigned long long)s.total, sa, sb, (unsigned long long)s.other);
 #if SPPROF__OS_MACOS
     printf("  ticks %llu (late %llu), suspensions %llu, mean %.1f us, max %.1f us, skipped %llu\n",
-           (unsigned long long)spprof__g.mac.ticks, (unsigned long long)spprof__g.mac.ticks_late,
-           (unsigned long long)spprof__g.mac.suspensions,
-           spprof__g.mac.suspensions ? (double)spprof__g.mac.suspend_ns_total / (double)spprof__g.mac.suspensions / 1e3 : 0.0,
-           (double)spprof__g.mac.suspend_ns_max / 1e3, (unsigned long long)spprof__g.mac.skipped);
-    CHECK(spprof__g.mac.suspensions > 0 && st.suspend_ns_total > 0 && st.suspend_ns_max > 0 &&
+           (unsigned long long)spprof__g.mac.ticks, (unsigned long long)st.ticks_late,
+           (unsigned long long)st.suspensions,
+           st.suspensions ? (double)st.suspend_ns_total / (double)st.suspensions / 1e3 : 0.0,
+           (double)st.suspend_ns_max / 1e3, (unsigned long long)st.threads_skipped);
+    CHECK(st.suspensions > 0 && st.suspend_ns_total > 0 && st.suspend_ns_max > 0 &&
           st.suspend_ns_max <= st.suspend_ns_total, "threads were suspended and resumed; the stats say for how long");
 #endif
     CHECK((double)s.total > 0.7 * (double)w.cpu_used / 1e6 && (double)s.total < 1.3 * (double)w.cpu_used / 1e6 + 20,
