@@ -4,7 +4,12 @@
 # reported and skipped by benchmarks/peers.py instead of stopping the run. Idempotent.
 venv=${1:-build/bench-venv}; py=${2:-python3}
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv" || exit 1
-pip() { "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v -i 'warning' ; }
+# pip's own exit status (a pipe into grep would report grep's: "did not install" for every package that did)
+pip() {
+  out=$("$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1); rc=$?
+  printf '%s\n' "$out" | grep -v -i -e 'warning' -e '^$'
+  return $rc
+}
 for pkg in matplotlib numpy py-spy pyinstrument yappi vmprof memray pyperformance pyperf; do
   mod=$(echo "$pkg" | tr - _)
   case $pkg in py-spy) [ -x "$venv/bin/py-spy" ] && continue ;; *) "$venv/bin/python" -c "import $mod" 2>/dev/null && continue ;; esac
