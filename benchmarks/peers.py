@@ -131,6 +131,10 @@ def austin_stats(err):
     return (int(m.group(2)), int(m.group(1))) if m else (None, None)
 
 
+def floor_stats(err):
+    return _num(r"signal_floor: (\d+) signals", err), None
+
+
 def none_stats(err):
     return None, None
 
@@ -148,6 +152,14 @@ TOOLS = {
                      parse_collapsed, spprof_stats,
                      "spprof with POSIX timers only (--source posix: what it falls back to where perf events "
                      "are refused, e.g. Docker's default seccomp profile)"),
+    "floor": ([1000],
+              lambda r, o, w: [PY, os.path.join(WORKLOADS, "signal_floor.py"), str(r), "mono"] + w,
+              None, floor_stats, "not a profiler: an empty C signal handler on a CLOCK_MONOTONIC timer of the "
+              "benchmark's thread (benchmarks/signal_floor.c), the floor of any signal-based sampler at that rate"),
+    "floor-tick": ([1000],
+                   lambda r, o, w: [PY, os.path.join(WORKLOADS, "signal_floor.py"), str(r), "cpu"] + w,
+                   None, floor_stats, "not a profiler: the same handler on the thread's CPU-clock timer, "
+                   "delivered at the scheduler's tick (at most HZ signals a second)"),
     "py-spy": ([100, 1000],
                lambda r, o, w: [os.path.join(BIN, "py-spy"), "record", "-r", str(r), "-f", "raw",
                                 "-o", o, "--", PY] + w,
@@ -188,6 +200,8 @@ def tool_ok(name):
              "spprof": [PY, "-c", "import sys; sys.path.insert(0, %r); import spprof; print(spprof.__version__)"
                         % os.path.join(ROOT, "build")],
              "py-spy": [os.path.join(BIN, "py-spy"), "--version"],
+             "floor": [PY, os.path.join(WORKLOADS, "signal_floor.py"), "--probe"],
+             "floor-tick": [PY, os.path.join(WORKLOADS, "signal_floor.py"), "--probe"],
              "py-spy-nb": [os.path.join(BIN, "py-spy"), "--version"],
              "austin": [os.path.join(BIN, "austin"), "--version"],
              "pyinstrument": [PY, "-c", "import pyinstrument; print(pyinstrument.__version__)"],
@@ -260,7 +274,8 @@ def run_once(workload, units, tool, rate, tmp, timeout):
     if tool != "baseline":
         run["samples"], run["lost"] = TOOLS[tool][3](err)
         try:
-            run["self"] = TOOLS[tool][2](out)
+            if TOOLS[tool][2]:
+                run["self"] = TOOLS[tool][2](out)
         except Exception as e:  # a profile we cannot read is an error of that run, not of the harness
             run["error"] = "cannot read profile: %r" % (e,)
     return run

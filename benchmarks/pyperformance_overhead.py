@@ -170,7 +170,7 @@ def main():
     ap.add_argument("--reps", type=int, default=7, help="rounds (default 7)")
     ap.add_argument("--seconds", type=float, default=1.5, help="unprofiled work-phase CPU seconds (default 1.5)")
     ap.add_argument("--bms", default="raytrace,richards,nbody,chaos,deltablue,go,float,hexiom,json_loads")
-    ap.add_argument("--configs", default="baseline,spprof:1000,spprof:100,py-spy:1000,py-spy-nb:1000")
+    ap.add_argument("--configs", default="baseline,spprof:1000,spprof:100,floor:1000,floor-tick:1000,py-spy:1000,py-spy-nb:1000")
     ap.add_argument("--quick", action="store_true", help="--reps 3 --seconds 0.5, print the table, write nothing")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "RESULTS-pyperformance.md"))
     ap.add_argument("--raw", default=os.path.join(ROOT, "build", "bench", "pyperformance.json"))
