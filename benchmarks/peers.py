@@ -201,7 +201,7 @@ def tool_ok(name):
                         % os.path.join(ROOT, "build")],
              "py-spy": [os.path.join(BIN, "py-spy"), "--version"],
              "floor": [PY, os.path.join(WORKLOADS, "signal_floor.py"), "--probe"],
-             "floor-tick": [PY, os.path.join(WORKLOADS, "signal_floor.py"), "--probe"],
+             "floor-tick": [PY, os.path.join(WORKLOADS, "signal_floor.py"), "--probe", "cpu"],
              "py-spy-nb": [os.path.join(BIN, "py-spy"), "--version"],
              "austin": [os.path.join(BIN, "austin"), "--version"],
              "pyinstrument": [PY, "-c", "import pyinstrument; print(pyinstrument.__version__)"],

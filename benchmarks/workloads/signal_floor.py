@@ -29,9 +29,10 @@ def library():
 
 
 def main():
-    if sys.argv[1:] == ["--probe"]:  # peers.tool_ok: builds the library, says what it is
+    if sys.argv[1:2] == ["--probe"]:  # peers.tool_ok: builds the library, says what it is
         library()
-        print("empty C handler (benchmarks/signal_floor.c)")
+        print("empty C handler (benchmarks/signal_floor.c), %s timer" % (
+            "the thread's CPU-clock" if sys.argv[2:] == ["cpu"] else "CLOCK_MONOTONIC"))
         return
     if len(sys.argv) < 4 or sys.argv[2] not in ("mono", "cpu"):
         raise SystemExit("usage: signal_floor.py RATE mono|cpu SCRIPT [ARGS]")
