@@ -152,6 +152,17 @@ TOOLS = {
                      parse_collapsed, spprof_stats,
                      "spprof with POSIX timers only (--source posix: what it falls back to where perf events "
                      "are refused, e.g. Docker's default seccomp profile)"),
+    "spprof-mem": ([512],
+                   lambda r, o, w: [PY, os.path.join(ROOT, "tools", "spprof"), "record", "--memory",
+                                    "--memory-rate-kb", str(r), "-f", "collapsed", "-o", o, "--", PY] + w,
+                   None, none_stats, "in-process; `spprof record --memory`: PyMem hooks and the preloaded "
+                   "malloc hooks from process start, one sample per RATE KiB allocated (Poisson)"),
+    "memray": ([None],
+               lambda r, o, w: [os.path.join(BIN, "memray"), "run", "-q", "-f", "-o", o + ".bin"] + w,
+               None, none_stats, "`memray run` (every allocation, no native traces)"),
+    "tracemalloc": ([None],
+                    lambda r, o, w: [PY, "-X", "tracemalloc=1"] + w,
+                    None, none_stats, "the standard library's tracemalloc, 1 frame (every allocation)"),
     "floor": ([1000],
               lambda r, o, w: [PY, os.path.join(WORKLOADS, "signal_floor.py"), str(r), "mono"] + w,
               None, floor_stats, "not a profiler: an empty C signal handler on a CLOCK_MONOTONIC timer of the "
@@ -200,6 +211,10 @@ def tool_ok(name):
              "spprof": [PY, "-c", "import sys; sys.path.insert(0, %r); import spprof; print(spprof.__version__)"
                         % os.path.join(ROOT, "build")],
              "py-spy": [os.path.join(BIN, "py-spy"), "--version"],
+             "spprof-mem": [PY, "-c", "import sys; sys.path.insert(0, %r); import spprof; print(spprof.__version__)"
+                            % os.path.join(ROOT, "build")],
+             "memray": [os.path.join(BIN, "memray"), "--version"],
+             "tracemalloc": [PY, "-c", "import sys; print('Python', sys.version.split()[0])"],
              "floor": [PY, os.path.join(WORKLOADS, "signal_floor.py"), "--probe"],
              "floor-tick": [PY, os.path.join(WORKLOADS, "signal_floor.py"), "--probe", "cpu"],
              "py-spy-nb": [os.path.join(BIN, "py-spy"), "--version"],
