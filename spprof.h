@@ -6381,6 +6381,7 @@ typedef struct spprof__mem_state {
     int64_t live_est;
     uint64_t peak_est, peak_t;
     uint64_t fp_walks, fp_rooted, fp_broken;  /* native walks of samples, by how they ended */
+    int forked;  /* 1: forked from a process with a session, none started here yet (error messages) */
 } spprof__mem_state;
 static spprof__mem_state spprof__m;
 static spprof__mutex spprof__mem_lock = SPPROF__MUTEX_INIT;  /* API calls only, never the hooks */
@@ -7039,12 +7040,24 @@ SPPROF_API spprof_mem_config spprof_mem_config_default(void) {
 
 static int spprof__pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
+#define SPPROF__MEM_FORKED_HINT " (this process was forked from one whose memory session stays the parent's: " \
+    "a forked child is not sampled until it starts its own)"
 #if SPPROF__OS_LINUX
 static void spprof__mem_atfork_child(void) {
-    /* Only the forking thread exists in the child; the patch lock may have been held by another thread. The
-       samples stay: the child's heap is a copy of the parent's, so they are still true there. */
+    /* Only the forking thread exists in the child; the patch lock may have been held by another thread.
+       The parent's session is the parent's: the child is not sampled and has no session ("off": snapshots,
+       writers and stop say so) until it starts its own, so the parent's samples are never reported twice
+       (by the parent, and by a child writing the same file). The tables stay mapped (the child's copy), to
+       be reused by the child's own start; frees stop at the NULL tables pointer meanwhile, and the hooks
+       stay installed (sess 0: nothing is sampled). */
     pthread_mutex_init(&spprof__mem_lock, NULL);
     pthread_mutex_init(&spprof__mem_patch_lock, NULL);
+    if (spprof__m.state == 1 || spprof__m.state == 2) {
+        SPPROF__STORE(&spprof__m.sess, 0u);
+        SPPROF__STORE(&spprof__m.tabs, (spprof__mem_tabs *)NULL);
+        SPPROF__STORE(&spprof__m.state, 0);
+        spprof__m.forked = 1;
+    }
 }
 static int spprof__mem_once;
 static void spprof__mem_once_init(void) { pthread_atfork(NULL, NULL, spprof__mem_atfork_child); }
@@ -7157,6 +7170,7 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
         spprof__mem_patch_all();
     } else if (spprof__mem_npatches) spprof__mem_unpatch_all();  /* a session before this one hooked */
     SPPROF__STORE(&spprof__m.state, 1);
+    spprof__m.forked = 0;
     {   /* session numbers skip 0 (0 = not sampling) */
         static uint32_t next_sess;
         if (++next_sess == 0) next_sess = 1;
@@ -7172,7 +7186,8 @@ SPPROF_API spprof_result spprof_mem_stop(void) {
     spprof__lock(&spprof__mem_lock);
     if (spprof__m.state != 1) {
         spprof__unlock(&spprof__mem_lock);
-        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_stop: the memory profiler is not sampling");
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_stop: the memory profiler is not sampling%s",
+                            spprof__m.forked && spprof__m.state == 0 ? SPPROF__MEM_FORKED_HINT : "");
     }
     SPPROF__STORE(&spprof__m.sess, 0u);
     SPPROF__STORE(&spprof__m.state, 2);
@@ -7211,7 +7226,8 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
     if (peak) which = SPPROF_MEM_LIVE | SPPROF_MEM_FREED;  /* both, filtered by the time of the peak */
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_foreach_sample: fn is NULL");
     if (!spprof__m.map || SPPROF__LOAD(&spprof__m.state) == 3 || SPPROF__LOAD(&spprof__m.state) == 0)
-        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_sample: the memory profiler has no session");
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_sample: the memory profiler has no session%s",
+                            spprof__m.forked ? SPPROF__MEM_FORKED_HINT : "");
     spprof__mt.busy++;
     if (which & SPPROF_MEM_LIVE) {
         for (i = 0; i <= spprof__m.map_mask; i++) {
@@ -7255,7 +7271,8 @@ SPPROF_API spprof_result spprof_mem_foreach_stack(spprof_mem_stack_fn fn, void *
     uint32_t i;
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_foreach_stack: fn is NULL");
     if (!spprof__m.stacks || SPPROF__LOAD(&spprof__m.state) == 3 || SPPROF__LOAD(&spprof__m.state) == 0)
-        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_stack: the memory profiler has no session");
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_stack: the memory profiler has no session%s",
+                            spprof__m.forked ? SPPROF__MEM_FORKED_HINT : "");
     for (i = 0; i <= spprof__m.stacks_mask; i++) {
         const spprof__mem_stack *s = &spprof__m.stacks[i];
         uint64_t samples, bytes, count_fx;

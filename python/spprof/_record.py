@@ -342,13 +342,17 @@ class Recorder:
                 snap = memprof.get_snapshot()
             memprof.stop()
         except spprof.Error as e:
-            _say(f"no memory profile written: {e}")
+            who = f"pid {os.getpid()}: " if not self.root else ""
+            _say(f"{who}no memory profile written: {e}")
             return
         if self.cfg.get("nolineno"):
             snap = snap.by_function()
         # like memray, the heap at its high-water mark by default: a program that frees its memory before it
         # exits shows what it held at most (--live-at-exit: what is still live at exit)
         view = snap if self.cfg.get("memory_at_exit") else snap.at_peak()
+        if self.cfg.get("subprocesses"):
+            self._finish_memory_tree(snap, view, reason)
+            return
         outs = self._kept(int(snap.stats.get("samples", 0)))
         written = [w for w in (self._save(view, out) for out in outs) if w]
         if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
@@ -363,6 +367,45 @@ class Recorder:
             _say(f"{st['samples']} allocation samples, ~{snap.peak_bytes / 2**20:.1f} MiB at peak, "
                  f"~{snap.total_bytes / 2**20:.1f} MiB live at exit, "
                  f"~{st['estimated_allocated_bytes'] / 2**20:.1f} MiB allocated{why} -> {', '.join(written)} ({what})")
+
+    def _finish_memory_tree(self, snap: Any, view: Any, reason: Optional[str]) -> None:
+        """--memory --subprocesses: this process's view (peak, or live at exit) with the process as the first
+        frame of every stack, as a part for the root, as this process's own files ({pid}), or merged (root)."""
+        part = _heap_of_process(snap, view, os.getpid(), _command())
+        if any("{pid}" in o for o in self.cfg["outputs"]):
+            outs = [o.replace("{pid}", str(os.getpid())) for o in self.cfg["outputs"]]
+            self._write_heap_tree(part, outs, [part], reason)
+            return
+        parts_dir = self.cfg.get("parts_dir", "")
+        if not self.root:
+            if parts_dir and int(part.stats.get("samples", 0)):  # (an idle helper adds nothing)
+                _write_part(parts_dir, part)
+            return
+        parts = [part] + _read_parts(parts_dir)
+        self._write_heap_tree(_merge_heaps(parts), list(self.cfg["outputs"]), parts, reason)
+
+    def _write_heap_tree(self, heap: Any, outs: list, parts: list, reason: Optional[str]) -> None:
+        nsamples = int(heap.stats.get("samples", 0))
+        if nsamples == 0:
+            keep = [o for o in outs if os.path.lexists(o) and not _is_special(o)]
+            outs = [o for o in outs if o not in keep]
+            if keep and self.root:
+                _say(f"nothing was profiled (0 samples): {', '.join(keep)} left as it was")
+        written = [w for w in (self._save(heap, o) for o in outs) if w]
+        if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
+            why = f", at {reason}" if reason else ""
+            n = len(parts)
+            who = "" if self.root else f"pid {os.getpid()}: "
+            peak = sum(float(p.stats.get("peak_estimated_bytes", 0)) for p in parts)
+            live = sum(float(p.stats.get("live_at_exit_bytes", 0)) for p in parts)
+            alloc = sum(float(p.stats.get("estimated_allocated_bytes", 0)) for p in parts)
+            what = ("the heap live at exit" if heap.view != "peak" else
+                    ("the heap at its peak" if n == 1 else "each process's heap at its own peak") +
+                    ("" if all(int(p.stats.get("freed_dropped", 0)) == 0 for p in parts) else
+                     " (incomplete: a freed log overflowed)") + "; --live-at-exit for exit")
+            _say(f"{who}{nsamples} allocation samples in {n} process{'es' if n != 1 else ''}, "
+                 f"~{peak / 2**20:.1f} MiB at peak{'s (summed)' if n != 1 else ''}, ~{live / 2**20:.1f} MiB live at "
+                 f"exit, ~{alloc / 2**20:.1f} MiB allocated{why} -> {', '.join(written)} ({what})")
 
     def _save(self, prof: Any, out: str) -> Optional[str]:
         """Saves to out, else to a temporary file; returns what to tell the user (None: nothing written)."""
@@ -457,6 +500,44 @@ def _merge(parts: list) -> Any:
     for p in parts:
         merged.processes.update(p.processes)
     return merged
+
+
+def _heap_of_process(snap: Any, view: Any, pid: int, cmd: str) -> Any:
+    """view (a HeapSnapshot: the peak, or live at exit) with "pid N (command)" as the first frame of every
+    stack (as the CPU profile's process level), without its freed log (not needed once the view is taken);
+    stats gain live_at_exit_bytes (snap's) for the summary line."""
+    from spprof.memprof import HeapSnapshot
+    proc = spprof.Frame(f"pid {pid} ({cmd})", "", 0)
+    cache: Dict[tuple, tuple] = {}
+
+    def fr(frames: tuple) -> tuple:
+        r = cache.get(frames)
+        if r is None:
+            r = cache[frames] = (proc,) + tuple(frames)
+        return r
+    stats = dict(view.stats)
+    stats["live_at_exit_bytes"] = int(snap.total_bytes)
+    return HeapSnapshot([s._replace(frames=fr(s.frames)) for s in view.samples], [],
+                        [a._replace(frames=fr(a.frames)) for a in view.allocations], stats, view.timestamp,
+                        view=view.view, has_freed=False)
+
+
+# counters that add up over processes (the others, such as sampling_rate, are the root's)
+_HEAP_SUMMED = ("samples", "frees_seen", "live_samples", "dropped_map_full", "dropped_stacks_full", "freed_dropped",
+                "estimated_live_bytes", "estimated_allocated_bytes", "footprint_bytes", "peak_estimated_bytes",
+                "native_walks", "native_walks_rooted", "native_walks_truncated", "live_at_exit_bytes")
+
+
+def _merge_heaps(parts: list) -> Any:
+    """One HeapSnapshot of several processes' views (each from _heap_of_process): their samples and per-stack
+    totals side by side (each stack starts with its process). Each process's view is its own: with the peak,
+    each process's heap at its own peak (the peaks need not be at the same time)."""
+    from spprof.memprof import HeapSnapshot
+    stats = dict(parts[0].stats)
+    for k in _HEAP_SUMMED:
+        stats[k] = sum(int(p.stats.get(k, 0)) for p in parts)
+    return HeapSnapshot([s for p in parts for s in p.samples], [], [a for p in parts for a in p.allocations], stats,
+                        max(p.timestamp for p in parts), view=parts[0].view, has_freed=False)
 
 
 def _is_special(path: str) -> bool:
