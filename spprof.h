@@ -89,6 +89,12 @@
    - A thread that blocks the profiling signal is not sampled. The collector thread is never sampled.
    - Functions marked [signal-safe] may be called from a signal handler; all others may not. Unless said
      otherwise, API functions may be called from any thread.
+   - fork(): a session (sampler and memory profiler) stays with the process that started it; the parent's
+     goes on, its profile only its own. A forked child is not sampled and has no profile: spprof_stop,
+     pause, resume, spprof_foreach_sample, spprof_write_*, spprof_mem_stop and the spprof_mem_ writers and
+     iterators return SPPROF_ERR_NOT_STARTED (spprof_last_error() names the fork) and write no file;
+     spprof_start / spprof_mem_start there begin the child's own, clean session (spprof_clear() also
+     lifts it). The memory profiler on macOS is not told of fork (its session goes on in the child).
 */
 #ifndef SPPROF_H_INCLUDED
 #define SPPROF_H_INCLUDED
@@ -1138,6 +1144,9 @@ typedef struct spprof__state_t {
     uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
     void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
     int *explicit_tids; uint32_t nexplicit, explicit_cap;
+    int forked;                    /* 1 in a fork child of a process that had a session (running, or stopped
+                                      with its profile), until the child starts its own or clears: stop,
+                                      pause, the writers and spprof_foreach_sample say so (spprof__forked) */
     int collector_running; int collector_tid; int collector_stop;
     int sig_lost;                  /* the program replaced our handler: sampling stopped (atomic; Linux) */
 #if SPPROF__OS_LINUX
@@ -3006,8 +3015,9 @@ static void spprof__thread_at_exit(void) {
 }
 
 /* fork(): POSIX timers and threads are not inherited, so the child starts stopped and clean (its copy of
-   the parent's profile is discarded), and may start its own session. The three locks are taken around fork
-   so that the child never inherits one held by a thread that no longer exists there. */
+   the parent's profile is discarded; spprof__g.forked makes stop and the writers say so instead of writing
+   an empty profile over the parent's file), and may start its own session. The three locks are taken around
+   fork so that the child never inherits one held by a thread that no longer exists there. */
 static int spprof__atfork_once;
 static void spprof__atfork_prepare(void) {
     spprof__lock(&spprof__api_lock);
@@ -3020,6 +3030,7 @@ static void spprof__atfork_parent(void) {
     spprof__unlock(&spprof__api_lock);
 }
 static void spprof__atfork_child(void) {
+    spprof__g.forked = SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED || spprof__g.prof.nrecs > 0;
     SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
     spprof__g.collector_running = 0;
     spprof__g.c.inflight = 0;
@@ -4631,6 +4642,7 @@ static void spprof__mac_atfork_parent(void) {
 static void spprof__mac_atfork_child(void) {
     uint32_t i, hw = SPPROF__LOAD(&spprof__mac_hw);
     uint64_t id = 0;
+    spprof__g.forked = SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED || spprof__g.prof.nrecs > 0;
     SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
     spprof__g.collector_running = 0;
     spprof__registry_free();  /* the slots' ports are not this task's: nothing to release */
@@ -4922,6 +4934,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     spprof__lock(&spprof__reg_lock);
     spprof__lock(&spprof__prof_lock);
     spprof__profile_free(&spprof__g.prof);
+    spprof__g.forked = 0;
     spprof__g.cfg = cfg;
     spprof__g.prof.interval_ns = cfg.interval_ns;
     spprof__g.prof.t_start = spprof__g.prof.t_end = spprof__now_ns();
@@ -5055,10 +5068,19 @@ static void spprof__stop_locked(void) {
     spprof__os_end(free_ok);  /* the fault handler goes only when no handler is in flight any more */
 }
 
+/* In a fork child whose parent had a session: the error of a call that needs one (see spprof__g.forked). */
+#define SPPROF__FORKED_TEXT "this process was forked from one whose session stays the parent's: a forked child " \
+    "is not sampled and has no profile until it starts its own session"
+static spprof_result spprof__forked(const char *fn) {
+    return spprof__fail(SPPROF_ERR_NOT_STARTED, "%s: %s (nothing written)", fn, SPPROF__FORKED_TEXT);
+}
+
 SPPROF_API spprof_result spprof_stop(void) {
     spprof__lock(&spprof__api_lock);
     if (SPPROF__LOAD(&spprof__g.state) == SPPROF_STATE_STOPPED) {
+        int forked = spprof__g.forked;
         spprof__unlock(&spprof__api_lock);
+        if (forked) return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_stop: %s", SPPROF__FORKED_TEXT);
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_stop: the profiler is not started");
     }
     spprof__stop_locked();
@@ -5072,7 +5094,9 @@ static spprof_result spprof__set_armed(int pause) {
     spprof__lock(&spprof__api_lock);
     st = SPPROF__LOAD(&spprof__g.state);
     if (st == SPPROF_STATE_STOPPED) {
+        int forked = spprof__g.forked;
         spprof__unlock(&spprof__api_lock);
+        if (forked) return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_%s: %s", pause ? "pause" : "resume", SPPROF__FORKED_TEXT);
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_%s: the profiler is not started", pause ? "pause" : "resume");
     }
     if ((pause && st == SPPROF_STATE_PAUSED) || (!pause && st == SPPROF_STATE_RUNNING)) {
@@ -5153,6 +5177,7 @@ SPPROF_API spprof_result spprof_clear(void) {
     }
     spprof__lock(&spprof__prof_lock);
     spprof__profile_free(&spprof__g.prof);
+    spprof__g.forked = 0;  /* nothing of the parent's is left to protect: an empty profile from here on */
     spprof__unlock(&spprof__prof_lock);
     spprof__unlock(&spprof__api_lock);
     return SPPROF_OK;
@@ -5238,6 +5263,7 @@ SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) 
     uint32_t i, k;
     size_t j;
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_foreach_sample: fn is NULL");
+    if (SPPROF__LOAD(&spprof__g.forked)) return spprof__forked("spprof_foreach_sample");
     spprof__lock(&spprof__prof_lock);
     for (i = 0; i < p->nrecs; i++) {
         spprof__record *r = &p->recs[i];
@@ -5448,7 +5474,9 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     uint64_t most = 0;
     size_t j;
     int first = 1;
-    spprof_result r = spprof__out_open(&o, path);
+    spprof_result r;
+    if (SPPROF__LOAD(&spprof__g.forked)) return spprof__forked("spprof_write_speedscope");  /* before the file is opened */
+    r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
     spprof__lock(&spprof__prof_lock);
     spprof__drain();
@@ -5546,7 +5574,9 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
     uint64_t *counts;
     uint32_t *canon = NULL;
     size_t j;
-    spprof_result r = spprof__out_open(&o, path);
+    spprof_result r;
+    if (SPPROF__LOAD(&spprof__g.forked)) return spprof__forked("spprof_write_collapsed");  /* before the file is opened */
+    r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
     spprof__lock(&spprof__prof_lock);
     spprof__drain();
@@ -6064,7 +6094,9 @@ SPPROF_API spprof_result spprof_write_pprof(const char *path) {
     const char *cpu = spprof__g.cfg.mode == SPPROF_MODE_WALL ? "wall" : "cpu";
     size_t j;
     int oom;
-    spprof_result r = spprof__out_open(&o, path);
+    spprof_result r;
+    if (SPPROF__LOAD(&spprof__g.forked)) return spprof__forked("spprof_write_pprof");  /* before the file is opened */
+    r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
     spprof__pprof_begin(&b);
     spprof__lock(&spprof__prof_lock);
