@@ -321,3 +321,140 @@ def test_subprocesses_killed_child(tmp_path, prog):
     (d,) = procs.values()
     assert 25 <= d["parent_work"] <= 55 and "child_work" not in d, procs
     assert re.search(r"in 1 process, 1 thread", res.stderr), res.stderr
+
+
+RUNNING = r'''
+import ctypes, os, subprocess, sys, time
+
+def spin(sec):
+    t = time.thread_time() + sec
+    x = 0
+    while time.thread_time() < t:
+        for i in range(300): x = (x * 31 + i) & 0xFFFF
+
+def daemon_work():
+    if sys.argv[3] == "memory":
+        keep = daemon_holds_24()
+        time.sleep(30)
+    spin(30)
+
+def hold(mib):
+    return [bytearray(4096) for _ in range(mib * 256)]
+
+def daemon_holds_24():
+    return hold(24)
+
+def forgotten_work():
+    spin(30)
+
+def parent_work():
+    spin(0.4)
+
+if __name__ == "__main__":
+    pids = sys.argv[1]
+    if os.fork() == 0:                # a daemon: double fork, new session, never waited for
+        os.setsid()
+        if os.fork() == 0:
+            with open(pids, "a") as f: f.write(f"{os.getpid()}\n")
+            daemon_work()
+            os._exit(0)
+        os._exit(0)
+    if sys.argv[2] == "stuck":        # a child in a C call that holds the GIL: it cannot answer
+        if os.fork() == 0:
+            with open(pids, "a") as f: f.write(f"{os.getpid()}\n")
+            ctypes.PyDLL(None).sleep(30)
+            os._exit(0)
+    if sys.argv[3] == "cpu":          # a worker the program forgot to wait for
+        here = os.path.dirname(os.path.abspath(__file__))
+        subprocess.Popen([sys.executable, "-c", f"import sys, os; sys.path.insert(0, {here!r}); import running; "
+                          f"open({pids!r}, 'a').write(str(os.getpid()) + chr(10)); running.forgotten_work()"])
+    parent_work()
+    time.sleep(0.3)
+    sys.exit(5)
+'''
+
+
+def run_no_wait_for_children(tmp_path, args):
+    """record ARGS with stdout/stderr in files: children that outlive it keep their copies of its descriptors
+    (a pipe would wait for them); returns what subprocess.run would, for record's own exit."""
+    with open(tmp_path / "out.txt", "w+") as o, open(tmp_path / "err.txt", "w+") as e:
+        proc = subprocess.Popen([sys.executable, TOOL, "record"] + args, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                cwd=tmp_path, env=dict(os.environ, TMPDIR=str(tmp_path)))
+        rc = proc.wait(timeout=60)
+    return subprocess.CompletedProcess(proc.args, rc, (tmp_path / "out.txt").read_text(),
+                                       (tmp_path / "err.txt").read_text())
+
+
+@pytest.mark.parametrize("stuck", ["", "stuck"])
+def test_subprocesses_still_running_at_exit(tmp_path, stuck):
+    """Children still running when the program exits (a daemonized grandchild, a subprocess never waited for):
+    record exits at once with the program's status, their samples so far are in the profile, the summary says
+    how many were still running (partial) and how many did not answer (a child holding the GIL: left out)."""
+    import time
+    prog = tmp_path / "running.py"
+    prog.write_text(RUNNING)
+    pids = tmp_path / "pids"
+    out = tmp_path / "p.collapsed"
+    t0 = time.monotonic()
+    try:
+        res = run_no_wait_for_children(tmp_path, ["--subprocesses", "-o", str(out), "--", "python3", str(prog),
+                                                  str(pids), stuck or "-", "cpu"])
+        took = time.monotonic() - t0
+        alive = [int(p) for p in pids.read_text().split()]
+        assert len(alive) == (3 if stuck else 2)
+        for pid in alive:
+            os.kill(pid, 0)  # they run for 30 s: still running when record returned
+    finally:
+        for pid in [int(p) for p in pids.read_text().split()] if pids.exists() else []:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+    assert res.returncode == 5, res.stderr
+    assert took < 15, f"record took {took:.1f} s (the children run 30 s)"  # ~1 s, +1.5 s for a silent child
+    procs = {}  # {pid: {function on the stack: samples}}
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        pid = int(PROC.match(frames[0]).group(1))
+        for fn in ("daemon_work", "forgotten_work", "parent_work"):
+            if any(f.startswith(fn + " ") for f in frames):
+                procs.setdefault(pid, {})[fn] = procs.setdefault(pid, {}).get(fn, 0) + int(n)
+    by_fn = {fn: pid for pid, d in procs.items() for fn in d}
+    assert set(by_fn) == {"daemon_work", "forgotten_work", "parent_work"}, procs
+    assert len(set(by_fn.values())) == 3 and all(len(d) == 1 for d in procs.values()), procs
+    assert by_fn["daemon_work"] in alive and by_fn["forgotten_work"] in alive
+    # the children ran alongside the program's 0.4 s of CPU and 0.3 s of sleep: some tens of samples each
+    spun = {fn: procs[pid][fn] for fn, pid in by_fn.items()}
+    assert spun["daemon_work"] >= 10 and spun["forgotten_work"] >= 10, spun
+    assert 25 <= spun["parent_work"] <= 55, spun
+    assert "2 processes still running at the program's exit: samples so far (partial)" in res.stderr, res.stderr
+    if stuck:
+        assert "1 still running did not answer within 1.5 s: left out" in res.stderr, res.stderr
+        assert took < 1.5 + 10
+    else:
+        assert "did not answer" not in res.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("spprof-parts-")], list(tmp_path.iterdir())
+
+
+def test_memory_subprocesses_still_running_at_exit(tmp_path):
+    """--memory: a daemonized child still running at the program's exit gives its heap so far (24 MiB held)."""
+    prog = tmp_path / "running.py"
+    prog.write_text(RUNNING)
+    pids = tmp_path / "pids"
+    out = tmp_path / "m.collapsed"
+    try:
+        res = run_no_wait_for_children(tmp_path, ["--memory", "--memory-rate-kb", "4", "--subprocesses", "-o",
+                                                  str(out), "--", "python3", str(prog), str(pids), "-", "memory"])
+        alive = [int(p) for p in pids.read_text().split()]
+    finally:
+        for pid in [int(p) for p in pids.read_text().split()] if pids.exists() else []:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+    assert res.returncode == 5, res.stderr
+    procs = memory_per_process(out)
+    where = check_amounts(procs, {"daemon_holds_24": 24})
+    assert where["daemon_holds_24"] == alive[0]
+    assert "1 process still running at the program's exit: samples so far (partial)" in res.stderr, res.stderr
