@@ -176,15 +176,15 @@ def spawn_child_holds_56(how):
     keep = hold(56)
     if how == "keep": kept.append(keep)
 
-def parent_keeps_8():
-    return hold(8)
+def parent_keeps_16():
+    return hold(16)
 
 def parent_holds_24():
     keep = hold(24)
     if sys.argv[1] == "keep": kept.append(keep)
 
 if __name__ == "__main__":
-    before = parent_keeps_8()    # held by the parent across the fork: the forked child must not report it
+    before = parent_keeps_16()    # held by the parent across the fork: the forked child must not report it
     pid = os.fork()
     if pid == 0:
         fork_child_holds_40()
@@ -199,9 +199,9 @@ if __name__ == "__main__":
 # Each function holds MiB of 4 KiB bytearrays (each also costs its 56-byte object and an 8-byte list slot: the
 # truth is MiB * (4096 + 64) / 4096 = MiB * 1.0156). Sampled at 4 KiB, an allocation of 4097 bytes is taken
 # with p = 1 - exp(-4097/4096) = 0.632 and stands for 4097/p bytes: the estimate of N chunks is binomial, its
-# relative standard deviation sqrt((1 - p) / (N p)): 0.97 % for 24 MiB (N = 6144), 0.75 % for 40, 0.64 % for 56
-# (the small object headers, sampled at p ~ 1.4 %, add 0.1 % at most). +-6 % is 6 standard deviations of the
-# smallest; seen over 4 runs: -2.0 % .. +1.6 %.
+# relative standard deviation sqrt((1 - p) / (N p)): 1.19 % for 16 MiB (N = 4096), 0.97 % for 24, 0.75 % for 40,
+# 0.64 % for 56 (the small object headers, sampled at p ~ 1.4 %, add 0.1 % at most). +-6 % is 5 standard
+# deviations of the smallest; seen over 6 runs: -2.2 % .. +2.2 % (each of the four).
 MEM_TOL = 0.06
 MEM_TRUTH = 1.0156
 
@@ -216,7 +216,7 @@ def memory_record(tmp_path, prog, how, *outs, extra=()):
 
 
 def memory_per_process(collapsed_path):
-    """{pid: {function: MiB}}: the bytes under each *_holds_N / parent_keeps_8 function, by process."""
+    """{pid: {function: MiB}}: the bytes under each *_holds_N / parent_keeps_16 function, by process."""
     out = {}
     with open(collapsed_path) as f:
         for line in f:
@@ -247,20 +247,20 @@ def check_amounts(procs, want):
 
 def test_memory_subprocesses_known_amounts(tmp_path):
     """--memory --subprocesses: each process's heap at its own peak, the process first; the forked child does
-    not report the 8 MiB its parent held across the fork; every format."""
+    not report the 16 MiB its parent held across the fork; every format."""
     prog = tmp_path / "memprog.py"
     prog.write_text(MEMPROG)
     outs = [tmp_path / n for n in ("m.collapsed", "m.json", "m.svg", "m.pb.gz")]
     res = memory_record(tmp_path, prog, "free", *outs)
     procs = memory_per_process(outs[0])
-    where = check_amounts(procs, {"parent_keeps_8": 8, "parent_holds_24": 24, "fork_child_holds_40": 40,
+    where = check_amounts(procs, {"parent_keeps_16": 16, "parent_holds_24": 24, "fork_child_holds_40": 40,
                                   "spawn_child_holds_56": 56})
-    assert where["parent_keeps_8"] == where["parent_holds_24"]
+    assert where["parent_keeps_16"] == where["parent_holds_24"]
     assert len({where["parent_holds_24"], where["fork_child_holds_40"], where["spawn_child_holds_56"]}) == 3
     m = re.search(r"spprof record: (\d+) allocation samples in (\d+) processes, ~([\d.]+) MiB at peaks \(summed\)",
                   res.stderr)
     assert m and int(m.group(2)) == len(procs) >= 3, res.stderr
-    assert float(m.group(3)) >= (8 + 24 + 40 + 56) * (1 - MEM_TOL), res.stderr
+    assert float(m.group(3)) >= (16 + 24 + 40 + 56) * (1 - MEM_TOL), res.stderr
     assert "each process's heap at its own peak" in res.stderr
     # Speedscope: the process is the root frame of every stack, in both views (peak, allocated)
     doc = json.load(open(outs[1]))
@@ -298,7 +298,7 @@ def test_memory_subprocesses_live_at_exit_file_per_process(tmp_path):
         got = memory_per_process(f)
         assert set(got) == {pid}, (f.name, got)  # only its own process in each file
         procs.update(got)
-    check_amounts(procs, {"parent_keeps_8": 8, "parent_holds_24": 24, "fork_child_holds_40": 40,
+    check_amounts(procs, {"parent_keeps_16": 16, "parent_holds_24": 24, "fork_child_holds_40": 40,
                           "spawn_child_holds_56": 56})
     assert not list(tmp_path.glob("m.collapsed"))
 
@@ -309,7 +309,7 @@ def test_memory_subprocesses_killed_child(tmp_path):
     prog.write_text(MEMPROG)
     memory_record(tmp_path, prog, "sigkill", tmp_path / "m.collapsed")
     procs = memory_per_process(tmp_path / "m.collapsed")
-    check_amounts(procs, {"parent_keeps_8": 8, "parent_holds_24": 24, "spawn_child_holds_56": 56})
+    check_amounts(procs, {"parent_keeps_16": 16, "parent_holds_24": 24, "spawn_child_holds_56": 56})
 
 
 def test_subprocesses_killed_child(tmp_path, prog):

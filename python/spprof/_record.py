@@ -457,7 +457,7 @@ class Recorder:
     def _children_parts(self, parts_dir: str) -> list:
         """The root, at its exit: the children's parts; those still running are asked for their samples so far
         first (partial parts), for at most FLUSH_TIMEOUT_S; self.running_note says what the summary adds."""
-        answered, silent = _flush_running(parts_dir, FLUSH_TIMEOUT_S)
+        _, silent = _flush_running(parts_dir, FLUSH_TIMEOUT_S)
         parts = _read_parts(parts_dir)
         final = {getattr(p, "part_pid", None) for p in parts if not getattr(p, "part_partial", False)}
         parts = [p for p in parts if not (getattr(p, "part_partial", False) and p.part_pid in final)]
@@ -619,6 +619,7 @@ def _flush_running(parts_dir: str, timeout: float) -> tuple:
     except OSError:
         return 0, 0
     waiting: Dict[Any, bytes] = {}
+    silent = 0
     for n in names:
         path = os.path.join(parts_dir, n)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -628,8 +629,10 @@ def _flush_running(parts_dir: str, timeout: float) -> tuple:
             s.sendall(b"F")
             s.setblocking(False)
             waiting[s] = b""
-        except OSError:
+        except OSError as e:  # refused or gone: that child has died (SIGKILL) and wrote no part
             s.close()
+            if isinstance(e, (socket.timeout, BlockingIOError)):  # alive, but not answering
+                silent += 1
         try:
             os.unlink(path)
         except OSError:
@@ -651,9 +654,11 @@ def _flush_running(parts_dir: str, timeout: float) -> tuple:
                 continue
             if waiting[s].startswith(b"D") and waiting[s][1:].strip() not in (b"", b"0"):
                 answered += 1
+            elif not waiting[s].startswith((b"D", b"E")):  # it failed to give them (said on its stderr)
+                silent += 1
             del waiting[s]
             s.close()
-    silent = len(waiting)
+    silent += len(waiting)
     for s in waiting:
         s.close()
     return answered, silent
