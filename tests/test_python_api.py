@@ -367,3 +367,33 @@ def test_fork_child_starts_clean(run):
     assert c["child_tids"] == [res["child_pid"]], res     # the child's own main thread only
     assert res["parent_samples"] > 0 and res["parent_fns"] == [True, False], res
     assert res["child_pid"] not in res["parent_tids"] and res["written"], res
+
+
+def test_fork_inside_profiled_function(run):
+    """@spprof.profile on a function that forks: the child returns from it as the function returns (no error,
+    its last_profile None, no output written by it); the parent's call gets its profile and writes it once."""
+    r = run("""
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"spprof-forkdeco-{os.getpid()}.collapsed")
+    rfd, wfd = os.pipe()
+    child = {}
+    @spprof.profile(interval_ms=1, output=out)
+    def work():
+        burn(0.05)
+        pid = os.fork()
+        if pid:  # the parent's call ends only after the child has returned from its copy and looked
+            child.update(json.loads(os.read(rfd, 65536) or b"{}"))
+        return pid
+    pid = work()
+    if pid == 0:
+        watchdog(5)
+        os.write(wfd, json.dumps({"returned": True, "last_profile": repr(work.last_profile),
+                                  "exists": os.path.exists(out)}).encode())
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    emit({"child": child, "status": status, "parent_samples": work.last_profile.sample_count,
+          "written": os.path.exists(out)})
+    os.unlink(out)
+    """).ok()
+    res = r.result
+    assert res["status"] == 0 and res["child"] == {"returned": True, "last_profile": "None", "exists": False}, res
+    assert res["parent_samples"] > 0 and res["written"], res
