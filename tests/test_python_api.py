@@ -381,6 +381,7 @@ def test_fork_inside_profiled_function(run):
         burn(0.05)
         pid = os.fork()
         if pid:  # the parent's call ends only after the child has returned from its copy and looked
+            os.close(wfd)  # (a child that died: EOF, not a hang)
             child.update(json.loads(os.read(rfd, 65536) or b"{}"))
         return pid
     pid = work()
