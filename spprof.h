@@ -89,6 +89,12 @@
    - A thread that blocks the profiling signal is not sampled. The collector thread is never sampled.
    - Functions marked [signal-safe] may be called from a signal handler; all others may not. Unless said
      otherwise, API functions may be called from any thread.
+   - fork(): a session (sampler and memory profiler) stays with the process that started it; the parent's
+     goes on, its profile only its own. A forked child is not sampled and has no profile: spprof_stop,
+     pause, resume, spprof_foreach_sample, spprof_write_*, spprof_mem_stop and the spprof_mem_ writers and
+     iterators return SPPROF_ERR_NOT_STARTED (spprof_last_error() names the fork) and write no file;
+     spprof_start / spprof_mem_start there begin the child's own, clean session (spprof_clear() also
+     lifts it). The memory profiler on macOS is not told of fork (its session goes on in the child).
 */
 #ifndef SPPROF_H_INCLUDED
 #define SPPROF_H_INCLUDED
@@ -1142,6 +1148,9 @@ typedef struct spprof__state_t {
     uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
     void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
     int *explicit_tids; uint32_t nexplicit, explicit_cap;
+    int forked;                    /* 1 in a fork child of a process that had a session (running, or stopped
+                                      with its profile), until the child starts its own or clears: stop,
+                                      pause, the writers and spprof_foreach_sample say so (spprof__forked) */
     int collector_running; int collector_tid; int collector_stop;
     int sig_lost;                  /* the program replaced our handler: sampling stopped (atomic; Linux) */
 #if SPPROF__OS_LINUX
@@ -3079,8 +3088,9 @@ static void spprof__thread_at_exit(void) {
 }
 
 /* fork(): POSIX timers and threads are not inherited, so the child starts stopped and clean (its copy of
-   the parent's profile is discarded), and may start its own session. The three locks are taken around fork
-   so that the child never inherits one held by a thread that no longer exists there. */
+   the parent's profile is discarded; spprof__g.forked makes stop and the writers say so instead of writing
+   an empty profile over the parent's file), and may start its own session. The three locks are taken around
+   fork so that the child never inherits one held by a thread that no longer exists there. */
 static int spprof__atfork_once;
 static void spprof__atfork_prepare(void) {
     spprof__lock(&spprof__api_lock);
@@ -3093,6 +3103,7 @@ static void spprof__atfork_parent(void) {
     spprof__unlock(&spprof__api_lock);
 }
 static void spprof__atfork_child(void) {
+    spprof__g.forked = SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED || spprof__g.prof.nrecs > 0;
     SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
     spprof__g.collector_running = 0;
     spprof__g.c.inflight = 0;
@@ -4651,6 +4662,7 @@ static void spprof__mac_atfork_parent(void) {
 static void spprof__mac_atfork_child(void) {
     uint32_t i, hw = SPPROF__LOAD(&spprof__mac_hw);
     uint64_t id = 0;
+    spprof__g.forked = SPPROF__LOAD(&spprof__g.state) != SPPROF_STATE_STOPPED || spprof__g.prof.nrecs > 0;
     SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
     spprof__g.collector_running = 0;
     spprof__registry_free();  /* the slots' ports are not this task's: nothing to release */
@@ -4940,6 +4952,7 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     spprof__lock(&spprof__reg_lock);
     spprof__lock(&spprof__prof_lock);
     spprof__profile_free(&spprof__g.prof);
+    spprof__g.forked = 0;
     spprof__g.cfg = cfg;
     spprof__g.prof.interval_ns = cfg.interval_ns;
     spprof__g.prof.t_start = spprof__g.prof.t_end = spprof__now_ns();
@@ -5073,10 +5086,19 @@ static void spprof__stop_locked(void) {
     spprof__os_end(free_ok);  /* the fault handler goes only when no handler is in flight any more */
 }
 
+/* In a fork child whose parent had a session: the error of a call that needs one (see spprof__g.forked). */
+#define SPPROF__FORKED_TEXT "this process was forked from one whose session stays the parent's: a forked child " \
+    "is not sampled and has no profile until it starts its own session"
+static spprof_result spprof__forked(const char *fn) {
+    return spprof__fail(SPPROF_ERR_NOT_STARTED, "%s: %s (nothing written)", fn, SPPROF__FORKED_TEXT);
+}
+
 SPPROF_API spprof_result spprof_stop(void) {
     spprof__lock(&spprof__api_lock);
     if (SPPROF__LOAD(&spprof__g.state) == SPPROF_STATE_STOPPED) {
+        int forked = spprof__g.forked;
         spprof__unlock(&spprof__api_lock);
+        if (forked) return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_stop: %s", SPPROF__FORKED_TEXT);
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_stop: the profiler is not started");
     }
     spprof__stop_locked();
@@ -5090,7 +5112,9 @@ static spprof_result spprof__set_armed(int pause) {
     spprof__lock(&spprof__api_lock);
     st = SPPROF__LOAD(&spprof__g.state);
     if (st == SPPROF_STATE_STOPPED) {
+        int forked = spprof__g.forked;
         spprof__unlock(&spprof__api_lock);
+        if (forked) return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_%s: %s", pause ? "pause" : "resume", SPPROF__FORKED_TEXT);
         return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_%s: the profiler is not started", pause ? "pause" : "resume");
     }
     if ((pause && st == SPPROF_STATE_PAUSED) || (!pause && st == SPPROF_STATE_RUNNING)) {
@@ -5171,6 +5195,7 @@ SPPROF_API spprof_result spprof_clear(void) {
     }
     spprof__lock(&spprof__prof_lock);
     spprof__profile_free(&spprof__g.prof);
+    spprof__g.forked = 0;  /* nothing of the parent's is left to protect: an empty profile from here on */
     spprof__unlock(&spprof__prof_lock);
     spprof__unlock(&spprof__api_lock);
     return SPPROF_OK;
@@ -5256,6 +5281,7 @@ SPPROF_API spprof_result spprof_foreach_sample(spprof_sample_fn fn, void *user) 
     uint32_t i, k;
     size_t j;
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_foreach_sample: fn is NULL");
+    if (SPPROF__LOAD(&spprof__g.forked)) return spprof__forked("spprof_foreach_sample");
     spprof__lock(&spprof__prof_lock);
     for (i = 0; i < p->nrecs; i++) {
         spprof__record *r = &p->recs[i];
@@ -5466,7 +5492,9 @@ SPPROF_API spprof_result spprof_write_speedscope(const char *path) {
     uint64_t most = 0;
     size_t j;
     int first = 1;
-    spprof_result r = spprof__out_open(&o, path);
+    spprof_result r;
+    if (SPPROF__LOAD(&spprof__g.forked)) return spprof__forked("spprof_write_speedscope");  /* before the file is opened */
+    r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
     spprof__lock(&spprof__prof_lock);
     spprof__drain();
@@ -5564,7 +5592,9 @@ SPPROF_API spprof_result spprof_write_collapsed(const char *path, int flags) {
     uint64_t *counts;
     uint32_t *canon = NULL;
     size_t j;
-    spprof_result r = spprof__out_open(&o, path);
+    spprof_result r;
+    if (SPPROF__LOAD(&spprof__g.forked)) return spprof__forked("spprof_write_collapsed");  /* before the file is opened */
+    r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
     spprof__lock(&spprof__prof_lock);
     spprof__drain();
@@ -6082,7 +6112,9 @@ SPPROF_API spprof_result spprof_write_pprof(const char *path) {
     const char *cpu = spprof__g.cfg.mode == SPPROF_MODE_WALL ? "wall" : "cpu";
     size_t j;
     int oom;
-    spprof_result r = spprof__out_open(&o, path);
+    spprof_result r;
+    if (SPPROF__LOAD(&spprof__g.forked)) return spprof__forked("spprof_write_pprof");  /* before the file is opened */
+    r = spprof__out_open(&o, path);
     if (r != SPPROF_OK) return r;
     spprof__pprof_begin(&b);
     spprof__lock(&spprof__prof_lock);
@@ -6399,6 +6431,7 @@ typedef struct spprof__mem_state {
     int64_t live_est;
     uint64_t peak_est, peak_t;
     uint64_t fp_walks, fp_rooted, fp_broken;  /* native walks of samples, by how they ended */
+    int forked;  /* 1: forked from a process with a session, none started here yet (error messages) */
 } spprof__mem_state;
 static spprof__mem_state spprof__m;
 static spprof__mutex spprof__mem_lock = SPPROF__MUTEX_INIT;  /* API calls only, never the hooks */
@@ -7057,12 +7090,24 @@ SPPROF_API spprof_mem_config spprof_mem_config_default(void) {
 
 static int spprof__pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
+#define SPPROF__MEM_FORKED_HINT " (this process was forked from one whose memory session stays the parent's: " \
+    "a forked child is not sampled until it starts its own)"
 #if SPPROF__OS_LINUX
 static void spprof__mem_atfork_child(void) {
-    /* Only the forking thread exists in the child; the patch lock may have been held by another thread. The
-       samples stay: the child's heap is a copy of the parent's, so they are still true there. */
+    /* Only the forking thread exists in the child; the patch lock may have been held by another thread.
+       The parent's session is the parent's: the child is not sampled and has no session ("off": snapshots,
+       writers and stop say so) until it starts its own, so the parent's samples are never reported twice
+       (by the parent, and by a child writing the same file). The tables stay mapped (the child's copy), to
+       be reused by the child's own start; frees stop at the NULL tables pointer meanwhile, and the hooks
+       stay installed (sess 0: nothing is sampled). */
     pthread_mutex_init(&spprof__mem_lock, NULL);
     pthread_mutex_init(&spprof__mem_patch_lock, NULL);
+    if (spprof__m.state == 1 || spprof__m.state == 2) {
+        SPPROF__STORE(&spprof__m.sess, 0u);
+        SPPROF__STORE(&spprof__m.tabs, (spprof__mem_tabs *)NULL);
+        SPPROF__STORE(&spprof__m.state, 0);
+        spprof__m.forked = 1;
+    }
 }
 static int spprof__mem_once;
 static void spprof__mem_once_init(void) { pthread_atfork(NULL, NULL, spprof__mem_atfork_child); }
@@ -7175,6 +7220,7 @@ SPPROF_API spprof_result spprof_mem_start(const spprof_mem_config *cfg_in) {
         spprof__mem_patch_all();
     } else if (spprof__mem_npatches) spprof__mem_unpatch_all();  /* a session before this one hooked */
     SPPROF__STORE(&spprof__m.state, 1);
+    spprof__m.forked = 0;
     {   /* session numbers skip 0 (0 = not sampling) */
         static uint32_t next_sess;
         if (++next_sess == 0) next_sess = 1;
@@ -7190,7 +7236,8 @@ SPPROF_API spprof_result spprof_mem_stop(void) {
     spprof__lock(&spprof__mem_lock);
     if (spprof__m.state != 1) {
         spprof__unlock(&spprof__mem_lock);
-        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_stop: the memory profiler is not sampling");
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_stop: the memory profiler is not sampling%s",
+                            spprof__m.forked && spprof__m.state == 0 ? SPPROF__MEM_FORKED_HINT : "");
     }
     SPPROF__STORE(&spprof__m.sess, 0u);
     SPPROF__STORE(&spprof__m.state, 2);
@@ -7229,7 +7276,8 @@ SPPROF_API spprof_result spprof_mem_foreach_sample(int which, spprof_mem_sample_
     if (peak) which = SPPROF_MEM_LIVE | SPPROF_MEM_FREED;  /* both, filtered by the time of the peak */
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_foreach_sample: fn is NULL");
     if (!spprof__m.map || SPPROF__LOAD(&spprof__m.state) == 3 || SPPROF__LOAD(&spprof__m.state) == 0)
-        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_sample: the memory profiler has no session");
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_sample: the memory profiler has no session%s",
+                            spprof__m.forked ? SPPROF__MEM_FORKED_HINT : "");
     spprof__mt.busy++;
     if (which & SPPROF_MEM_LIVE) {
         for (i = 0; i <= spprof__m.map_mask; i++) {
@@ -7273,7 +7321,8 @@ SPPROF_API spprof_result spprof_mem_foreach_stack(spprof_mem_stack_fn fn, void *
     uint32_t i;
     if (!fn) return spprof__fail(SPPROF_ERR_INVALID_CONFIG, "spprof_mem_foreach_stack: fn is NULL");
     if (!spprof__m.stacks || SPPROF__LOAD(&spprof__m.state) == 3 || SPPROF__LOAD(&spprof__m.state) == 0)
-        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_stack: the memory profiler has no session");
+        return spprof__fail(SPPROF_ERR_NOT_STARTED, "spprof_mem_foreach_stack: the memory profiler has no session%s",
+                            spprof__m.forked ? SPPROF__MEM_FORKED_HINT : "");
     for (i = 0; i <= spprof__m.stacks_mask; i++) {
         const spprof__mem_stack *s = &spprof__m.stacks[i];
         uint64_t samples, bytes, count_fx;

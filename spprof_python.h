@@ -13,6 +13,8 @@
        spprof_py_configure(&cfg);            // Python walker, resolver, fault guard, code-object pinning
        spprof_py_start(&cfg);  ...  spprof_py_stop();   // [GIL] (stop before Py_Finalize)
        spprof_write_speedscope("out.json");  // [GIL] Python frames are resolved with the C API
+   fork(): as in spprof.h, a session stays with its process: a forked child is not sampled and has no
+   profile (stop and the writers return SPPROF_ERR_NOT_STARTED naming the fork) until it starts its own.
 
    Contents: @layout (per-version frame access)  @check (3.13+ debug offsets)  @walk  @pin  @resolve  @module
 

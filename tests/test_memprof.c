@@ -315,23 +315,47 @@ static void test_got_hooks(void) {
     CHECK(spprof_mem_start(&c) == SPPROF_ERR_BAD_STATE, "no start after shutdown (one-way)");
 }
 
+/* fork(): the parent's session stays the parent's. The child is not sampled, has no session ("off"): stop,
+   the writers and the sample iterators say NOT_STARTED (naming the fork), so no file is written from the
+   parent's samples; a session of its own starts clean (none of the parent's samples). */
+static int t_count_sample(const spprof_mem_sample *s, void *user) {
+    (void)s;
+    (*(int *)user)++;
+    return 0;
+}
 static void test_fork(void) {
     spprof_mem_config c = t_mem(64);
+    spprof_mem_stats before, after;
     pid_t pid;
-    int status = 0, i;
+    int status = 0, i, n = 0;
     CHECK(spprof_mem_start(&c) == SPPROF_OK, "start before fork");
     for (i = 0; i < 1000; i++) spprof_mem_record_alloc((void *)(uintptr_t)(0x700000000ull + (uintptr_t)i * 64), 100);
+    spprof_mem_get_stats(&before);
     pid = fork();
     if (pid == 0) {
         spprof_mem_stats st;
+        int own = 0;
         alarm(20);
+        if (spprof_mem_state() != 0) _exit(2);
         for (i = 0; i < 1000; i++) spprof_mem_record_alloc((void *)(uintptr_t)(0x710000000ull + (uintptr_t)i * 64), 100);
+        if (spprof_mem_stop() != SPPROF_ERR_NOT_STARTED || !strstr(spprof_last_error(), "forked")) _exit(3);
+        if (spprof_mem_write_collapsed("/dev/null", SPPROF_MEM_LIVE) != SPPROF_ERR_NOT_STARTED) _exit(4);
+        if (spprof_mem_foreach_sample(SPPROF_MEM_LIVE, t_count_sample, &own) != SPPROF_ERR_NOT_STARTED) _exit(5);
+        if (spprof_mem_start(&c) != SPPROF_OK) _exit(6);
+        for (i = 0; i < 500; i++) spprof_mem_record_alloc((void *)(uintptr_t)(0x720000000ull + (uintptr_t)i * 64), 100);
         spprof_mem_get_stats(&st);
-        if (spprof_mem_stop() != SPPROF_OK || st.samples == 0) _exit(3);
-        _exit(spprof_mem_write_collapsed("/dev/null", SPPROF_MEM_LIVE) == SPPROF_OK ? 0 : 4);
+        if (spprof_mem_foreach_sample(SPPROF_MEM_LIVE, t_count_sample, &own) != SPPROF_OK) _exit(7);
+        if (own == 0 || (uint64_t)own != st.samples || st.samples > 500) _exit(8);  /* its own 500 calls only */
+        if (spprof_mem_stop() != SPPROF_OK) _exit(9);
+        _exit(spprof_mem_write_collapsed("/dev/null", SPPROF_MEM_LIVE) == SPPROF_OK ? 0 : 10);
     }
     CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-          "the child continues the session (status %d)", status);
+          "the child: off, stop/write/iterate say NOT_STARTED, its own session has only its samples (status %d)",
+          status);
+    spprof_mem_get_stats(&after);
+    CHECK(after.state == 1 && after.samples == before.samples, "the parent's session goes on, unchanged");
+    CHECK(spprof_mem_foreach_sample(SPPROF_MEM_LIVE, t_count_sample, &n) == SPPROF_OK && (uint64_t)n == after.live_samples,
+          "the parent's samples are there (%d)", n);
     CHECK(spprof_mem_stop() == SPPROF_OK, "parent still fine");
 }
 

@@ -307,9 +307,16 @@ def test_atexit_stops_running_session(run):
 
 
 def test_fork_child_starts_clean(run):
+    """fork() while a session runs: the parent's goes on and holds only its own samples; the child is not
+    sampled, stop() there raises naming the fork, a Profiler block begun in the parent ends quietly there (no
+    output file), and the child's own session works and holds only its own samples."""
     r = run("""
-    spprof.start(interval_ms=1)
-    burn(0.05)
+    def in_parent(sec): burn(sec)
+    def in_child(sec): burn(sec)
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"spprof-fork-{os.getpid()}.json")
+    pr = spprof.Profiler(interval_ms=1, output=out)
+    pr.start()
+    in_parent(0.05)
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -317,13 +324,24 @@ def test_fork_child_starts_clean(run):
         res = {"stage": "forked"}
         try:
             res["state"] = [spprof.is_active(), spprof.state()]
+            in_child(0.1)
+            try:
+                spprof.stop()
+                res["stop"] = "no error"
+            except spprof.Error as e:
+                res["stop"] = str(e)
+            pr.__exit__(None, None, None)           # the block begun in the parent ends here: quietly
+            res["profiler"] = [pr.profile is None, os.path.exists(out)]
             spprof.start(interval_ms=1)
             res["stage"] = "started"
-            burn(0.1)
+            in_child(0.1)
             res["stage"] = "stopping"
             cp = spprof.stop()
             res["stage"] = "stopped"
+            fns = {f.function for s in cp.samples for f in s.frames}
             res["child_samples"] = cp.sample_count
+            res["child_fns"] = ["in_child" in fns, "in_parent" in fns]
+            res["child_tids"] = sorted(cp.threads())
         except BaseException as e:
             res["error"] = repr(e)
         os.write(wfd, json.dumps(res).encode())
@@ -331,12 +349,52 @@ def test_fork_child_starts_clean(run):
     os.close(wfd)
     _, status = os.waitpid(pid, 0)
     data = os.read(rfd, 65536)
-    burn(0.05)
-    p = spprof.stop()
-    emit({"child": json.loads(data) if data else "no report (hung?)", "status": status,
-          "parent_samples": p.sample_count})
+    in_parent(0.05)
+    p = pr.stop()
+    fns = {f.function for s in p.samples for f in s.frames}
+    emit({"child": json.loads(data) if data else "no report (hung?)", "status": status, "child_pid": pid,
+          "parent_samples": p.sample_count, "parent_fns": ["in_parent" in fns, "in_child" in fns],
+          "parent_tids": sorted(p.threads()), "written": os.path.exists(out)})
+    os.unlink(out)
     """).ok()
     res = r.result
-    assert res["status"] == 0, "forked child did not finish start/stop:\n" + r.stderr[-3000:]
-    assert res["child"].get("state") == [False, "stopped"], res
-    assert res["child"]["child_samples"] > 0 and res["parent_samples"] > 0
+    assert res["status"] == 0, "forked child did not finish:\n" + r.stderr[-3000:]
+    c = res["child"]
+    assert c.get("state") == [False, "stopped"], res
+    assert "forked" in c["stop"] and "parent" in c["stop"], res
+    assert c["profiler"] == [True, False], res            # nothing written by the child
+    assert c["child_samples"] > 0 and c["child_fns"] == [True, False], res
+    assert c["child_tids"] == [res["child_pid"]], res     # the child's own main thread only
+    assert res["parent_samples"] > 0 and res["parent_fns"] == [True, False], res
+    assert res["child_pid"] not in res["parent_tids"] and res["written"], res
+
+
+def test_fork_inside_profiled_function(run):
+    """@spprof.profile on a function that forks: the child returns from it as the function returns (no error,
+    its last_profile None, no output written by it); the parent's call gets its profile and writes it once."""
+    r = run("""
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"spprof-forkdeco-{os.getpid()}.collapsed")
+    rfd, wfd = os.pipe()
+    child = {}
+    @spprof.profile(interval_ms=1, output=out)
+    def work():
+        burn(0.05)
+        pid = os.fork()
+        if pid:  # the parent's call ends only after the child has returned from its copy and looked
+            os.close(wfd)  # (a child that died: EOF, not a hang)
+            child.update(json.loads(os.read(rfd, 65536) or b"{}"))
+        return pid
+    pid = work()
+    if pid == 0:
+        watchdog(5)
+        os.write(wfd, json.dumps({"returned": True, "last_profile": repr(work.last_profile),
+                                  "exists": os.path.exists(out)}).encode())
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    emit({"child": child, "status": status, "parent_samples": work.last_profile.sample_count,
+          "written": os.path.exists(out)})
+    os.unlink(out)
+    """).ok()
+    res = r.result
+    assert res["status"] == 0 and res["child"] == {"returned": True, "last_profile": "None", "exists": False}, res
+    assert res["parent_samples"] > 0 and res["written"], res

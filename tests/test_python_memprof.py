@@ -413,40 +413,75 @@ def test_stats_and_footprint(run):
 
 
 def test_fork_and_multiprocessing_while_active(run):
+    """A forked child does not inherit the parent's memory session: it is not sampled ("off"), a snapshot or
+    stop there says why (no file, no copy of the parent's samples), and a session of its own works and holds
+    only its own allocations; the parent's session goes on and keeps what it held across the fork."""
     r = run(mem("""
     import multiprocessing as mpc
     watchdog(30)
     def work(n):
         import spprof.memprof as m
+        st = m.state()
+        m.start(16)
         keep = [bytearray(16384) for _ in range(200)]
-        return (m.state(), len(m.get_snapshot().samples) > 0)
+        ok = len(m.get_snapshot().samples) > 0
+        m.stop()
+        return (st, ok)
+    def parent_before_fork():
+        return [bytearray(16384) for _ in range(400)]
+    def child_own():
+        return [bytearray(16384) for _ in range(300)]
     if __name__ == "__main__":
         mp.start(16)
+        held = parent_before_fork()
         stop_flag = threading.Event()
         def churn():                                  # allocating while the fork happens
             while not stop_flag.is_set():
                 x = [bytes(1000) for _ in range(100)]
         ts = [threading.Thread(target=churn) for _ in range(2)]
         for t in ts: t.start()
+        rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:
-            keep = [bytearray(16384) for _ in range(300)]
-            snap = mp.get_snapshot()
-            os._exit(0 if snap.samples and mp.state() == "sampling" else 3)
+            res = {"state": mp.state()}
+            keep = child_own()
+            for what, call in (("snapshot", mp.get_snapshot), ("stop", mp.stop)):
+                try:
+                    call()
+                    res[what] = "no error"
+                except spprof.Error as e:
+                    res[what] = str(e)
+            mp.start(16)
+            keep2 = child_own()
+            fns = {f.function for s in mp.get_snapshot().samples for f in s.frames}
+            res["own"] = ["child_own" in fns, "parent_before_fork" in fns]
+            mp.stop()
+            os.write(wfd, json.dumps(res).encode())
+            os._exit(0)
+        os.close(wfd)
         _, status = os.waitpid(pid, 0)
+        child = json.loads(os.read(rfd, 65536) or b"{}")
         ctx = mpc.get_context("fork")
         with ctx.Pool(2) as pool:
             results = pool.map(work, range(4))
         stop_flag.set()
         for t in ts: t.join()
         snap = mp.get_snapshot()
-        emit({"child": os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8,
-              "pool": results, "parent_samples": len(snap.samples)})
+        fns = {f.function for s in snap.samples for f in s.frames}
+        emit({"status": status, "child": child, "pool": results, "parent_samples": len(snap.samples),
+              "parent_fns": ["parent_before_fork" in fns, "child_own" in fns, "work" in fns]})
     """), timeout=60).ok()
     res = r.result
-    assert res["child"] == 0, res
-    assert all(st == "sampling" and ok for st, ok in res["pool"]), res
-    assert res["parent_samples"] > 0, res
+    assert res["status"] == 0, res
+    c = res["child"]
+    assert c["state"] == "off", res
+    for what in ("snapshot", "stop"):
+        assert "forked" in c[what] and "parent" in c[what], res
+    assert c["own"] == [True, False], res                  # its own allocations, none of the parent's
+    # a worker's first task finds "off"; a later task on the same worker finds the session its first one stopped
+    assert all(st in ("off", "stopped") and ok for st, ok in res["pool"]), res
+    assert 1 <= [st for st, ok in res["pool"]].count("off") <= 2, res
+    assert res["parent_samples"] > 0 and res["parent_fns"] == [True, False, False], res
 
 
 def test_ten_threads_allocating_concurrently(run):

@@ -31,7 +31,13 @@ native=True gives mixed stacks: native frames (C extensions, libraries, the inte
 order, each interpreter-loop frame replaced by the Python frames it runs. It needs frame pointers in the
 native code it should see through (or a build with SPPROF_USE_LIBUNWIND); where the two walks disagree, the
 stack ends with a "[mixed stack: ...]" marker frame instead of a guess.
-Not done yet: memory profiling. Before 3.11, functions are named by co_name only (no qualified name there).
+fork(): a session stays with the process that started it; the parent's goes on and its profile holds only its
+own samples. A forked child is not sampled and has no profile: is_active() is False, stop() raises
+spprof.Error naming the fork (nothing is written), a Profiler block or @profile call begun in the parent ends
+quietly in the child (its profile None, no output written); start() in the child begins a session of its own.
+spprof.memprof likewise: in a forked child the memory profiler is "off" (get_snapshot()/stop() raise naming
+the fork; none of the parent's samples), and memprof.start() there begins a clean session.
+Before 3.11, functions are named by co_name only (no qualified name there).
 """
 from __future__ import annotations
 
@@ -557,7 +563,8 @@ def _remove_hook() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # The C core starts stopped and clean in a forked child; forget the parent's session.
+    # The C core starts stopped and clean in a forked child (not sampled, no profile: stop() raises, naming the
+    # fork); forget the parent's session. Profilers and @profile calls begun in the parent end quietly here.
     global _session
     _session = None
     _remove_hook()
@@ -719,15 +726,21 @@ class Profiler:
         self.output, self.format = output, format
         self.profile: Optional[Profile] = None
         self._running = False
+        self._pid = 0
 
     def start(self) -> "Profiler":
         start(self.interval_ms, self.mode, self.native, self.memory_limit_mb, self.max_depth)
         self._running = True
+        self._pid = os.getpid()
         return self
 
     def stop(self) -> Profile:
         if not self._running:
             raise Error("Profiler.stop: this profiler is not running")
+        if self._pid != os.getpid():
+            raise Error(f"Profiler.stop: this profiler was started in pid {self._pid}, before this process forked "
+                        "from it: its session stays the parent's (a forked child is not sampled and has no "
+                        "profile; nothing written)")
         self._running = False
         self.profile = stop()
         if self.output is not None:
@@ -738,7 +751,7 @@ class Profiler:
         return self.start()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if self._running:
+        if self._running and self._pid == os.getpid():  # a forked child leaves the block quietly: no profile
             self.stop()
         return False
 
@@ -770,7 +783,8 @@ def profile(func: Optional[Callable[..., Any]] = None, *, interval_ms: float = 1
         finally:
             active.on = False
             try:
-                p.stop()
+                if p._pid == os.getpid():  # a forked child returns quietly: no profile (the parent's session)
+                    p.stop()
             finally:
                 wrapper.last_profile = p.profile  # type: ignore[attr-defined]
 

@@ -64,8 +64,10 @@ python shebang, a console script): the process that is exec'd is the one profile
 starts are not, unless --subprocesses: then every Python process of the tree (os.fork, multiprocessing
 fork/spawn/forkserver, subprocesses of a Python with a spprof build) is profiled with the same settings;
 children write their part when they end (os._exit and SIGTERM too) and the program merges the parts at its
-exit: a child still running then (or killed by SIGKILL) is left out, and said. OUT with {pid}: one file per
-process instead. Python options -I, -E and -S would skip the bootstrap and are refused.
+exit: a child still running then gives its samples so far (asked over a socket, 1.5 s at most; the summary
+counts them, partial), one killed by SIGKILL is left out. OUT with {pid}: one file per
+process instead. With --memory: each process's heap (at its own peak, or --live-at-exit), the process as
+the first frame. Python options -I, -E and -S would skip the bootstrap and are refused.
 The program imports spprof from SPPROF_PACKAGE_DIR if set, else from the package this command belongs to
 (tools/spprof in a source tree: build/, made by `make`).
 """
@@ -580,8 +582,6 @@ def main(argv=None):
         fail(rec, "--memory-rate-kb applies only with --memory")
     elif args.live_at_exit:
         fail(rec, "--live-at-exit applies only with --memory")
-    if args.subprocesses and args.memory:
-        fail(rec, "--subprocesses with --memory is not supported yet (CPU and wall profiles only)")
     if args.subprocesses and os.name == "nt":
         fail(rec, "--subprocesses needs a POSIX system")
     args.rate = 100.0 if args.rate is None else args.rate

@@ -101,6 +101,9 @@ class Recorder:
         self.lock = threading.Lock()
         self.report_fd = report_fd
         self.streamer = None  # `spprof top`: the live feed (spprof/_top.py)
+        self.listener: Any = None  # --subprocesses, a child: the root's flush requests (see _listen)
+        self.partial_sent = False  # a partial part was given to the root (it exited before this process)
+        self.running_note = ""  # the root: what the summary says of processes still running at its exit
 
     def begin(self) -> None:
         self._start_sampling()
@@ -119,6 +122,8 @@ class Recorder:
         self._wrap_os_exit()
         if c.get("subprocesses") and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork)
+        if not self.root:
+            self._listen()
         _report(self.report_fd, b"S")
 
     def _start_sampling(self) -> None:
@@ -168,6 +173,13 @@ class Recorder:
             except OSError:
                 pass
         self.streamer = None
+        if self.listener is not None:  # the parent's socket (its thread is not here)
+            try:
+                self.listener.close()
+            except OSError:
+                pass
+            self.listener = None
+        self.partial_sent = False
         try:
             self._start_sampling()
             if spprof._session is not None:  # before 3.12 the main thread keeps the parent's native_id
@@ -177,8 +189,133 @@ class Recorder:
             _say(f"pid {self.pid}: this forked child is not profiled ({type(e).__name__}: {e})")
             return
         self._arm_signals()
+        self._listen()
         if self.cfg.get("top_sock"):
             self._stream_to_top()
+
+    def _listen(self) -> None:
+        """--subprocesses, a child that writes a part for the root: a Unix socket live-PID.sock in the parts
+        directory (0700, this user's) on which the root, when it exits before this process, asks for the samples
+        so far ("F"); the answer is "D<n>" once a partial part of n samples is written (0: nothing to add), or
+        "E" when this process has written its final part already. Served by a thread of its own that blocks
+        every signal (the program's signals go to its own threads as before, and no sampler takes it: in wall
+        mode a thread that blocks the profiling signal is not sampled) and is not a threading.Thread (not in
+        threading.enumerate(), not joined at exit)."""
+        parts_dir = self.cfg.get("parts_dir", "")
+        if not parts_dir or not self.cfg.get("subprocesses") or self.cfg.get("top_sock"):
+            return
+        import socket
+        import _thread
+        path = os.path.join(parts_dir, f"live-{os.getpid()}.sock")
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            return
+        try:
+            sock.bind(path)
+            sock.listen(8)
+        except OSError as e:  # (a path too long for a Unix socket: TMPDIR deep down)
+            sock.close()
+            _say(f"pid {os.getpid()}: if it outlives the program, its samples will not be in the profile "
+                 f"(cannot listen on {path}: {e})")
+            return
+        self.listener = sock
+        blocked = None
+        try:
+            if hasattr(signal, "pthread_sigmask"):
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            _thread.start_new_thread(self._serve_flush, (sock, os.getpid()))
+        except (OSError, RuntimeError, ValueError):
+            self.listener = None
+            sock.close()
+        finally:
+            if blocked is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _serve_flush(self, sock: Any, pid: int) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return  # closed: this process wrote its final part, or forked (the child closed its copy)
+            if os.getpid() != pid:
+                return
+            try:
+                conn.settimeout(10)
+                if conn.recv(1) == b"F":
+                    conn.sendall(self._flush_partial())
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def _flush_partial(self) -> bytes:
+        """The root is exiting while this process runs: its samples so far as a part (marked partial, so that
+        a final part of the same process, if it comes in time, wins). Under the lock, so never alongside
+        finish(): after it, the final part is there ("E")."""
+        with self.lock:
+            if self.done:
+                return b"E\n"
+            parts_dir = self.cfg.get("parts_dir", "")
+            mem_enter = mem_leave = None
+            if self.cfg.get("memory"):  # this thread's own allocations are not the program's
+                mem_enter, mem_leave = spprof._spprof.mem_enter, spprof._spprof.mem_leave
+            try:
+                if mem_enter is not None:
+                    mem_enter()
+                part = self._partial_part()
+                n = 0 if part is None else _samples_of(part)
+                if n:
+                    _write_part(parts_dir, part, partial=True)
+                    self.partial_sent = True
+            except Exception as e:  # never disturb the program: the root says it got nothing
+                _say(f"pid {os.getpid()}: cannot give its samples so far: {type(e).__name__}: {e}")
+                return b"X\n"
+            finally:
+                if mem_leave is not None:
+                    mem_leave()
+            return b"D%d\n" % n
+
+    def _partial_part(self) -> Optional[Any]:
+        """This process's profile so far, its session running on (the part _finish_tree/_finish_memory_tree
+        would write now)."""
+        if self.cfg.get("memory"):
+            import spprof.memprof as memprof
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                snap = memprof.get_snapshot()
+            if self.cfg.get("nolineno"):
+                snap = snap.by_function()
+            view = snap if self.cfg.get("memory_at_exit") else snap.at_peak()
+            return _heap_of_process(snap, view, os.getpid(), _command())
+        import time
+        sess = spprof._session
+        if sess is None:
+            return None
+        names = dict(sess.names)
+        spprof._note_live_threads(names)
+        raw = spprof._spprof.samples()
+        prof = spprof._build_profile(raw, names, sess, time.monotonic_ns(), dict(spprof._spprof.stats()))
+        if self.cfg.get("nolineno"):
+            prof = prof.by_function()
+        cmd = _command()
+        prof.processes = {tid: (os.getpid(), cmd) for tid in prof.threads()}
+        return prof
+
+    def _unlisten(self) -> None:
+        """Once the final part is written: the root finds it (no socket), or gets "E" meanwhile."""
+        if self.listener is None:
+            return
+        try:
+            os.unlink(os.path.join(self.cfg.get("parts_dir", ""), f"live-{os.getpid()}.sock"))
+        except OSError:
+            pass
+        try:
+            self.listener.close()  # (the thread's accept() returns an error and it ends)
+        except OSError:
+            pass
+        self.listener = None
 
     def _serve(self, where: Any) -> None:
         """--serve: the scrape endpoint for the program's lifetime; its address goes to stderr (also with -q:
@@ -310,11 +447,29 @@ class Recorder:
         parts_dir = self.cfg.get("parts_dir", "")
         if not self.root:
             if parts_dir and prof.sample_count:  # (an idle helper, such as multiprocessing's resource
-                _write_part(parts_dir, prof)     # tracker, adds nothing and says nothing)
+                _write_part(parts_dir, prof, quiet=self.partial_sent)  # tracker, adds nothing, says nothing)
+            self._unlisten()
             return
-        parts = [prof] + _read_parts(parts_dir)
+        parts = [prof] + self._children_parts(parts_dir)
         merged = _merge(parts)
         self._write_tree(merged, list(self.cfg["outputs"]), parts, reason)
+
+    def _children_parts(self, parts_dir: str) -> list:
+        """The root, at its exit: the children's parts; those still running are asked for their samples so far
+        first (partial parts), for at most FLUSH_TIMEOUT_S; self.running_note says what the summary adds."""
+        _, silent = _flush_running(parts_dir, FLUSH_TIMEOUT_S)
+        parts = _read_parts(parts_dir)
+        final = {getattr(p, "part_pid", None) for p in parts if not getattr(p, "part_partial", False)}
+        parts = [p for p in parts if not (getattr(p, "part_partial", False) and p.part_pid in final)]
+        partial = len({p.part_pid for p in parts if getattr(p, "part_partial", False)})
+        notes = []
+        if partial:
+            notes.append(f"{partial} process{'es' if partial != 1 else ''} still running at the program's exit: "
+                         "samples so far (partial)")
+        if silent:
+            notes.append(f"{silent} still running did not answer within {FLUSH_TIMEOUT_S:g} s: left out")
+        self.running_note = "; ".join(notes)
+        return parts
 
     def _write_tree(self, prof: Any, outs: list, parts: list, reason: Optional[str]) -> None:
         c = self.cfg
@@ -329,9 +484,10 @@ class Recorder:
             nthreads = len(prof.threads())
             nproc = len({p[0] for p in prof.processes.values()}) or 1
             who = "" if self.root else f"pid {os.getpid()}: "
+            running = f" ({self.running_note})" if self.running_note else ""
             _say(f"{who}{prof.sample_count} samples ({prof.total_time:.2f} s of {prof.mode} time) in {nproc} "
-                 f"process{'es' if nproc != 1 else ''}, {nthreads} thread{'s' if nthreads != 1 else ''}{why} -> "
-                 f"{', '.join(written)}")
+                 f"process{'es' if nproc != 1 else ''}, {nthreads} thread{'s' if nthreads != 1 else ''}{why}"
+                 f"{running} -> {', '.join(written)}")
 
     def _finish_memory(self, reason: Optional[str]) -> None:
         import spprof.memprof as memprof
@@ -342,13 +498,17 @@ class Recorder:
                 snap = memprof.get_snapshot()
             memprof.stop()
         except spprof.Error as e:
-            _say(f"no memory profile written: {e}")
+            who = f"pid {os.getpid()}: " if not self.root else ""
+            _say(f"{who}no memory profile written: {e}")
             return
         if self.cfg.get("nolineno"):
             snap = snap.by_function()
         # like memray, the heap at its high-water mark by default: a program that frees its memory before it
         # exits shows what it held at most (--live-at-exit: what is still live at exit)
         view = snap if self.cfg.get("memory_at_exit") else snap.at_peak()
+        if self.cfg.get("subprocesses"):
+            self._finish_memory_tree(snap, view, reason)
+            return
         outs = self._kept(int(snap.stats.get("samples", 0)))
         written = [w for w in (self._save(view, out) for out in outs) if w]
         if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
@@ -363,6 +523,48 @@ class Recorder:
             _say(f"{st['samples']} allocation samples, ~{snap.peak_bytes / 2**20:.1f} MiB at peak, "
                  f"~{snap.total_bytes / 2**20:.1f} MiB live at exit, "
                  f"~{st['estimated_allocated_bytes'] / 2**20:.1f} MiB allocated{why} -> {', '.join(written)} ({what})")
+
+    def _finish_memory_tree(self, snap: Any, view: Any, reason: Optional[str]) -> None:
+        """--memory --subprocesses: this process's view (peak, or live at exit) with the process as the first
+        frame of every stack, as a part for the root, as this process's own files ({pid}), or merged (root)."""
+        part = _heap_of_process(snap, view, os.getpid(), _command())
+        if any("{pid}" in o for o in self.cfg["outputs"]):
+            outs = [o.replace("{pid}", str(os.getpid())) for o in self.cfg["outputs"]]
+            self._write_heap_tree(part, outs, [part], reason)
+            return
+        parts_dir = self.cfg.get("parts_dir", "")
+        if not self.root:
+            if parts_dir and int(part.stats.get("samples", 0)):  # (an idle helper adds nothing)
+                _write_part(parts_dir, part, quiet=self.partial_sent)
+            self._unlisten()
+            return
+        parts = [part] + self._children_parts(parts_dir)
+        self._write_heap_tree(_merge_heaps(parts), list(self.cfg["outputs"]), parts, reason)
+
+    def _write_heap_tree(self, heap: Any, outs: list, parts: list, reason: Optional[str]) -> None:
+        nsamples = int(heap.stats.get("samples", 0))
+        if nsamples == 0:
+            keep = [o for o in outs if os.path.lexists(o) and not _is_special(o)]
+            outs = [o for o in outs if o not in keep]
+            if keep and self.root:
+                _say(f"nothing was profiled (0 samples): {', '.join(keep)} left as it was")
+        written = [w for w in (self._save(heap, o) for o in outs) if w]
+        if written and (not self.cfg["quiet"] or any("could not write" in w for w in written)):
+            why = f", at {reason}" if reason else ""
+            n = len(parts)
+            who = "" if self.root else f"pid {os.getpid()}: "
+            peak = sum(float(p.stats.get("peak_estimated_bytes", 0)) for p in parts)
+            live = sum(float(p.stats.get("live_at_exit_bytes", 0)) for p in parts)
+            alloc = sum(float(p.stats.get("estimated_allocated_bytes", 0)) for p in parts)
+            what = ("the heap live at exit" if heap.view != "peak" else
+                    ("the heap at its peak" if n == 1 else "each process's heap at its own peak") +
+                    ("" if all(int(p.stats.get("freed_dropped", 0)) == 0 for p in parts) else
+                     " (incomplete: a freed log overflowed)") + "; --live-at-exit for exit")
+            if self.running_note:
+                what += "; " + self.running_note
+            _say(f"{who}{nsamples} allocation samples in {n} process{'es' if n != 1 else ''}, "
+                 f"~{peak / 2**20:.1f} MiB at peak{'s (summed)' if n != 1 else ''}, ~{live / 2**20:.1f} MiB live at "
+                 f"exit, ~{alloc / 2**20:.1f} MiB allocated{why} -> {', '.join(written)} ({what})")
 
     def _save(self, prof: Any, out: str) -> Optional[str]:
         """Saves to out, else to a temporary file; returns what to tell the user (None: nothing written)."""
@@ -394,16 +596,91 @@ def _disarm() -> int:
         return 0
 
 
-def _write_part(parts_dir: str, prof: Any) -> None:
-    """A child's profile for the root (pickled; written beside, then renamed: the root never reads half)."""
+def _samples_of(part: Any) -> int:
+    return int(part.stats.get("samples", 0)) if hasattr(part, "allocations") else int(part.sample_count)
+
+
+FLUSH_TIMEOUT_S = 1.5  # how long the exiting root waits for its still-running children's samples so far
+
+
+def _flush_running(parts_dir: str, timeout: float) -> tuple:
+    """Asks every child still listening in parts_dir (live-PID.sock: running, not finished) for its samples
+    so far, all at once, and waits for the answers at most `timeout` seconds. Returns (answered, silent):
+    the numbers of processes that gave a partial part and of those that did not answer (a child that holds
+    the GIL in a long C call cannot). A socket nobody listens on any more (a child killed by SIGKILL) is
+    removed; so are the others once asked (the directory is removed after the parts are read)."""
+    import select
+    import socket
+    import time
+    if not parts_dir:
+        return 0, 0
+    try:
+        names = [n for n in os.listdir(parts_dir) if n.startswith("live-") and n.endswith(".sock")]
+    except OSError:
+        return 0, 0
+    waiting: Dict[Any, bytes] = {}
+    silent = 0
+    for n in names:
+        path = os.path.join(parts_dir, n)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(0.2)  # a full backlog (a child that never accepts) must not hold the root here
+            s.connect(path)
+            s.sendall(b"F")
+            s.setblocking(False)
+            waiting[s] = b""
+        except OSError as e:  # refused or gone: that child has died (SIGKILL) and wrote no part
+            s.close()
+            if isinstance(e, (socket.timeout, BlockingIOError)):  # alive, but not answering
+                silent += 1
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    answered = 0
+    end = time.monotonic() + timeout
+    while waiting:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select(list(waiting), [], [], left)
+        for s in ready:
+            try:
+                data = s.recv(64)
+            except OSError:
+                data = b""
+            waiting[s] += data
+            if data and not waiting[s].endswith(b"\n"):
+                continue
+            if waiting[s].startswith(b"D") and waiting[s][1:].strip() not in (b"", b"0"):
+                answered += 1
+            elif not waiting[s].startswith((b"D", b"E")):  # it failed to give them (said on its stderr)
+                silent += 1
+            del waiting[s]
+            s.close()
+    silent += len(waiting)
+    for s in waiting:
+        s.close()
+    return answered, silent
+
+
+def _write_part(parts_dir: str, prof: Any, partial: bool = False, quiet: bool = False) -> None:
+    """A child's profile for the root (pickled; written beside, then renamed: the root never reads half).
+    partial: the samples so far of a process still running (its final part, if it comes in time, wins)."""
     import pickle
-    final = os.path.join(parts_dir, f"part-{os.getpid()}-{time_ns()}.pickle")
+    final = os.path.join(parts_dir, f"part-{os.getpid()}-{time_ns()}{'-partial' if partial else ''}.pickle")
     tmp = final + ".tmp"
     try:
         with open(tmp, "wb") as f:
             pickle.dump(prof, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.rename(tmp, final)
     except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if quiet:  # its samples up to the program's exit are in the profile, and the summary said so
+            return
         if not os.path.isdir(parts_dir):  # the root has written the profile already
             _say(f"pid {os.getpid()} ({_command()}) ended after the profiled program: its samples are not in "
                  "the profile")
@@ -432,7 +709,11 @@ def _read_parts(parts_dir: str) -> list:
             continue
         try:
             with open(path, "rb") as f:
-                out.append(pickle.load(f))
+                part = pickle.load(f)
+            m = n.split("-")  # part-PID-TIME[-partial].pickle
+            part.part_pid = int(m[1]) if len(m) > 2 and m[1].isdigit() else None
+            part.part_partial = n.endswith("-partial.pickle")
+            out.append(part)
             os.unlink(path)
         except Exception as e:
             _say(f"cannot read a child's profile {path}: {type(e).__name__}: {e}")
@@ -457,6 +738,44 @@ def _merge(parts: list) -> Any:
     for p in parts:
         merged.processes.update(p.processes)
     return merged
+
+
+def _heap_of_process(snap: Any, view: Any, pid: int, cmd: str) -> Any:
+    """view (a HeapSnapshot: the peak, or live at exit) with "pid N (command)" as the first frame of every
+    stack (as the CPU profile's process level), without its freed log (not needed once the view is taken);
+    stats gain live_at_exit_bytes (snap's) for the summary line."""
+    from spprof.memprof import HeapSnapshot
+    proc = spprof.Frame(f"pid {pid} ({cmd})", "", 0)
+    cache: Dict[tuple, tuple] = {}
+
+    def fr(frames: tuple) -> tuple:
+        r = cache.get(frames)
+        if r is None:
+            r = cache[frames] = (proc,) + tuple(frames)
+        return r
+    stats = dict(view.stats)
+    stats["live_at_exit_bytes"] = int(snap.total_bytes)
+    return HeapSnapshot([s._replace(frames=fr(s.frames)) for s in view.samples], [],
+                        [a._replace(frames=fr(a.frames)) for a in view.allocations], stats, view.timestamp,
+                        view=view.view, has_freed=False)
+
+
+# counters that add up over processes (the others, such as sampling_rate, are the root's)
+_HEAP_SUMMED = ("samples", "frees_seen", "live_samples", "dropped_map_full", "dropped_stacks_full", "freed_dropped",
+                "estimated_live_bytes", "estimated_allocated_bytes", "footprint_bytes", "peak_estimated_bytes",
+                "native_walks", "native_walks_rooted", "native_walks_truncated", "live_at_exit_bytes")
+
+
+def _merge_heaps(parts: list) -> Any:
+    """One HeapSnapshot of several processes' views (each from _heap_of_process): their samples and per-stack
+    totals side by side (each stack starts with its process). Each process's view is its own: with the peak,
+    each process's heap at its own peak (the peaks need not be at the same time)."""
+    from spprof.memprof import HeapSnapshot
+    stats = dict(parts[0].stats)
+    for k in _HEAP_SUMMED:
+        stats[k] = sum(int(p.stats.get(k, 0)) for p in parts)
+    return HeapSnapshot([s for p in parts for s in p.samples], [], [a for p in parts for a in p.allocations], stats,
+                        max(p.timestamp for p in parts), view=parts[0].view, has_freed=False)
 
 
 def _is_special(path: str) -> bool:

@@ -24,6 +24,10 @@ posix_memalign, aligned_alloc, memalign, valloc, pvalloc called from any loaded 
 extensions), including libraries loaded later. Not seen: memory a library gets with mmap directly, and
 allocations inside libc itself (strdup, fopen buffers...). `tools/spprof record --memory` preloads
 libspprof_alloc.so instead, which sees malloc from process start.
+
+fork(): the session stays the parent's. In a forked child the state is "off": nothing is sampled,
+get_snapshot() and stop() raise spprof.Error naming the fork (the parent's samples are not the child's), and
+start() begins the child's own session, clean.
 """
 from __future__ import annotations
 
@@ -39,6 +43,18 @@ __all__ = ["Error", "start", "stop", "shutdown", "get_snapshot", "get_peak_snaps
            "is_active", "HeapSnapshot", "MemorySample", "MemoryProfiler"]
 
 DEFAULT_SAMPLING_RATE_KB = 512
+
+# The pid whose start() began the current session: a forked child has none of its own (see _forked_hint).
+_start_pid: List[Optional[int]] = [None]
+
+
+def _forked_hint() -> str:
+    """Said when a forked child (state "off") uses its parent's session: fork() does not carry it over."""
+    pid = _start_pid[0]
+    if pid is None or pid == os.getpid():
+        return ""
+    return (f": this process was forked from pid {pid}, whose memory session stays the parent's (a forked child "
+            "is not sampled and has none of its samples); call memprof.start() here for a session of its own")
 
 
 class MemorySample(NamedTuple):
@@ -278,6 +294,7 @@ def start(sampling_rate_kb: float = DEFAULT_SAMPLING_RATE_KB, *, native_hooks: b
         hint = ("call memprof.stop() first" if st == "sampling" else
                 "shutdown() is one-way: start the memory profiler once per process" if st == "shutdown" else "")
         raise _api_error(e, "memprof.start()", hint) from None
+    _start_pid[0] = os.getpid()
 
 
 def stop() -> None:
@@ -287,7 +304,9 @@ def stop() -> None:
     if st != "sampling":
         raise Error("memprof.stop(): the memory profiler is not sampling: " +
                     ("it is already stopped" if st == "stopped" else
-                     "it was shut down" if st == "shutdown" else "call memprof.start() first"))
+                     "it was shut down" if st == "shutdown" else
+                     ("not started in this process" + _forked_hint()) if _forked_hint() else
+                     "call memprof.start() first"))
     _C.mem_stop()
 
 
@@ -342,7 +361,8 @@ def get_snapshot(freed: bool = True) -> HeapSnapshot:
     Works while sampling and after stop(); raises spprof.Error before the first start or after shutdown()."""
     st = _C.mem_state()
     if st == "off":
-        raise Error("memprof.get_snapshot(): the memory profiler has not been started: call memprof.start() first")
+        raise Error("memprof.get_snapshot(): the memory profiler has not been started" +
+                    (_forked_hint() or ": call memprof.start() first"))
     if st == "shutdown":
         raise Error("memprof.get_snapshot(): the memory profiler was shut down, which forgets every sample: take "
                     "snapshots before memprof.shutdown()")
