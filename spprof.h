@@ -3111,11 +3111,14 @@ static void spprof__os_end(int handlers_done) {
    when present, so static functions get names; else the .symtab of its separate debug file, found by build id
    or .gnu_debuglink (Debian's libc6-dbg names libc's start_thread); else .dynsym), sorted by address; the
    executable is shown by its real path (opened as /proc/self/exe); dladdr as a fallback;
-   "module+0xoffset" when nothing names the address. The cache is built on first use and dropped by
+   "module+0xoffset" when nothing names a code address, "[unknown in module]" / "[unknown]" for one that is not
+   code (never the data symbol that precedes it, nor a bare number). The cache is built on first use and dropped by
    spprof__symbols_reset() after each writer (libraries may be loaded or unloaded in between). */
 typedef struct spprof__sym { uint64_t lo, hi; uint32_t name; } spprof__sym;
 typedef struct spprof__module {
     uint64_t bias, lo, hi;
+    uint64_t xlo, xhi;  /* its executable segments (PF_X), readable too (PF_R) when xread */
+    int xread;
     char path[256];
     int loaded;
     spprof__sym *syms; size_t nsyms;
@@ -3129,14 +3132,19 @@ static size_t spprof__nmods;
 static int spprof__phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
     size_t *cap = (size_t *)data;
     spprof__module *m;
-    uint64_t lo = UINT64_MAX, hi = 0;
-    int i;
+    uint64_t lo = UINT64_MAX, hi = 0, xlo = UINT64_MAX, xhi = 0;
+    int i, xread = 1;
     (void)size;
     for (i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uint64_t a = info->dlpi_addr + ph->p_vaddr;
         if (ph->p_type != PT_LOAD) continue;
-        if (info->dlpi_addr + ph->p_vaddr < lo) lo = info->dlpi_addr + ph->p_vaddr;
-        if (info->dlpi_addr + ph->p_vaddr + ph->p_memsz > hi) hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+        if (a < lo) lo = a;
+        if (a + ph->p_memsz > hi) hi = a + ph->p_memsz;
+        if (!(ph->p_flags & PF_X)) continue;
+        if (a < xlo) xlo = a;
+        if (a + ph->p_memsz > xhi) xhi = a + ph->p_memsz;
+        if (!(ph->p_flags & PF_R)) xread = 0;
     }
     if (hi <= lo) return 0;
     if (spprof__nmods == *cap) {
@@ -3148,6 +3156,7 @@ static int spprof__phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
     m = &spprof__mods[spprof__nmods++];
     memset(m, 0, sizeof *m);
     m->bias = info->dlpi_addr; m->lo = lo; m->hi = hi;
+    m->xlo = xlo; m->xhi = xhi; m->xread = xread;
     snprintf(m->path, sizeof m->path, "%s", (info->dlpi_name && info->dlpi_name[0]) ? info->dlpi_name : "/proc/self/exe");
     return 0;
 }
@@ -3370,11 +3379,16 @@ static void spprof__demangle(char *name, size_t n) {
     free(d);  /* __cxa_demangle allocates with malloc: freed with free, whatever SPPROF_FREE is */
 }
 
+/* An address that is not in code (outside every object's executable segments: a data symbol such as
+   _PyRuntime, a small integer, a heap pointer) is shown as "[unknown in MODULE]" or "[unknown]", never by the
+   name of the symbol that happens to precede it: what names a frame must be a function that contains it (the
+   sorted function symbols, or dladdr's symbol when it is a function whose extent holds the address). */
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
     uint64_t pc = (aux & SPPROF_AUX_RETADDR) ? addr - 1 : addr;
     size_t i;
-    int found = 0;
+    int found = 0, code = 0;
     Dl_info dli;
+    const ElfW(Sym) *dsym = NULL;
     out->name[0] = 0; out->file[0] = 0; out->line = 0;
     spprof__lock(&spprof__sym_lock);
     spprof__mods_fresh();
@@ -3382,8 +3396,13 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         spprof__module *m = &spprof__mods[i];
         size_t lo = 0, hi;
         if (pc < m->lo || pc >= m->hi) continue;
-        if (!m->loaded) spprof__load_symbols(m);
         spprof__module_name(m, out->file, sizeof out->file);
+        if (pc < m->xlo || pc >= m->xhi) {
+            snprintf(out->name, sizeof out->name, "[unknown in %.200s]", spprof__basename(out->file));
+            break;
+        }
+        code = 1;
+        if (!m->loaded) spprof__load_symbols(m);
         hi = m->nsyms;
         while (lo < hi) { size_t mid = (lo + hi) / 2; if (m->syms[mid].lo <= pc) lo = mid + 1; else hi = mid; }
         /* lo = first symbol above pc; walk back over enclosing candidates (sizes can overlap) */
@@ -3396,14 +3415,79 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         break;
     }
     spprof__unlock(&spprof__sym_lock);
-    if (!found && dladdr((void *)(uintptr_t)pc, &dli) && dli.dli_sname) {
+    if (!found && code && dladdr1((void *)(uintptr_t)pc, &dli, (void **)(void *)&dsym, RTLD_DL_SYMENT) && dli.dli_sname &&
+        dsym && (ELF64_ST_TYPE(dsym->st_info) == STT_FUNC || ELF64_ST_TYPE(dsym->st_info) == STT_GNU_IFUNC) &&
+        pc - (uint64_t)(uintptr_t)dli.dli_saddr < (dsym->st_size ? dsym->st_size : 1)) {
         snprintf(out->name, sizeof out->name, "%s", dli.dli_sname);
         if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
         found = 1;
     }
-    if (!out->name[0]) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+    if (!out->name[0]) snprintf(out->name, sizeof out->name, "[unknown]");
     if (found && out->name[0] == '_' && out->name[1] == 'Z') spprof__demangle(out->name, sizeof out->name);
     return found;
+}
+
+/* Does the return address r follow a call instruction? r - 7 .. r - 1 are readable code. A frame-pointer walk
+   through code built without frame pointers reads a register that held anything as the next frame: the word
+   above it is then a "return address" that is data, a small integer, or a pointer into code that no call
+   precedes. x86-64: call rel32 (E8), call r/m64 (FF /2, its length from ModRM/SIB/displacement; a REX or
+   notrack prefix comes before the FF and is not counted); aarch64: BL, BLR, BLRAA/BLRAB/BLRAAZ/BLRABZ. */
+static int spprof__after_call(const unsigned char *r) {
+#if defined(__x86_64__)
+    int k;
+    if (r[-5] == 0xE8) return 1;
+    for (k = 2; k <= 7; k++) {
+        unsigned m = r[-k + 1], mod = m >> 6, rm = m & 7u;
+        int len = 2;
+        if (r[-k] != 0xFF || ((m >> 3) & 7u) != 2u) continue;
+        if (mod != 3 && rm == 4) {
+            len++;
+            if (mod == 0 && (r[-k + 2] & 7u) == 5u) len += 4;
+        }
+        if (mod == 1) len += 1;
+        else if (mod == 2) len += 4;
+        else if (mod == 0 && rm == 5) len += 4;
+        if (len == k) return 1;
+    }
+    return 0;
+#elif defined(__aarch64__)
+    uint32_t w;
+    memcpy(&w, r - 4, sizeof w);
+    return (w & 0xFC000000u) == 0x94000000u || (w & 0xFFFFFC1Fu) == 0xD63F0000u || (w & 0xFEFFF800u) == 0xD63F0800u;
+#else
+    (void)r;
+    return 1;
+#endif
+}
+
+/* Off the hot path (symbolization): how many of a memory sample's frames, leaf first, to believe. The hooks'
+   frame-pointer walk cannot check return addresses against the loaded code (see spprof__mem_walk_fp), so it
+   is done here: the stack is cut at the first native return address that is not inside an object's
+   executable segment right after a call instruction; every frame above it came from the same broken chain. */
+static int spprof__mem_trusted(const spprof_frame *f, int n) {
+    int i;
+    spprof__lock(&spprof__sym_lock);
+    spprof__mods_fresh();
+    for (i = 0; i < n; i++) {
+        uint64_t r = f[i].addr;
+        size_t k;
+        int ok = 0;
+        if (SPPROF_FRAME_KIND(f[i].kind) != SPPROF_FRAME_NATIVE || !(f[i].aux & SPPROF_AUX_RETADDR)) continue;
+        for (k = 0; k < spprof__nmods && !ok; k++) {
+            const spprof__module *m = &spprof__mods[k];
+            if (r - 1 < m->xlo || r - 1 >= m->xhi) continue;
+            ok = !m->xread || r - 7 < m->xlo || spprof__after_call((const unsigned char *)(uintptr_t)r);
+            break;
+        }
+        if (!ok) break;
+    }
+    spprof__unlock(&spprof__sym_lock);
+    return i;
+}
+#else
+static int spprof__mem_trusted(const spprof_frame *f, int n) {  /* the walks there check their addresses */
+    (void)f;
+    return n;
 }
 #endif /* SPPROF__OS_LINUX */
 
@@ -4100,7 +4184,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         const char *base = strrchr(out->file, '\\');
         base = base ? base + 1 : out->file;
         if (mod) snprintf(out->name, sizeof out->name, "%.200s+0x%llx", base, (unsigned long long)(pc - (uintptr_t)mod));
-        else snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+        else snprintf(out->name, sizeof out->name, "[unknown]");  /* in no module: not named by an address */
     }
     return found;
 }
@@ -4800,7 +4884,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
     out->name[0] = 0; out->file[0] = 0; out->line = 0;
     memset(&dli, 0, sizeof dli);
     if (!dladdr((const void *)pc, &dli)) {
-        snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+        snprintf(out->name, sizeof out->name, "[unknown]");  /* in no image: not named by an address */
         return 0;
     }
     if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
@@ -6238,7 +6322,7 @@ SPPROF_API spprof_result spprof_mem_write_pprof(const char *path) {
         spprof__pb_int(&b.out, 13, spprof__str(&b.str, "spprof " SPPROF_VERSION_STRING));
         for (i = 0; i < m.nrows; i++) {
             const spprof_frame *f = m.frames + m.off[i];
-            int n = (int)m.len[i] > 256 ? 256 : (int)m.len[i];
+            int n = spprof__mem_trusted(f, (int)m.len[i] > 256 ? 256 : (int)m.len[i]);
             for (k = 0; k < n; k++) {  /* one Location per distinct frame */
                 int fresh;
                 uint32_t id = spprof__idmap_get(&b.locs, f[k].addr, ((uint64_t)f[k].kind << 32) | f[k].aux, &fresh);
@@ -7324,6 +7408,7 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
 
 static void spprof__mem_wc_line(FILE *f, const spprof_frame *fr, int n, uint64_t bytes) {
     int m;
+    n = spprof__mem_trusted(fr, n);
     for (m = n; m-- > 0;) {
         spprof_symbol y;
         memset(&y, 0, sizeof y);

@@ -1414,6 +1414,13 @@ static spprof__py_memdom spprof__py_memdoms[3];  /* RAW, MEM, OBJ */
 static const spprof_mem_api *spprof__py_mapi;
 static int spprof__py_mem_shim;
 
+/* When this module gave the preloaded library (record --memory) its Python walker: the library samples from
+   process start, and what it took before (interpreter start-up, site, the bootstrap's imports) has native
+   stacks only, through libpython built without frame pointers. Such a stack gets a root frame that says so,
+   rather than standing at the root as if _PyObject_Malloc or arena_map_mark_used were the program's callers. */
+static uint64_t spprof__py_mem_attach_ns;
+#define SPPROF__PY_MEM_STARTUP "[interpreter start-up, before spprof's Python stacks]"
+
 #define SPPROF__PY_MEM_ENTER() do { if (spprof__py_mem_shim) spprof__py_mapi->enter(); else spprof__mt.busy++; } while (0)
 #define SPPROF__PY_MEM_LEAVE() do { if (spprof__py_mem_shim) spprof__py_mapi->leave(); else spprof__mt.busy--; } while (0)
 #define SPPROF__PY_MEM_ALLOC(p, n) do { if (spprof__py_mem_shim) spprof__py_mapi->record_alloc((p), (n)); \
@@ -1541,6 +1548,35 @@ static int spprof__py_finalizing(void) {
 #endif
 }
 
+/* This module's own code (its executable segment): with the preloaded library, a hook's record_alloc call
+   walks from inside the hook, whose frame is the profiler's, not the program's; it is dropped from the leaf. */
+static uintptr_t spprof__py_own_lo, spprof__py_own_hi;
+#if SPPROF__OS_LINUX
+static int spprof__py_own_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    uintptr_t me = (uintptr_t)data;
+    int i;
+    (void)size;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t a = (uintptr_t)info->dlpi_addr + (uintptr_t)ph->p_vaddr;
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || me < a || me >= a + ph->p_memsz) continue;
+        spprof__py_own_lo = a;
+        spprof__py_own_hi = a + ph->p_memsz;
+        return 1;
+    }
+    return 0;
+}
+#endif
+/* [hook] frames[0, n) less the leading frames in this module's code */
+static int spprof__py_mem_strip_own(spprof_frame *frames, int n) {
+    int k = 0;
+    while (k < n && SPPROF_FRAME_KIND(frames[k].kind) == SPPROF_FRAME_NATIVE && frames[k].addr - 1 >= spprof__py_own_lo &&
+           frames[k].addr - 1 < spprof__py_own_hi)
+        k++;
+    if (k) memmove(frames, frames + k, (size_t)(n - k) * sizeof *frames);
+    return n - k;
+}
+
 /* [hook] The allocating thread's stack.
    - It holds the GIL (is attached): its Python frames, and their code objects pinned (a reference each).
    - It has released the GIL (a C call inside Py_BEGIN_ALLOW_THREADS: NumPy's calloc of np.zeros, any ctypes
@@ -1577,20 +1613,20 @@ static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, v
     if (PyGILState_Check()) {
         n = spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL);
         if (n > 0) spprof__py_mem_pin(frames, n);
-        return n == -2 ? spprof__mem_walk_native(frames, max_frames, fp, NULL) : n;
+        return n == -2 ? spprof__py_mem_strip_own(frames, spprof__mem_walk_native(frames, max_frames, fp, NULL)) : n;
     }
     ts = spprof__py_finalizing() ? NULL : PyGILState_GetThisThreadState();
-    if (!ts) return spprof__mem_walk_native(frames, max_frames, fp, NULL);
+    if (!ts) return spprof__py_mem_strip_own(frames, spprof__mem_walk_native(frames, max_frames, fp, NULL));
     /* native frames first, in at most half the room; the interpreter loop's frame and everything below it
        is what the Python frames stand for */
-    nn = spprof__mem_walk_fp(frames, max_frames / 2, fp, &end);
+    nn = spprof__py_mem_strip_own(frames, spprof__mem_walk_fp(frames, max_frames / 2, fp, &end));
     for (i = 0; i < nn; i++)
         if (spprof__py_in_eval(&frames[i])) break;
     if (i < nn) end = SPPROF__MEM_END_ROOT;  /* reached the interpreter loop: the Python frames go on from there */
     nn = i;
     np = spprof__py_walk_ts(ts, NULL, frames + nn, max_frames - nn, NULL, 0, NULL);
     if (np > 0 && spprof__py_finalizing()) np = -1;  /* finalization began during the reads: not trusted */
-    if (np <= 0) return spprof__mem_walk_native(frames, max_frames, fp, NULL);
+    if (np <= 0) return spprof__py_mem_strip_own(frames, spprof__mem_walk_native(frames, max_frames, fp, NULL));
     spprof__mem_fp_count(end);
     for (i = nn; i < nn + np; i++) spprof__py_mark_mseen((const void *)(uintptr_t)frames[i].addr);
     return nn + np;
@@ -1667,8 +1703,15 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
 #endif
     c.walker = spprof__py_mem_walk;
     c.walker_user = NULL;
+    /* the profiler's own set-up (symbol tables: a megabyte for libpython) is not the program's memory: the
+       preloaded library, sampling since process start, would show it */
+    SPPROF__PY_MEM_ENTER();
+#if SPPROF__OS_LINUX
+    if (!spprof__py_own_hi) dl_iterate_phdr(spprof__py_own_cb, (void *)(uintptr_t)spprof__py_mem_walk);
+#endif
     spprof__py_find_eval();  /* where the walk without the GIL stops its native part (0: not found, no cut) */
     spprof__py_install_death_hook();  /* keeps the code objects of stacks read without the GIL */
+    SPPROF__PY_MEM_LEAVE();
     memset(spprof__py_mseen, 0, sizeof spprof__py_mseen);  /* the last session's marks */
     SPPROF__STORE(&spprof__py_mkeep_on, 1u);
     if (spprof__py_mem_shim) {
@@ -1677,7 +1720,9 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
         SPPROF__STORE(&spprof__m.fp_rooted, (uint64_t)0);
         SPPROF__STORE(&spprof__m.fp_broken, (uint64_t)0);
         c.hook_native = 0;  /* the library is malloc itself */
+        spprof__py_mem_attach_ns = 0;
         if (api->state() == 1) {
+            spprof__py_mem_attach_ns = spprof__now_ns();  /* the library's samples before have native stacks */
             r = api->set_walker(spprof__py_mem_walk, NULL);
         } else r = api->start(&c);
         if (r != SPPROF_OK) return spprof__fail(r, "%s", api->last_error());
@@ -1955,7 +2000,7 @@ static PyObject *spprof__py_check_layout_fn(PyObject *self, PyObject *args) {
 static void spprof__py_mem_resolve(const spprof_frame *f, spprof_symbol *out) {
     memset(out, 0, sizeof *out);
     if (spprof_py_resolve(f, out, NULL)) return;
-    if (!spprof_symbolize_native(f->addr, f->aux, out)) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)f->addr);
+    spprof_symbolize_native(f->addr, f->aux, out);  /* "[unknown...]" when nothing names it */
 }
 static PyObject *spprof__py_mem_start_fn(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *kwlist[] = {"sampling_rate", "heap_map_capacity", "max_stacks", "max_frames", "freed_capacity",
@@ -2014,14 +2059,25 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
 
 typedef struct spprof__py_memcollect { PyObject *list; PyObject *stacks; spprof__py_collect fc; int failed; } spprof__py_memcollect;
 
-/* stack id -> tuple of resolved frames (leaf first), cached in mc->stacks */
-static PyObject *spprof__py_mem_frames(spprof__py_memcollect *mc, uint32_t id, const spprof_frame *f, int n) {
-    PyObject *key = PyLong_FromUnsignedLong(id), *t;
+/* stack id -> tuple of resolved frames (leaf first), cached in mc->stacks; startup: a sample of a native-only
+   stack taken before spprof__py_mem_attach_ns (cached apart, with the start-up frame at the root) */
+static PyObject *spprof__py_mem_frames(spprof__py_memcollect *mc, uint32_t id, const spprof_frame *f, int n,
+                                       int startup) {
+    PyObject *key, *t;
     int i;
+    if (f) n = spprof__mem_trusted(f, n);  /* a walk that went astray through code without frame pointers */
+    for (i = 0; startup && f && i < n; i++)
+        if (SPPROF_FRAME_KIND(f[i].kind) == SPPROF_FRAME_PYTHON) startup = 0;
+    key = PyLong_FromUnsignedLongLong((unsigned long long)id | ((unsigned long long)(startup != 0) << 32));
     if (!key) return NULL;
     t = PyDict_GetItemWithError(mc->stacks, key);
     if (t || PyErr_Occurred()) { Py_DECREF(key); Py_XINCREF(t); return t; }
-    t = PyTuple_New(f ? n : 0);
+    t = PyTuple_New((f ? n : 0) + (startup != 0));
+    if (t && startup) {
+        PyObject *v = Py_BuildValue("(ssi)", SPPROF__PY_MEM_STARTUP, "", 0);
+        if (!v) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, f ? n : 0, v);
+    }
     for (i = 0; t && f && i < n; i++) {
         PyObject *k2 = Py_BuildValue("(KII)", (unsigned long long)f[i].addr, (unsigned)f[i].aux, (unsigned)f[i].kind), *v;
         spprof_symbol sym;
@@ -2044,7 +2100,8 @@ static PyObject *spprof__py_mem_frames(spprof__py_memcollect *mc, uint32_t id, c
 
 static int spprof__py_mem_sample_cb(const spprof_mem_sample *s, void *user) {
     spprof__py_memcollect *mc = (spprof__py_memcollect *)user;
-    PyObject *fr = spprof__py_mem_frames(mc, s->stack_id, s->frames, s->nframes), *item;
+    PyObject *fr = spprof__py_mem_frames(mc, s->stack_id, s->frames, s->nframes, s->t_alloc_ns < spprof__py_mem_attach_ns),
+             *item;
     if (!fr) { mc->failed = 1; return 1; }
     item = Py_BuildValue("(KddKKiN)", (unsigned long long)s->size, s->est_bytes, s->est_count, (unsigned long long)s->t_alloc_ns,
                          (unsigned long long)s->t_free_ns, s->tid, fr);
@@ -2055,7 +2112,7 @@ static int spprof__py_mem_sample_cb(const spprof_mem_sample *s, void *user) {
 
 static int spprof__py_mem_stack_cb(uint32_t id, const spprof_frame *f, int n, uint64_t samples, double b, double c, void *user) {
     spprof__py_memcollect *mc = (spprof__py_memcollect *)user;
-    PyObject *fr = spprof__py_mem_frames(mc, id, f, n), *item;
+    PyObject *fr = spprof__py_mem_frames(mc, id, f, n, 0), *item;
     if (!fr) { mc->failed = 1; return 1; }
     item = Py_BuildValue("(NKdd)", fr, (unsigned long long)samples, b, c);
     if (!item || PyList_Append(mc->list, item) != 0) { Py_XDECREF(item); mc->failed = 1; return 1; }
