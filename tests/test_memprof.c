@@ -406,7 +406,6 @@ static void test_junk_frames(void) {
 }
 
 int main(void) {
-    test_junk_frames();
     test_bad_input();
     test_unbiased();
     test_concurrent();
@@ -418,6 +417,7 @@ int main(void) {
     test_stack_table_full();
     test_fork();
     test_writer();
+    test_junk_frames();
     test_got_hooks();  /* last: shutdown is one-way */
     return TEST_DONE();
 }
