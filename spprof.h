@@ -6517,9 +6517,10 @@ static void *spprof__mem_map_pages(size_t bytes) {
     return p;
 }
 
-/* Fibonacci hashing of the pointer (allocations are at least 16-aligned): one multiply; the high half is
-   well mixed and is what the map and the filter index with. */
-SPPROF__HOT uint64_t spprof__mem_hash(uint64_t p) { return (p >> 4) * 0x9E3779B97F4A7C15ull; }
+/* Fibonacci hashing of the pointer: one multiply; the high half is well mixed (every bit of p reaches it) and
+   is what the map and the filter index with. The low bits of p, zero for allocations (16-aligned), only
+   shift what reaches the high half, so p is not shifted first (one instruction less on every free). */
+SPPROF__HOT uint64_t spprof__mem_hash(uint64_t p) { return p * 0x9E3779B97F4A7C15ull; }
 
 /* Counting bloom filter over the pointers in the heap map: a pointer's two 8-bit counters (in one cache line)
    go up when it is inserted and down when it leaves, so a freed sample stops costing anything. (A filter of
@@ -6547,11 +6548,14 @@ static void spprof__bloom_add(const spprof__mem_tabs *t, uint64_t h, int up) {
         }
     }
 }
+/* The first counter alone answers most frees (a sparse filter: few live samples): its index is a shift and a
+   mask of the hash; the second index is computed only when the first counter is set. */
 SPPROF__HOT int spprof__bloom_test(const spprof__mem_tabs *t, uint64_t h) {
     const uint8_t *b = t->bloom;
     uint32_t i, j;
+    if (SPPROF__LIKELY(!SPPROF__LOADR(&b[(uint32_t)(h >> 32) & t->bloom_mask]))) return 0;
     spprof__bloom_idx(t, h, &i, &j);
-    return SPPROF__LOADR(&b[i]) && SPPROF__LOADR(&b[j]);
+    return SPPROF__LOADR(&b[j]) != 0;
 }
 
 /* Interns frames[0, n); returns the stack id or SPPROF__MEM_NOSTACK. Lock-free: a slot is claimed by CAS on

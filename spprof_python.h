@@ -1428,18 +1428,29 @@ static uint64_t spprof__py_mem_attach_ns;
 #define SPPROF__PY_MEM_FREE(p) do { if (spprof__py_mem_shim) spprof__py_mapi->record_free(p); else spprof__mem_on_free(p); } while (0)
 
 /* The allocation fast path's test alone, made before the allocation: counts size and returns 1 when the
-   allocation is not sampled (busy, or the countdown not crossed). On 0 the caller allocates and calls
+   allocation is not sampled (the countdown not crossed). On 0 the caller allocates and calls
    spprof__mem_on_alloc, which counts it again: harmless, the sample draws a new threshold. For hooks that want
-   their common path to end in a tail call of the real allocator (below). */
+   their common path to end in a tail call of the real allocator (below).
+   A busy thread's bytes (the profiler's own objects, between mem_enter and mem_leave) are counted too: one
+   test less per call. A threshold they cross is dropped by spprof__py_mem_busy_crossed in the slow path (a
+   new one drawn, nothing sampled); the countdown is memoryless, so the program's bytes are sampled as
+   before. */
 SPPROF__HOT int spprof__py_mem_alloc_skip(size_t size) {
     spprof__mem_tls *t = &spprof__mt;
-    return t->busy || (t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0);
+    return t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0;
+}
+/* [hook] The slow path's side of the above: a busy thread that crossed its threshold draws a new one. */
+static void spprof__py_mem_busy_crossed(void) {
+    spprof__mem_tls *t = &spprof__mt;
+    if (!spprof__py_mem_shim && t->busy && t->left <= 0 && t->sess == SPPROF__LOADR(&spprof__m.sess) && t->sess)
+        t->left = spprof__mem_draw(t, spprof__m.cfg.sampling_rate);
 }
 /* The free fast path's test alone: could ptr be a sampled pointer (then spprof__mem_on_free has work)? For
-   hooks that want their common path to end in a tail call of the real free (below). */
+   hooks that want their common path to end in a tail call of the real free (below). The busy test is left
+   to spprof__mem_on_free: a busy thread's free that passes the filter is rare, and costs only the slow call. */
 SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
     const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);
-    return t && !spprof__mt.busy && spprof__bloom_test(t, spprof__mem_hash((uint64_t)(uintptr_t)ptr));
+    return t && spprof__bloom_test(t, spprof__mem_hash((uint64_t)(uintptr_t)ptr));
 }
 
 /* Nested calls: a domain's allocator may itself call malloc (pymalloc for requests above 512 bytes, or every
@@ -1452,6 +1463,7 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
 #define SPPROF__PY_MEM_HOOKS(D)                                                                                   \
     static SPPROF__NOINLINE void *spprof__py_malloc_slow_##D(void *ctx, size_t n) {                             \
         void *p;                                                                                                \
+        spprof__py_mem_busy_crossed();                                                                          \
         if (n > spprof__py_memdoms[D].guard_above) {                                                            \
             SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.malloc(ctx, n); SPPROF__PY_MEM_LEAVE();       \
         } else p = spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
@@ -1460,20 +1472,22 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
     }                                                                                                           \
     /* A request the domain serves itself and that is not sampled (counted before the call) is a tail call of \
        the interpreter's allocator: no frame, no saved register. The rest is a tail call of the slow path, so \
-       a sample's native walk still starts at the hook's caller. */                                             \
+       a sample's native walk still starts at the hook's caller. With the preloaded library the slow paths \
+       are installed directly (spprof__py_mem_hook): these fast paths never test for it. */                    \
     static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
-        if (n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__py_mem_alloc_skip(n))        \
+        if (n <= spprof__py_memdoms[D].guard_above && spprof__py_mem_alloc_skip(n))                              \
             return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
         return spprof__py_malloc_slow_##D(ctx, n);                                                              \
     }                                                                                                           \
     static SPPROF__NOINLINE void *spprof__py_calloc_slow_##D(void *ctx, size_t k, size_t n) {                   \
         void *p;                                                                                                \
+        spprof__py_mem_busy_crossed();                                                                          \
         SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.calloc(ctx, k, n); SPPROF__PY_MEM_LEAVE();        \
         if (p) SPPROF__PY_MEM_ALLOC(p, k * n);                                                                  \
         return p;                                                                                               \
     }                                                                                                           \
     static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {  /* as malloc */                       \
-        if (k * n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__py_mem_alloc_skip(k * n)) \
+        if (k * n <= spprof__py_memdoms[D].guard_above && spprof__py_mem_alloc_skip(k * n))                      \
             return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
         return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
     }                                                                                                           \
@@ -1488,9 +1502,10 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
         SPPROF__PY_MEM_FREE(p);                                                                                 \
         spprof__py_memdoms[D].orig.free(ctx, p);                                                                \
     }                                                                                                           \
-    /* the common free (not a sampled pointer) is the filter test and a tail call: no frame, no saved register */ \
+    /* the common free (not a sampled pointer) is the filter test and a tail call: no frame, no saved register; \
+       free(NULL) takes the filter test too (one test less for every other free) */                             \
     static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
-        if (p && (spprof__py_mem_shim || spprof__py_mem_free_maybe(p))) spprof__py_free_slow_##D(ctx, p);          \
+        if (spprof__py_mem_free_maybe(p)) spprof__py_free_slow_##D(ctx, p);  /* NULL: on_free ignores it */     \
         else spprof__py_memdoms[D].orig.free(ctx, p);                                                           \
     }
 SPPROF__PY_MEM_HOOKS(0)
@@ -1647,10 +1662,16 @@ static void spprof__py_mem_hook(int mask) {
             spprof__py_memdoms[d].guard_above = (d == 0 || spprof__py_memdoms[d].orig.malloc == raw.malloc) ? 0 : 448;  /* 512, less the debug hooks' padding */
         }
         a.ctx = spprof__py_memdoms[d].orig.ctx;
-        a.malloc = d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2;
-        a.calloc = d == 0 ? spprof__py_calloc_0 : d == 1 ? spprof__py_calloc_1 : spprof__py_calloc_2;
+        if (spprof__py_mem_shim) {  /* the library's heap map: every call takes the slow path, which knows it */
+            a.malloc = d == 0 ? spprof__py_malloc_slow_0 : d == 1 ? spprof__py_malloc_slow_1 : spprof__py_malloc_slow_2;
+            a.calloc = d == 0 ? spprof__py_calloc_slow_0 : d == 1 ? spprof__py_calloc_slow_1 : spprof__py_calloc_slow_2;
+            a.free = d == 0 ? spprof__py_free_slow_0 : d == 1 ? spprof__py_free_slow_1 : spprof__py_free_slow_2;
+        } else {
+            a.malloc = d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2;
+            a.calloc = d == 0 ? spprof__py_calloc_0 : d == 1 ? spprof__py_calloc_1 : spprof__py_calloc_2;
+            a.free = d == 0 ? spprof__py_free_0 : d == 1 ? spprof__py_free_1 : spprof__py_free_2;
+        }
         a.realloc = d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2;
-        a.free = d == 0 ? spprof__py_free_0 : d == 1 ? spprof__py_free_1 : spprof__py_free_2;
         PyMem_SetAllocator(spprof__py_domains[d], &a);
         spprof__py_memdoms[d].installed = 1;
     }
@@ -1664,7 +1685,7 @@ static void spprof__py_mem_unhook(void) {
         PyMemAllocatorEx cur;
         if (!spprof__py_memdoms[d].installed) continue;
         PyMem_GetAllocator(spprof__py_domains[d], &cur);
-        if (cur.malloc == (d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2))
+        if (cur.realloc == (d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2))
             PyMem_SetAllocator(spprof__py_domains[d], &spprof__py_memdoms[d].orig);
         spprof__py_memdoms[d].installed = 0;
     }

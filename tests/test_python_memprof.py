@@ -395,6 +395,30 @@ def test_freed_samples_keep_their_lifetime(run):
     assert res["live_long"] == 0, res
 
 
+def test_busy_bytes_do_not_sample_the_next_allocation(run):
+    """The PyMem hooks' fast path counts a busy thread's bytes too (the profiler's own objects between
+    mem_enter and mem_leave: a snapshot's lists); a threshold they cross must be dropped, not left for the
+    program's next allocation to take (which would then be sampled every time, at the wrong weight). 60 busy
+    periods of ~1 MB at 64 KiB cross their threshold every time; the program itself allocates a few KB around
+    them: about 0.1 samples expected in all, 60 if each crossing were passed on."""
+    r = run(mem("""
+    from spprof import _spprof as C
+    mp.start(64, native_hooks=False)
+    keep = []
+    before = mp.get_stats()["samples"]
+    for i in range(60):
+        C.mem_enter()
+        junk = [str(k) for k in range(20000)]   # ~1 MB of small objects, counted, never sampled
+        C.mem_leave()
+        keep.append(bytes(100 + i))             # the program: one small object (~130 bytes)
+        C.mem_enter()
+        del junk                                # freed busy, too
+        C.mem_leave()
+    emit(mp.get_stats()["samples"] - before)
+    """)).ok()
+    assert r.result <= 5, r.result
+
+
 def test_stats_and_footprint(run):
     r = run(mem("""
     mp.start(1)
