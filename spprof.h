@@ -414,6 +414,9 @@ typedef struct spprof_mem_stats {
        outermost frame; with spprof_python.h also the interpreter loop, below which the Python frames go on)
        and those cut short by code without frame pointers (the rest stopped at max_depth). */
     uint64_t native_walks, native_walks_rooted, native_walks_truncated;
+    /* Of footprint_bytes, what is resident now (mincore over the tables' pages: they are mapped whole and
+       touched as used); Windows: footprint_bytes. */
+    uint64_t footprint_resident_bytes;
 } spprof_mem_stats;
 
 typedef struct spprof_mem_sample {
@@ -761,6 +764,19 @@ static void *spprof__os_map_pages(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
+/* Bytes of [p, p + bytes) (pages from spprof__os_map_pages) that are resident: mincore, 1024 pages a call. */
+static uint64_t spprof__os_resident(const void *p, size_t bytes) {
+    unsigned char v[1024];
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), off, k, n;
+    uint64_t res = 0;
+    for (off = 0; off < bytes; off += n * pg) {
+        n = (bytes - off + pg - 1) / pg;
+        if (n > sizeof v) n = sizeof v;
+        if (mincore((void *)((uintptr_t)p + off), n * pg < bytes - off ? n * pg : bytes - off, v) != 0) return res;
+        for (k = 0; k < n; k++) res += (v[k] & 1) ? pg : 0;
+    }
+    return res;
+}
 
 /* [signal-safe] The calling thread's stack around address a: the mapping that holds it (@walk). */
 static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi);
@@ -808,6 +824,10 @@ static void spprof__sleep_ms(int ms) { Sleep((DWORD)ms); }
 
 static void *spprof__os_map_pages(size_t bytes) {
     return VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);  /* zeroed */
+}
+static uint64_t spprof__os_resident(const void *p, size_t bytes) {  /* not measured here: the whole size */
+    (void)p;
+    return bytes;
 }
 
 /* [suspended-safe] See @os. ReadProcessMemory fails (no exception) when any page of the range is not
@@ -882,6 +902,19 @@ static void spprof__sleep_ms(int ms) {
 static void *spprof__os_map_pages(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+/* Bytes of [p, p + bytes) that are resident: mincore, 1024 pages a call (macOS: char vector, same bit). */
+static uint64_t spprof__os_resident(const void *p, size_t bytes) {
+    char v[1024];
+    size_t pg = (size_t)getpagesize(), off, k, n;
+    uint64_t res = 0;
+    for (off = 0; off < bytes; off += n * pg) {
+        n = (bytes - off + pg - 1) / pg;
+        if (n > sizeof v) n = sizeof v;
+        if (mincore((void *)((uintptr_t)p + off), n * pg < bytes - off ? n * pg : bytes - off, v) != 0) return res;
+        for (k = 0; k < n; k++) res += (v[k] & 1) ? pg : 0;
+    }
+    return res;
 }
 
 /* The calling thread's stack: [top - size, top) from libpthread. */
@@ -6511,10 +6544,32 @@ static int64_t spprof__mem_draw(spprof__mem_tls *t, uint64_t rate) {  /* exponen
     return d < 1 ? 1 : d > 9e18 ? (int64_t)9e18 : (int64_t)d;
 }
 
+/* The tables' mappings, for footprint_resident_bytes (none is ever unmapped). Mapped under spprof__mem_lock,
+   the GOT patch list under its own lock: a slot is claimed atomically and published by its pointer, stored
+   last; a reader skips a slot whose pointer is not there yet. Past 32 mappings the rest are not measured. */
+#define SPPROF__MEM_REGIONS 32
+static struct { const void *p; size_t n; } spprof__mem_regions[SPPROF__MEM_REGIONS];
+static uint32_t spprof__mem_nregions;
 static void *spprof__mem_map_pages(size_t bytes) {
     void *p = spprof__os_map_pages(bytes);
-    if (p) SPPROF__ADD(&spprof__m.footprint, bytes);
+    uint32_t k;
+    if (!p) return p;
+    SPPROF__ADD(&spprof__m.footprint, bytes);
+    k = __atomic_fetch_add(&spprof__mem_nregions, 1u, __ATOMIC_RELAXED);
+    if (k < SPPROF__MEM_REGIONS) {
+        spprof__mem_regions[k].n = bytes;
+        __atomic_store_n(&spprof__mem_regions[k].p, (const void *)p, __ATOMIC_RELEASE);
+    }
     return p;
+}
+static uint64_t spprof__mem_resident(void) {
+    uint32_t i, n = __atomic_load_n(&spprof__mem_nregions, __ATOMIC_RELAXED);
+    uint64_t r = 0;
+    for (i = 0; i < n && i < SPPROF__MEM_REGIONS; i++) {
+        const void *p = __atomic_load_n(&spprof__mem_regions[i].p, __ATOMIC_ACQUIRE);
+        if (p) r += spprof__os_resident(p, spprof__mem_regions[i].n);
+    }
+    return r;
 }
 
 /* Fibonacci hashing of the pointer: one multiply; the high half is well mixed (every bit of p reaches it) and
@@ -7379,6 +7434,7 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     spprof__lock(&spprof__mem_lock);
     o->state = SPPROF__LOAD(&spprof__m.state);
     o->footprint_bytes = SPPROF__LOADR(&spprof__m.footprint);
+    o->footprint_resident_bytes = spprof__mem_resident();
     if (o->state == 0 || o->state == 3 || !spprof__m.map) { spprof__unlock(&spprof__mem_lock); return SPPROF_OK; }
     spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_sum_cb, &sum);
     spprof_mem_foreach_stack(spprof__mem_alloc_sum_cb, &o->estimated_allocated_bytes);

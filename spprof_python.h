@@ -2059,7 +2059,7 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         st.native_walks_rooted += SPPROF__LOADR(&spprof__m.fp_rooted);
         st.native_walks_truncated += SPPROF__LOADR(&spprof__m.fp_broken);
     }
-    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsKsKsKsK}",
+    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsKsKsKsKsK}",
         "samples", (unsigned long long)st.samples, "frees_seen", (unsigned long long)st.frees_seen,
         "live_samples", (unsigned long long)st.live_samples, "heap_map_capacity", (unsigned long long)st.heap_map_capacity,
         "heap_map_used", (unsigned long long)st.heap_map_used, "collisions", (unsigned long long)st.collisions,
@@ -2073,7 +2073,8 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         "preloaded", spprof__py_mem_shim, "peak_estimated_bytes", (unsigned long long)st.peak_estimated_bytes,
         "peak_time_ns", (unsigned long long)st.peak_time_ns, "native_walks", (unsigned long long)st.native_walks,
         "native_walks_rooted", (unsigned long long)st.native_walks_rooted,
-        "native_walks_truncated", (unsigned long long)st.native_walks_truncated);
+        "native_walks_truncated", (unsigned long long)st.native_walks_truncated,
+        "footprint_resident_bytes", (unsigned long long)st.footprint_resident_bytes);
     api->leave();
     return d;
 }
