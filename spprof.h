@@ -906,7 +906,7 @@ static void *spprof__os_map_pages(size_t bytes) {
 /* Bytes of [p, p + bytes) that are resident: mincore, 1024 pages a call (macOS: char vector, same bit). */
 static uint64_t spprof__os_resident(const void *p, size_t bytes) {
     char v[1024];
-    size_t pg = (size_t)getpagesize(), off, k, n;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), off, k, n;
     uint64_t res = 0;
     for (off = 0; off < bytes; off += n * pg) {
         n = (bytes - off + pg - 1) / pg;

@@ -1450,7 +1450,10 @@ static void spprof__py_mem_busy_crossed(void) {
    to spprof__mem_on_free: a busy thread's free that passes the filter is rare, and costs only the slow call. */
 SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
     const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);
-    return t && spprof__bloom_test(t, spprof__mem_hash((uint64_t)(uintptr_t)ptr));
+    /* the first counter only: spprof__mem_on_free, in the slow path, tests both (the second here would keep
+       the hash and the index in registers for it: two copies on every free, for a counter that is rarely
+       reached while the filter is sparse, 2 counters per live sample out of heap_map_capacity / 4) */
+    return t && SPPROF__LOADR(&t->bloom[(uint32_t)(spprof__mem_hash((uint64_t)(uintptr_t)ptr) >> 32) & t->bloom_mask]);
 }
 
 /* Nested calls: a domain's allocator may itself call malloc (pymalloc for requests above 512 bytes, or every

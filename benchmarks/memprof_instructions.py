@@ -57,7 +57,7 @@ def callgrind(py, prog, mode, n, out, instr=False, env=None):
     return int(re.search(r"Collected : (\d+)", r.stderr).group(1))
 
 
-def pyperformance(py, build, names, tmp, units=(1, 3)):
+def pyperformance(py, build, names, tmp, units=(1, 2)):
     """Per benchmark: the work of units[1] - units[0] loops, in instructions, unprofiled and under
     memprof.start(512); the geometric mean of the ratios. py needs pyperformance installed."""
     prog = os.path.join(tmp, "pp.py")
@@ -170,7 +170,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="directory holding spprof/ (default build/)")
     ap.add_argument("--where", action="store_true", help="each hook's instructions, one by one")
     ap.add_argument("--pyperformance", metavar="BM,BM", help="instead: these pyperformance benchmarks' work "
-                    "(3 loops less 1) unprofiled and under memprof.start(512); --python must have pyperformance")
+                    "(2 loops less 1) unprofiled and under memprof.start(512); --python must have pyperformance")
     a = ap.parse_args()
     if a.pyperformance:
         with tempfile.TemporaryDirectory() as tmp:
