@@ -420,6 +420,9 @@ typedef struct spprof_mem_stats {
        outermost frame; with spprof_python.h also the interpreter loop, below which the Python frames go on)
        and those cut short by code without frame pointers (the rest stopped at max_depth). */
     uint64_t native_walks, native_walks_rooted, native_walks_truncated;
+    /* Of footprint_bytes, what is resident now (mincore over the tables' pages: they are mapped whole and
+       touched as used); Windows: footprint_bytes. */
+    uint64_t footprint_resident_bytes;
 } spprof_mem_stats;
 
 typedef struct spprof_mem_sample {
@@ -767,6 +770,19 @@ static void *spprof__os_map_pages(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
+/* Bytes of [p, p + bytes) (pages from spprof__os_map_pages) that are resident: mincore, 1024 pages a call. */
+static uint64_t spprof__os_resident(const void *p, size_t bytes) {
+    unsigned char v[1024];
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), off, k, n;
+    uint64_t res = 0;
+    for (off = 0; off < bytes; off += n * pg) {
+        n = (bytes - off + pg - 1) / pg;
+        if (n > sizeof v) n = sizeof v;
+        if (mincore((void *)((uintptr_t)p + off), n * pg < bytes - off ? n * pg : bytes - off, v) != 0) return res;
+        for (k = 0; k < n; k++) res += (v[k] & 1) ? pg : 0;
+    }
+    return res;
+}
 
 /* [signal-safe] The calling thread's stack around address a: the mapping that holds it (@walk). */
 static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi);
@@ -818,6 +834,10 @@ static void spprof__sleep_ms(int ms) { Sleep((DWORD)ms); }
 
 static void *spprof__os_map_pages(size_t bytes) {
     return VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);  /* zeroed */
+}
+static uint64_t spprof__os_resident(const void *p, size_t bytes) {  /* not measured here: the whole size */
+    (void)p;
+    return bytes;
 }
 
 /* [suspended-safe] See @os. ReadProcessMemory fails (no exception) when any page of the range is not
@@ -892,6 +912,19 @@ static void spprof__sleep_ms(int ms) {
 static void *spprof__os_map_pages(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+/* Bytes of [p, p + bytes) that are resident: mincore, 1024 pages a call (macOS: char vector, same bit). */
+static uint64_t spprof__os_resident(const void *p, size_t bytes) {
+    char v[1024];
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), off, k, n;
+    uint64_t res = 0;
+    for (off = 0; off < bytes; off += n * pg) {
+        n = (bytes - off + pg - 1) / pg;
+        if (n > sizeof v) n = sizeof v;
+        if (mincore((void *)((uintptr_t)p + off), n * pg < bytes - off ? n * pg : bytes - off, v) != 0) return res;
+        for (k = 0; k < n; k++) res += (v[k] & 1) ? pg : 0;
+    }
+    return res;
 }
 
 /* The calling thread's stack: [top - size, top) from libpthread. */
@@ -3195,11 +3228,14 @@ static void spprof__os_end(int handlers_done) {
    when present, so static functions get names; else the .symtab of its separate debug file, found by build id
    or .gnu_debuglink (Debian's libc6-dbg names libc's start_thread); else .dynsym), sorted by address; the
    executable is shown by its real path (opened as /proc/self/exe); dladdr as a fallback;
-   "module+0xoffset" when nothing names the address. The cache is built on first use and dropped by
+   "module+0xoffset" when nothing names a code address, "[unknown in module]" / "[unknown]" for one that is not
+   code (never the data symbol that precedes it, nor a bare number). The cache is built on first use and dropped by
    spprof__symbols_reset() after each writer (libraries may be loaded or unloaded in between). */
 typedef struct spprof__sym { uint64_t lo, hi; uint32_t name; } spprof__sym;
 typedef struct spprof__module {
     uint64_t bias, lo, hi;
+    uint64_t xlo, xhi;  /* its executable segments (PF_X), readable too (PF_R) when xread */
+    int xread;
     char path[256];
     int loaded;
     spprof__sym *syms; size_t nsyms;
@@ -3213,14 +3249,19 @@ static size_t spprof__nmods;
 static int spprof__phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
     size_t *cap = (size_t *)data;
     spprof__module *m;
-    uint64_t lo = UINT64_MAX, hi = 0;
-    int i;
+    uint64_t lo = UINT64_MAX, hi = 0, xlo = UINT64_MAX, xhi = 0;
+    int i, xread = 1;
     (void)size;
     for (i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uint64_t a = info->dlpi_addr + ph->p_vaddr;
         if (ph->p_type != PT_LOAD) continue;
-        if (info->dlpi_addr + ph->p_vaddr < lo) lo = info->dlpi_addr + ph->p_vaddr;
-        if (info->dlpi_addr + ph->p_vaddr + ph->p_memsz > hi) hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+        if (a < lo) lo = a;
+        if (a + ph->p_memsz > hi) hi = a + ph->p_memsz;
+        if (!(ph->p_flags & PF_X)) continue;
+        if (a < xlo) xlo = a;
+        if (a + ph->p_memsz > xhi) xhi = a + ph->p_memsz;
+        if (!(ph->p_flags & PF_R)) xread = 0;
     }
     if (hi <= lo) return 0;
     if (spprof__nmods == *cap) {
@@ -3232,6 +3273,7 @@ static int spprof__phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
     m = &spprof__mods[spprof__nmods++];
     memset(m, 0, sizeof *m);
     m->bias = info->dlpi_addr; m->lo = lo; m->hi = hi;
+    m->xlo = xlo; m->xhi = xhi; m->xread = xread;
     snprintf(m->path, sizeof m->path, "%s", (info->dlpi_name && info->dlpi_name[0]) ? info->dlpi_name : "/proc/self/exe");
     return 0;
 }
@@ -3454,11 +3496,16 @@ static void spprof__demangle(char *name, size_t n) {
     free(d);  /* __cxa_demangle allocates with malloc: freed with free, whatever SPPROF_FREE is */
 }
 
+/* An address that is not in code (outside every object's executable segments: a data symbol such as
+   _PyRuntime, a small integer, a heap pointer) is shown as "[unknown in MODULE]" or "[unknown]", never by the
+   name of the symbol that happens to precede it: what names a frame must be a function that contains it (the
+   sorted function symbols, or dladdr's symbol when it is a function whose extent holds the address). */
 SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbol *out) {
     uint64_t pc = (aux & SPPROF_AUX_RETADDR) ? addr - 1 : addr;
     size_t i;
-    int found = 0;
+    int found = 0, code = 0;
     Dl_info dli;
+    const ElfW(Sym) *dsym = NULL;
     out->name[0] = 0; out->file[0] = 0; out->line = 0;
     spprof__lock(&spprof__sym_lock);
     spprof__mods_fresh();
@@ -3466,8 +3513,13 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         spprof__module *m = &spprof__mods[i];
         size_t lo = 0, hi;
         if (pc < m->lo || pc >= m->hi) continue;
-        if (!m->loaded) spprof__load_symbols(m);
         spprof__module_name(m, out->file, sizeof out->file);
+        if (pc < m->xlo || pc >= m->xhi) {
+            snprintf(out->name, sizeof out->name, "[unknown in %.200s]", spprof__basename(out->file));
+            break;
+        }
+        code = 1;
+        if (!m->loaded) spprof__load_symbols(m);
         hi = m->nsyms;
         while (lo < hi) { size_t mid = (lo + hi) / 2; if (m->syms[mid].lo <= pc) lo = mid + 1; else hi = mid; }
         /* lo = first symbol above pc; walk back over enclosing candidates (sizes can overlap) */
@@ -3480,14 +3532,79 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         break;
     }
     spprof__unlock(&spprof__sym_lock);
-    if (!found && dladdr((void *)(uintptr_t)pc, &dli) && dli.dli_sname) {
+    if (!found && code && dladdr1((void *)(uintptr_t)pc, &dli, (void **)(void *)&dsym, RTLD_DL_SYMENT) && dli.dli_sname &&
+        dsym && (ELF64_ST_TYPE(dsym->st_info) == STT_FUNC || ELF64_ST_TYPE(dsym->st_info) == STT_GNU_IFUNC) &&
+        pc - (uint64_t)(uintptr_t)dli.dli_saddr < (dsym->st_size ? dsym->st_size : 1)) {
         snprintf(out->name, sizeof out->name, "%s", dli.dli_sname);
         if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
         found = 1;
     }
-    if (!out->name[0]) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+    if (!out->name[0]) snprintf(out->name, sizeof out->name, "[unknown]");
     if (found && out->name[0] == '_' && out->name[1] == 'Z') spprof__demangle(out->name, sizeof out->name);
     return found;
+}
+
+/* Does the return address r follow a call instruction? r - 7 .. r - 1 are readable code. A frame-pointer walk
+   through code built without frame pointers reads a register that held anything as the next frame: the word
+   above it is then a "return address" that is data, a small integer, or a pointer into code that no call
+   precedes. x86-64: call rel32 (E8), call r/m64 (FF /2, its length from ModRM/SIB/displacement; a REX or
+   notrack prefix comes before the FF and is not counted); aarch64: BL, BLR, BLRAA/BLRAB/BLRAAZ/BLRABZ. */
+static int spprof__after_call(const unsigned char *r) {
+#if defined(__x86_64__)
+    int k;
+    if (r[-5] == 0xE8) return 1;
+    for (k = 2; k <= 7; k++) {
+        unsigned m = r[-k + 1], mod = m >> 6, rm = m & 7u;
+        int len = 2;
+        if (r[-k] != 0xFF || ((m >> 3) & 7u) != 2u) continue;
+        if (mod != 3 && rm == 4) {
+            len++;
+            if (mod == 0 && (r[-k + 2] & 7u) == 5u) len += 4;
+        }
+        if (mod == 1) len += 1;
+        else if (mod == 2) len += 4;
+        else if (mod == 0 && rm == 5) len += 4;
+        if (len == k) return 1;
+    }
+    return 0;
+#elif defined(__aarch64__)
+    uint32_t w;
+    memcpy(&w, r - 4, sizeof w);
+    return (w & 0xFC000000u) == 0x94000000u || (w & 0xFFFFFC1Fu) == 0xD63F0000u || (w & 0xFEFFF800u) == 0xD63F0800u;
+#else
+    (void)r;
+    return 1;
+#endif
+}
+
+/* Off the hot path (symbolization): how many of a memory sample's frames, leaf first, to believe. The hooks'
+   frame-pointer walk cannot check return addresses against the loaded code (see spprof__mem_walk_fp), so it
+   is done here: the stack is cut at the first native return address that is not inside an object's
+   executable segment right after a call instruction; every frame above it came from the same broken chain. */
+static int spprof__mem_trusted(const spprof_frame *f, int n) {
+    int i;
+    spprof__lock(&spprof__sym_lock);
+    spprof__mods_fresh();
+    for (i = 0; i < n; i++) {
+        uint64_t r = f[i].addr;
+        size_t k;
+        int ok = 0;
+        if (SPPROF_FRAME_KIND(f[i].kind) != SPPROF_FRAME_NATIVE || !(f[i].aux & SPPROF_AUX_RETADDR)) continue;
+        for (k = 0; k < spprof__nmods && !ok; k++) {
+            const spprof__module *m = &spprof__mods[k];
+            if (r - 1 < m->xlo || r - 1 >= m->xhi) continue;
+            ok = !m->xread || r - 7 < m->xlo || spprof__after_call((const unsigned char *)(uintptr_t)r);
+            break;
+        }
+        if (!ok) break;
+    }
+    spprof__unlock(&spprof__sym_lock);
+    return i;
+}
+#else
+static int spprof__mem_trusted(const spprof_frame *f, int n) {  /* the walks there check their addresses */
+    (void)f;
+    return n;
 }
 #endif /* SPPROF__OS_LINUX */
 
@@ -4153,7 +4270,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
         const char *base = strrchr(out->file, '\\');
         base = base ? base + 1 : out->file;
         if (mod) snprintf(out->name, sizeof out->name, "%.200s+0x%llx", base, (unsigned long long)(pc - (uintptr_t)mod));
-        else snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+        else snprintf(out->name, sizeof out->name, "[unknown]");  /* in no module: not named by an address */
     }
     return found;
 }
@@ -4830,7 +4947,7 @@ SPPROF_API int spprof_symbolize_native(uint64_t addr, uint32_t aux, spprof_symbo
     out->name[0] = 0; out->file[0] = 0; out->line = 0;
     memset(&dli, 0, sizeof dli);
     if (!dladdr((const void *)pc, &dli)) {
-        snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)pc);
+        snprintf(out->name, sizeof out->name, "[unknown]");  /* in no image: not named by an address */
         return 0;
     }
     if (dli.dli_fname) snprintf(out->file, sizeof out->file, "%s", dli.dli_fname);
@@ -6288,7 +6405,7 @@ SPPROF_API spprof_result spprof_mem_write_pprof(const char *path) {
         spprof__pb_int(&b.out, 13, spprof__str(&b.str, "spprof " SPPROF_VERSION_STRING));
         for (i = 0; i < m.nrows; i++) {
             const spprof_frame *f = m.frames + m.off[i];
-            int n = (int)m.len[i] > 256 ? 256 : (int)m.len[i];
+            int n = spprof__mem_trusted(f, (int)m.len[i] > 256 ? 256 : (int)m.len[i]);
             for (k = 0; k < n; k++) {  /* one Location per distinct frame */
                 int fresh;
                 uint32_t id = spprof__idmap_get(&b.locs, f[k].addr, ((uint64_t)f[k].kind << 32) | f[k].aux, &fresh);
@@ -6478,15 +6595,38 @@ static int64_t spprof__mem_draw(spprof__mem_tls *t, uint64_t rate) {  /* exponen
     return d < 1 ? 1 : d > 9e18 ? (int64_t)9e18 : (int64_t)d;
 }
 
+/* The tables' mappings, for footprint_resident_bytes (none is ever unmapped). Mapped under spprof__mem_lock,
+   the GOT patch list under its own lock: a slot is claimed atomically and published by its pointer, stored
+   last; a reader skips a slot whose pointer is not there yet. Past 32 mappings the rest are not measured. */
+#define SPPROF__MEM_REGIONS 32
+static struct { const void *p; size_t n; } spprof__mem_regions[SPPROF__MEM_REGIONS];
+static uint32_t spprof__mem_nregions;
 static void *spprof__mem_map_pages(size_t bytes) {
     void *p = spprof__os_map_pages(bytes);
-    if (p) SPPROF__ADD(&spprof__m.footprint, bytes);
+    uint32_t k;
+    if (!p) return p;
+    SPPROF__ADD(&spprof__m.footprint, bytes);
+    k = __atomic_fetch_add(&spprof__mem_nregions, 1u, __ATOMIC_RELAXED);
+    if (k < SPPROF__MEM_REGIONS) {
+        spprof__mem_regions[k].n = bytes;
+        __atomic_store_n(&spprof__mem_regions[k].p, (const void *)p, __ATOMIC_RELEASE);
+    }
     return p;
 }
+static uint64_t spprof__mem_resident(void) {
+    uint32_t i, n = __atomic_load_n(&spprof__mem_nregions, __ATOMIC_RELAXED);
+    uint64_t r = 0;
+    for (i = 0; i < n && i < SPPROF__MEM_REGIONS; i++) {
+        const void *p = __atomic_load_n(&spprof__mem_regions[i].p, __ATOMIC_ACQUIRE);
+        if (p) r += spprof__os_resident(p, spprof__mem_regions[i].n);
+    }
+    return r;
+}
 
-/* Fibonacci hashing of the pointer (allocations are at least 16-aligned): one multiply; the high half is
-   well mixed and is what the map and the filter index with. */
-SPPROF__HOT uint64_t spprof__mem_hash(uint64_t p) { return (p >> 4) * 0x9E3779B97F4A7C15ull; }
+/* Fibonacci hashing of the pointer: one multiply; the high half is well mixed (every bit of p reaches it) and
+   is what the map and the filter index with. The low bits of p, zero for allocations (16-aligned), only
+   shift what reaches the high half, so p is not shifted first (one instruction less on every free). */
+SPPROF__HOT uint64_t spprof__mem_hash(uint64_t p) { return p * 0x9E3779B97F4A7C15ull; }
 
 /* Counting bloom filter over the pointers in the heap map: a pointer's two 8-bit counters (in one cache line)
    go up when it is inserted and down when it leaves, so a freed sample stops costing anything. (A filter of
@@ -6514,11 +6654,14 @@ static void spprof__bloom_add(const spprof__mem_tabs *t, uint64_t h, int up) {
         }
     }
 }
+/* The first counter alone answers most frees (a sparse filter: few live samples): its index is a shift and a
+   mask of the hash; the second index is computed only when the first counter is set. */
 SPPROF__HOT int spprof__bloom_test(const spprof__mem_tabs *t, uint64_t h) {
     const uint8_t *b = t->bloom;
     uint32_t i, j;
+    if (SPPROF__LIKELY(!SPPROF__LOADR(&b[(uint32_t)(h >> 32) & t->bloom_mask]))) return 0;
     spprof__bloom_idx(t, h, &i, &j);
-    return SPPROF__LOADR(&b[i]) && SPPROF__LOADR(&b[j]);
+    return SPPROF__LOADR(&b[j]) != 0;
 }
 
 /* Interns frames[0, n); returns the stack id or SPPROF__MEM_NOSTACK. Lock-free: a slot is claimed by CAS on
@@ -7358,6 +7501,7 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
     spprof__lock(&spprof__mem_lock);
     o->state = SPPROF__LOAD(&spprof__m.state);
     o->footprint_bytes = SPPROF__LOADR(&spprof__m.footprint);
+    o->footprint_resident_bytes = spprof__mem_resident();
     if (o->state == 0 || o->state == 3 || !spprof__m.map) { spprof__unlock(&spprof__mem_lock); return SPPROF_OK; }
     spprof_mem_foreach_sample(SPPROF_MEM_LIVE, spprof__mem_sum_cb, &sum);
     spprof_mem_foreach_stack(spprof__mem_alloc_sum_cb, &o->estimated_allocated_bytes);
@@ -7391,6 +7535,7 @@ SPPROF_API spprof_result spprof_mem_get_stats(spprof_mem_stats *o) {
 
 static void spprof__mem_wc_line(FILE *f, const spprof_frame *fr, int n, uint64_t bytes) {
     int m;
+    n = spprof__mem_trusted(fr, n);
     for (m = n; m-- > 0;) {
         spprof_symbol y;
         memset(&y, 0, sizeof y);

@@ -1416,6 +1416,13 @@ static spprof__py_memdom spprof__py_memdoms[3];  /* RAW, MEM, OBJ */
 static const spprof_mem_api *spprof__py_mapi;
 static int spprof__py_mem_shim;
 
+/* When this module gave the preloaded library (record --memory) its Python walker: the library samples from
+   process start, and what it took before (interpreter start-up, site, the bootstrap's imports) has native
+   stacks only, through libpython built without frame pointers. Such a stack gets a root frame that says so,
+   rather than standing at the root as if _PyObject_Malloc or arena_map_mark_used were the program's callers. */
+static uint64_t spprof__py_mem_attach_ns;
+#define SPPROF__PY_MEM_STARTUP "[interpreter start-up, before spprof's Python stacks]"
+
 #define SPPROF__PY_MEM_ENTER() do { if (spprof__py_mem_shim) spprof__py_mapi->enter(); else spprof__mt.busy++; } while (0)
 #define SPPROF__PY_MEM_LEAVE() do { if (spprof__py_mem_shim) spprof__py_mapi->leave(); else spprof__mt.busy--; } while (0)
 #define SPPROF__PY_MEM_ALLOC(p, n) do { if (spprof__py_mem_shim) spprof__py_mapi->record_alloc((p), (n)); \
@@ -1423,18 +1430,32 @@ static int spprof__py_mem_shim;
 #define SPPROF__PY_MEM_FREE(p) do { if (spprof__py_mem_shim) spprof__py_mapi->record_free(p); else spprof__mem_on_free(p); } while (0)
 
 /* The allocation fast path's test alone, made before the allocation: counts size and returns 1 when the
-   allocation is not sampled (busy, or the countdown not crossed). On 0 the caller allocates and calls
+   allocation is not sampled (the countdown not crossed). On 0 the caller allocates and calls
    spprof__mem_on_alloc, which counts it again: harmless, the sample draws a new threshold. For hooks that want
-   their common path to end in a tail call of the real allocator (below). */
+   their common path to end in a tail call of the real allocator (below).
+   A busy thread's bytes (the profiler's own objects, between mem_enter and mem_leave) are counted too: one
+   test less per call. A threshold they cross is dropped by spprof__py_mem_busy_crossed in the slow path (a
+   new one drawn, nothing sampled); the countdown is memoryless, so the program's bytes are sampled as
+   before. */
 SPPROF__HOT int spprof__py_mem_alloc_skip(size_t size) {
     spprof__mem_tls *t = &spprof__mt;
-    return t->busy || (t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0);
+    return t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0;
+}
+/* [hook] The slow path's side of the above: a busy thread that crossed its threshold draws a new one. */
+static void spprof__py_mem_busy_crossed(void) {
+    spprof__mem_tls *t = &spprof__mt;
+    if (!spprof__py_mem_shim && t->busy && t->left <= 0 && t->sess == SPPROF__LOADR(&spprof__m.sess) && t->sess)
+        t->left = spprof__mem_draw(t, spprof__m.cfg.sampling_rate);
 }
 /* The free fast path's test alone: could ptr be a sampled pointer (then spprof__mem_on_free has work)? For
-   hooks that want their common path to end in a tail call of the real free (below). */
+   hooks that want their common path to end in a tail call of the real free (below). The busy test is left
+   to spprof__mem_on_free: a busy thread's free that passes the filter is rare, and costs only the slow call. */
 SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
     const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);
-    return t && !spprof__mt.busy && spprof__bloom_test(t, spprof__mem_hash((uint64_t)(uintptr_t)ptr));
+    /* the first counter only: spprof__mem_on_free, in the slow path, tests both (the second here would keep
+       the hash and the index in registers for it: two copies on every free, for a counter that is rarely
+       reached while the filter is sparse, 2 counters per live sample out of heap_map_capacity / 4) */
+    return t && SPPROF__LOADR(&t->bloom[(uint32_t)(spprof__mem_hash((uint64_t)(uintptr_t)ptr) >> 32) & t->bloom_mask]);
 }
 
 /* Nested calls: a domain's allocator may itself call malloc (pymalloc for requests above 512 bytes, or every
@@ -1447,6 +1468,7 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
 #define SPPROF__PY_MEM_HOOKS(D)                                                                                   \
     static SPPROF__NOINLINE void *spprof__py_malloc_slow_##D(void *ctx, size_t n) {                             \
         void *p;                                                                                                \
+        spprof__py_mem_busy_crossed();                                                                          \
         if (n > spprof__py_memdoms[D].guard_above) {                                                            \
             SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.malloc(ctx, n); SPPROF__PY_MEM_LEAVE();       \
         } else p = spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
@@ -1455,20 +1477,22 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
     }                                                                                                           \
     /* A request the domain serves itself and that is not sampled (counted before the call) is a tail call of \
        the interpreter's allocator: no frame, no saved register. The rest is a tail call of the slow path, so \
-       a sample's native walk still starts at the hook's caller. */                                             \
+       a sample's native walk still starts at the hook's caller. With the preloaded library the slow paths \
+       are installed directly (spprof__py_mem_hook): these fast paths never test for it. */                    \
     static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
-        if (n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__py_mem_alloc_skip(n))        \
+        if (n <= spprof__py_memdoms[D].guard_above && spprof__py_mem_alloc_skip(n))                              \
             return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
         return spprof__py_malloc_slow_##D(ctx, n);                                                              \
     }                                                                                                           \
     static SPPROF__NOINLINE void *spprof__py_calloc_slow_##D(void *ctx, size_t k, size_t n) {                   \
         void *p;                                                                                                \
+        spprof__py_mem_busy_crossed();                                                                          \
         SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.calloc(ctx, k, n); SPPROF__PY_MEM_LEAVE();        \
         if (p) SPPROF__PY_MEM_ALLOC(p, k * n);                                                                  \
         return p;                                                                                               \
     }                                                                                                           \
     static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {  /* as malloc */                       \
-        if (k * n <= spprof__py_memdoms[D].guard_above && !spprof__py_mem_shim && spprof__py_mem_alloc_skip(k * n)) \
+        if (k * n <= spprof__py_memdoms[D].guard_above && spprof__py_mem_alloc_skip(k * n))                      \
             return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
         return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
     }                                                                                                           \
@@ -1483,9 +1507,10 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
         SPPROF__PY_MEM_FREE(p);                                                                                 \
         spprof__py_memdoms[D].orig.free(ctx, p);                                                                \
     }                                                                                                           \
-    /* the common free (not a sampled pointer) is the filter test and a tail call: no frame, no saved register */ \
+    /* the common free (not a sampled pointer) is the filter test and a tail call: no frame, no saved register; \
+       free(NULL) takes the filter test too (one test less for every other free) */                             \
     static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
-        if (p && (spprof__py_mem_shim || spprof__py_mem_free_maybe(p))) spprof__py_free_slow_##D(ctx, p);          \
+        if (spprof__py_mem_free_maybe(p)) spprof__py_free_slow_##D(ctx, p);  /* NULL: on_free ignores it */     \
         else spprof__py_memdoms[D].orig.free(ctx, p);                                                           \
     }
 SPPROF__PY_MEM_HOOKS(0)
@@ -1543,6 +1568,35 @@ static int spprof__py_finalizing(void) {
 #endif
 }
 
+/* This module's own code (its executable segment): with the preloaded library, a hook's record_alloc call
+   walks from inside the hook, whose frame is the profiler's, not the program's; it is dropped from the leaf. */
+static uintptr_t spprof__py_own_lo, spprof__py_own_hi;
+#if SPPROF__OS_LINUX
+static int spprof__py_own_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    uintptr_t me = (uintptr_t)data;
+    int i;
+    (void)size;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t a = (uintptr_t)info->dlpi_addr + (uintptr_t)ph->p_vaddr;
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || me < a || me >= a + ph->p_memsz) continue;
+        spprof__py_own_lo = a;
+        spprof__py_own_hi = a + ph->p_memsz;
+        return 1;
+    }
+    return 0;
+}
+#endif
+/* [hook] frames[0, n) less the leading frames in this module's code */
+static int spprof__py_mem_strip_own(spprof_frame *frames, int n) {
+    int k = 0;
+    while (k < n && SPPROF_FRAME_KIND(frames[k].kind) == SPPROF_FRAME_NATIVE && frames[k].addr - 1 >= spprof__py_own_lo &&
+           frames[k].addr - 1 < spprof__py_own_hi)
+        k++;
+    if (k) memmove(frames, frames + k, (size_t)(n - k) * sizeof *frames);
+    return n - k;
+}
+
 /* [hook] The allocating thread's stack.
    - It holds the GIL (is attached): its Python frames, and their code objects pinned (a reference each).
    - It has released the GIL (a C call inside Py_BEGIN_ALLOW_THREADS: NumPy's calloc of np.zeros, any ctypes
@@ -1579,20 +1633,20 @@ static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, v
     if (PyGILState_Check()) {
         n = spprof__py_walk_frames(NULL, frames, max_frames, NULL, 0, NULL);
         if (n > 0) spprof__py_mem_pin(frames, n);
-        return n == -2 ? spprof__mem_walk_native(frames, max_frames, fp, NULL) : n;
+        return n == -2 ? spprof__py_mem_strip_own(frames, spprof__mem_walk_native(frames, max_frames, fp, NULL)) : n;
     }
     ts = spprof__py_finalizing() ? NULL : PyGILState_GetThisThreadState();
-    if (!ts) return spprof__mem_walk_native(frames, max_frames, fp, NULL);
+    if (!ts) return spprof__py_mem_strip_own(frames, spprof__mem_walk_native(frames, max_frames, fp, NULL));
     /* native frames first, in at most half the room; the interpreter loop's frame and everything below it
        is what the Python frames stand for */
-    nn = spprof__mem_walk_fp(frames, max_frames / 2, fp, &end);
+    nn = spprof__py_mem_strip_own(frames, spprof__mem_walk_fp(frames, max_frames / 2, fp, &end));
     for (i = 0; i < nn; i++)
         if (spprof__py_in_eval(&frames[i])) break;
     if (i < nn) end = SPPROF__MEM_END_ROOT;  /* reached the interpreter loop: the Python frames go on from there */
     nn = i;
     np = spprof__py_walk_ts(ts, NULL, frames + nn, max_frames - nn, NULL, 0, NULL);
     if (np > 0 && spprof__py_finalizing()) np = -1;  /* finalization began during the reads: not trusted */
-    if (np <= 0) return spprof__mem_walk_native(frames, max_frames, fp, NULL);
+    if (np <= 0) return spprof__py_mem_strip_own(frames, spprof__mem_walk_native(frames, max_frames, fp, NULL));
     spprof__mem_fp_count(end);
     for (i = nn; i < nn + np; i++) spprof__py_mark_mseen((const void *)(uintptr_t)frames[i].addr);
     return nn + np;
@@ -1613,10 +1667,16 @@ static void spprof__py_mem_hook(int mask) {
             spprof__py_memdoms[d].guard_above = (d == 0 || spprof__py_memdoms[d].orig.malloc == raw.malloc) ? 0 : 448;  /* 512, less the debug hooks' padding */
         }
         a.ctx = spprof__py_memdoms[d].orig.ctx;
-        a.malloc = d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2;
-        a.calloc = d == 0 ? spprof__py_calloc_0 : d == 1 ? spprof__py_calloc_1 : spprof__py_calloc_2;
+        if (spprof__py_mem_shim) {  /* the library's heap map: every call takes the slow path, which knows it */
+            a.malloc = d == 0 ? spprof__py_malloc_slow_0 : d == 1 ? spprof__py_malloc_slow_1 : spprof__py_malloc_slow_2;
+            a.calloc = d == 0 ? spprof__py_calloc_slow_0 : d == 1 ? spprof__py_calloc_slow_1 : spprof__py_calloc_slow_2;
+            a.free = d == 0 ? spprof__py_free_slow_0 : d == 1 ? spprof__py_free_slow_1 : spprof__py_free_slow_2;
+        } else {
+            a.malloc = d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2;
+            a.calloc = d == 0 ? spprof__py_calloc_0 : d == 1 ? spprof__py_calloc_1 : spprof__py_calloc_2;
+            a.free = d == 0 ? spprof__py_free_0 : d == 1 ? spprof__py_free_1 : spprof__py_free_2;
+        }
         a.realloc = d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2;
-        a.free = d == 0 ? spprof__py_free_0 : d == 1 ? spprof__py_free_1 : spprof__py_free_2;
         PyMem_SetAllocator(spprof__py_domains[d], &a);
         spprof__py_memdoms[d].installed = 1;
     }
@@ -1630,7 +1690,7 @@ static void spprof__py_mem_unhook(void) {
         PyMemAllocatorEx cur;
         if (!spprof__py_memdoms[d].installed) continue;
         PyMem_GetAllocator(spprof__py_domains[d], &cur);
-        if (cur.malloc == (d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2))
+        if (cur.realloc == (d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2))
             PyMem_SetAllocator(spprof__py_domains[d], &spprof__py_memdoms[d].orig);
         spprof__py_memdoms[d].installed = 0;
     }
@@ -1669,8 +1729,15 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
 #endif
     c.walker = spprof__py_mem_walk;
     c.walker_user = NULL;
+    /* the profiler's own set-up (symbol tables: a megabyte for libpython) is not the program's memory: the
+       preloaded library, sampling since process start, would show it */
+    SPPROF__PY_MEM_ENTER();
+#if SPPROF__OS_LINUX
+    if (!spprof__py_own_hi) dl_iterate_phdr(spprof__py_own_cb, (void *)(uintptr_t)spprof__py_mem_walk);
+#endif
     spprof__py_find_eval();  /* where the walk without the GIL stops its native part (0: not found, no cut) */
     spprof__py_install_death_hook();  /* keeps the code objects of stacks read without the GIL */
+    SPPROF__PY_MEM_LEAVE();
     memset(spprof__py_mseen, 0, sizeof spprof__py_mseen);  /* the last session's marks */
     SPPROF__STORE(&spprof__py_mkeep_on, 1u);
     if (spprof__py_mem_shim) {
@@ -1679,7 +1746,9 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
         SPPROF__STORE(&spprof__m.fp_rooted, (uint64_t)0);
         SPPROF__STORE(&spprof__m.fp_broken, (uint64_t)0);
         c.hook_native = 0;  /* the library is malloc itself */
+        spprof__py_mem_attach_ns = 0;
         if (api->state() == 1) {
+            spprof__py_mem_attach_ns = spprof__now_ns();  /* the library's samples before have native stacks */
             r = api->set_walker(spprof__py_mem_walk, NULL);
         } else r = api->start(&c);
         if (r != SPPROF_OK) return spprof__fail(r, "%s", api->last_error());
@@ -1957,7 +2026,7 @@ static PyObject *spprof__py_check_layout_fn(PyObject *self, PyObject *args) {
 static void spprof__py_mem_resolve(const spprof_frame *f, spprof_symbol *out) {
     memset(out, 0, sizeof *out);
     if (spprof_py_resolve(f, out, NULL)) return;
-    if (!spprof_symbolize_native(f->addr, f->aux, out)) snprintf(out->name, sizeof out->name, "0x%llx", (unsigned long long)f->addr);
+    spprof_symbolize_native(f->addr, f->aux, out);  /* "[unknown...]" when nothing names it */
 }
 static PyObject *spprof__py_mem_start_fn(PyObject *self, PyObject *args, PyObject *kw) {
     static const char *kwlist[] = {"sampling_rate", "heap_map_capacity", "max_stacks", "max_frames", "freed_capacity",
@@ -1995,7 +2064,7 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         st.native_walks_rooted += SPPROF__LOADR(&spprof__m.fp_rooted);
         st.native_walks_truncated += SPPROF__LOADR(&spprof__m.fp_broken);
     }
-    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsKsKsKsK}",
+    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsKsKsKsKsK}",
         "samples", (unsigned long long)st.samples, "frees_seen", (unsigned long long)st.frees_seen,
         "live_samples", (unsigned long long)st.live_samples, "heap_map_capacity", (unsigned long long)st.heap_map_capacity,
         "heap_map_used", (unsigned long long)st.heap_map_used, "collisions", (unsigned long long)st.collisions,
@@ -2009,21 +2078,33 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         "preloaded", spprof__py_mem_shim, "peak_estimated_bytes", (unsigned long long)st.peak_estimated_bytes,
         "peak_time_ns", (unsigned long long)st.peak_time_ns, "native_walks", (unsigned long long)st.native_walks,
         "native_walks_rooted", (unsigned long long)st.native_walks_rooted,
-        "native_walks_truncated", (unsigned long long)st.native_walks_truncated);
+        "native_walks_truncated", (unsigned long long)st.native_walks_truncated,
+        "footprint_resident_bytes", (unsigned long long)st.footprint_resident_bytes);
     api->leave();
     return d;
 }
 
 typedef struct spprof__py_memcollect { PyObject *list; PyObject *stacks; spprof__py_collect fc; int failed; } spprof__py_memcollect;
 
-/* stack id -> tuple of resolved frames (leaf first), cached in mc->stacks */
-static PyObject *spprof__py_mem_frames(spprof__py_memcollect *mc, uint32_t id, const spprof_frame *f, int n) {
-    PyObject *key = PyLong_FromUnsignedLong(id), *t;
+/* stack id -> tuple of resolved frames (leaf first), cached in mc->stacks; startup: a sample of a native-only
+   stack taken before spprof__py_mem_attach_ns (cached apart, with the start-up frame at the root) */
+static PyObject *spprof__py_mem_frames(spprof__py_memcollect *mc, uint32_t id, const spprof_frame *f, int n,
+                                       int startup) {
+    PyObject *key, *t;
     int i;
+    if (f) n = spprof__mem_trusted(f, n);  /* a walk that went astray through code without frame pointers */
+    for (i = 0; startup && f && i < n; i++)
+        if (SPPROF_FRAME_KIND(f[i].kind) == SPPROF_FRAME_PYTHON) startup = 0;
+    key = PyLong_FromUnsignedLongLong((unsigned long long)id | ((unsigned long long)(startup != 0) << 32));
     if (!key) return NULL;
     t = PyDict_GetItemWithError(mc->stacks, key);
     if (t || PyErr_Occurred()) { Py_DECREF(key); Py_XINCREF(t); return t; }
-    t = PyTuple_New(f ? n : 0);
+    t = PyTuple_New((f ? n : 0) + (startup != 0));
+    if (t && startup) {
+        PyObject *v = Py_BuildValue("(ssi)", SPPROF__PY_MEM_STARTUP, "", 0);
+        if (!v) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, f ? n : 0, v);
+    }
     for (i = 0; t && f && i < n; i++) {
         PyObject *k2 = Py_BuildValue("(KII)", (unsigned long long)f[i].addr, (unsigned)f[i].aux, (unsigned)f[i].kind), *v;
         spprof_symbol sym;
@@ -2046,7 +2127,8 @@ static PyObject *spprof__py_mem_frames(spprof__py_memcollect *mc, uint32_t id, c
 
 static int spprof__py_mem_sample_cb(const spprof_mem_sample *s, void *user) {
     spprof__py_memcollect *mc = (spprof__py_memcollect *)user;
-    PyObject *fr = spprof__py_mem_frames(mc, s->stack_id, s->frames, s->nframes), *item;
+    PyObject *fr = spprof__py_mem_frames(mc, s->stack_id, s->frames, s->nframes, s->t_alloc_ns < spprof__py_mem_attach_ns),
+             *item;
     if (!fr) { mc->failed = 1; return 1; }
     item = Py_BuildValue("(KddKKiN)", (unsigned long long)s->size, s->est_bytes, s->est_count, (unsigned long long)s->t_alloc_ns,
                          (unsigned long long)s->t_free_ns, s->tid, fr);
@@ -2057,7 +2139,7 @@ static int spprof__py_mem_sample_cb(const spprof_mem_sample *s, void *user) {
 
 static int spprof__py_mem_stack_cb(uint32_t id, const spprof_frame *f, int n, uint64_t samples, double b, double c, void *user) {
     spprof__py_memcollect *mc = (spprof__py_memcollect *)user;
-    PyObject *fr = spprof__py_mem_frames(mc, id, f, n), *item;
+    PyObject *fr = spprof__py_mem_frames(mc, id, f, n, 0), *item;
     if (!fr) { mc->failed = 1; return 1; }
     item = Py_BuildValue("(NKdd)", fr, (unsigned long long)samples, b, c);
     if (!item || PyList_Append(mc->list, item) != 0) { Py_XDECREF(item); mc->failed = 1; return 1; }

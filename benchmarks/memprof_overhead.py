@@ -41,9 +41,12 @@ CONFIGS = {
 
 NOTES = """Median s: wall time of the work phase (profiler started before it; snapshots, file flushing not
 included); ratio = median / median of *none* (on a shared machine a few %% is noise; every run is in
-build/bench/memprof.json). Peak RSS: ru_maxrss of the child (interpreter, NumPy, ~%.0f MiB kept, profiler).
-*own memory*: spprof's footprint_bytes (tables as mapped: the RSS difference with *none* bounds what is resident)
-or tracemalloc.get_tracemalloc_memory() at the end. *kept live*: estimated bytes live under keep() (spprof: live
+build/bench/memprof.json). Peak RSS: ru_maxrss of the child (interpreter, NumPy, ~%.0f MiB kept, profiler),
+taken at the end of the run; *RSS over none*: its median less the median of *none* (what the profiler adds to
+the process at its peak: tables, hooks' state, its own module and the libraries it loads).
+*own memory*: spprof's footprint_bytes (its tables as mapped), *of it resident*: footprint_resident_bytes
+(mincore over those pages, at the end: mapped whole, touched as used), or
+tracemalloc.get_tracemalloc_memory() at the end. *kept live*: estimated bytes live under keep() (spprof: live
 samples with keep() on the stack; tracemalloc: traces on its lines) vs the exact sum kept; *all live*: all the
 tool sees live at the end (spprof: estimated_live_bytes; with LD_PRELOAD, since process start)."""
 
@@ -118,7 +121,8 @@ def child(config, iters, keep_every, tmp):
     if config.startswith("spprof"):
         st, snap = memprof.get_stats(), memprof.get_snapshot(freed=False)
         rec["est_kept"] = sum(s.estimated_bytes for s in snap.samples if any(f.function == "keep" for f in s.frames))
-        rec.update(footprint=st["footprint_bytes"], est_live=st["estimated_live_bytes"], samples=st["samples"],
+        rec.update(footprint=st["footprint_bytes"], resident=st.get("footprint_resident_bytes"),
+                   est_live=st["estimated_live_bytes"], samples=st["samples"],
                    preloaded=st["preloaded"], dropped=st["dropped_map_full"] + st["dropped_stacks_full"])
         memprof.shutdown()
     elif config.startswith("tracemalloc"):
@@ -174,7 +178,7 @@ def med(runs, key):
 
 
 def summarise(data):
-    rows, base = [], None
+    rows, base, rss0 = [], None, None
     for c in data["configs"]:
         runs = [r for r in data["runs"] if r["config"] == c and "error" not in r]
         w = med(runs, "wall")
@@ -187,25 +191,29 @@ def summarise(data):
             notes.append("kept live: est. %.1f of %.1f MiB, error %s (per rep)" % (
                 med(runs, "est_kept") / MiB, med(runs, "truth_kept") / MiB, " ".join("%+.0f%%" % e for e in errs)))
         for key, fmt, unit in (("est_live", "all live %.1f MiB", MiB), ("samples", "%d samples", 1),
-                               ("footprint", "own memory %.2f MiB", MiB), ("file_bytes", "file %.0f KiB", 1024)):
+                               ("footprint", "own memory %.2f MiB", MiB), ("resident", "of it resident %.2f MiB", MiB),
+                               ("file_bytes", "file %.0f KiB", 1024)):
             if med(runs, key) is not None:
                 notes.append(fmt % (med(runs, key) / unit))
         if any(r.get("dropped") for r in runs):
             notes.append("DROPPED %d" % max(r["dropped"] for r in runs))
         if c == "spprof-preload" and not all(r.get("preloaded") for r in runs):
             notes.append("PRELOAD NOT IN USE")
+        rss0 = med(runs, "maxrss") if c == "none" else rss0
         rows.append({"config": c, "wall": w, "ratio": w / base if base else None, "maxrss": med(runs, "maxrss"),
+                     "rss_over": med(runs, "maxrss") - rss0 if rss0 else None,
                      "walls": [round(r["wall"], 3) for r in runs], "notes": "; ".join(notes)})
     return rows
 
 
 def table(rows):
-    out = ["| config | median s | ratio vs none | overhead % | peak RSS MiB | notes |",
-           "|---|---:|---:|---:|---:|---|"]
+    out = ["| config | median s | ratio vs none | overhead % | peak RSS MiB | RSS over none MiB | notes |",
+           "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         ratio = ("%.3f" % r["ratio"], "%+.1f%%" % (100 * (r["ratio"] - 1))) if r["ratio"] else ("—", "—")
-        out.append("| %s | %.3f | %s | %s | %.0f | %s |" % ((r["config"], r["wall"]) + ratio + (r["maxrss"] / MiB,
-                                                                                               r["notes"])))
+        over = "%+.1f" % (r["rss_over"] / MiB) if r.get("rss_over") is not None else "—"
+        out.append("| %s | %.3f | %s | %s | %.0f | %s | %s |" % ((r["config"], r["wall"]) + ratio +
+                                                                (r["maxrss"] / MiB, over, r["notes"])))
     return "\n".join(out)
 
 

@@ -380,6 +380,55 @@ static __attribute__((noinline)) void test_writer(void) {  /* its name is checke
     spprof_mem_stop();
 }
 
+/* Junk frames (issue 19): a frame-pointer walk through code without frame pointers reads whatever the
+   register held as the next frame: small integers (0x122a), pointers to data (_PyRuntime), words that are no
+   return address. The writers cut the stack at the first such "return address" (everything above it came
+   from the same broken chain), and no address is named by a data symbol or shown bare. */
+int t_data_word = 42;  /* a data symbol of this program */
+static uintptr_t t_ret_ok;
+static __attribute__((noinline)) void t_take_ret(void) { t_ret_ok = (uintptr_t)__builtin_return_address(0); }
+static __attribute__((noinline)) void junk_caller(void) { t_take_ret(); __asm__ volatile("" ::: "memory"); }
+static int junk_walker(spprof_frame *f, int max, void *fp, void *user) {
+    (void)fp; (void)user; (void)max;
+    f[0].addr = t_ret_ok;                      /* a real return address, in junk_caller */
+    f[1].addr = 0x122a;                        /* a small integer read as a return address */
+    f[2].addr = (uintptr_t)&t_data_word + 4;   /* a pointer to data */
+    f[3].addr = t_ret_ok;                      /* looks fine, but above the break: not to be believed */
+    f[0].aux = f[1].aux = f[2].aux = f[3].aux = SPPROF_AUX_RETADDR;
+    f[0].kind = f[1].kind = f[2].kind = f[3].kind = SPPROF_FRAME_NATIVE;
+    return 4;
+}
+static void test_junk_frames(void) {
+    spprof_mem_config c = t_mem(1);
+    spprof_symbol y;
+    char path[64], line[512];
+    FILE *f;
+    int lines = 0, good = 0, junk = 0;
+    junk_caller();
+    memset(&y, 0, sizeof y);
+    CHECK(!spprof_symbolize_native((uintptr_t)&t_data_word + 1, 0, &y) && strstr(y.name, "[unknown in ") == y.name &&
+          !strstr(y.name, "t_data_word"), "an address in data is no function: '%s'", y.name);
+    CHECK(!spprof_symbolize_native(0x122a, SPPROF_AUX_RETADDR, &y) && strcmp(y.name, "[unknown]") == 0,
+          "an address in no object is not shown bare: '%s'", y.name);
+    c.walker = junk_walker;
+    CHECK(spprof_mem_start(&c) == SPPROF_OK, "start");
+    spprof_mem_record_alloc((void *)(uintptr_t)0x880000000ull, 3000);
+    snprintf(path, sizeof path, "/tmp/spprof-memjunk-%d.collapsed", (int)getpid());
+    CHECK(spprof_mem_write_collapsed(path, SPPROF_MEM_LIVE) == SPPROF_OK, "collapsed written");
+    f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        lines++;
+        good += strncmp(line, "junk_caller ", 12) == 0 && strstr(line, " 3000\n") != NULL;
+        junk += strstr(line, "0x") != NULL || strstr(line, "unknown") != NULL || strstr(line, "t_data_word") != NULL;
+    }
+    if (f) fclose(f);
+    CHECK(lines == 1 && good == 1 && junk == 0, "the stack is cut at the first bogus return address (%d lines, %d junk)",
+          lines, junk);
+    if (good != 1) { f = fopen(path, "r"); while (f && fgets(line, sizeof line, f)) printf("    | %s", line); if (f) fclose(f); }
+    unlink(path);
+    spprof_mem_stop();
+}
+
 int main(void) {
     test_bad_input();
     test_unbiased();
@@ -392,6 +441,7 @@ int main(void) {
     test_stack_table_full();
     test_fork();
     test_writer();
+    test_junk_frames();
     test_got_hooks();  /* last: shutdown is one-way */
     return TEST_DONE();
 }

@@ -2,6 +2,7 @@
 scoping, lifetimes, threads, fork, stress, overflow, re-entrancy, CPU + memory together, bad input,
 `record --memory`. Every check runs in a subprocess under each interpreter (see conftest)."""
 import json
+import re
 import subprocess
 import textwrap
 
@@ -394,6 +395,30 @@ def test_freed_samples_keep_their_lifetime(run):
     assert res["live_long"] == 0, res
 
 
+def test_busy_bytes_do_not_sample_the_next_allocation(run):
+    """The PyMem hooks' fast path counts a busy thread's bytes too (the profiler's own objects between
+    mem_enter and mem_leave: a snapshot's lists); a threshold they cross must be dropped, not left for the
+    program's next allocation to take (which would then be sampled every time, at the wrong weight). 60 busy
+    periods of ~1 MB at 64 KiB cross their threshold every time; the program itself allocates a few KB around
+    them: about 0.1 samples expected in all, 60 if each crossing were passed on."""
+    r = run(mem("""
+    from spprof import _spprof as C
+    mp.start(64, native_hooks=False)
+    keep = []
+    before = mp.get_stats()["samples"]
+    for i in range(60):
+        C.mem_enter()
+        junk = [str(k) for k in range(20000)]   # ~1 MB of small objects, counted, never sampled
+        C.mem_leave()
+        keep.append(bytes(100 + i))             # the program: one small object (~130 bytes)
+        C.mem_enter()
+        del junk                                # freed busy, too
+        C.mem_leave()
+    emit(mp.get_stats()["samples"] - before)
+    """)).ok()
+    assert r.result <= 5, r.result
+
+
 def test_stats_and_footprint(run):
     r = run(mem("""
     mp.start(1)
@@ -410,6 +435,8 @@ def test_stats_and_footprint(run):
     assert st["live_samples"] <= st["heap_map_used"] <= st["heap_map_capacity"], st
     assert st["dropped_map_full"] == 0, st
     assert 0 < st["footprint_bytes"] < 60 * 2**20, st      # the profiler's own memory (the target: < 60 MB)
+    # what of the tables is resident (mincore): some pages, not all (the 16 MiB frame pool is barely used here)
+    assert 0 < st["footprint_resident_bytes"] < st["footprint_bytes"], st
 
 
 def test_fork_and_multiprocessing_while_active(run):
@@ -745,6 +772,52 @@ def test_record_memory_shows_the_peak(py, tmp_path):
     exit_, err = res["exit"]
     assert "(the heap live at exit" in err, err
     assert exit_["load_table"] == 0 and exit_["build_index"] == 0 and exit_["total"] < 15 * 2**20, res
+
+
+def test_record_memory_no_junk_frames(py, tmp_path):
+    """Issue 19's junk frames: record --memory used to show stacks rooted at 0x7f... addresses, _PyRuntime and
+    bare numbers (a frame-pointer walk through libpython, built without frame pointers, read garbage as
+    frames), interpreter start-up allocations standing at the root as _PyObject_Malloc / arena_map_mark_used,
+    and spprof's own symbol tables (a megabyte) as the program's memory. Ground truth: build_records() makes
+    about 30 MB of dicts, tuples and strings that stay live at the peak. Every stack must start at Python code
+    or at the start-up frame, no frame may be a bare address, a data symbol or spprof's own code, and
+    build_records must hold its bytes."""
+    prog = tmp_path / "app.py"
+    prog.write_text(textwrap.dedent("""\
+        def build_records(n):
+            return [{"id": i, "name": "item-%d" % i, "tags": (i, str(i))} for i in range(n)]
+        def build_strings(n):
+            return ["x%d-%s" % (i, "y" * (i % 60)) for i in range(n)]
+        recs = build_records(100000)
+        strs = build_strings(100000)
+        """))
+    coll = tmp_path / "peak.collapsed"
+    # 16 KiB: start-up allocations of the interpreter (a few MB) are always sampled several times
+    proc = subprocess.run([TOOL, "record", "--memory", "--memory-rate-kb", "16", "-o", str(coll), "--", py.path,
+                           str(prog)], capture_output=True, text=True, timeout=120, env=py.env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per = {"build_records": 0, "build_strings": 0, "startup": 0, "native_root": 0, "total": 0}
+    bad = []
+    for line in coll.read_text().splitlines():
+        stack, n = line.rsplit(" ", 1)
+        frames = stack.split(";")
+        per["total"] += int(n)
+        names = [f.split(" (")[0] for f in frames]
+        if frames[0] == "[interpreter start-up, before spprof's Python stacks]":
+            per["startup"] += int(n)
+        elif not re.search(r":\d+\)$", frames[0]):
+            per["native_root"] += int(n)  # the interpreter working with no Python frame (compiling __main__)
+        for fn in ("build_records", "build_strings"):
+            if fn in names:
+                per[fn] += int(n)
+        for name in names:
+            if re.match(r"0x[0-9a-f]+$", name) or name in ("_PyRuntime", "[unknown]") or name.startswith("spprof"):
+                bad.append((name, line))
+    assert not bad, bad[:10]
+    assert per["startup"] > 0, per        # start-up is told as such, not dropped
+    assert per["native_root"] < 0.01 * per["total"], per
+    assert 0.8 * per["total"] < per["build_records"] + per["build_strings"], per
+    assert per["build_records"] > 10e6 and per["build_strings"] > 5e6, per
 
 
 def test_record_memory_bad_rate(py, tmp_path):

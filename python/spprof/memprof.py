@@ -347,7 +347,8 @@ def _stats() -> Dict[str, Any]:
 def get_stats() -> Dict[str, Any]:
     """Counters: samples, frees_seen, live_samples, heap_map_capacity/heap_map_used (load), collisions,
     dropped_map_full, dropped_stacks_full, freed_dropped, estimated_live_bytes, estimated_allocated_bytes,
-    footprint_bytes (the profiler's own memory), peak_estimated_bytes / peak_time_ns (the high-water mark),
+    footprint_bytes (the profiler's own memory: its tables as mapped), footprint_resident_bytes (of them, what
+    is resident: mincore), peak_estimated_bytes / peak_time_ns (the high-water mark),
     and frame-pointer health: native_walks (samples whose stack needed a native walk: threads running no
     Python, or C code called with the GIL released), native_walks_rooted (those that reached the outermost
     frame or the interpreter loop), native_walks_truncated (cut short by code without frame pointers),
