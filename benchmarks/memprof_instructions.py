@@ -24,12 +24,17 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKLOADS = os.path.join(ROOT, "benchmarks", "workloads")
 PROG = """
 import sys
 sys.path.insert(0, {build!r})
 if sys.argv[1] == "on":
     import spprof.memprof as mp
     mp.start(512)
+elif sys.argv[1] == "floor":  # pass-through PyMem hooks (benchmarks/floors.c): what any PyMem-hook profiler adds
+    sys.path.insert(0, {workloads!r})
+    import floor
+    floor.library().spprof_floor_pymem()
 def work(n):
     for i in range(n):
         d = {{"a": i, "b": (i, i + 1)}}
@@ -45,6 +50,10 @@ sys.path.insert(0, {build!r})
 if sys.argv[1] == "on":
     import spprof.memprof as mp
     mp.start(512)
+elif sys.argv[1] == "floor":
+    sys.path.insert(0, {workloads!r})
+    import floor
+    floor.library().spprof_floor_pymem()
 runpy.run_path({workload!r}, run_name="__main__")
 """
 
@@ -67,19 +76,22 @@ def pyperformance(py, build, names, tmp):
     under memprof.start(512); the geometric mean of the ratios. py needs pyperformance installed."""
     prog = os.path.join(tmp, "pp.py")
     with open(prog, "w") as f:
-        f.write(PP_PROG.format(build=os.path.abspath(build),
-                               workload=os.path.join(ROOT, "benchmarks", "workloads", "pyperformance_bm.py")))
-    logs = 0.0
+        f.write(PP_PROG.format(build=os.path.abspath(build), workloads=WORKLOADS,
+                               workload=os.path.join(WORKLOADS, "pyperformance_bm.py")))
+    logs = {"on": 0.0, "floor": 0.0}
     for bm in names:
         work, units = {}, UNITS.get(bm, (1, 2))
-        for mode in ("none", "on"):
+        for mode in ("none", "on", "floor"):
             tot = [callgrind(py, prog, mode, 0, os.path.join(tmp, f"pp.{bm}.{mode}.{u}"),
                              env={"BENCH_BM": bm, "BENCH_UNITS": str(u)}) for u in units]
             work[mode] = tot[1] - tot[0]
-        ratio = work["on"] / work["none"]
-        logs += math.log(ratio)
-        print(f"  {bm:12s} work {work['none']:>14,} -> {work['on']:>14,} instructions  {100 * (ratio - 1):+6.2f}%")
-    print(f"  geometric mean over {len(names)}: {100 * (math.exp(logs / len(names)) - 1):+.2f}%")
+        for mode in logs:
+            logs[mode] += math.log(work[mode] / work["none"])
+        print(f"  {bm:12s} work {work['none']:>14,} -> {work['on']:>14,} instructions  "
+              f"{100 * (work['on'] / work['none'] - 1):+6.2f}%   pass-through hooks "
+              f"{100 * (work['floor'] / work['none'] - 1):+6.2f}%")
+    print(f"  geometric mean over {len(names)}: memprof.start(512) {100 * (math.exp(logs['on'] / len(names)) - 1):+.2f}%"
+          f", pass-through hooks {100 * (math.exp(logs['floor'] / len(names)) - 1):+.2f}%")
 
 
 def instr_costs(out, wanted):
@@ -178,6 +190,9 @@ def main():
                     "(2 loops less 1; json_loads 101 less 1) unprofiled and under memprof.start(512); --python must have "
                     "pyperformance")
     a = ap.parse_args()
+    # the floor's library is built (if needed) by the interpreter measured, before valgrind runs it
+    subprocess.run([a.python, "-c", "import sys; sys.path.insert(0, %r); import floor; floor.library()" % WORKLOADS],
+                   check=True)
     if a.pyperformance:
         with tempfile.TemporaryDirectory() as tmp:
             pyperformance(a.python, a.build, a.pyperformance.split(","), tmp)
@@ -185,9 +200,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         prog = os.path.join(tmp, "churn.py")
         with open(prog, "w") as f:
-            f.write(PROG.format(build=os.path.abspath(a.build)))
+            f.write(PROG.format(build=os.path.abspath(a.build), workloads=WORKLOADS))
         tot = {}
-        for mode in ("none", "on"):
+        for mode in ("none", "on", "floor"):
             for n in (0, a.n):
                 tot[mode, n] = callgrind(a.python, prog, mode, n, os.path.join(tmp, f"cg.{mode}.{n}"),
                                          instr=a.where and mode == "on" and n == a.n)
@@ -195,6 +210,9 @@ def main():
         prof = tot["on", a.n] - tot["on", 0]
         print(f"work phase, {a.n} iterations: unprofiled {base:,} instructions, memprof.start(512) {prof:,} "
               f"(+{100.0 * (prof - base) / base:.1f}%, {(prof - base) / a.n:.0f} per iteration)")
+        floor = tot["floor", a.n] - tot["floor", 0]
+        print(f"pass-through PyMem hooks (benchmarks/floors.c, the floor of any profiler hooking PyMem): {floor:,} "
+              f"(+{100.0 * (floor - base) / base:.1f}%, {(floor - base) / a.n:.0f} per iteration)")
         print("start-up (import spprof.memprof + start): "
               f"{tot['on', 0] - tot['none', 0]:,} instructions")
         hooks = hook_calls(os.path.join(tmp, f"cg.on.{a.n}"))
