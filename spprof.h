@@ -478,7 +478,7 @@ SPPROF_API spprof_result spprof_mem_set_walker(spprof_mem_walk_fn walker, void *
    spprof_alloc_shim_api(), and a module loaded later (spprof_python.h) uses that one, so that there is a
    single heap map in the process. */
 typedef struct spprof_mem_api {
-    int version;  /* 1 */
+    int version;  /* 2 (1: without mem_tabs, tabs_layout) */
     spprof_result (*start)(const spprof_mem_config *cfg);
     spprof_result (*stop)(void);
     spprof_result (*shutdown)(void);
@@ -492,6 +492,11 @@ typedef struct spprof_mem_api {
     void (*leave)(void);
     spprof_result (*set_walker)(spprof_mem_walk_fn walker, void *user);
     const char *(*last_error)(void);
+    /* version >= 2: the address of this copy's heap-map tables pointer (read with an acquire load), so that
+       a hook built from the same spprof.h (tabs_layout equal to its own) can make the common free's filter
+       test itself and call record_free only when the pointer may be sampled; NULL: not offered. */
+    void *const *mem_tabs;
+    unsigned tabs_layout;
 } spprof_mem_api;
 SPPROF_API const spprof_mem_api *spprof_mem_get_api(void);
 
@@ -6523,6 +6528,11 @@ typedef struct spprof__mem_tabs {
     spprof__mem_freed *freed;  uint32_t freed_cap;
     uint8_t *bloom;            uint32_t bloom_mask;
 } spprof__mem_tabs;
+/* What another copy of spprof.h must share to test this copy's free filter (spprof_mem_api.tabs_layout):
+   the struct's layout and the filter's hash and indexing (SPPROF__MEM_FILTER_REV: change it with them). */
+#define SPPROF__MEM_FILTER_REV 1u
+#define SPPROF__MEM_TABS_LAYOUT ((SPPROF__MEM_FILTER_REV << 16) | ((unsigned)sizeof(spprof__mem_tabs) << 8) | \
+                                 (unsigned)offsetof(spprof__mem_tabs, bloom))
 
 typedef struct spprof__mem_state {
     int state;                 /* as spprof_mem_stats.state */
@@ -7583,7 +7593,9 @@ SPPROF_API const spprof_mem_api *spprof_mem_get_api(void) {
         api.foreach_stack = spprof_mem_foreach_stack; api.record_alloc = spprof_mem_record_alloc;
         api.record_free = spprof_mem_record_free; api.enter = spprof_mem_enter; api.leave = spprof_mem_leave;
         api.set_walker = spprof_mem_set_walker; api.last_error = spprof_last_error;
-        SPPROF__STORE(&api.version, 1);
+        api.mem_tabs = (void *const *)(void *)&spprof__m.tabs;
+        api.tabs_layout = SPPROF__MEM_TABS_LAYOUT;
+        SPPROF__STORE(&api.version, 2);
     }
     return &api;
 }

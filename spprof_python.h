@@ -1415,6 +1415,10 @@ typedef struct spprof__py_memdom { PyMemAllocatorEx orig; int installed; size_t 
 static spprof__py_memdom spprof__py_memdoms[3];  /* RAW, MEM, OBJ */
 static const spprof_mem_api *spprof__py_mapi;
 static int spprof__py_mem_shim;
+/* With the preloaded library: the address of its tables pointer, when it offers it (api version 2) and was built
+   from a spprof.h whose filter is this one's (tabs_layout): the free hook then tests the library's filter itself
+   and crosses into the library only for a pointer that may be sampled. NULL: every free crosses. */
+static void *const *spprof__py_shim_tabs;
 
 /* When this module gave the preloaded library (record --memory) its Python walker: the library samples from
    process start, and what it took before (interpreter start-up, site, the bootstrap's imports) has native
@@ -1450,8 +1454,8 @@ static void spprof__py_mem_busy_crossed(void) {
 /* The free fast path's test alone: could ptr be a sampled pointer (then spprof__mem_on_free has work)? For
    hooks that want their common path to end in a tail call of the real free (below). The busy test is left
    to spprof__mem_on_free: a busy thread's free that passes the filter is rare, and costs only the slow call. */
-SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
-    const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);
+SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
+    const spprof__mem_tabs *t = (const spprof__mem_tabs *)SPPROF__LOAD(tabs);
     /* the first counter only: spprof__mem_on_free, in the slow path, tests both (the second here would keep
        the hash and the index in registers for it: two copies on every free, for a counter that is rarely
        reached while the filter is sparse, 2 counters per live sample out of heap_map_capacity / 4) */
@@ -1510,7 +1514,14 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *ptr) {
     /* the common free (not a sampled pointer) is the filter test and a tail call: no frame, no saved register; \
        free(NULL) takes the filter test too (one test less for every other free) */                             \
     static void spprof__py_free_##D(void *ctx, void *p) {                                                       \
-        if (spprof__py_mem_free_maybe(p)) spprof__py_free_slow_##D(ctx, p);  /* NULL: on_free ignores it */     \
+        if (spprof__py_mem_free_maybe((void *const *)(void *)&spprof__m.tabs, p))                               \
+            spprof__py_free_slow_##D(ctx, p);  /* NULL: on_free ignores it */                                   \
+        else spprof__py_memdoms[D].orig.free(ctx, p);                                                           \
+    }                                                                                                           \
+    /* the same with the preloaded library's filter (spprof__py_shim_tabs): its record_free, in the slow path, \
+       makes the whole test again */                                                                          \
+    static void spprof__py_free_shim_##D(void *ctx, void *p) {                                                  \
+        if (spprof__py_mem_free_maybe(spprof__py_shim_tabs, p)) spprof__py_free_slow_##D(ctx, p);               \
         else spprof__py_memdoms[D].orig.free(ctx, p);                                                           \
     }
 SPPROF__PY_MEM_HOOKS(0)
@@ -1670,7 +1681,10 @@ static void spprof__py_mem_hook(int mask) {
         if (spprof__py_mem_shim) {  /* the library's heap map: every call takes the slow path, which knows it */
             a.malloc = d == 0 ? spprof__py_malloc_slow_0 : d == 1 ? spprof__py_malloc_slow_1 : spprof__py_malloc_slow_2;
             a.calloc = d == 0 ? spprof__py_calloc_slow_0 : d == 1 ? spprof__py_calloc_slow_1 : spprof__py_calloc_slow_2;
-            a.free = d == 0 ? spprof__py_free_slow_0 : d == 1 ? spprof__py_free_slow_1 : spprof__py_free_slow_2;
+            if (spprof__py_shim_tabs)
+                a.free = d == 0 ? spprof__py_free_shim_0 : d == 1 ? spprof__py_free_shim_1 : spprof__py_free_shim_2;
+            else
+                a.free = d == 0 ? spprof__py_free_slow_0 : d == 1 ? spprof__py_free_slow_1 : spprof__py_free_slow_2;
         } else {
             a.malloc = d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2;
             a.calloc = d == 0 ? spprof__py_calloc_0 : d == 1 ? spprof__py_calloc_1 : spprof__py_calloc_2;
@@ -1711,6 +1725,8 @@ static const spprof_mem_api *spprof__py_mem_api(void) {
         shim = sym ? g() : NULL;
         spprof__py_mem_shim = shim && shim->version >= 1 && shim != spprof_mem_get_api();
         spprof__py_mapi = spprof__py_mem_shim ? shim : spprof_mem_get_api();
+        if (spprof__py_mem_shim && shim->version >= 2 && shim->mem_tabs && shim->tabs_layout == SPPROF__MEM_TABS_LAYOUT)
+            spprof__py_shim_tabs = shim->mem_tabs;
     }
     return spprof__py_mapi;
 }
