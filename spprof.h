@@ -469,6 +469,10 @@ SPPROF_API spprof_result spprof_mem_write_pprof(const char *path);
 /* [hook-safe] For allocators of your own: call after an allocation succeeded and before the memory is freed. */
 SPPROF_API void spprof_mem_record_alloc(void *ptr, size_t size);
 SPPROF_API void spprof_mem_record_free(void *ptr);
+/* [hook-safe] Records ptr (size bytes) as one sample now, without the countdown: for a hook that decides
+   itself, Poisson by bytes at the session's sampling_rate (spprof_mem_stats), as spprof_python.h's do with the
+   preloaded library; any other choice makes the estimates wrong. Ignored when not sampling. */
+SPPROF_API void spprof_mem_record_sample(void *ptr, size_t size);
 /* [hook-safe] Re-entrancy guard of the calling thread: allocations between enter and leave are not sampled. */
 SPPROF_API void spprof_mem_enter(void);
 SPPROF_API void spprof_mem_leave(void);
@@ -494,9 +498,11 @@ typedef struct spprof_mem_api {
     const char *(*last_error)(void);
     /* version >= 2: the address of this copy's heap-map tables pointer (read with an acquire load), so that
        a hook built from the same spprof.h (tabs_layout equal to its own) can make the common free's filter
-       test itself and call record_free only when the pointer may be sampled; NULL: not offered. */
+       test itself and call record_free only when the pointer may be sampled; NULL: not offered. And
+       record_sample (spprof_mem_record_sample), for a hook with a countdown of its own. */
     void *const *mem_tabs;
     unsigned tabs_layout;
+    void (*record_sample)(void *ptr, size_t size);
 } spprof_mem_api;
 SPPROF_API const spprof_mem_api *spprof_mem_get_api(void);
 
@@ -6835,13 +6841,9 @@ static int spprof__mem_insert(const spprof__mem_tabs *t, uint64_t p, uint64_t si
     return 1;
 }
 
+SPPROF__NOINLINE static void spprof__mem_take(spprof__mem_tls *t, void *ptr, size_t size, void *fp);
 SPPROF__NOINLINE static void spprof__mem_sample(spprof__mem_tls *t, void *ptr, size_t size, void *fp) {
     uint32_t sess = SPPROF__LOADR(&spprof__m.sess);
-    const spprof__mem_tabs *tab;
-    spprof_frame frames[256];
-    int n;
-    uint32_t stack;
-    double w;
     if (t->sess != sess || !t->rng) {  /* first allocation of this thread in this session */
         if (!t->rng) t->rng = (spprof__m.cfg.seed ? spprof__m.cfg.seed : spprof__now_ns()) ^ ((uint64_t)(uintptr_t)t << 16) ^ (uint64_t)spprof_gettid();
         if (!t->rng) t->rng = 1;
@@ -6854,6 +6856,16 @@ SPPROF__NOINLINE static void spprof__mem_sample(spprof__mem_tls *t, void *ptr, s
     /* One sample, however many thresholds the allocation crossed; the next threshold counts from its end
        (memoryless, so the process over the bytes stays Poisson). */
     t->left = spprof__mem_draw(t, spprof__m.cfg.sampling_rate);
+    spprof__mem_take(t, ptr, size, fp);
+}
+
+/* [hook] ptr (size bytes) into the heap map as one sample, with the walker's stack from fp. */
+SPPROF__NOINLINE static void spprof__mem_take(spprof__mem_tls *t, void *ptr, size_t size, void *fp) {
+    const spprof__mem_tabs *tab;
+    spprof_frame frames[256];
+    int n;
+    uint32_t stack;
+    double w;
     if (t->busy || !ptr) return;   /* the profiler's own allocation, or one inside another hook */
     tab = (const spprof__mem_tabs *)SPPROF__LOAD(&spprof__m.tabs);  /* once: one session's tables throughout */
     if (!tab) return;
@@ -6922,6 +6934,9 @@ SPPROF__HOT void spprof__mem_on_free(void *ptr) {
 /* noinline: the walk starts at this function's frame, so the first frame is its caller's call site */
 SPPROF__NOINLINE SPPROF_API void spprof_mem_record_alloc(void *ptr, size_t size) { spprof__mem_on_alloc(ptr, size, __builtin_frame_address(0)); }
 SPPROF_API void spprof_mem_record_free(void *ptr) { spprof__mem_on_free(ptr); }
+SPPROF__NOINLINE SPPROF_API void spprof_mem_record_sample(void *ptr, size_t size) {
+    if (SPPROF__LOADR(&spprof__m.sess)) spprof__mem_take(&spprof__mt, ptr, size, __builtin_frame_address(0));
+}
 SPPROF_API void spprof_mem_enter(void) { spprof__mt.busy++; }
 SPPROF_API void spprof_mem_leave(void) { spprof__mt.busy--; }
 
@@ -7595,6 +7610,7 @@ SPPROF_API const spprof_mem_api *spprof_mem_get_api(void) {
         api.set_walker = spprof_mem_set_walker; api.last_error = spprof_last_error;
         api.mem_tabs = (void *const *)(void *)&spprof__m.tabs;
         api.tabs_layout = SPPROF__MEM_TABS_LAYOUT;
+        api.record_sample = spprof_mem_record_sample;
         SPPROF__STORE(&api.version, 2);
     }
     return &api;

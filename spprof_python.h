@@ -1419,6 +1419,12 @@ static int spprof__py_mem_shim;
    from a spprof.h whose filter is this one's (tabs_layout): the free hook then tests the library's filter itself
    and crosses into the library only for a pointer that may be sampled. NULL: every free crosses. */
 static void *const *spprof__py_shim_tabs;
+/* With it, the hooks' own countdown too (this module's spprof__mt, at the library's rate), and the library's
+   record_sample for the allocations it picks: no call into the library for an allocation that is not sampled.
+   Every byte is still counted by one countdown: the PyMem bytes by this one, the malloc under a PyMem call (its
+   large requests, between enter and leave) by none, every other malloc by the library's. 0: not sampling. */
+static uint32_t spprof__py_pre_sess;
+static uint64_t spprof__py_pre_rate;
 
 /* When this module gave the preloaded library (record --memory) its Python walker: the library samples from
    process start, and what it took before (interpreter start-up, site, the bootstrap's imports) has native
@@ -1429,7 +1435,9 @@ static uint64_t spprof__py_mem_attach_ns;
 
 #define SPPROF__PY_MEM_ENTER() do { if (spprof__py_mem_shim) spprof__py_mapi->enter(); else spprof__mt.busy++; } while (0)
 #define SPPROF__PY_MEM_LEAVE() do { if (spprof__py_mem_shim) spprof__py_mapi->leave(); else spprof__mt.busy--; } while (0)
-#define SPPROF__PY_MEM_ALLOC(p, n) do { if (spprof__py_mem_shim) spprof__py_mapi->record_alloc((p), (n)); \
+static void spprof__py_pre_alloc(void *p, size_t n);
+#define SPPROF__PY_MEM_ALLOC(p, n) do { if (spprof__py_shim_tabs) spprof__py_pre_alloc((p), (n));            \
+                                        else if (spprof__py_mem_shim) spprof__py_mapi->record_alloc((p), (n)); \
                                         else spprof__mem_on_alloc((p), (n), __builtin_frame_address(0)); } while (0)
 #define SPPROF__PY_MEM_FREE(p) do { if (spprof__py_mem_shim) spprof__py_mapi->record_free(p); else spprof__mem_on_free(p); } while (0)
 
@@ -1444,6 +1452,37 @@ static uint64_t spprof__py_mem_attach_ns;
 SPPROF__HOT int spprof__py_mem_alloc_skip(size_t size) {
     spprof__mem_tls *t = &spprof__mt;
     return t->sess == SPPROF__LOADR(&spprof__m.sess) && (t->left -= (int64_t)size) > 0;
+}
+/* The same with the preloaded library (spprof__py_pre_sess), and its slow side: as spprof__mem_on_alloc and
+   spprof__mem_sample (a crossing counted twice is harmless: the sample draws a new threshold), with the
+   library's record_sample in place of this module's heap map. A busy thread of the library's (its own
+   allocations) is told apart by record_sample, which ignores them: the crossing is dropped, a new threshold
+   drawn (memoryless, as spprof__py_mem_busy_crossed). */
+SPPROF__HOT int spprof__py_pre_skip(size_t size) {
+    spprof__mem_tls *t = &spprof__mt;
+    return t->sess == SPPROF__LOADR(&spprof__py_pre_sess) && (t->left -= (int64_t)size) > 0;
+}
+static void spprof__py_pre_alloc(void *p, size_t n) {
+    spprof__mem_tls *t = &spprof__mt;
+    uint32_t sess = SPPROF__LOADR(&spprof__py_pre_sess);
+    if (t->sess != sess || !t->rng) {  /* this thread's first allocation in this session */
+        if (!t->rng) t->rng = (spprof__now_ns() ^ ((uint64_t)(uintptr_t)t << 16) ^ (uint64_t)spprof_gettid()) | 1u;
+        t->sess = sess;
+        if (!sess) {
+            t->left = INT64_MAX;
+            return;
+        }
+        t->left = spprof__mem_draw(t, spprof__py_pre_rate) - (int64_t)n;
+        if (t->left > 0) return;
+    } else if ((t->left -= (int64_t)n) > 0) {
+        return;
+    }
+    if (!sess) {
+        t->left = INT64_MAX;
+        return;
+    }
+    t->left = spprof__mem_draw(t, spprof__py_pre_rate);
+    spprof__py_mapi->record_sample(p, n);
 }
 /* [hook] The slow path's side of the above: a busy thread that crossed its threshold draws a new one. */
 static void spprof__py_mem_busy_crossed(void) {
@@ -1488,6 +1527,11 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
             return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
         return spprof__py_malloc_slow_##D(ctx, n);                                                              \
     }                                                                                                           \
+    static void *spprof__py_malloc_pre_##D(void *ctx, size_t n) {  /* the same, with the preloaded library */  \
+        if (n <= spprof__py_memdoms[D].guard_above && spprof__py_pre_skip(n))                                   \
+            return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
+        return spprof__py_malloc_slow_##D(ctx, n);                                                              \
+    }                                                                                                           \
     static SPPROF__NOINLINE void *spprof__py_calloc_slow_##D(void *ctx, size_t k, size_t n) {                   \
         void *p;                                                                                                \
         spprof__py_mem_busy_crossed();                                                                          \
@@ -1497,6 +1541,11 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
     }                                                                                                           \
     static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {  /* as malloc */                       \
         if (k * n <= spprof__py_memdoms[D].guard_above && spprof__py_mem_alloc_skip(k * n))                      \
+            return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
+        return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
+    }                                                                                                           \
+    static void *spprof__py_calloc_pre_##D(void *ctx, size_t k, size_t n) {                                     \
+        if (k * n <= spprof__py_memdoms[D].guard_above && spprof__py_pre_skip(k * n))                           \
             return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
         return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
     }                                                                                                           \
@@ -1678,13 +1727,14 @@ static void spprof__py_mem_hook(int mask) {
             spprof__py_memdoms[d].guard_above = (d == 0 || spprof__py_memdoms[d].orig.malloc == raw.malloc) ? 0 : 448;  /* 512, less the debug hooks' padding */
         }
         a.ctx = spprof__py_memdoms[d].orig.ctx;
-        if (spprof__py_mem_shim) {  /* the library's heap map: every call takes the slow path, which knows it */
+        if (spprof__py_shim_tabs) {  /* the library's heap map, with this module's countdown and its filter */
+            a.malloc = d == 0 ? spprof__py_malloc_pre_0 : d == 1 ? spprof__py_malloc_pre_1 : spprof__py_malloc_pre_2;
+            a.calloc = d == 0 ? spprof__py_calloc_pre_0 : d == 1 ? spprof__py_calloc_pre_1 : spprof__py_calloc_pre_2;
+            a.free = d == 0 ? spprof__py_free_shim_0 : d == 1 ? spprof__py_free_shim_1 : spprof__py_free_shim_2;
+        } else if (spprof__py_mem_shim) {  /* an older library: every call takes the slow path, which knows it */
             a.malloc = d == 0 ? spprof__py_malloc_slow_0 : d == 1 ? spprof__py_malloc_slow_1 : spprof__py_malloc_slow_2;
             a.calloc = d == 0 ? spprof__py_calloc_slow_0 : d == 1 ? spprof__py_calloc_slow_1 : spprof__py_calloc_slow_2;
-            if (spprof__py_shim_tabs)
-                a.free = d == 0 ? spprof__py_free_shim_0 : d == 1 ? spprof__py_free_shim_1 : spprof__py_free_shim_2;
-            else
-                a.free = d == 0 ? spprof__py_free_slow_0 : d == 1 ? spprof__py_free_slow_1 : spprof__py_free_slow_2;
+            a.free = d == 0 ? spprof__py_free_slow_0 : d == 1 ? spprof__py_free_slow_1 : spprof__py_free_slow_2;
         } else {
             a.malloc = d == 0 ? spprof__py_malloc_0 : d == 1 ? spprof__py_malloc_1 : spprof__py_malloc_2;
             a.calloc = d == 0 ? spprof__py_calloc_0 : d == 1 ? spprof__py_calloc_1 : spprof__py_calloc_2;
@@ -1725,7 +1775,8 @@ static const spprof_mem_api *spprof__py_mem_api(void) {
         shim = sym ? g() : NULL;
         spprof__py_mem_shim = shim && shim->version >= 1 && shim != spprof_mem_get_api();
         spprof__py_mapi = spprof__py_mem_shim ? shim : spprof_mem_get_api();
-        if (spprof__py_mem_shim && shim->version >= 2 && shim->mem_tabs && shim->tabs_layout == SPPROF__MEM_TABS_LAYOUT)
+        if (spprof__py_mem_shim && shim->version >= 2 && shim->mem_tabs && shim->record_sample &&
+            shim->tabs_layout == SPPROF__MEM_TABS_LAYOUT)
             spprof__py_shim_tabs = shim->mem_tabs;
     }
     return spprof__py_mapi;
@@ -1768,6 +1819,15 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
             r = api->set_walker(spprof__py_mem_walk, NULL);
         } else r = api->start(&c);
         if (r != SPPROF_OK) return spprof__fail(r, "%s", api->last_error());
+        if (spprof__py_shim_tabs) {  /* the hooks' countdown runs at the library's rate, in a session of its own */
+            spprof_mem_stats st;
+            uint32_t next = SPPROF__LOADR(&spprof__py_pre_sess) + 1u;
+            memset(&st, 0, sizeof st);
+            if (api->get_stats(&st) != SPPROF_OK || !st.sampling_rate)
+                return spprof__fail(SPPROF_ERR_SYSTEM, "the preloaded library gave no sampling rate");
+            spprof__py_pre_rate = st.sampling_rate;
+            SPPROF__STORE(&spprof__py_pre_sess, next ? next : 1u);
+        }
         spprof__py_mem_hook(2 | 4);
         return SPPROF_OK;
     }
@@ -1782,6 +1842,7 @@ SPPROF_API spprof_result spprof_py_mem_start(const spprof_mem_config *cfg_in) {
 SPPROF_API spprof_result spprof_py_mem_stop(void) {
     const spprof_mem_api *api = spprof__py_mem_api();
     spprof_result r = api->stop();
+    if (spprof__py_mem_shim) SPPROF__STORE(&spprof__py_pre_sess, 0u);  /* the hooks' countdown stops too */
     if (r != SPPROF_OK && spprof__py_mem_shim) return spprof__fail(r, "%s", api->last_error());
     return r;
 }
@@ -1791,6 +1852,7 @@ SPPROF_API spprof_result spprof_py_mem_shutdown(void) {
     const spprof_mem_api *api = spprof__py_mem_api();
     spprof_result r;
     spprof__py_mem_unhook();
+    SPPROF__STORE(&spprof__py_pre_sess, 0u);
     r = api->shutdown();
     SPPROF__STORE(&spprof__py_mkeep_on, 0u);  /* the samples are gone: nothing to keep code objects for */
     spprof__py_mem_unpin();
