@@ -75,7 +75,7 @@ test: deps pypkg test-compile test-c sanitize test-windows test-macos test-aarch
 # The Windows sampler: tests/windows_sampler.c built with mingw-w64 and run under wine (a fresh WINEPREFIX
 # under build/wine). Skipped, with the reason, where mingw or wine is missing.
 MINGW_CC := x86_64-w64-mingw32-gcc
-$(BUILD)/windows/windows_sampler.exe: tests/windows_sampler.c spprof.h
+$(BUILD)/windows/windows_sampler.exe: tests/windows_sampler.c tests/sampler_common.h spprof.h
 	@mkdir -p $(dir $@)
 	$(MINGW_CC) -std=c99 $(WARN) -O1 -g -fno-omit-frame-pointer -I. $< -o $@
 # `make windows`: the Windows package for CPython 3.13 (win_amd64) in build/windows/ (tools/build-windows.sh:

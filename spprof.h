@@ -31,11 +31,13 @@
    Platforms: Linux (x86-64; aarch64 run under qemu-user emulation only), Windows x86-64 (mingw-w64: tested
    under wine 8 only, never run on real Windows; link nothing beyond the default kernel32) and macOS arm64
    and x86-64 (built and linked with zig cc, never run: no Mac was available). Portable code calls the
-   interface under @os; each OS implements it in its own section: @os_linux, @os_windows, @os_macos. Per-OS
-   code outside them, each for a reason: the primitives (mutex, clock, gettid) in @os, because the global
-   state needs their types; the POSIX output files in @writers, shared by Linux and macOS; pprof's Linux
-   mappings in @writers, which read the symbolizer's module table; the native allocation hooks in @memprof
-   (Linux GOT patching, macOS malloc_logger), because they are built on @memprof's tables and hot paths.
+   interface under @os; each OS implements it in its own section: @os_linux, @os_windows, @os_macos, with
+   its state in spprof__g.lnx / .win / .mac and each registry slot's lnx / win / mac (the shared slot and
+   state hold only what portable code reads: see their comments). Per-OS code outside them, each for a
+   reason: the primitives (mutex, clock, gettid) in @os, because the global state needs their types; the
+   POSIX output files in @writers, shared by Linux and macOS; pprof's Linux mappings in @writers, which read
+   the symbolizer's module table; the native allocation hooks in @memprof (Linux GOT patching, macOS
+   malloc_logger), because they are built on @memprof's tables and hot paths.
 
    What it does: per thread, a perf_event task-clock counter (where the kernel allows it: exact rate) or a
    POSIX timer (CLOCK_THREAD_CPUTIME of that thread) sends a signal (a free real-time signal by default,
@@ -727,19 +729,23 @@ extern "C" {
    The platform layer. Portable code (ring, registry, profile, collector's aggregation, lifecycle, writers,
    the memory profiler's tables) calls only this interface; each OS implements it in its own section:
    - primitives (here, per OS): spprof__mutex + SPPROF__MUTEX_INIT + spprof__lock/unlock, spprof__once,
-     spprof__now_ns [signal-safe], spprof__sleep_ms, spprof__yield, spprof_gettid, spprof__os_slot (what a
-     registry slot holds for its sample source), spprof__os_state (per-session OS state);
+     spprof__now_ns [signal-safe], spprof__sleep_ms, spprof__yield, spprof_gettid, spprof__linux_slot /
+     spprof__win_slot / spprof__mac_slot (what a registry slot holds for its sample source: slot->lnx, win,
+     mac), spprof__linux_state / spprof__win_state / spprof__mac_state (the OS's state: spprof__g.lnx, win,
+     mac);
    - sample source of a thread (@os_linux: a POSIX timer or perf event sending a signal; @os_windows: the
      sampler thread's tick): spprof__create_timer, spprof__arm, spprof__delete_timer, spprof__source_is_perf;
    - threads: spprof__list_threads, spprof__thread_alive, spprof__read_comm (name), spprof__thread_at_exit;
    - code ranges (spprof__refresh_xranges), symbols (spprof__os_symbolize), the collector or sampler thread
      (spprof__os_begin / spprof__os_end), output files (spprof__out_open / spprof__out_close);
+   - the OS's own fields, which portable code never names: reset at spprof_start (spprof__os_reset), a
+     slot's set up and freed (spprof__os_slot_init / spprof__os_slot_free), reported (spprof__os_stats);
    - spprof__os_read_mem(dst, src, n) [suspended-safe]: copies n bytes of this process's memory, 1 if all of
      them were readable, 0 (nothing faulted) if not: the read an external sampler makes of a suspended
      thread's data (spprof_python.h's frames). Windows: ReadProcessMemory on the own process (a system call:
      no user-mode lock, no allocation); Linux: a copy under the fault guard (@guard).
-   Both OSes hand a sample to the portable spprof__take_sample() (@sample): the Linux signal handler for its
-   own thread, the Windows sampler thread for a thread it has suspended. */
+   Every OS hands a sample to the portable spprof__take_sample() (@sample): the Linux signal handler for its
+   own thread, the Windows and macOS sampler threads for a thread they have suspended. */
 static void spprof__yield(void);
 typedef int spprof__once_t;  /* 0: not run, 1: running, 2: done */
 /* Runs fn once per process, whoever calls first; the others wait until it has run. */
@@ -799,11 +805,31 @@ static uint64_t spprof__os_resident(const void *p, size_t bytes) {
 static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi);
 static int spprof__own_stack(uintptr_t a, uintptr_t *lo, uintptr_t *hi) { return spprof__find_mapping(a, lo, hi); }
 
-/* What a registry slot holds on Linux, and the session's signal state (see @os_linux). The slot's perf
-   event, CPU-clock and off-CPU fields and the state's fd map, wake-up and /proc/self/mem descriptors are
-   still in the shared structs: portable code resets or reports them (spprof_start, the registry, stats). */
+/* perf event fds -> cookie (same layout as a timer's sival_ptr), for the handler: a signal sent by a perf
+   event carries only the fd (si_fd). Chunks of SPPROF__FDCHUNK entries are allocated under reg_lock and
+   published with a release store. Chunks are never freed (8 KiB per 1024 fd numbers; the next session reuses
+   them): a handler may read the map at any time, even after stop or in a fork child. When one of our fds is
+   closed, its entry becomes a tombstone (SPPROF__PERF_TOMB in the generation field, the close time in ms
+   in the index field): a signal of ours that was still queued then is ignored for SPPROF__PERF_TOMB_MS,
+   after which the fd number may belong to another copy of spprof, whose signals are passed on. */
+#define SPPROF__FDCHUNK 1024u
+#define SPPROF__FDCHUNKS 1024u   /* fds below 2^20 */
+
+/* What a registry slot holds on Linux, and the session's signal state (see @os_linux). Portable code never
+   names these fields: it resets and frees them through spprof__os_slot_init / spprof__os_slot_free and
+   spprof__os_reset, and reports them through spprof__os_stats. */
 typedef struct spprof__linux_slot {
     timer_t timer;           /* the POSIX timer (when the slot has no perf event) */
+    int perf_fd;             /* perf task-clock event of this thread, or -1 */
+    int perf_rearm;          /* perf source: the one-shot event is spent (or never armed) and waits for a
+                                REFRESH at the next resume (atomic; see spprof__arm) */
+    /* wall mode, off-CPU accounting (@offcpu): touched only by the collector, under reg_lock */
+    int64_t off_wall, off_cpu;  /* CLOCK_MONOTONIC and the thread's CPU clock at the last accounting (0: none) */
+    int64_t off_acc;            /* off-CPU time not yet given out as weight (ns) */
+    int64_t off_seen_cpu;       /* the thread's CPU clock when off_frames were recovered (-1: not recovered) */
+    spprof_frame *off_frames;   /* the stack the thread is blocked on (max_depth frames), or NULL */
+    int off_n;                  /* frames in off_frames; 0: the thread is not blocked in the kernel */
+    uintptr_t off_lo, off_hi;   /* the mapping that held its stack pointer at the last recovery */
 } spprof__linux_slot;
 typedef struct spprof__linux_state {
     int perf_on;                   /* this session creates perf events (atomic) */
@@ -812,6 +838,12 @@ typedef struct spprof__linux_state {
     int handler_installed;
     int installed_signo;
     struct sigaction old_action;
+    uint64_t *fdmap[SPPROF__FDCHUNKS];  /* handler-visible: perf event fd -> cookie (above) */
+    int wake_fd;                   /* eventfd that wakes the collector when the ring fills up */
+    uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see spprof__fd_move_high) */
+    int mem_fd;                    /* wall mode: the collector's /proc/self/mem, or -1 (under reg_lock), so
+                                      that a fork child closes it (it reads the parent's memory) */
+    uint64_t perf_fd_fallbacks;    /* threads given a POSIX timer because the fd budget was used up */
 } spprof__linux_state;
 #endif /* SPPROF__OS_LINUX */
 
@@ -1089,20 +1121,14 @@ typedef struct spprof__slot {
 #if SPPROF__OS_MACOS
     spprof__mac_slot mac;  /* the thread's port and stack (@os_macos) */
 #endif
-    int has_timer;         /* a sample source exists: the POSIX timer, or perf_fd when perf_fd >= 0 */
-    int timer_failed;      /* timer_create failed with EAGAIN (counted once) */
-    int perf_fd;           /* perf task-clock event of this thread, or -1 */
-    int64_t cpu_last;      /* perf source: the thread's CPU clock at its last sample (ns) */
-    int64_t cpu_carry;     /* perf source: CPU time not yet given out as weight (ns, may be negative) */
-    int perf_rearm;        /* perf source: the one-shot event is spent (or never armed) and waits for a
-                              REFRESH at the next resume (atomic; see spprof__arm) */
-    /* wall mode, off-CPU accounting (@offcpu): touched only by the collector, under reg_lock */
-    int64_t off_wall, off_cpu;  /* CLOCK_MONOTONIC and the thread's CPU clock at the last accounting (0: none) */
-    int64_t off_acc;            /* off-CPU time not yet given out as weight (ns) */
-    int64_t off_seen_cpu;       /* the thread's CPU clock when off_frames were recovered (-1: not recovered) */
-    spprof_frame *off_frames;   /* the stack the thread is blocked on (max_depth frames), or NULL */
-    int off_n;                  /* frames in off_frames; 0: the thread is not blocked in the kernel */
-    uintptr_t off_lo, off_hi;   /* the mapping that held its stack pointer at the last recovery */
+    /* Shared by every OS, because portable code reads or resets them: has_timer (the registry retries a
+       missing source, pause/resume arm only existing ones, stats count them), timer_failed (the sources of
+       all three OSes count a failure once), cpu_last and cpu_carry (the weight of a sample: Linux's perf
+       source, and the Windows/macOS samplers' spprof__tick_weight in @sample). */
+    int has_timer;         /* a sample source exists (Linux: the POSIX timer, or lnx.perf_fd when >= 0) */
+    int timer_failed;      /* creating the sample source failed (counted once) */
+    int64_t cpu_last;      /* the thread's CPU clock at its last sample (ns) */
+    int64_t cpu_carry;     /* CPU time not yet given out as weight (ns, may be negative) */
 } spprof__slot;
 
 typedef struct spprof__dir {
@@ -1154,22 +1180,16 @@ typedef struct spprof__counters {  /* written from handlers with relaxed atomic 
     uint64_t captured, dropped, stale, overruns, walk_errors, truncated, ignored, inflight, faults;
 } spprof__counters;
 
-/* perf event fds -> cookie (same layout as a timer's sival_ptr), for the handler: a signal sent by a perf
-   event carries only the fd (si_fd). Chunks of SPPROF__FDCHUNK entries are allocated under reg_lock and
-   published with a release store. Chunks are never freed (8 KiB per 1024 fd numbers; the next session reuses
-   them): a handler may read the map at any time, even after stop or in a fork child. When one of our fds is
-   closed, its entry becomes a tombstone (SPPROF__PERF_TOMB in the generation field, the close time in ms
-   in the index field): a signal of ours that was still queued then is ignored for SPPROF__PERF_TOMB_MS,
-   after which the fd number may belong to another copy of spprof, whose signals are passed on. */
+/* The tombstone of a closed perf event fd (Linux's fd map, see spprof__linux_state): defined here because
+   spprof_start skips the session generation that equals SPPROF__PERF_TOMB. */
 #define SPPROF__PERF_TOMB 0x8000u
 #define SPPROF__PERF_TOMB_MS 200u
-#define SPPROF__FDCHUNK 1024u
-#define SPPROF__FDCHUNKS 1024u   /* fds below 2^20 */
 
+/* The session state every OS shares: portable code reads or writes each field (the OS's own are in lnx, win
+   or mac; sig_lost, set by Linux only, says why it is here). */
 typedef struct spprof__state_t {
     /* handler-visible */
     int state;                     /* spprof_state (atomic) */
-    uint64_t *fdmap[SPPROF__FDCHUNKS];
     uint32_t gen;                  /* session generation, 16 bits used in the cookie */
     spprof__dir *dir;              /* atomic pointer */
     spprof__xranges *xr;           /* atomic pointer */
@@ -1177,18 +1197,13 @@ typedef struct spprof__state_t {
     spprof_walk_fn walker;
     void *walker_user;
     int max_depth;
-    int wake_fd;                   /* eventfd that wakes the collector when the ring fills up */
-    int wake_pending;
+    int wake_pending;              /* the ring is half full and the collector was woken (@sample) */
     spprof__counters c;
     /* normal paths */
     spprof_config cfg;
     uint32_t nslots_used;          /* high-water mark of slot indices */
     uint32_t *free_slots; uint32_t nfree, free_cap;
     uint64_t threads_registered, timer_failures, timer_retries, dropped_memory;
-    uint32_t perf_fds;             /* perf event fds open now (under reg_lock; see spprof__fd_move_high) */
-    int mem_fd;                    /* wall mode: the collector's /proc/self/mem, or -1 (under reg_lock), so
-                                      that a fork child closes it (it reads the parent's memory) */
-    uint64_t perf_fd_fallbacks;    /* threads given a POSIX timer because the fd budget was used up */
     uint32_t leaked_sessions;      /* stops that left memory to a handler still running (spprof__registry_leak) */
     void *kept[3];                 /* the last such directory, ranges and ring cells (reachable, not lost) */
     int *explicit_tids; uint32_t nexplicit, explicit_cap;
@@ -1196,7 +1211,9 @@ typedef struct spprof__state_t {
                                       with its profile), until the child starts its own or clears: stop,
                                       pause, the writers and spprof_foreach_sample say so (spprof__forked) */
     int collector_running; int collector_tid; int collector_stop;
-    int sig_lost;                  /* the program replaced our handler: sampling stopped (atomic; Linux) */
+    int sig_lost;                  /* the program replaced our handler: sampling stopped (atomic). Set by
+                                      Linux only (0 elsewhere), shared because portable code reads it:
+                                      pause/resume stop arming, stats report handler_replaced */
 #if SPPROF__OS_LINUX
     spprof__linux_state lnx;       /* signal handler, collector thread, perf events (@os_linux) */
 #endif
@@ -1216,36 +1233,6 @@ static spprof__mutex spprof__api_lock = SPPROF__MUTEX_INIT;   /* start/stop/paus
 static spprof__mutex spprof__reg_lock = SPPROF__MUTEX_INIT;   /* thread registry */
 static spprof__mutex spprof__prof_lock = SPPROF__MUTEX_INIT;  /* profile; the ring's consumer side */
 
-
-#if SPPROF__HAVE_PERF
-/* [signal-safe] the cookie registered for a perf event fd, or 0. */
-static uint64_t spprof__fdmap_get(int fd) {
-    uint64_t *chunk;
-    if (fd < 0 || (unsigned)fd >= SPPROF__FDCHUNK * SPPROF__FDCHUNKS) return 0;
-    chunk = (uint64_t *)SPPROF__LOAD(&spprof__g.fdmap[(unsigned)fd / SPPROF__FDCHUNK]);
-    return chunk ? SPPROF__LOAD(&chunk[(unsigned)fd % SPPROF__FDCHUNK]) : 0;
-}
-/* Under reg_lock. Returns 0 when the fd is out of range or memory runs out (the caller closes the fd). */
-static int spprof__fdmap_set(int fd, uint64_t cookie) {
-    uint64_t *chunk;
-    if (fd < 0 || (unsigned)fd >= SPPROF__FDCHUNK * SPPROF__FDCHUNKS) return 0;
-    chunk = spprof__g.fdmap[(unsigned)fd / SPPROF__FDCHUNK];
-    if (!chunk) {
-        if (!cookie) return 1;
-        chunk = (uint64_t *)SPPROF_MALLOC(SPPROF__FDCHUNK * sizeof(uint64_t));
-        if (!chunk) return 0;
-        memset(chunk, 0, SPPROF__FDCHUNK * sizeof(uint64_t));
-        SPPROF__STORE(&spprof__g.fdmap[(unsigned)fd / SPPROF__FDCHUNK], chunk);
-    }
-    SPPROF__STORE(&chunk[(unsigned)fd % SPPROF__FDCHUNK], cookie);
-    return 1;
-}
-/* Under reg_lock: the tombstone of a closed fd (see SPPROF__PERF_TOMB). */
-static void spprof__fdmap_tomb(int fd) {
-    uint32_t ms = (uint32_t)(spprof__now_ns() / 1000000u);
-    spprof__fdmap_set(fd, ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)SPPROF__PERF_TOMB << 32) | ms);
-}
-#endif
 
 /* The platform interface (see @os): defined by @os_linux, @os_windows and @os_macos (the output files of
    Linux and macOS in @writers). */
@@ -1273,6 +1260,9 @@ static void spprof__os_quiesce_begin(void);                          /* around d
 static void spprof__os_quiesce_end(void);
 static void spprof__os_end(int handlers_done);                       /* session end */
 static void spprof__os_stats(spprof_stats *o);                       /* the OS's own counters, under reg_lock */
+static void spprof__os_reset(void);          /* spprof_start, under reg_lock, before anything can fail */
+static void spprof__os_slot_init(spprof__slot *s);  /* a new thread's slot, before its tid is published */
+static void spprof__os_slot_free(spprof__slot *s);  /* each slot as the registry is freed (no handler runs) */
 
 /* ==== @walk ============================================================================================
    Frame-pointer walk. Every frame record is checked before it is read: inside [sp, stack_hi) of the mapping
@@ -1759,14 +1749,9 @@ static void spprof__thread_add(int tid) {  /* under reg_lock */
     SPPROF__STORER(&s->stack_hi, (uintptr_t)0);
     s->has_timer = 0;
     s->timer_failed = 0;
-    s->perf_fd = -1;
-    __atomic_store_n(&s->perf_rearm, 1, __ATOMIC_SEQ_CST);  /* a new event is created disabled */
     SPPROF__STORER(&s->cpu_last, (int64_t)0);
     SPPROF__STORER(&s->cpu_carry, (int64_t)0);
-    s->off_wall = s->off_cpu = s->off_acc = 0;
-    s->off_seen_cpu = -1;
-    s->off_n = 0;  /* off_frames: kept from an earlier owner of the slot (freed with the registry) */
-    s->off_lo = s->off_hi = 0;
+    spprof__os_slot_init(s);
     SPPROF__STORE(&s->tid, tid);
     spprof__g.threads_registered++;
     spprof__create_timer(s, idx, 3);
@@ -1829,19 +1814,8 @@ static void spprof__sync_threads(void) {  /* under reg_lock */
 static void spprof__registry_free(void) {  /* under reg_lock, after all timers are gone and no handler runs */
     spprof__dir *d = spprof__g.dir, *older;
     uint32_t i;
-#if SPPROF__HAVE_PERF
-    for (i = 0; d && i < spprof__g.nslots_used; i++) {  /* perf fds are left open only in a fork child */
-        spprof__slot *s = &d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
-        if (s->has_timer && s->perf_fd >= 0) {
-            spprof__fdmap_set(s->perf_fd, 0);
-            close(s->perf_fd);
-            s->perf_fd = -1;
-            spprof__g.perf_fds--;
-            s->has_timer = 0;
-        }
-    }
-#endif
-    for (i = 0; d && i < spprof__g.nslots_used; i++) SPPROF_FREE(d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK].off_frames);
+    for (i = 0; d && i < spprof__g.nslots_used; i++)
+        spprof__os_slot_free(&d->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK]);
     if (d) for (i = 0; i < d->nchunks; i++) SPPROF_FREE(d->chunks[i]);
     while (d) { older = d->older; SPPROF_FREE(d); d = older; }
     SPPROF__STORE(&spprof__g.dir, (spprof__dir *)NULL);
@@ -1883,13 +1857,44 @@ static void spprof__xranges_free(void) {
    while it runs; the handler (@handler) decodes it and hands the interrupted registers to the portable
    spprof__take_sample (@sample). A collector thread drains the ring, keeps the registry in line with
    /proc/self/task and, in wall mode, accounts blocked threads without a signal (@offcpu). State:
-   spprof__g.lnx and each slot's lnx (spprof__linux_state / spprof__linux_slot, in @os; see there for
-   the Linux fields that are still in the shared structs).
+   spprof__g.lnx and each slot's lnx (spprof__linux_state / spprof__linux_slot, in @os): perf events and
+   their fd map, POSIX timers, the collector's eventfd and /proc/self/mem, off-CPU accounting.
    Elsewhere, each for a reason: the primitives (mutex, clock, gettid) in @os, as for every OS (the global
    state needs them); the POSIX output files in @writers (shared with macOS); pprof's mappings in @writers
    (a branch of a portable function, reading the module table of the symbols below); the GOT-patching
    allocation hooks and the fork handler in @memprof (built on @memprof's tables and hot paths, defined
    there; macOS's malloc_logger too). */
+
+/* ---- the perf events' fd map (spprof__linux_state.fdmap) ---- */
+#if SPPROF__HAVE_PERF
+/* [signal-safe] the cookie registered for a perf event fd, or 0. */
+static uint64_t spprof__fdmap_get(int fd) {
+    uint64_t *chunk;
+    if (fd < 0 || (unsigned)fd >= SPPROF__FDCHUNK * SPPROF__FDCHUNKS) return 0;
+    chunk = (uint64_t *)SPPROF__LOAD(&spprof__g.lnx.fdmap[(unsigned)fd / SPPROF__FDCHUNK]);
+    return chunk ? SPPROF__LOAD(&chunk[(unsigned)fd % SPPROF__FDCHUNK]) : 0;
+}
+/* Under reg_lock. Returns 0 when the fd is out of range or memory runs out (the caller closes the fd). */
+static int spprof__fdmap_set(int fd, uint64_t cookie) {
+    uint64_t *chunk;
+    if (fd < 0 || (unsigned)fd >= SPPROF__FDCHUNK * SPPROF__FDCHUNKS) return 0;
+    chunk = spprof__g.lnx.fdmap[(unsigned)fd / SPPROF__FDCHUNK];
+    if (!chunk) {
+        if (!cookie) return 1;
+        chunk = (uint64_t *)SPPROF_MALLOC(SPPROF__FDCHUNK * sizeof(uint64_t));
+        if (!chunk) return 0;
+        memset(chunk, 0, SPPROF__FDCHUNK * sizeof(uint64_t));
+        SPPROF__STORE(&spprof__g.lnx.fdmap[(unsigned)fd / SPPROF__FDCHUNK], chunk);
+    }
+    SPPROF__STORE(&chunk[(unsigned)fd % SPPROF__FDCHUNK], cookie);
+    return 1;
+}
+/* Under reg_lock: the tombstone of a closed fd (see SPPROF__PERF_TOMB). */
+static void spprof__fdmap_tomb(int fd) {
+    uint32_t ms = (uint32_t)(spprof__now_ns() / 1000000u);
+    spprof__fdmap_set(fd, ((uint64_t)SPPROF__COOKIE << 48) | ((uint64_t)SPPROF__PERF_TOMB << 32) | ms);
+}
+#endif
 
 /* ---- the default SPPROF_WARN (@errors); the handler's slot lookup (@registry) ---- */
 #if defined(SPPROF__WARN_DEFAULT) && SPPROF__OS_LINUX  /* used by @os_linux only */
@@ -2055,7 +2060,7 @@ SPPROF_API int spprof_walk_libunwind(const spprof_walk_ctx *ctx, spprof_frame *f
 /* [signal-safe] write() on an eventfd is async-signal-safe. */
 static void spprof__wake_collector(void) {
     uint64_t one = 1;
-    if (write(spprof__g.wake_fd, &one, sizeof one) < 0) { /* the collector's poll times out anyway */ }
+    if (write(spprof__g.lnx.wake_fd, &one, sizeof one) < 0) { /* the collector's poll times out anyway */ }
 }
 
 static void spprof__chain(int signo, siginfo_t *info, void *uc) {
@@ -2126,9 +2131,9 @@ static void spprof__handler(int signo, siginfo_t *info, void *uc) {
             slot = spprof__slot_at((uint32_t)(cookie & 0xffffffffu));
             if (slot) {
                 int one = 1;
-                __atomic_store_n(&slot->perf_rearm, 1, __ATOMIC_SEQ_CST);
+                __atomic_store_n(&slot->lnx.perf_rearm, 1, __ATOMIC_SEQ_CST);
                 if (__atomic_load_n(&spprof__g.state, __ATOMIC_SEQ_CST) == SPPROF_STATE_RUNNING &&
-                    __atomic_compare_exchange_n(&slot->perf_rearm, &one, 0, 0,
+                    __atomic_compare_exchange_n(&slot->lnx.perf_rearm, &one, 0, 0,
                                                 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
                     ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
             }
@@ -2354,7 +2359,7 @@ static int spprof__fd_move_high(int fd, int is_perf) {
         size = lim / SPPROF_PERF_FD_SHARE;
         if (size > SPPROF_PERF_FD_BUDGET) size = SPPROF_PERF_FD_BUDGET;
         if (size > top) size = top;
-        if ((uint64_t)spprof__g.perf_fds + 1u > unused / SPPROF_PERF_FD_SHARE) size = 0;  /* budget used up */
+        if ((uint64_t)spprof__g.lnx.perf_fds + 1u > unused / SPPROF_PERF_FD_SHARE) size = 0;  /* budget used up */
     }
     if (size > 0 && (uint64_t)fd >= top - size && (uint64_t)fd < top) return fd;  /* in its range already */
     hi = size > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - size)) : -1;
@@ -2416,7 +2421,7 @@ static int spprof__arm(spprof__slot *s, int on) {
     struct itimerspec its;
     int64_t iv = spprof__g.cfg.interval_ns;
 #if SPPROF__HAVE_PERF
-    if (s->perf_fd >= 0) {
+    if (s->lnx.perf_fd >= 0) {
         if (on) {  /* CPU time spent while disarmed is not sampled time */
             SPPROF__STORER(&s->cpu_last, spprof__thread_cpu_ns(s->tid));
             SPPROF__STORER(&s->cpu_carry, (int64_t)0);
@@ -2431,8 +2436,8 @@ static int spprof__arm(spprof__slot *s, int on) {
            one at resume); it runs out at its next overflow, whose signal the handler ignores and marks
            the slot perf_rearm, and resume refreshes exactly the slots so marked. */
         if (!on) return 1;
-        if (__atomic_exchange_n(&s->perf_rearm, 0, __ATOMIC_SEQ_CST))
-            return ioctl(s->perf_fd, PERF_EVENT_IOC_REFRESH, 1) == 0;
+        if (__atomic_exchange_n(&s->lnx.perf_rearm, 0, __ATOMIC_SEQ_CST))
+            return ioctl(s->lnx.perf_fd, PERF_EVENT_IOC_REFRESH, 1) == 0;
         return 1;
     }
 #endif
@@ -2456,10 +2461,10 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
 #if SPPROF__HAVE_PERF
     if (SPPROF__LOADR(&spprof__g.lnx.perf_on)) {
         int fd = spprof__perf_open(s->tid, 1);
-        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) spprof__g.perf_fd_fallbacks++;
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) spprof__g.lnx.perf_fd_fallbacks++;
         if (fd >= 0 && spprof__fdmap_set(fd, cookie)) {
-            s->perf_fd = fd;
-            spprof__g.perf_fds++;
+            s->lnx.perf_fd = fd;
+            spprof__g.lnx.perf_fds++;
             s->has_timer = 1;
             if (SPPROF__LOADR(&spprof__g.state) == SPPROF_STATE_RUNNING) spprof__arm(s, 1);
             return 1;
@@ -2501,14 +2506,14 @@ static int spprof__create_timer(spprof__slot *s, uint32_t idx, int attempts) {
 static void spprof__delete_timer(spprof__slot *s) {
     if (!s->has_timer) return;
 #if SPPROF__HAVE_PERF
-    if (s->perf_fd >= 0) {
+    if (s->lnx.perf_fd >= 0) {
         /* A signal of this event may still be queued: its map entry becomes a tombstone, so that signal is
            counted as ignored rather than passed on (see SPPROF__PERF_TOMB). */
-        ioctl(s->perf_fd, PERF_EVENT_IOC_DISABLE, 0);
-        spprof__fdmap_tomb(s->perf_fd);
-        close(s->perf_fd);
-        s->perf_fd = -1;
-        spprof__g.perf_fds--;
+        ioctl(s->lnx.perf_fd, PERF_EVENT_IOC_DISABLE, 0);
+        spprof__fdmap_tomb(s->lnx.perf_fd);
+        close(s->lnx.perf_fd);
+        s->lnx.perf_fd = -1;
+        spprof__g.lnx.perf_fds--;
         s->has_timer = 0;
         return;
     }
@@ -2544,7 +2549,7 @@ static int spprof__list_threads(int **tids_out, size_t *n_out) {
 /* Is thread tid of this process still alive? */
 static int spprof__thread_alive(int tid) { return syscall(SYS_tgkill, getpid(), tid, 0) == 0; }
 
-static int spprof__source_is_perf(const spprof__slot *s) { return s->has_timer && s->perf_fd >= 0; }
+static int spprof__source_is_perf(const spprof__slot *s) { return s->has_timer && s->lnx.perf_fd >= 0; }
 
 /* ---- code ranges: executable segments from dl_iterate_phdr (see @walk) ---- */
 static int spprof__xr_cb(struct dl_phdr_info *info, size_t size, void *data) {
@@ -2799,7 +2804,7 @@ static int spprof__offcpu_mapping(spprof__offcpu_ctx *x, uintptr_t sp, uintptr_t
     return 1;
 }
 
-/* Recovers the stack slot s's thread is blocked on into s->off_frames; cpu is its CPU clock read before.
+/* Recovers the stack slot s's thread is blocked on into s->lnx.off_frames; cpu is its CPU clock read before.
    Returns the number of frames, 0 if the thread is not blocked in the kernel or the stack cannot be read. */
 static int spprof__offcpu_recover(spprof__offcpu_ctx *x, spprof__slot *s, int64_t cpu) {
     uintptr_t sp, pc, lo, hi;
@@ -2807,31 +2812,31 @@ static int spprof__offcpu_recover(spprof__offcpu_ctx *x, spprof__slot *s, int64_
     size_t len;
     int n;
     if (!spprof__blocked_regs(s->tid, &sp, &pc) || spprof__blocks_signal(s->tid, spprof__g.cfg.signo)) return 0;
-    if (!s->off_frames) s->off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
+    if (!s->lnx.off_frames) s->lnx.off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
     if (!x->buf) x->buf = (unsigned char *)SPPROF_MALLOC(SPPROF_OFFCPU_STACK_BYTES);
     if (x->mem_fd < 0) {
         x->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
         if (x->mem_fd >= 0) x->mem_fd = spprof__fd_move_high(x->mem_fd, 0);  /* not among the program's */
-        spprof__g.mem_fd = x->mem_fd;
+        spprof__g.lnx.mem_fd = x->mem_fd;
     }
-    if (!s->off_frames || !x->buf) return 0;
+    if (!s->lnx.off_frames || !x->buf) return 0;
     /* the stack's mapping: the collector's own cache, else the handler's, else /proc/self/maps (long with
        many threads: read once per thread, again only if its stack pointer moves to another mapping) */
-    lo = s->off_lo;
-    hi = s->off_hi;
+    lo = s->lnx.off_lo;
+    hi = s->lnx.off_hi;
     if (sp < lo || sp >= hi) {
         lo = SPPROF__LOADR(&s->stack_lo);
         hi = SPPROF__LOADR(&s->stack_hi);
         if ((sp < lo || sp >= hi) && !spprof__offcpu_mapping(x, sp, &lo, &hi)) lo = hi = 0;
-        s->off_lo = lo;
-        s->off_hi = hi;
+        s->lnx.off_lo = lo;
+        s->lnx.off_hi = hi;
     }
     len = hi > sp ? (size_t)(hi - sp) : 0;
     if (len > SPPROF_OFFCPU_STACK_BYTES) len = SPPROF_OFFCPU_STACK_BYTES;
     k = (len && x->mem_fd >= 0) ? pread(x->mem_fd, x->buf, len, (off_t)sp) : 0;
-    n = spprof__offcpu_walk(x->mem_fd, pc, sp, x->buf, k > 0 ? (size_t)k : 0, s->off_frames, spprof__g.max_depth);
+    n = spprof__offcpu_walk(x->mem_fd, pc, sp, x->buf, k > 0 ? (size_t)k : 0, s->lnx.off_frames, spprof__g.max_depth);
     if (spprof__g.cfg.offcpu_walker) {
-        int m = spprof__g.cfg.offcpu_walker(s->tid, s->off_frames, n, spprof__g.max_depth, spprof__g.walker_user);
+        int m = spprof__g.cfg.offcpu_walker(s->tid, s->lnx.off_frames, n, spprof__g.max_depth, spprof__g.walker_user);
         if (m > 0 && m <= spprof__g.max_depth) n = m;
     }
     /* The thread did not run between the syscall file and the end of the copy: the copy is its stack. */
@@ -2854,28 +2859,28 @@ static void spprof__offcpu_emit(spprof__slot *s, uint32_t weight, uint64_t now) 
     cell->ts = now;
     cell->tid = s->tid;
     cell->rec = s->rec;
-    cell->flags = s->off_n >= spprof__g.max_depth ? SPPROF__SAMPLE_TRUNCATED : 0u;
+    cell->flags = s->lnx.off_n >= spprof__g.max_depth ? SPPROF__SAMPLE_TRUNCATED : 0u;
     cell->weight = weight;
-    cell->nframes = s->off_n;
-    memcpy(cell + 1, s->off_frames, (size_t)s->off_n * sizeof(spprof_frame));
+    cell->nframes = s->lnx.off_n;
+    memcpy(cell + 1, s->lnx.off_frames, (size_t)s->lnx.off_n * sizeof(spprof_frame));
     spprof__ring_publish(cell, pos);
     SPPROF__ADD(&spprof__g.c.captured, 1);
 }
 
-/* The stack of the latest sample of slot s's thread in the profile, into s->off_frames (s->off_n frames);
+/* The stack of the latest sample of slot s's thread in the profile, into s->lnx.off_frames (lnx.off_n frames);
    0 if it has none yet. */
 static int spprof__offcpu_last_stack(spprof__slot *s) {
     spprof__profile *p = &spprof__g.prof;
     int n = 0;
-    if (!s->off_frames) s->off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
-    if (!s->off_frames) return 0;
+    if (!s->lnx.off_frames) s->lnx.off_frames = (spprof_frame *)SPPROF_MALLOC((size_t)spprof__g.max_depth * sizeof(spprof_frame));
+    if (!s->lnx.off_frames) return 0;
     spprof__lock(&spprof__prof_lock);
     if (s->rec < p->nrecs && p->recs[s->rec].nruns > 0) {
         const spprof__stack *st = &p->stacks[p->recs[s->rec].runs[p->recs[s->rec].nruns - 1].stack];
-        for (n = 0; n < (int)st->n && n < spprof__g.max_depth; n++) s->off_frames[n] = p->frames[p->stack_data[st->off + (uint32_t)n]];
+        for (n = 0; n < (int)st->n && n < spprof__g.max_depth; n++) s->lnx.off_frames[n] = p->frames[p->stack_data[st->off + (uint32_t)n]];
     }
     spprof__unlock(&spprof__prof_lock);
-    s->off_n = n;
+    s->lnx.off_n = n;
     return n > 0;
 }
 
@@ -2893,37 +2898,37 @@ static void spprof__offcpu_account(spprof__offcpu_ctx *x, int running, int final
         now = (int64_t)spprof__now_ns();
         cpu = spprof__thread_cpu_ns(s->tid);
         if (!cpu) continue;  /* the thread has exited */
-        off = (now - s->off_wall) - (cpu - s->off_cpu);
-        if (!s->off_wall || !running) off = 0;  /* first sight of the thread, or paused */
-        s->off_wall = now;
-        s->off_cpu = cpu;
+        off = (now - s->lnx.off_wall) - (cpu - s->lnx.off_cpu);
+        if (!s->lnx.off_wall || !running) off = 0;  /* first sight of the thread, or paused */
+        s->lnx.off_wall = now;
+        s->lnx.off_cpu = cpu;
         if (off < 0) off = 0;
-        if (cpu != s->off_seen_cpu) {  /* it ran since: a new blocking episode, or running now */
-            s->off_n = spprof__offcpu_recover(x, s, cpu);
-            s->off_seen_cpu = s->off_n ? cpu : -1;
+        if (cpu != s->lnx.off_seen_cpu) {  /* it ran since: a new blocking episode, or running now */
+            s->lnx.off_n = spprof__offcpu_recover(x, s, cpu);
+            s->lnx.off_seen_cpu = s->lnx.off_n ? cpu : -1;
         }
-        s->off_acc += off;
-        if (!s->off_n) {
+        s->lnx.off_acc += off;
+        if (!s->lnx.off_n) {
             /* Not blocked in the kernel now: runnable (preempted, waiting for a CPU: on a loaded machine a
                busy thread's wall time is largely this), or its stack could not be read. Its time goes to the
                stack of its latest sample in the profile (a runnable thread was preempted in the code it was
                running, at most one interval of CPU time after that sample). */
-            if (s->off_acc >= iv && spprof__offcpu_last_stack(s)) {
-                int64_t w = s->off_acc / iv;
+            if (s->lnx.off_acc >= iv && spprof__offcpu_last_stack(s)) {
+                int64_t w = s->lnx.off_acc / iv;
                 if (w > 1000000) w = 1000000;
                 spprof__offcpu_emit(s, (uint32_t)w, (uint64_t)now);
-                s->off_acc -= w * iv;
-                s->off_n = 0;
+                s->lnx.off_acc -= w * iv;
+                s->lnx.off_n = 0;
             }
-            if (s->off_acc > period) s->off_acc = period;  /* no stack at all: carried at most one period */
+            if (s->lnx.off_acc > period) s->lnx.off_acc = period;  /* no stack at all: carried at most one period */
             continue;
         }
-        if (s->off_acc >= iv || (final && s->off_acc >= iv / 2)) {
-            int64_t w = final ? (s->off_acc + iv / 2) / iv : s->off_acc / iv;
+        if (s->lnx.off_acc >= iv || (final && s->lnx.off_acc >= iv / 2)) {
+            int64_t w = final ? (s->lnx.off_acc + iv / 2) / iv : s->lnx.off_acc / iv;
             if (w > 1000000) w = 1000000;
             spprof__offcpu_emit(s, (uint32_t)w, (uint64_t)now);
-            s->off_acc -= w * iv;
-            if (s->off_acc < 0) s->off_acc = 0;
+            s->lnx.off_acc -= w * iv;
+            if (s->lnx.off_acc < 0) s->lnx.off_acc = 0;
         }
     }
 }
@@ -2941,7 +2946,7 @@ static void spprof__signal_lost(void) {
         spprof__slot *s = &spprof__g.dir->chunks[i / SPPROF__CHUNK][i % SPPROF__CHUNK];
         if (!s->tid || !s->has_timer) continue;
 #if SPPROF__HAVE_PERF
-        if (s->perf_fd >= 0) { ioctl(s->perf_fd, PERF_EVENT_IOC_DISABLE, 0); continue; }
+        if (s->lnx.perf_fd >= 0) { ioctl(s->lnx.perf_fd, PERF_EVENT_IOC_DISABLE, 0); continue; }
 #endif
         spprof__arm(s, 0);
     }
@@ -2977,9 +2982,9 @@ static void *spprof__collector_main(void *arg) {
         struct pollfd pfd;
         uint64_t now, junk;
         uint64_t captured;
-        pfd.fd = spprof__g.wake_fd; pfd.events = POLLIN; pfd.revents = 0;
+        pfd.fd = spprof__g.lnx.wake_fd; pfd.events = POLLIN; pfd.revents = 0;
         poll(&pfd, 1, spprof__g.cfg.drain_interval_ms << idle_shift);
-        if (pfd.revents & POLLIN) { if (read(spprof__g.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
+        if (pfd.revents & POLLIN) { if (read(spprof__g.lnx.wake_fd, &junk, sizeof junk) < 0) { /* ignore */ } }
         if (SPPROF__LOAD(&spprof__g.collector_stop)) {
             /* the time blocked threads spent since the last round (none once the signal was lost) */
             if (spprof__g.cfg.mode == SPPROF_MODE_WALL && !SPPROF__LOAD(&spprof__g.sig_lost)) {
@@ -3024,7 +3029,7 @@ static void *spprof__collector_main(void *arg) {
         }
     }
     spprof__lock(&spprof__reg_lock);
-    spprof__g.mem_fd = -1;
+    spprof__g.lnx.mem_fd = -1;
     spprof__unlock(&spprof__reg_lock);
     if (ox.mem_fd >= 0) close(ox.mem_fd);
     SPPROF_FREE(ox.buf);
@@ -3151,8 +3156,8 @@ static void spprof__atfork_child(void) {
     SPPROF__STORE(&spprof__g.state, (int)SPPROF_STATE_STOPPED);
     spprof__g.collector_running = 0;
     spprof__g.c.inflight = 0;
-    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
-    if (spprof__g.mem_fd > 0) { close(spprof__g.mem_fd); spprof__g.mem_fd = -1; }
+    if (spprof__g.lnx.wake_fd >= 0) { close(spprof__g.lnx.wake_fd); spprof__g.lnx.wake_fd = -1; }
+    if (spprof__g.lnx.mem_fd > 0) { close(spprof__g.lnx.mem_fd); spprof__g.lnx.mem_fd = -1; }
     spprof__registry_free();
     spprof__xranges_free();
     spprof__ring_free(&spprof__g.ring);
@@ -3164,15 +3169,44 @@ static void spprof__atfork_init(void) {
     pthread_atfork(spprof__atfork_prepare, spprof__atfork_parent, spprof__atfork_child);
 }
 static void spprof__os_init_once(void) { spprof__once(&spprof__atfork_once, spprof__atfork_init); }
-static void spprof__os_stats(spprof_stats *o) { (void)o; }  /* every thread samples itself: no suspensions */
+/* every thread samples itself: no suspensions */
+static void spprof__os_stats(spprof_stats *o) { o->perf_fd_fallbacks = spprof__g.lnx.perf_fd_fallbacks; }
+
+static void spprof__os_reset(void) {
+    spprof__g.lnx.perf_fd_fallbacks = 0;
+    spprof__g.lnx.wake_fd = -1;
+    spprof__g.lnx.mem_fd = -1;
+}
+
+static void spprof__os_slot_init(spprof__slot *s) {
+    s->lnx.perf_fd = -1;
+    __atomic_store_n(&s->lnx.perf_rearm, 1, __ATOMIC_SEQ_CST);  /* a new event is created disabled */
+    s->lnx.off_wall = s->lnx.off_cpu = s->lnx.off_acc = 0;
+    s->lnx.off_seen_cpu = -1;
+    s->lnx.off_n = 0;  /* off_frames: kept from an earlier owner of the slot (freed with the registry) */
+    s->lnx.off_lo = s->lnx.off_hi = 0;
+}
+
+static void spprof__os_slot_free(spprof__slot *s) {
+#if SPPROF__HAVE_PERF
+    if (s->has_timer && s->lnx.perf_fd >= 0) {  /* perf fds are left open only in a fork child */
+        spprof__fdmap_set(s->lnx.perf_fd, 0);
+        close(s->lnx.perf_fd);
+        s->lnx.perf_fd = -1;
+        spprof__g.lnx.perf_fds--;
+        s->has_timer = 0;
+    }
+#endif
+    SPPROF_FREE(s->lnx.off_frames);
+}
 
 /* Session start, under reg_lock: the collector's wake-up, the signal handler, the fault handler, and
    whether perf events can be used. */
 static spprof_result spprof__os_begin(const spprof_config *cfg) {
     spprof_result r = SPPROF_OK;
-    spprof__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (spprof__g.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
-    else spprof__g.wake_fd = spprof__fd_move_high(spprof__g.wake_fd, 0);  /* not among the program's */
+    spprof__g.lnx.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (spprof__g.lnx.wake_fd < 0) r = spprof__fail(SPPROF_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+    else spprof__g.lnx.wake_fd = spprof__fd_move_high(spprof__g.lnx.wake_fd, 0);  /* not among the program's */
 #ifdef SPPROF_USE_LIBUNWIND
     spprof__find_ldso();
     spprof__libunwind_warm();
@@ -3231,7 +3265,7 @@ static void spprof__os_quiesce_end(void) {
 /* Session end, after no handler is in flight any more (handlers_done) or not. */
 static void spprof__os_end(int handlers_done) {
     if (handlers_done) spprof__remove_fault_handler();
-    if (spprof__g.wake_fd >= 0) { close(spprof__g.wake_fd); spprof__g.wake_fd = -1; }
+    if (spprof__g.lnx.wake_fd >= 0) { close(spprof__g.lnx.wake_fd); spprof__g.lnx.wake_fd = -1; }
 }
 
 /* ---- symbols (see @symbolize) --------------------------------------------------------------------------
@@ -4047,6 +4081,12 @@ static spprof_result spprof__os_validate(const spprof_config *c) {
 
 static void spprof__os_init_once(void) {}
 
+/* Nothing to do here: spprof__os_begin resets the sampler's state (spprof__g.win), and a slot's handle is
+   opened by spprof__create_timer and closed by spprof__delete_timer. */
+static void spprof__os_reset(void) {}
+static void spprof__os_slot_init(spprof__slot *s) { (void)s; }
+static void spprof__os_slot_free(spprof__slot *s) { (void)s; }
+
 static void spprof__os_stats(spprof_stats *o) {
     o->ticks_late = SPPROF__LOADR(&spprof__g.win.ticks_late);
     o->threads_skipped = SPPROF__LOADR(&spprof__g.win.suspend_failures);
@@ -4818,6 +4858,12 @@ static spprof__once_t spprof__mac_once;
 static void spprof__os_init_once(void) { spprof__once(&spprof__mac_once, spprof__mac_init); }
 
 /* under reg_lock, as the sampler's tick that writes all but the tick counters */
+/* Nothing to do here: spprof__os_begin resets the sampler's state (spprof__g.mac), and a slot's port is
+   taken by spprof__create_timer and released by spprof__delete_timer. */
+static void spprof__os_reset(void) {}
+static void spprof__os_slot_init(spprof__slot *s) { (void)s; }
+static void spprof__os_slot_free(spprof__slot *s) { (void)s; }
+
 static void spprof__os_stats(spprof_stats *o) {
     o->ticks_late = SPPROF__LOADR(&spprof__g.mac.ticks_late);
     o->threads_skipped = spprof__g.mac.skipped;
@@ -5095,11 +5141,9 @@ SPPROF_API spprof_result spprof_start(const spprof_config *cfg_in) {
     SPPROF__STORER(&spprof__g.c.walk_errors, 0); SPPROF__STORER(&spprof__g.c.truncated, 0);
     SPPROF__STORER(&spprof__g.c.ignored, 0); SPPROF__STORER(&spprof__g.c.faults, 0);
     spprof__g.threads_registered = spprof__g.timer_failures = spprof__g.timer_retries = spprof__g.dropped_memory = 0;
-    spprof__g.perf_fd_fallbacks = 0;
     spprof__g.collector_stop = 0;
     spprof__g.collector_tid = 0;
-    spprof__g.wake_fd = -1;
-    spprof__g.mem_fd = -1;
+    spprof__os_reset();
     r = SPPROF_OK;
     if (!spprof__ring_init(&spprof__g.ring, cfg.ring_slots, cfg.max_depth))
         r = spprof__fail(SPPROF_ERR_NO_MEMORY, "cannot allocate the ring buffer (%u slots)", cfg.ring_slots);
@@ -5292,7 +5336,6 @@ SPPROF_API spprof_result spprof_get_stats(spprof_stats *o) {
                 if (spprof__source_is_perf(s)) o->threads_perf++;
                 else if (s->has_timer) o->threads_posix++;
             }
-    o->perf_fd_fallbacks = spprof__g.perf_fd_fallbacks;
     spprof__os_stats(o);
     spprof__lock(&spprof__prof_lock);
     o->samples_dropped_memory = spprof__g.dropped_memory;

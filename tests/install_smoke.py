@@ -29,9 +29,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "build", "install-smoke")
 
-PROG = r"""
-import sys, time
-
+# The workloads the profiles must name (smoke_hot: CPU, smoke_alloc: 2000 x 16 KiB kept alive).
+HOT = r"""
 def smoke_hot(seconds):
     end = time.process_time() + seconds
     x = 0
@@ -39,34 +38,29 @@ def smoke_hot(seconds):
         for i in range(2000):
             x = (x * 31 + i) & 0xFFFF
     return x
-
-smoke_hot(0.3)
-sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
 """
 
-MEMPROG = r"""
-import sys
+ALLOC = r"""
 keep = []
 
 def smoke_alloc():
     for _ in range(2000):
         keep.append(bytearray(16384))
+"""
 
+PROG = "import sys, time\n" + HOT + r"""
+smoke_hot(0.3)
+sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+MEMPROG = "import sys\n" + ALLOC + """
 smoke_alloc()
 """
 
 API = r"""
 import importlib.metadata, json, os, sys, time
 import spprof, spprof._spprof as C
-
-def smoke_hot(seconds):
-    end = time.process_time() + seconds
-    x = 0
-    while time.process_time() < end:
-        for i in range(2000):
-            x = (x * 31 + i) & 0xFFFF
-    return x
-
+""" + HOT + r"""
 spprof.start(interval_ms=1)
 smoke_hot(0.3)
 p = spprof.stop()
@@ -87,12 +81,7 @@ print(json.dumps({
 MEMAPI = r"""
 import json
 import spprof.memprof as memprof
-keep = []
-
-def smoke_alloc():
-    for _ in range(2000):
-        keep.append(bytearray(16384))
-
+""" + ALLOC + r"""
 memprof.start(sampling_rate_kb=64)
 smoke_alloc()
 snap = memprof.get_snapshot()
@@ -144,6 +133,34 @@ def describe(proc):
             f"--- stderr ---\n{proc.stderr[-3000:]}")
 
 
+def last_json(proc):
+    """The JSON object a helper program printed last."""
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def speedscope_names(path):
+    return {fr["name"] for fr in json.load(open(path))["shared"]["frames"]}
+
+
+def file_has(path, needle):
+    return os.path.isfile(path) and needle in open(path).read()
+
+
+def write(path, text, mode=None):
+    with open(path, "w") as f:
+        f.write(text)
+    if mode is not None:
+        os.chmod(path, mode)
+    return path
+
+
+def check_stub(c, label, stub, names, what):
+    """The stub file is installed and declares every one of names."""
+    if c.check(f"api: {label} installed", os.path.isfile(stub), stub):
+        missing = sorted(set(names) - stub_names(stub))
+        c.check(f"api: {what}", not missing, missing)
+
+
 def stub_names(path):
     tree = ast.parse(open(path, encoding="utf-8").read())
     names = set()
@@ -191,14 +208,12 @@ def smoke(py, name):
 
 def _checks(c, venv, vpy, env, work):
     version = header_version()
-    prog = os.path.join(work, "prog.py")
-    with open(prog, "w") as f:
-        f.write(PROG)
+    prog = write(os.path.join(work, "prog.py"), PROG)
 
     # api
     proc = run([vpy, "-c", API], work, env)
     if c.check("api: import, start/stop", proc.returncode == 0, describe(proc)):
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        info = last_json(proc)
         c.check("api: the venv's copy is imported", os.path.realpath(info["file"]).startswith(
             os.path.realpath(venv) + os.sep), info["file"])
         c.check("api: version = SPPROF_VERSION_STRING", info["version"] == info["c_version"] == version
@@ -212,13 +227,11 @@ def _checks(c, venv, vpy, env, work):
         c.check("api: get_include() holds this tree's spprof.h, spprof_python.h",
                 same and os.path.realpath(inc).startswith(os.path.realpath(venv) + os.sep), inc)
         c.check("api: py.typed installed", info["typed"])
-        if c.check("api: _spprof.pyi installed", os.path.isfile(info["stub"]), info["stub"]):
-            missing = sorted(set(info["c_names"]) - stub_names(info["stub"]))
-            c.check("api: the stub declares every public name of _spprof", not missing, missing)
+        check_stub(c, "_spprof.pyi", info["stub"], info["c_names"],
+                   "the stub declares every public name of _spprof")
         # __init__.pyi (kept for the decorator's overloads) must not fall behind __init__.py
-        if c.check("api: __init__.pyi installed", os.path.isfile(info["pkg_stub"]), info["pkg_stub"]):
-            missing = sorted(set(info["public"]) - stub_names(info["pkg_stub"]))
-            c.check("api: __init__.pyi declares spprof.__all__, get_include, __version__", not missing, missing)
+        check_stub(c, "__init__.pyi", info["pkg_stub"], info["public"],
+                   "__init__.pyi declares spprof.__all__, get_include, __version__")
 
     # cli
     spprof = os.path.join(venv, "bin", "spprof")
@@ -230,21 +243,19 @@ def _checks(c, venv, vpy, env, work):
     proc = run([spprof, "record", "-o", out, "--", vpy, prog, "3"], work, env)
     ok = proc.returncode == 3 and os.path.isfile(out)
     if c.check("cli: spprof record (exit status 3 kept, Speedscope written)", ok, describe(proc)):
-        names = {fr["name"] for fr in json.load(open(out))["shared"]["frames"]}
+        names = speedscope_names(out)
         c.check("cli: the Speedscope profile has the hot function", "smoke_hot" in names, sorted(names)[:20])
     coll = os.path.join(work, "p.collapsed")
     proc = run([vpy, "-m", "spprof", "record", "-r", "500", "-o", coll, "--", "python", prog], work, env)
-    ok = proc.returncode == 0 and os.path.isfile(coll) and "smoke_hot" in open(coll).read()
+    ok = proc.returncode == 0 and file_has(coll, "smoke_hot")
     c.check("cli: python -m spprof record (collapsed, `python` from PATH)", ok, describe(proc))
 
     # an interpreter the installed copy has no build for is refused, with how to get one (a stand-in: a
     # script named like a python that answers the launcher's question as a 3.99 would, and else leaves a mark)
-    fake = os.path.join(work, "python3.99")
     mark = os.path.join(work, "fake-ran")
-    with open(fake, "w") as f:
-        f.write(f'#!/bin/sh\nif [ "$1" = -S ]; then echo .cpython-399-x86_64-linux-gnu.so; echo 3.99.0; '
-                f'exit 0; fi\ntouch {mark}\n')
-    os.chmod(fake, 0o755)
+    fake = write(os.path.join(work, "python3.99"),
+                 f'#!/bin/sh\nif [ "$1" = -S ]; then echo .cpython-399-x86_64-linux-gnu.so; echo 3.99.0; '
+                 f'exit 0; fi\ntouch {mark}\n', 0o755)
     proc = run([spprof, "record", "-o", os.path.join(work, "never.json"), "--", fake, prog], work, env)
     ok = proc.returncode == 2 and "pip install" in proc.stderr and "has no build" in proc.stderr
     c.check("cli: an interpreter without a build is refused (pip install hint)",
@@ -254,18 +265,16 @@ def _checks(c, venv, vpy, env, work):
     proc = run([vpy, "-c", MEMAPI], work, env)
     ok = proc.returncode == 0
     if c.check("memprof: spprof.memprof in-process", ok, describe(proc)):
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        info = last_json(proc)
         top = info["top"][0][0] if info["top"] else ""
         # 2000 x 16 KiB live = 32 MiB; a sampled estimate, so a wide margin
         c.check("memprof: live bytes estimate and top allocator", 16e6 < info["total"] < 64e6 and
                 top.startswith("smoke_alloc"), info)
-    memprog = os.path.join(work, "mem.py")
-    with open(memprog, "w") as f:
-        f.write(MEMPROG)
+    memprog = write(os.path.join(work, "mem.py"), MEMPROG)
     mout = os.path.join(work, "mem.collapsed")
     proc = run([spprof, "record", "--memory", "--memory-rate-kb", "64", "-o", mout, "--", vpy, memprog],
                work, env)
-    ok = proc.returncode == 0 and os.path.isfile(mout) and "smoke_alloc" in open(mout).read()
+    ok = proc.returncode == 0 and file_has(mout, "smoke_alloc")
     c.check("memprof: spprof record --memory (installed libspprof_alloc.so)", ok, describe(proc))
 
     # extension built against spprof.get_include()
@@ -285,7 +294,7 @@ def _checks(c, venv, vpy, env, work):
         proc = run([vpy, os.path.join(ext, "demo.py"), eout, "0.5"], work, env)
         ok = proc.returncode == 0 and os.path.isfile(eout)
         if c.check("extension: demo.py profiles itself with myext.profiler", ok, describe(proc)):
-            names = {fr["name"] for fr in json.load(open(eout))["shared"]["frames"]}
+            names = speedscope_names(eout)
             c.check("extension: its profile has uses_crunch", "uses_crunch" in names, sorted(names)[:20])
 
 

@@ -8,10 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int g_checks, g_failed;
-#define CHECK(cond, ...) do { g_checks++; if (cond) { printf("  ok   "); } else { g_failed++; printf("  FAIL %s:%d: ", __FILE__, __LINE__); } \
-    printf(__VA_ARGS__); printf("\n"); fflush(stdout); } while (0)
-
 static uint64_t cpu_ns(void) {
     FILETIME a, b, k, u;
     GetThreadTimes(GetCurrentThread(), &a, &b, &k, &u);
@@ -19,20 +15,7 @@ static uint64_t cpu_ns(void) {
 }
 static uint64_t wall_ns(void) { return spprof__now_ns(); }
 
-static volatile uint64_t g_sink;
-__attribute__((noinline)) static void leaf_a(long n) { uint64_t x = g_sink; long i; for (i = 0; i < n; i++) x = x * 6364136223846793005ull + 1; g_sink = x; }
-__attribute__((noinline)) static void leaf_b(long n) { uint64_t x = g_sink; long i; for (i = 0; i < n; i++) x = (x ^ (x >> 29)) * 0xbf58476d1ce4e5b9ull + 7; g_sink = x; }
-static uint64_t g_t_a, g_t_b;  /* wall time in each leaf (QueryPerformanceCounter): the truth of the split */
-__attribute__((noinline)) static void middle(long n) {
-    uint64_t t0 = wall_ns(), t1, t2;
-    leaf_a(3 * n);
-    t1 = wall_ns();
-    leaf_b(n);
-    t2 = wall_ns();
-    g_t_a += t1 - t0;
-    g_t_b += t2 - t1;
-}
-__attribute__((noinline)) static void outer(long n) { middle(n); g_sink++; }
+#include "sampler_common.h"  /* CHECK, the workload (leaf_a/leaf_b under middle/outer), scan_cb, file_has */
 
 typedef struct work { uint64_t wall_target, cpu_used; volatile LONG done; int tid; } work;
 static DWORD WINAPI worker_main(LPVOID arg) {
@@ -47,42 +30,6 @@ static DWORD WINAPI worker_main(LPVOID arg) {
     return 0;
 }
 static DWORD WINAPI sleeper_main(LPVOID arg) { (void)arg; Sleep(1500); return 0; }
-
-/* symbol names of frames, resolved once */
-typedef struct scan { int tid; uint64_t total, a, b, other, bad_chain, sleep_frames; int other_shown; } scan;
-static int is(const spprof_frame *f, const char *name) {
-    spprof_symbol s;
-    spprof_resolve(f, &s);
-    return strcmp(s.name, name) == 0;
-}
-static int scan_cb(const spprof_sample_view *v, void *user) {
-    scan *s = (scan *)user;
-    int k;
-    if (v->tid != s->tid || v->nframes == 0) return 0;
-    s->total += v->weight;
-    for (k = 0; k < v->nframes; k++) {
-        if (is(&v->frames[k], "leaf_a")) {
-            s->a += v->weight;
-            if (k + 2 >= v->nframes || !is(&v->frames[k + 1], "middle") || !is(&v->frames[k + 2], "outer")) s->bad_chain += v->count;
-            return 0;
-        }
-        if (is(&v->frames[k], "leaf_b")) {
-            s->b += v->weight;
-            if (k + 2 >= v->nframes || !is(&v->frames[k + 1], "middle") || !is(&v->frames[k + 2], "outer")) s->bad_chain += v->count;
-            return 0;
-        }
-        if (is(&v->frames[k], "sleeper_main")) { s->sleep_frames += v->weight; return 0; }
-    }
-    s->other += v->weight;
-    if (s->other_shown < 3) {  /* show a few, to say where the rest of the time went */
-        spprof_symbol sy;
-        s->other_shown++;
-        printf("    other:");
-        for (k = 0; k < v->nframes && k < 6; k++) { spprof_resolve(&v->frames[k], &sy); printf(" %s", sy.name); }
-        printf(" (weight %u)\n", v->weight);
-    }
-    return 0;
-}
 
 static void test_config(void) {
     spprof_config c = spprof_config_default();
@@ -225,17 +172,6 @@ static void test_threads(void) {
            (unsigned long long)st.walk_errors);
     CHECK(st.threads_sampled >= 200, "at least the 200 long threads sampled (%llu)", (unsigned long long)st.threads_sampled);
     CHECK(st.samples_in_profile > 0, "samples in the profile");
-}
-
-static int file_has(const char *path, const char *needle) {
-    static char buf[1 << 20];
-    FILE *f = fopen(path, "rb");
-    size_t n;
-    if (!f) return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    return strstr(buf, needle) != NULL;
 }
 
 static void test_writers(void) {
