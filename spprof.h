@@ -6974,11 +6974,19 @@ SPPROF__HOT void spprof__mem_on_free(void *ptr) {
 }
 
 
-/* noinline: the walk starts at this function's frame, so the first frame is its caller's call site */
-SPPROF__NOINLINE SPPROF_API void spprof_mem_record_alloc(void *ptr, size_t size) { spprof__mem_on_alloc(ptr, size, __builtin_frame_address(0)); }
+/* noinline: the walk starts at this function's frame, so the first frame is its caller's call site. That frame
+   must still exist during the walk: the empty asm after the call keeps the call out of tail position (a sibling
+   call would pop the frame first and the callee's own frame reuse its memory; on aarch64 the frame record then
+   holds the callee's locals, and the walk reads them as the chain: seen as truncated walks under qemu). */
+#define SPPROF__NO_TAIL_CALL() __asm__ __volatile__("")
+SPPROF__NOINLINE SPPROF_API void spprof_mem_record_alloc(void *ptr, size_t size) {
+    spprof__mem_on_alloc(ptr, size, __builtin_frame_address(0));
+    SPPROF__NO_TAIL_CALL();
+}
 SPPROF_API void spprof_mem_record_free(void *ptr) { spprof__mem_on_free(ptr); }
 SPPROF__NOINLINE SPPROF_API void spprof_mem_record_sample(void *ptr, size_t size) {
     if (SPPROF__LOADR(&spprof__m.sess)) spprof__mem_take(&spprof__mt, ptr, size, __builtin_frame_address(0));
+    SPPROF__NO_TAIL_CALL();
 }
 SPPROF_API void spprof_mem_enter(void) { spprof__mt.busy++; }
 SPPROF_API void spprof_mem_leave(void) { spprof__mt.busy--; }
