@@ -787,19 +787,7 @@ static void *spprof__os_map_pages(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
-/* Bytes of [p, p + bytes) (pages from spprof__os_map_pages) that are resident: mincore, 1024 pages a call. */
-static uint64_t spprof__os_resident(const void *p, size_t bytes) {
-    unsigned char v[1024];
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE), off, k, n;
-    uint64_t res = 0;
-    for (off = 0; off < bytes; off += n * pg) {
-        n = (bytes - off + pg - 1) / pg;
-        if (n > sizeof v) n = sizeof v;
-        if (mincore((void *)((uintptr_t)p + off), n * pg < bytes - off ? n * pg : bytes - off, v) != 0) return res;
-        for (k = 0; k < n; k++) res += (v[k] & 1) ? pg : 0;
-    }
-    return res;
-}
+typedef unsigned char spprof__mincore_vec;  /* mincore's vector element (spprof__os_resident) */
 
 /* [signal-safe] The calling thread's stack around address a: the mapping that holds it (@walk). */
 static int spprof__find_mapping(uintptr_t sp, uintptr_t *lo, uintptr_t *hi);
@@ -956,19 +944,7 @@ static void *spprof__os_map_pages(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
-/* Bytes of [p, p + bytes) that are resident: mincore, 1024 pages a call (macOS: char vector, same bit). */
-static uint64_t spprof__os_resident(const void *p, size_t bytes) {
-    char v[1024];
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE), off, k, n;
-    uint64_t res = 0;
-    for (off = 0; off < bytes; off += n * pg) {
-        n = (bytes - off + pg - 1) / pg;
-        if (n > sizeof v) n = sizeof v;
-        if (mincore((void *)((uintptr_t)p + off), n * pg < bytes - off ? n * pg : bytes - off, v) != 0) return res;
-        for (k = 0; k < n; k++) res += (v[k] & 1) ? pg : 0;
-    }
-    return res;
-}
+typedef char spprof__mincore_vec;  /* mincore's vector element (spprof__os_resident) */
 
 /* The calling thread's stack: [top - size, top) from libpthread. */
 static int spprof__own_stack(uintptr_t a, uintptr_t *lo, uintptr_t *hi) {
@@ -989,6 +965,23 @@ typedef struct spprof__mac_state {
     spprof__susp_stats susp;
 } spprof__mac_state;
 #endif /* SPPROF__OS_MACOS */
+
+#if SPPROF__OS_LINUX || SPPROF__OS_MACOS
+/* Bytes of [p, p + bytes) (pages from spprof__os_map_pages) that are resident: mincore, 1024 pages a call (the
+   vector's element type is the one per-OS difference). */
+static uint64_t spprof__os_resident(const void *p, size_t bytes) {
+    spprof__mincore_vec v[1024];
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), off, k, n;
+    uint64_t res = 0;
+    for (off = 0; off < bytes; off += n * pg) {
+        n = (bytes - off + pg - 1) / pg;
+        if (n > sizeof v) n = sizeof v;
+        if (mincore((void *)((uintptr_t)p + off), n * pg < bytes - off ? n * pg : bytes - off, v) != 0) return res;
+        for (k = 0; k < n; k++) res += (v[k] & 1) ? pg : 0;
+    }
+    return res;
+}
+#endif
 
 /* ==== @errors =========================================================================================
    The last error message is per thread (never a plain global). */

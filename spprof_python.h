@@ -1508,6 +1508,19 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
    domain's allocator is the raw one.
    Frees need no guard at all: the outer hook has already taken the pointer out of the map, so the inner
    free finds nothing. */
+/* The malloc and calloc fast paths of domain D, named spprof__py_{malloc,calloc}<S>_D, with countdown test SKIP
+   (this module's, or the preloaded library's stand-in): a request the domain serves itself and that is not
+   sampled is a tail call of the interpreter's allocator, anything else a tail call of the slow path. */
+#define SPPROF__PY_MEM_FAST(D, S, SKIP)                                                                           \
+    static void *spprof__py_malloc##S##_##D(void *ctx, size_t n) {                                              \
+        if (n <= spprof__py_memdoms[D].guard_above && SKIP(n)) return spprof__py_memdoms[D].orig.malloc(ctx, n); \
+        return spprof__py_malloc_slow_##D(ctx, n);                                                              \
+    }                                                                                                           \
+    static void *spprof__py_calloc##S##_##D(void *ctx, size_t k, size_t n) {                                    \
+        if (k * n <= spprof__py_memdoms[D].guard_above && SKIP(k * n))                                          \
+            return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
+        return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
+    }
 #define SPPROF__PY_MEM_HOOKS(D)                                                                                   \
     static SPPROF__NOINLINE void *spprof__py_malloc_slow_##D(void *ctx, size_t n) {                             \
         void *p;                                                                                                \
@@ -1518,20 +1531,6 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
         if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
         return p;                                                                                               \
     }                                                                                                           \
-    /* A request the domain serves itself and that is not sampled (counted before the call) is a tail call of \
-       the interpreter's allocator: no frame, no saved register. The rest is a tail call of the slow path, so \
-       a sample's native walk still starts at the hook's caller. With the preloaded library the slow paths \
-       are installed directly (spprof__py_mem_hook): these fast paths never test for it. */                    \
-    static void *spprof__py_malloc_##D(void *ctx, size_t n) {                                                   \
-        if (n <= spprof__py_memdoms[D].guard_above && spprof__py_mem_alloc_skip(n))                              \
-            return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
-        return spprof__py_malloc_slow_##D(ctx, n);                                                              \
-    }                                                                                                           \
-    static void *spprof__py_malloc_pre_##D(void *ctx, size_t n) {  /* the same, with the preloaded library */  \
-        if (n <= spprof__py_memdoms[D].guard_above && spprof__py_pre_skip(n))                                   \
-            return spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
-        return spprof__py_malloc_slow_##D(ctx, n);                                                              \
-    }                                                                                                           \
     static SPPROF__NOINLINE void *spprof__py_calloc_slow_##D(void *ctx, size_t k, size_t n) {                   \
         void *p;                                                                                                \
         spprof__py_mem_busy_crossed();                                                                          \
@@ -1539,16 +1538,12 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
         if (p) SPPROF__PY_MEM_ALLOC(p, k * n);                                                                  \
         return p;                                                                                               \
     }                                                                                                           \
-    static void *spprof__py_calloc_##D(void *ctx, size_t k, size_t n) {  /* as malloc */                       \
-        if (k * n <= spprof__py_memdoms[D].guard_above && spprof__py_mem_alloc_skip(k * n))                      \
-            return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
-        return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
-    }                                                                                                           \
-    static void *spprof__py_calloc_pre_##D(void *ctx, size_t k, size_t n) {                                     \
-        if (k * n <= spprof__py_memdoms[D].guard_above && spprof__py_pre_skip(k * n))                           \
-            return spprof__py_memdoms[D].orig.calloc(ctx, k, n);                                                \
-        return spprof__py_calloc_slow_##D(ctx, k, n);                                                          \
-    }                                                                                                           \
+    /* A request the domain serves itself and that is not sampled (counted before the call) is a tail call of \
+       the interpreter's allocator: no frame, no saved register. The rest is a tail call of the slow path, so \
+       a sample's native walk still starts at the hook's caller. spprof__py_mem_hook installs the first pair,  \
+       the second with the preloaded library, and the slow paths themselves with an older library. */         \
+    SPPROF__PY_MEM_FAST(D, , spprof__py_mem_alloc_skip)                                                       \
+    SPPROF__PY_MEM_FAST(D, _pre, spprof__py_pre_skip)                                                         \
     static void *spprof__py_realloc_##D(void *ctx, void *old, size_t n) {                                       \
         void *p;                                                                                                \
         if (old) SPPROF__PY_MEM_FREE(old);  /* before: once realloc returns, old may be someone else's */        \

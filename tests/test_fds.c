@@ -62,6 +62,23 @@ static int open_dup_consecutive(int expect) {
     return ok;
 }
 
+/* open_dup_consecutive, tried a few times: the collector's transient fd (a /proc read) may be in the way */
+static int open_dup_consecutive_retry(int expect) {
+    int i;
+#if defined(T_TSAN)
+    /* under TSan the collector's scans of 52 threads' /proc files are slow: its transient low fd was in the
+       way 3 times in a row once; more tries, a scan apart */
+    for (i = 0; i < 30; i++) {
+        if (open_dup_consecutive(expect)) return 1;
+        t_sleep_ms(7);
+    }
+#else
+    for (i = 0; i < 3; i++)
+        if (open_dup_consecutive(expect)) return 1;
+#endif
+    return 0;
+}
+
 /* Our descriptors (perf events, the eventfd, wall mode's /proc/self/mem): lowest number and count; *noexec:
    how many lack FD_CLOEXEC. */
 static int ours(int *lowest, int *noexec) {
@@ -180,17 +197,7 @@ int main(void) {
           (unsigned long long)st.perf_fd_fallbacks);
 
     /* (b) lowest-free semantics: the same number as before start, and dup() the next one. */
-    k = 0;
-#if defined(T_TSAN)
-    /* under TSan the collector's scans of 52 threads' /proc files are slow: its transient low fd was in the
-       way 3 times in a row once; more tries, a scan apart */
-    for (i = 0; i < 30 && !k; i++) {
-        k = open_dup_consecutive(base_low);
-        if (!k) t_sleep_ms(7);
-    }
-#else
-    for (i = 0; i < 3 && !k; i++) k = open_dup_consecutive(base_low);
-#endif
+    k = open_dup_consecutive_retry(base_low);
     CHECK(k, "open() returns the lowest free number (%d, as before start) and dup() the next", base_low);
 
     /* (c) samples from every thread. */
@@ -246,17 +253,7 @@ int main(void) {
 #endif
     CHECK(lowest >= LIMIT - LIMIT / SPPROF_PERF_FD_SHARE - 2, "wall mode: our fds are at the top (lowest %d)", lowest);
     CHECK(noexec == 0, "wall mode: every fd of ours is close-on-exec (%d are not)", noexec);
-    k = 0;
-#if defined(T_TSAN)
-    /* under TSan the collector's scans of 52 threads' /proc files are slow: its transient low fd was in the
-       way 3 times in a row once; more tries, a scan apart */
-    for (i = 0; i < 30 && !k; i++) {
-        k = open_dup_consecutive(base_low);
-        if (!k) t_sleep_ms(7);
-    }
-#else
-    for (i = 0; i < 3 && !k; i++) k = open_dup_consecutive(base_low);
-#endif
+    k = open_dup_consecutive_retry(base_low);
 #if defined(T_TSAN)
     if (!k) printf("  (TSan: open()+dup() met the collector's transient fd; not checked under TSan, see above)\n");
 #else

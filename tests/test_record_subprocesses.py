@@ -76,8 +76,9 @@ def record(tmp_path, prog, method, *outs):
     return res
 
 
-def per_process(collapsed_path):
-    """{pid: {function: samples as leaf}} from a collapsed file whose first frame is the process."""
+def by_process(collapsed_path, key, scale=1):
+    """{pid: {key(frames): sum of weights * scale}} from a collapsed file whose first frame is the process;
+    stacks whose key is None are left out."""
     out = {}
     with open(collapsed_path) as f:
         for line in f:
@@ -85,12 +86,22 @@ def per_process(collapsed_path):
             frames = stack.split(";")
             m = PROC.match(frames[0])
             assert m, line
-            leaf_fn = frames[-1].split(" (")[0]
-            fn = "child_work" if any(f.startswith("child_work ") for f in frames) else \
-                "parent_work" if any(f.startswith("parent_work ") for f in frames) else leaf_fn
-            d = out.setdefault(int(m.group(1)), {})
-            d[fn] = d.get(fn, 0) + int(n)
+            k = key(frames)
+            if k is not None:
+                d = out.setdefault(int(m.group(1)), {})
+                d[k] = d.get(k, 0) + int(n) * scale
     return out
+
+
+def on_stack(frames, fns):
+    """The first of fns that is a frame of the stack, or None."""
+    return next((fn for fn in fns if any(f.startswith(fn + " ") for f in frames)), None)
+
+
+def per_process(collapsed_path):
+    """{pid: {function: samples}}: child_work / parent_work when on the stack, else the leaf function."""
+    return by_process(collapsed_path,
+                      lambda frames: on_stack(frames, ("child_work", "parent_work")) or frames[-1].split(" (")[0])
 
 
 @pytest.mark.parametrize("method", ["os.fork", "subprocess", "fork", "spawn", "forkserver"])
@@ -217,18 +228,10 @@ def memory_record(tmp_path, prog, how, *outs, extra=()):
 
 def memory_per_process(collapsed_path):
     """{pid: {function: MiB}}: the bytes under each *_holds_N / parent_keeps_16 function, by process."""
-    out = {}
-    with open(collapsed_path) as f:
-        for line in f:
-            stack, _, n = line.rstrip("\n").rpartition(" ")
-            frames = stack.split(";")
-            m = PROC.match(frames[0])
-            assert m, line
-            named = [fr.split(" (")[0] for fr in frames[1:] if "_holds_" in fr or "_keeps_" in fr]
-            d = out.setdefault(int(m.group(1)), {})
-            k = named[-1] if named else "other"
-            d[k] = d.get(k, 0) + int(n) / 2**20
-    return out
+    def key(frames):
+        named = [fr.split(" (")[0] for fr in frames[1:] if "_holds_" in fr or "_keeps_" in fr]
+        return named[-1] if named else "other"
+    return by_process(collapsed_path, key, 1 / 2**20)
 
 
 def check_amounts(procs, want):
@@ -412,14 +415,8 @@ def test_subprocesses_still_running_at_exit(tmp_path, stuck):
                 pass
     assert res.returncode == 5, res.stderr
     assert took < 15, f"record took {took:.1f} s (the children run 30 s)"  # ~1 s, +1.5 s for a silent child
-    procs = {}  # {pid: {function on the stack: samples}}
-    for line in out.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        frames = stack.split(";")
-        pid = int(PROC.match(frames[0]).group(1))
-        for fn in ("daemon_work", "forgotten_work", "parent_work"):
-            if any(f.startswith(fn + " ") for f in frames):
-                procs.setdefault(pid, {})[fn] = procs.setdefault(pid, {}).get(fn, 0) + int(n)
+    # {pid: {function on the stack: samples}}
+    procs = by_process(out, lambda frames: on_stack(frames, ("daemon_work", "forgotten_work", "parent_work")))
     by_fn = {fn: pid for pid, d in procs.items() for fn in d}
     assert set(by_fn) == {"daemon_work", "forgotten_work", "parent_work"}, procs
     assert len(set(by_fn.values())) == 3 and all(len(d) == 1 for d in procs.values()), procs
