@@ -1411,7 +1411,10 @@ SPPROF_API void spprof_py_configure(spprof_config *cfg) {
    spprof_alloc_shim_api(): one heap map per process. The hooks keep the interpreter's own ctx pointer as
    theirs and call the saved functions with it, so a thread that reads the allocator while it is being
    swapped (function of one, ctx of the other) still works. */
-typedef struct spprof__py_memdom { PyMemAllocatorEx orig; int installed; size_t guard_above; } spprof__py_memdom;
+/* orig: the allocator wrapped; guard_above: the largest request the domain serves itself (0: none, it is malloc);
+   fwd: sampled blocks forwarded to the raw domain, the free not hooked (@memprof, Forwarding); free_only: only
+   the free is hooked (RAW, for the forwarded blocks, where the GOT hooks count the raw allocations) */
+typedef struct spprof__py_memdom { PyMemAllocatorEx orig; int installed; size_t guard_above; int fwd; int free_only; } spprof__py_memdom;
 static spprof__py_memdom spprof__py_memdoms[3];  /* RAW, MEM, OBJ */
 static const spprof_mem_api *spprof__py_mapi;
 static int spprof__py_mem_shim;
@@ -1462,6 +1465,10 @@ SPPROF__HOT int spprof__py_pre_skip(size_t size) {
     spprof__mem_tls *t = &spprof__mt;
     return t->sess == SPPROF__LOADR(&spprof__py_pre_sess) && (t->left -= (int64_t)size) > 0;
 }
+/* [hook] the countdown of the mode in use (forwarding runs without the preloaded library or with its tables) */
+SPPROF__HOT int spprof__py_fwd_skip(size_t n) {
+    return spprof__py_shim_tabs ? spprof__py_pre_skip(n) : spprof__py_mem_alloc_skip(n);
+}
 static void spprof__py_pre_alloc(void *p, size_t n) {
     spprof__mem_tls *t = &spprof__mt;
     uint32_t sess = SPPROF__LOADR(&spprof__py_pre_sess);
@@ -1501,6 +1508,26 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
     return t && SPPROF__LOADR(&t->bloom[(uint32_t)(spprof__mem_hash((uint64_t)(uintptr_t)ptr) >> 32) & t->bloom_mask]);
 }
 
+/* Forwarding (spprof__py_memdoms[D].fwd), the common case: the domain's allocator is plain pymalloc, which
+   hands every block it did not allocate itself to PyMem_RawFree (checked at install: spprof__py_mem_forwards).
+   Then the domain's free is not hooked at all, and a sampled request of at most 512 bytes is made as a
+   SPPROF__PY_FWD_SIZE request, which pymalloc serves from the raw allocator (counted in its own
+   raw_allocated_blocks, so sys.getallocatedblocks() is unchanged). A sampled block is then always a raw one,
+   and its free comes back through PyMem_RawFree, where the raw level sees it: the GOT hooks of the malloc
+   family (hook_native), the RAW domain's hook, or the preloaded library. An unsampled free costs nothing.
+   The price: each sampled small object takes 513 bytes (about 0.1 % of the heap at the default rate), and a
+   thread's first allocation in a session (the slow path) is forwarded whether sampled or not. A reallocation
+   is decided before the call (the countdown), so that a sampled result is a raw block too; a raw block
+   stays raw under pymalloc's realloc. */
+#define SPPROF__PY_FWD_SIZE 513u  /* pymalloc's SMALL_REQUEST_THRESHOLD (512 in 3.8 and later) + 1 */
+#define SPPROF__PY_FWD(D, n) (spprof__py_memdoms[D].fwd && (n) < SPPROF__PY_FWD_SIZE ? SPPROF__PY_FWD_SIZE : (n))
+/* [hook] calloc(k, n) of domain d, as a forwarded request when k * n is small */
+static void *spprof__py_fwd_calloc(int d, void *ctx, size_t k, size_t n) {
+    if (spprof__py_memdoms[d].fwd && (n == 0 || k <= (SPPROF__PY_FWD_SIZE - 1u) / n))
+        return spprof__py_memdoms[d].orig.calloc(ctx, 1, SPPROF__PY_FWD_SIZE);
+    return spprof__py_memdoms[d].orig.calloc(ctx, k, n);
+}
+
 /* Nested calls: a domain's allocator may itself call malloc (pymalloc for requests above 512 bytes, or every
    request when PYTHONMALLOC=malloc), which the GOT hooks see again; the busy counter around the call makes
    that inner call neither sample nor count. Requests pymalloc/mimalloc serve themselves need no guard:
@@ -1525,8 +1552,10 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
     static SPPROF__NOINLINE void *spprof__py_malloc_slow_##D(void *ctx, size_t n) {                             \
         void *p;                                                                                                \
         spprof__py_mem_busy_crossed();                                                                          \
-        if (n > spprof__py_memdoms[D].guard_above) {                                                            \
-            SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.malloc(ctx, n); SPPROF__PY_MEM_LEAVE();       \
+        if (n > spprof__py_memdoms[D].guard_above || spprof__py_memdoms[D].fwd) {                               \
+            SPPROF__PY_MEM_ENTER();                                                                             \
+            p = spprof__py_memdoms[D].orig.malloc(ctx, SPPROF__PY_FWD(D, n));                                   \
+            SPPROF__PY_MEM_LEAVE();                                                                             \
         } else p = spprof__py_memdoms[D].orig.malloc(ctx, n);                                                   \
         if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
         return p;                                                                                               \
@@ -1534,7 +1563,7 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
     static SPPROF__NOINLINE void *spprof__py_calloc_slow_##D(void *ctx, size_t k, size_t n) {                   \
         void *p;                                                                                                \
         spprof__py_mem_busy_crossed();                                                                          \
-        SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.calloc(ctx, k, n); SPPROF__PY_MEM_LEAVE();        \
+        SPPROF__PY_MEM_ENTER(); p = spprof__py_fwd_calloc(D, ctx, k, n); SPPROF__PY_MEM_LEAVE();                 \
         if (p) SPPROF__PY_MEM_ALLOC(p, k * n);                                                                  \
         return p;                                                                                               \
     }                                                                                                           \
@@ -1547,7 +1576,15 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
     static void *spprof__py_realloc_##D(void *ctx, void *old, size_t n) {                                       \
         void *p;                                                                                                \
         if (old) SPPROF__PY_MEM_FREE(old);  /* before: once realloc returns, old may be someone else's */        \
-        SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.realloc(ctx, old, n); SPPROF__PY_MEM_LEAVE();     \
+        if (spprof__py_memdoms[D].fwd && n <= spprof__py_memdoms[D].guard_above && spprof__py_fwd_skip(n)) {    \
+            SPPROF__PY_MEM_ENTER(); /* counted, not sampled: the raw realloc under it neither counts nor samples */ \
+            p = spprof__py_memdoms[D].orig.realloc(ctx, old, n);                                                \
+            SPPROF__PY_MEM_LEAVE();                                                                             \
+            return p;                                                                                           \
+        }                                                                                                       \
+        spprof__py_mem_busy_crossed();                                                                          \
+        SPPROF__PY_MEM_ENTER(); p = spprof__py_memdoms[D].orig.realloc(ctx, old, SPPROF__PY_FWD(D, n));          \
+        SPPROF__PY_MEM_LEAVE();                                                                                 \
         if (p) SPPROF__PY_MEM_ALLOC(p, n);                                                                      \
         return p;                                                                                               \
     }                                                                                                           \
@@ -1709,9 +1746,48 @@ static int spprof__py_mem_walk(spprof_frame *frames, int max_frames, void *fp, v
 
 static const PyMemAllocatorDomain spprof__py_domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
 
-/* [GIL] Wraps the allocators of the domains in mask (1 RAW, 2 MEM, 4 OBJ) that are not wrapped yet. */
+/* The probe of spprof__py_mem_forwards: a RAW free that passes the block on and notes the one looked for. */
+static PyMemAllocatorEx spprof__py_probe_raw;
+static void *spprof__py_probe_ptr;
+static uint32_t spprof__py_probe_seen;
+static void spprof__py_probe_free(void *ctx, void *p) {
+    if (p && p == SPPROF__LOAD(&spprof__py_probe_ptr)) SPPROF__STORE(&spprof__py_probe_seen, 1u);
+    spprof__py_probe_raw.free(ctx, p);
+}
+/* [GIL] Does allocator a (a domain's, before our hooks) serve a SPPROF__PY_FWD_SIZE request from the raw
+   domain and hand that block to PyMem_RawFree when it is freed? Plain pymalloc does (3.9 to 3.13); the debug
+   hooks (their ctx, and the block they free is not the one they returned), tracemalloc or another tool's
+   hooks (their ctx), PYTHONMALLOC=malloc (the raw allocator itself) and mimalloc (its own free) do not, or are
+   not trusted to: then every free is hooked. Tried for real: one such block, with a RAW free that notes it
+   set for the duration (other threads' raw calls pass through it unchanged, with the same ctx). */
+static int spprof__py_mem_forwards(const PyMemAllocatorEx *a) {
+    PyMemAllocatorEx raw, probe;
+    void *q;
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &raw);
+    if (a->ctx || a->malloc == raw.malloc) return 0;
+    spprof__py_probe_raw = raw;
+    probe = raw;
+    probe.free = spprof__py_probe_free;
+    SPPROF__STORE(&spprof__py_probe_seen, 0u);
+    SPPROF__PY_MEM_ENTER();  /* the probe's block is the profiler's, not the program's */
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &probe);
+    q = a->malloc(a->ctx, SPPROF__PY_FWD_SIZE);
+    if (q) {
+        SPPROF__STORE(&spprof__py_probe_ptr, q);
+        a->free(a->ctx, q);
+        SPPROF__STORE(&spprof__py_probe_ptr, (void *)NULL);
+    }
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &raw);
+    SPPROF__PY_MEM_LEAVE();
+    return (int)SPPROF__LOAD(&spprof__py_probe_seen);
+}
+
+/* [GIL] Wraps the allocators of the domains in mask (1 RAW, 2 MEM, 4 OBJ) that are not wrapped yet. MEM and
+   OBJ forward their sampled blocks to the raw domain when they can (above): their frees then come back
+   through PyMem_RawFree, so without the preloaded library (which is free itself) the RAW domain's free is
+   hooked too, even where the GOT hooks (hook_native) see raw frees: then only its free (free_only). */
 static void spprof__py_mem_hook(int mask) {
-    int d;
+    int d, fwd = 0;
     for (d = 0; d < 3; d++) {
         PyMemAllocatorEx a;
         if (!(mask & (1 << d)) || spprof__py_memdoms[d].installed) continue;
@@ -1721,6 +1797,13 @@ static void spprof__py_mem_hook(int mask) {
             PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &raw);
             spprof__py_memdoms[d].guard_above = (d == 0 || spprof__py_memdoms[d].orig.malloc == raw.malloc) ? 0 : 448;  /* 512, less the debug hooks' padding */
         }
+        spprof__py_memdoms[d].fwd = d && spprof__py_memdoms[d].guard_above && (!spprof__py_mem_shim || spprof__py_shim_tabs) &&
+                                    spprof__py_mem_forwards(&spprof__py_memdoms[d].orig);
+        if (spprof__py_memdoms[d].fwd) {
+            spprof__py_memdoms[d].guard_above = SPPROF__PY_FWD_SIZE - 1u;  /* plain pymalloc: no debug padding */
+            fwd = 1;
+        }
+        spprof__py_memdoms[d].free_only = 0;
         a.ctx = spprof__py_memdoms[d].orig.ctx;
         if (spprof__py_shim_tabs) {  /* the library's heap map, with this module's countdown and its filter */
             a.malloc = d == 0 ? spprof__py_malloc_pre_0 : d == 1 ? spprof__py_malloc_pre_1 : spprof__py_malloc_pre_2;
@@ -1736,8 +1819,20 @@ static void spprof__py_mem_hook(int mask) {
             a.free = d == 0 ? spprof__py_free_0 : d == 1 ? spprof__py_free_1 : spprof__py_free_2;
         }
         a.realloc = d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2;
+        if (spprof__py_memdoms[d].fwd) a.free = spprof__py_memdoms[d].orig.free;  /* not hooked: see above */
         PyMem_SetAllocator(spprof__py_domains[d], &a);
         spprof__py_memdoms[d].installed = 1;
+    }
+    if (fwd && !spprof__py_mem_shim && !spprof__py_memdoms[0].installed) {
+        PyMemAllocatorEx a;
+        PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &spprof__py_memdoms[0].orig);
+        spprof__py_memdoms[0].guard_above = 0;
+        spprof__py_memdoms[0].fwd = 0;
+        spprof__py_memdoms[0].free_only = 1;
+        a = spprof__py_memdoms[0].orig;
+        a.free = spprof__py_free_0;
+        PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &a);
+        spprof__py_memdoms[0].installed = 1;
     }
 }
 
@@ -1749,7 +1844,8 @@ static void spprof__py_mem_unhook(void) {
         PyMemAllocatorEx cur;
         if (!spprof__py_memdoms[d].installed) continue;
         PyMem_GetAllocator(spprof__py_domains[d], &cur);
-        if (cur.realloc == (d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2))
+        if (spprof__py_memdoms[d].free_only ? cur.free == spprof__py_free_0 :
+            cur.realloc == (d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2))
             PyMem_SetAllocator(spprof__py_domains[d], &spprof__py_memdoms[d].orig);
         spprof__py_memdoms[d].installed = 0;
     }
@@ -2137,7 +2233,7 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         st.native_walks_rooted += SPPROF__LOADR(&spprof__m.fp_rooted);
         st.native_walks_truncated += SPPROF__LOADR(&spprof__m.fp_broken);
     }
-    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsKsKsKsKsK}",
+    d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisKsKsKsKsKsKsi}",
         "samples", (unsigned long long)st.samples, "frees_seen", (unsigned long long)st.frees_seen,
         "live_samples", (unsigned long long)st.live_samples, "heap_map_capacity", (unsigned long long)st.heap_map_capacity,
         "heap_map_used", (unsigned long long)st.heap_map_used, "collisions", (unsigned long long)st.collisions,
@@ -2152,7 +2248,8 @@ static PyObject *spprof__py_mem_stats_fn(PyObject *self, PyObject *noargs) {
         "peak_time_ns", (unsigned long long)st.peak_time_ns, "native_walks", (unsigned long long)st.native_walks,
         "native_walks_rooted", (unsigned long long)st.native_walks_rooted,
         "native_walks_truncated", (unsigned long long)st.native_walks_truncated,
-        "footprint_resident_bytes", (unsigned long long)st.footprint_resident_bytes);
+        "footprint_resident_bytes", (unsigned long long)st.footprint_resident_bytes,
+        "pymalloc_forwarding", spprof__py_memdoms[1].fwd || spprof__py_memdoms[2].fwd);
     api->leave();
     return d;
 }
