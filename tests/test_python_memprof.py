@@ -150,7 +150,9 @@ def test_pymalloc_forwarding(run, variant):
     hi = 1.35 if variant.startswith("tracemalloc") else 1.15
     assert 0.85 < res["mine"] / res["truth"] < hi, res
     assert res["grown"] > 0.5 * 20000 * 340, res
-    assert res["after_free"] == 0, res                       # no sampled object's free missed
+    # no sampled object's free missed (a missed one each: ~30 MiB left); what may stay is an object kept on an
+    # interpreter free list (the list object of `out`), one sample (~16 KiB) at most a few times
+    assert res["after_free"] < 100 * 1024, res
     assert res["samples"] > 5000, res
     assert min(abs(b) for b in res["blocks"]) < 1000, res    # a free not counted by pymalloc: ~ -10000 each
 
