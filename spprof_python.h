@@ -1405,7 +1405,8 @@ SPPROF_API void spprof_py_configure(spprof_config *cfg) {
 
 /* ==== @memprof ========================================================================================
    The memory profiler's Python side: PyMem hooks (MEM and OBJ domains; RAW too when the malloc family is not
-   hooked otherwise, since RAW is malloc) that wrap the interpreter's allocators, and a stack walker that
+   hooked otherwise, since RAW is malloc, else RAW's free alone when MEM/OBJ forward their sampled blocks to it:
+   Forwarding, below) that wrap the interpreter's allocators, and a stack walker that
    records the allocating thread's Python frames (its native frames when it runs no Python).
    If the LD_PRELOAD library (spprof.h with SPPROF_ALLOC_SHIM) is in the process, its heap map is used, through
    spprof_alloc_shim_api(): one heap map per process. The hooks keep the interpreter's own ctx pointer as
