@@ -352,8 +352,9 @@ def get_stats() -> Dict[str, Any]:
     and frame-pointer health: native_walks (samples whose stack needed a native walk: threads running no
     Python, or C code called with the GIL released), native_walks_rooted (those that reached the outermost
     frame or the interpreter loop), native_walks_truncated (cut short by code without frame pointers),
-    native_stack_confidence (rooted / walks, None without walks). Warns once (RuntimeWarning) when most
-    native stacks were cut short."""
+    native_stack_confidence (rooted / walks, None without walks), pymalloc_forwarding (1: plain pymalloc, the
+    sampled small objects are served from the raw domain and the MEM/OBJ frees are not hooked). Warns once
+    (RuntimeWarning) when most native stacks were cut short."""
     return _stats()
 
 
