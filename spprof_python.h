@@ -1413,9 +1413,8 @@ SPPROF_API void spprof_py_configure(spprof_config *cfg) {
    theirs and call the saved functions with it, so a thread that reads the allocator while it is being
    swapped (function of one, ctx of the other) still works. */
 /* orig: the allocator wrapped; guard_above: the largest request the domain serves itself (0: none, it is malloc);
-   fwd: sampled blocks forwarded to the raw domain, the free not hooked (@memprof, Forwarding); free_only: only
-   the free is hooked (RAW, for the forwarded blocks, where the GOT hooks count the raw allocations) */
-typedef struct spprof__py_memdom { PyMemAllocatorEx orig; int installed; size_t guard_above; int fwd; int free_only; } spprof__py_memdom;
+   fwd: sampled blocks forwarded to the raw domain, the free not hooked (@memprof, Forwarding) */
+typedef struct spprof__py_memdom { PyMemAllocatorEx orig; int installed; size_t guard_above; int fwd; } spprof__py_memdom;
 static spprof__py_memdom spprof__py_memdoms[3];  /* RAW, MEM, OBJ */
 static const spprof_mem_api *spprof__py_mapi;
 static int spprof__py_mem_shim;
@@ -1514,8 +1513,9 @@ SPPROF__HOT int spprof__py_mem_free_maybe(void *const *tabs, void *ptr) {
    Then the domain's free is not hooked at all, and a sampled request of at most 512 bytes is made as a
    SPPROF__PY_FWD_SIZE request, which pymalloc serves from the raw allocator (counted in its own
    raw_allocated_blocks, so sys.getallocatedblocks() is unchanged). A sampled block is then always a raw one,
-   and its free comes back through PyMem_RawFree, where the raw level sees it: the GOT hooks of the malloc
-   family (hook_native), the RAW domain's hook, or the preloaded library. An unsampled free costs nothing.
+   and its free comes back through PyMem_RawFree, where the raw level sees it: the RAW domain's hook (its free
+   alone where the GOT hooks count the raw allocations), or the preloaded library, which is free itself. An
+   unsampled free costs nothing.
    The price: each sampled small object takes 513 bytes (about 0.1 % of the heap at the default rate), and a
    thread's first allocation in a session (the slow path) is forwarded whether sampled or not. A reallocation
    is decided before the call (the countdown), so that a sampled result is a raw block too; a raw block
@@ -1786,7 +1786,7 @@ static int spprof__py_mem_forwards(const PyMemAllocatorEx *a) {
 /* [GIL] Wraps the allocators of the domains in mask (1 RAW, 2 MEM, 4 OBJ) that are not wrapped yet. MEM and
    OBJ forward their sampled blocks to the raw domain when they can (above): their frees then come back
    through PyMem_RawFree, so without the preloaded library (which is free itself) the RAW domain's free is
-   hooked too, even where the GOT hooks (hook_native) see raw frees: then only its free (free_only). */
+   hooked too, even where the GOT hooks (hook_native) see raw frees: then only its free. */
 static void spprof__py_mem_hook(int mask) {
     int d, fwd = 0;
     for (d = 0; d < 3; d++) {
@@ -1804,7 +1804,6 @@ static void spprof__py_mem_hook(int mask) {
             spprof__py_memdoms[d].guard_above = SPPROF__PY_FWD_SIZE - 1u;  /* plain pymalloc: no debug padding */
             fwd = 1;
         }
-        spprof__py_memdoms[d].free_only = 0;
         a.ctx = spprof__py_memdoms[d].orig.ctx;
         if (spprof__py_shim_tabs) {  /* the library's heap map, with this module's countdown and its filter */
             a.malloc = d == 0 ? spprof__py_malloc_pre_0 : d == 1 ? spprof__py_malloc_pre_1 : spprof__py_malloc_pre_2;
@@ -1827,9 +1826,6 @@ static void spprof__py_mem_hook(int mask) {
     if (fwd && !spprof__py_mem_shim && !spprof__py_memdoms[0].installed) {
         PyMemAllocatorEx a;
         PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &spprof__py_memdoms[0].orig);
-        spprof__py_memdoms[0].guard_above = 0;
-        spprof__py_memdoms[0].fwd = 0;
-        spprof__py_memdoms[0].free_only = 1;
         a = spprof__py_memdoms[0].orig;
         a.free = spprof__py_free_0;
         PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &a);
@@ -1845,8 +1841,9 @@ static void spprof__py_mem_unhook(void) {
         PyMemAllocatorEx cur;
         if (!spprof__py_memdoms[d].installed) continue;
         PyMem_GetAllocator(spprof__py_domains[d], &cur);
-        if (spprof__py_memdoms[d].free_only ? cur.free == spprof__py_free_0 :
-            cur.realloc == (d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2))
+        /* ours: our realloc, or for RAW our free alone (hooked for the forwarded blocks) */
+        if (cur.realloc == (d == 0 ? spprof__py_realloc_0 : d == 1 ? spprof__py_realloc_1 : spprof__py_realloc_2) ||
+            (d == 0 && cur.free == spprof__py_free_0))
             PyMem_SetAllocator(spprof__py_domains[d], &spprof__py_memdoms[d].orig);
         spprof__py_memdoms[d].installed = 0;
     }
